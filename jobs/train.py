@@ -1,0 +1,51 @@
+"""Train the SAR->optical generator on a cube with Ray Train.
+
+    python jobs/train.py --cube out/cube.zarr --out out/train [--config cfg.yaml]
+        [--set train.epochs=3 --set train.num_workers=2 ...]
+
+Connects to the Ray cluster named by RAY_ADDRESS, else starts a local one. Prints the
+checkpoint directory; user errors are one ``error: ...`` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sar2opt.config import load_config
+from sar2opt.errors import Sar2OptError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cube", required=True, type=Path, help="Zarr cube from the cube stage")
+    ap.add_argument("--out", required=True, type=Path, help="output directory")
+    ap.add_argument("--config", type=Path, default=None, help="YAML config")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override"
+    )
+    return ap.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config, args.set)
+        if not args.cube.exists():
+            raise Sar2OptError(f"cube not found: {args.cube}")
+        import ray  # after argument checks: importing and starting Ray takes seconds
+
+        from sar2opt.train.trainer import train_model
+
+        if not ray.is_initialized():
+            ray.init()  # RAY_ADDRESS set -> that cluster; otherwise a local instance
+        ckpt = train_model(args.cube, args.out, cfg)
+    except Sar2OptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(ckpt)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

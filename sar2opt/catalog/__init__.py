@@ -1,0 +1,23 @@
+"""Local STAC catalog stage: COGs + Planetary-Computer-shaped items + a rustac STAC API server.
+
+``generate_scene`` (synthetic Pará scene) and ``ingest_multiearth`` (real MultiEarth sample) write
+``items.parquet``; ``CatalogServer`` serves it so later stages search it like any STAC API.
+"""
+
+from sar2opt.catalog.cog import write_cog
+from sar2opt.catalog.items import S1_COLLECTION, S2_COLLECTION, s1_item, s2_item, write_catalog
+from sar2opt.catalog.multiearth import ingest_multiearth
+from sar2opt.catalog.server import CatalogServer
+from sar2opt.catalog.synthetic import generate_scene
+
+__all__ = [
+    "S1_COLLECTION",
+    "S2_COLLECTION",
+    "CatalogServer",
+    "generate_scene",
+    "ingest_multiearth",
+    "s1_item",
+    "s2_item",
+    "write_catalog",
+    "write_cog",
+]

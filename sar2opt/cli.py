@@ -1,0 +1,108 @@
+"""``sar2opt`` command line: thin argparse front-end over the library functions.
+
+User errors (``Sar2OptError``) print one ``error: ...`` line on stderr and exit 2; anything else is
+a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sar2opt.errors import Sar2OptError
+
+
+def _summary(items: list[dict], out: Path) -> str:
+    by_coll: dict[str, int] = {}
+    for it in items:
+        by_coll[it["collection"]] = by_coll.get(it["collection"], 0) + 1
+    parts = ", ".join(f"{n} {c}" for c, n in sorted(by_coll.items()))
+    return f"wrote {len(items)} items ({parts}) to {out / 'items.parquet'}"
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from sar2opt.catalog.synthetic import generate_scene
+
+    out = Path(args.out)
+    items = generate_scene(out, seed=args.seed, size_km=args.size_km)
+    print(_summary(items, out))
+    return 0
+
+
+def _cmd_multiearth(args: argparse.Namespace) -> int:
+    from sar2opt.catalog.multiearth import ingest_multiearth
+
+    out = Path(args.out)
+    items = ingest_multiearth(Path(args.src), out)
+    print(_summary(items, out))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from sar2opt.catalog.server import CatalogServer
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (and SIGINT even where a launcher ignored it) stop the server instead of orphaning it.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    server = CatalogServer(args.dir, port=args.port)
+    server.start()
+    print(f"serving {server.parquet} at {server.url} (Ctrl-C to stop)", flush=True)
+    try:
+        while server.running:
+            time.sleep(0.5)
+        print("error: the catalog server exited", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()
+
+
+def _add_catalog(sub: argparse._SubParsersAction) -> None:
+    cat = sub.add_parser("catalog", help="build or serve the local STAC catalog")
+    csub = cat.add_subparsers(dest="catalog_cmd", required=True)
+
+    p = csub.add_parser("synth", help="generate the synthetic Pará scene and its catalog")
+    p.add_argument("--out", required=True, help="output folder (COGs, items.parquet)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size-km", type=float, default=10.24, help="scene side length in km")
+    p.set_defaults(func=_cmd_synth)
+
+    p = csub.add_parser("multiearth", help="ingest the MultiEarth sample into a catalog")
+    p.add_argument("src", help="folder with Sentinel1_*/Sentinel2_* GeoTIFFs")
+    p.add_argument("--out", required=True, help="output folder (COGs, items.parquet)")
+    p.set_defaults(func=_cmd_multiearth)
+
+    p = csub.add_parser("serve", help="serve DIR/items.parquet as a STAC API (foreground)")
+    p.add_argument("dir", help="catalog folder holding items.parquet")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
+    p.set_defaults(func=_cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser; other stages add their subcommands here."""
+    parser = argparse.ArgumentParser(prog="sar2opt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_catalog(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sar2opt`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Sar2OptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

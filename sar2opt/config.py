@@ -1,0 +1,211 @@
+"""Configuration: YAML -> frozen dataclasses, one per stage, that reject unknown keys.
+
+Library functions take one of these specs (or explicit arguments); only ``jobs/`` sees the
+whole ``Config``. ``load_config(path, overrides)`` applies ``section.key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sar2opt.errors import ConfigError
+
+# Where `make demo` serves the local catalog; the same setting points at Planetary Computer
+# (https://planetarycomputer.microsoft.com/api/stac/v1) or Earth Search in production.
+DEFAULT_STAC_URL = "http://127.0.0.1:7822"
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    """Where to search and which collections/assets hold the inputs."""
+
+    stac_url: str = DEFAULT_STAC_URL
+    s1_collection: str = "sentinel-1-rtc"
+    s2_collection: str = "sentinel-2-l2a"
+    sar_bands: tuple[str, ...] = ("vv", "vh")
+    opt_bands: tuple[str, ...] = ("B02", "B03", "B04", "B08")
+    timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class CubeSpec:
+    """How inputs are put on one grid, paired in time and cleaned."""
+
+    res_m: float = 10.0
+    epsg: int | None = None  # None: the UTM zone of the AOI centre
+    max_dt_days: float = 6.0
+    # Pixel cloud test (reflectance): bright and white -> cloud; very dark over land -> shadow.
+    cloud_brightness: float = 0.10
+    cloud_whiteness: float = 0.75
+    shadow_brightness: float = 0.016
+    cloud_dilate_px: int = 3
+    chunk_px: int = 512
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """Cloud-free training patches cut from a cube."""
+
+    patch_px: int = 128
+    stride_px: int = 64
+    min_clear_frac: float = 0.98
+    val_frac: float = 0.2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Generator/discriminator choice by registry name and their sizes."""
+
+    generator: str = "unet"
+    discriminator: str = "patchgan"
+    ngf: int = 16
+    ndf: int = 16
+    depth: int = 5
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation and Ray Train scaling."""
+
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 2e-4
+    lambda_l1: float = 100.0
+    num_workers: int = 2
+    use_gpu: bool = False
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class InferSpec:
+    """Tiling and the Ray Data actor pool."""
+
+    tile_px: int = 256
+    overlap_px: int = 32
+    batch_size: int = 4
+    num_actors: int = 1
+    cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve the read tasks on 2 cores
+    gpus_per_actor: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    catalog: CatalogSpec = field(default_factory=CatalogSpec)
+    cube: CubeSpec = field(default_factory=CubeSpec)
+    patches: PatchSpec = field(default_factory=PatchSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    infer: InferSpec = field(default_factory=InferSpec)
+
+
+def _coerce(value: object, tp: object, where: str) -> object:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(value, non_none[0], where)
+    if origin is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], where) for v in value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: object, where: str) -> object:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in {where or 'config'}; allowed: {sorted(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}".lstrip(".")) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict | None) -> Config:
+    """Build a Config, rejecting unknown sections and keys."""
+    return _build(Config, data or {}, "")
+
+
+def _set_path(data: dict, dotted: str, raw: str) -> None:
+    keys = dotted.split(".")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {k} is not a section")
+    node[keys[-1]] = yaml.safe_load(raw)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Read a YAML config (safe_load) and apply ``section.key=value`` overrides."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {p} is not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config {p} must be a mapping of sections")
+        data = loaded or {}
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} is not section.key=value")
+        k, v = ov.split("=", 1)
+        _set_path(data, k.strip(), v)
+    return config_from_dict(data)
+
+
+def config_to_dict(cfg: object) -> dict:
+    """Plain dict (lists, not tuples) for YAML, JSON and Zarr attrs."""
+
+    def plain(v: object) -> object:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))

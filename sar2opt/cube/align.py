@@ -1,0 +1,43 @@
+"""Time alignment: pair each Sentinel-1 acquisition with Sentinel-2 acquisitions nearby in time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def pair_s1_s2(
+    s1_times: Sequence[np.datetime64], s2_times: Sequence[np.datetime64], max_dt_days: float
+) -> list[list[int]]:
+    """For each S1 time, indices of S2 times within ±``max_dt_days``, nearest first.
+
+    Ties (equal distance before and after) prefer the earlier S2 date.
+    """
+    s2 = np.asarray(s2_times, dtype="datetime64[s]")
+    pairs = []
+    for t in np.asarray(s1_times, dtype="datetime64[s]"):
+        dt_days = (s2 - t).astype("float64") / 86400.0
+        near = np.flatnonzero(np.abs(dt_days) <= max_dt_days)
+        order = sorted(near, key=lambda i: (abs(dt_days[i]), dt_days[i]))
+        pairs.append([int(i) for i in order])
+    return pairs
+
+
+def composite_nearest_clear(
+    opt: np.ndarray, clear: np.ndarray, order: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per pixel, the first clear S2 observation in ``order`` (nearest in time first).
+
+    opt (time, band, y, x), clear (time, y, x) boolean. Returns (composite (band, y, x) with
+    NaN where no clear pixel, clear (y, x) boolean, source (y, x) int: index into ``opt``'s
+    time axis of the pixel used, -1 where none).
+    """
+    _, nb, h, w = opt.shape
+    out = np.full((nb, h, w), np.nan, dtype="float32")
+    source = np.full((h, w), -1, dtype="int16")
+    for i in order:
+        take = clear[i] & (source < 0)
+        out[:, take] = opt[i][:, take]
+        source[take] = i
+    return out, source >= 0, source

@@ -1,0 +1,1 @@
+"""Region inference: plan tiles, predict them on a Ray Data actor pool, blend, write a mosaic."""

@@ -1,0 +1,122 @@
+"""STAC search: the same code path for the local catalog, Planetary Computer and Earth Search.
+
+Items are returned as plain dicts (the API's JSON) rather than pystac objects: pystac >= 1.15
+rewrites ``proj:epsg`` into ``proj:code`` on read, and stackstac needs the EPSG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from shapely.geometry.base import BaseGeometry
+
+from sar2opt.config import CatalogSpec
+from sar2opt.errors import CatalogError
+
+
+def search_items(
+    catalog: CatalogSpec,
+    collection: str,
+    bbox_lonlat: Sequence[float],
+    start: str,
+    end: str,
+    *,
+    max_items: int | None = None,
+) -> list[dict]:
+    """Items of ``collection`` meeting ``bbox_lonlat`` from ``start`` to ``end`` (whole days).
+
+    Raises ``CatalogError`` with one clear line when the endpoint cannot be reached or answers
+    with an error, so jobs fail before any output is written.
+    """
+    import requests
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+
+    datetime = f"{_day_start(start)}/{_day_end(end)}"
+    try:
+        client = Client.open(catalog.stac_url, timeout=catalog.timeout_s)
+        search = client.search(
+            collections=[collection],
+            bbox=list(bbox_lonlat),
+            datetime=datetime,
+            max_items=max_items,
+            limit=100,
+        )
+        items = [normalise_item(it) for it in search.items_as_dicts()]
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise CatalogError(
+            f"STAC catalog {catalog.stac_url} is unreachable ({type(e).__name__})"
+        ) from None
+    except APIError as e:
+        # pystac-client wraps connection failures in APIError: tell them apart by message
+        text = str(e)
+        if any(k in text for k in _UNREACHABLE):
+            raise CatalogError(f"STAC catalog {catalog.stac_url} is unreachable") from None
+        raise CatalogError(
+            f"STAC catalog {catalog.stac_url} answered an error: {text[:200]}"
+        ) from None
+    except requests.RequestException as e:
+        raise CatalogError(f"STAC catalog {catalog.stac_url} failed: {e}") from None
+    items.sort(key=lambda it: (it["properties"].get("datetime") or "", it["id"]))
+    return items
+
+
+_UNREACHABLE = (
+    "Failed to establish a new connection",
+    "Connection refused",
+    "Max retries exceeded",
+    "timed out",
+    "Name or service not known",
+    "Temporary failure in name resolution",
+)
+
+
+def search_aoi(
+    catalog: CatalogSpec, collection: str, aoi: BaseGeometry, start: str, end: str
+) -> list[dict]:
+    """``search_items`` over the AOI's bbox, keeping items whose footprint meets the polygon."""
+    from shapely.geometry import shape
+
+    items = search_items(catalog, collection, aoi.bounds, start, end)
+    return [
+        it for it in items if it.get("geometry") is None or shape(it["geometry"]).intersects(aoi)
+    ]
+
+
+def search_s1(catalog: CatalogSpec, aoi: BaseGeometry, start: str, end: str) -> list[dict]:
+    """Sentinel-1 items over the AOI; a clear ``CatalogError`` when there are none."""
+    items = search_aoi(catalog, catalog.s1_collection, aoi, start, end)
+    if not items:
+        w, s, e, n = (round(v, 4) for v in aoi.bounds)
+        raise CatalogError(
+            f"no Sentinel-1 acquisitions ({catalog.s1_collection}) intersect the AOI "
+            f"({w}, {s}, {e}, {n}) between {start} and {end} in {catalog.stac_url}"
+        )
+    return items
+
+
+def normalise_item(item: dict) -> dict:
+    """Give every item (and asset) an integer ``proj:epsg``, which stackstac reads.
+
+    STAC 1.1 catalogs write ``proj:code`` ("EPSG:32721") instead.
+    """
+    props = item.setdefault("properties", {})
+    _epsg_from_code(props)
+    for asset in item.get("assets", {}).values():
+        if "proj:code" in asset or "proj:epsg" in asset:
+            _epsg_from_code(asset)
+    return item
+
+
+def _epsg_from_code(d: dict) -> None:
+    code = d.get("proj:code")
+    if d.get("proj:epsg") is None and isinstance(code, str) and code.upper().startswith("EPSG:"):
+        d["proj:epsg"] = int(code.split(":", 1)[1])
+
+
+def _day_start(s: str) -> str:
+    return s if "T" in s else f"{s}T00:00:00Z"
+
+
+def _day_end(s: str) -> str:
+    return s if "T" in s else f"{s}T23:59:59Z"

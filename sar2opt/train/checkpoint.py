@@ -1,0 +1,82 @@
+"""Generator checkpoint: weights + plain-typed metadata, loadable with weights_only=True.
+
+``model.pt`` = {"generator": state_dict, "meta": meta}. Meta holds only dict/list/str/
+float/int/bool/None so that ``torch.load(..., weights_only=True)`` (no pickle code
+execution) can read it: ``model`` (ModelSpec dict), ``in_bands``, ``out_bands``, ``norm``
+({sar_mean, sar_std, opt_mean, opt_std} lists), ``config``, ``git_sha``, ``epoch``,
+``metrics``. ``config.yaml`` beside it is the same meta for humans.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from sar2opt.config import config_from_dict
+from sar2opt.errors import Sar2OptError
+from sar2opt.models import build_generator
+
+MODEL_FILE = "model.pt"
+CONFIG_FILE = "config.yaml"
+REQUIRED_META = ("model", "in_bands", "out_bands", "norm")
+
+
+class CheckpointError(Sar2OptError):
+    """A checkpoint directory is missing, incomplete or from an incompatible model."""
+
+
+def _plain(v: object, where: str = "meta") -> object:
+    """Convert tuples/numpy to plain Python; reject anything weights_only could not load."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x, f"{where}.{k}") for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, f"{where}[]") for x in v]
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    raise TypeError(f"{where}: {type(v).__name__} is not a plain type")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module inside a DDP/FSDP wrapper (state-dict keys without 'module.')."""
+    return model.module if hasattr(model, "module") else model
+
+
+def save_checkpoint(dir: str | Path, generator: nn.Module, meta: dict) -> Path:
+    """Write ``dir/model.pt`` (CPU weights + meta) and ``dir/config.yaml``; return dir."""
+    d = Path(dir)
+    d.mkdir(parents=True, exist_ok=True)
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint meta lacks {missing}")
+    meta = _plain(meta)
+    state = {k: v.detach().cpu() for k, v in unwrap(generator).state_dict().items()}
+    torch.save({"generator": state, "meta": meta}, d / MODEL_FILE)
+    (d / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+    return d
+
+
+def load_generator(dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the generator through the registry, load its weights, return (model.eval(), meta)."""
+    path = Path(dir) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    meta = ckpt.get("meta", {})
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} meta lacks {missing}")
+    spec = config_from_dict({"model": meta["model"]}).model
+    gen = build_generator(spec, len(meta["in_bands"]), len(meta["out_bands"]))
+    try:
+        gen.load_state_dict(ckpt["generator"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint {path} does not match its model spec: {e}") from None
+    return gen.to(device).eval(), meta

@@ -1,0 +1,164 @@
+"""Bad input: one clear line on stderr, exit code 2, and no output left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from sar2opt.config import ModelSpec, config_to_dict
+from tests.e2e.conftest import SYN_AOI, one_error_line, run_job, write_json
+
+OUTSIDE = {  # a polygon in Africa, far from every catalog of ours
+    "type": "Polygon",
+    "coordinates": [[[20.0, 0.0], [20.1, 0.0], [20.1, 0.1], [20.0, 0.1], [20.0, 0.0]]],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A real (untrained) checkpoint: bad-input checks must not depend on training."""
+    import torch
+
+    from sar2opt.config import Config
+    from sar2opt.models import build_generator
+    from sar2opt.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    spec = ModelSpec(ngf=8, depth=5)
+    gen = build_generator(spec, 2, 4)
+    meta = {
+        "model": config_to_dict(spec),
+        "in_bands": ["vv", "vh"],
+        "out_bands": ["B02", "B03", "B04", "B08"],
+        "norm": {
+            "sar_mean": [-10.0, -16.0],
+            "sar_std": [3.0, 3.0],
+            "opt_mean": [0.03, 0.05, 0.04, 0.3],
+            "opt_std": [0.01, 0.02, 0.02, 0.05],
+        },
+        "config": config_to_dict(Config()),
+        "git_sha": "test",
+        "epoch": 0,
+        "metrics": {},
+    }
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint", gen, meta)
+
+
+def _cases(tmp_path, url):
+    bad_json = write_json(tmp_path / "bad.geojson", "{ not json")
+    outside = write_json(tmp_path / "outside.geojson", OUTSIDE)
+    return {
+        "missing AOI": (tmp_path / "nope.geojson", "2023-07-01", "2023-08-31", url, "not found"),
+        "invalid GeoJSON": (bad_json, "2023-07-01", "2023-08-31", url, "not valid JSON"),
+        "AOI not covered": (outside, "2023-07-01", "2023-08-31", url, "no Sentinel-1"),
+        "no S1 in dates": (SYN_AOI, "2015-01-01", "2015-02-01", url, "no Sentinel-1"),
+        "unreachable catalog": (
+            SYN_AOI,
+            "2023-07-01",
+            "2023-08-31",
+            "http://127.0.0.1:9",
+            "unreachable",
+        ),
+    }
+
+
+CASES = [
+    "missing AOI",
+    "invalid GeoJSON",
+    "AOI not covered",
+    "no S1 in dates",
+    "unreachable catalog",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_build_cube_bad_input(case, tmp_path, syn_catalog):
+    aoi, start, end, url, expected = _cases(tmp_path, syn_catalog["url"])[case]
+    out = tmp_path / "cube.zarr"
+    r = run_job(
+        [
+            "jobs/build_cube.py",
+            "--aoi",
+            aoi,
+            "--start",
+            start,
+            "--end",
+            end,
+            "--out",
+            out,
+            "--stac-url",
+            url,
+        ],
+        timeout=300,
+    )
+    assert expected in one_error_line(r)
+    assert not out.exists() and not list(tmp_path.glob(".cube.zarr*"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_infer_region_bad_input(case, tmp_path, syn_catalog, tiny_ckpt):
+    aoi, start, end, url, expected = _cases(tmp_path, syn_catalog["url"])[case]
+    out = tmp_path / "mosaic.zarr"
+    r = run_job(
+        [
+            "jobs/infer_region.py",
+            "--aoi",
+            aoi,
+            "--start",
+            start,
+            "--end",
+            end,
+            "--checkpoint",
+            tiny_ckpt,
+            "--out",
+            out,
+            "--stac-url",
+            url,
+        ],
+        timeout=300,
+    )
+    assert expected in one_error_line(r)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "mosaic" in p.name]
+
+
+def test_infer_region_missing_checkpoint(tmp_path, syn_catalog):
+    out = tmp_path / "mosaic.zarr"
+    r = run_job(
+        [
+            "jobs/infer_region.py",
+            "--aoi",
+            SYN_AOI,
+            "--start",
+            "2023-07-01",
+            "--end",
+            "2023-08-31",
+            "--checkpoint",
+            tmp_path / "none",
+            "--out",
+            out,
+            "--stac-url",
+            syn_catalog["url"],
+        ],
+        timeout=300,
+    )
+    assert "checkpoint" in one_error_line(r)
+    assert not out.exists()
+
+
+def test_unknown_config_key_is_rejected(tmp_path, syn_catalog):
+    r = run_job(
+        [
+            "jobs/build_cube.py",
+            "--aoi",
+            SYN_AOI,
+            "--start",
+            "2023-07-01",
+            "--end",
+            "2023-08-31",
+            "--out",
+            tmp_path / "c.zarr",
+            "--set",
+            "cube.res=20",
+        ],
+        timeout=300,
+    )
+    assert "unknown key" in one_error_line(r)

@@ -1,0 +1,56 @@
+"""`make demo-real` on the real MultiEarth sample (runs whenever ../shared/data exists)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tests.conftest import MULTIEARTH, requires_shared_data
+from tests.e2e.conftest import run_job
+
+pytestmark = [pytest.mark.slow, requires_shared_data]
+
+
+def test_demo_real_runs_end_to_end(tmp_path):
+    import rioxarray  # noqa: F401
+
+    out = tmp_path / "demo-real"
+    r = run_job(
+        [
+            "jobs/demo.py",
+            "--source",
+            "multiearth",
+            "--src",
+            MULTIEARTH,
+            "--out",
+            out,
+            "--set",
+            "train.epochs=8",
+        ],
+        timeout=1200,
+    )
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    for name in ("cube.zarr", "train/checkpoint/model.pt", "mosaic.zarr", "quicklook.png"):
+        assert (out / name).exists(), name
+        assert str(out / name).split("/model.pt")[0] in r.stdout or name.endswith("model.pt")
+    cube = xr.open_zarr(out / "cube.zarr")["cube"]
+    # the four real S1 dates of the sample, in dB
+    assert [str(t)[:10] for t in cube.time.values] == [
+        "2019-05-27",
+        "2019-06-08",
+        "2019-06-20",
+        "2019-07-02",
+    ]
+    assert -25 < float(np.nanmedian(cube.sel(band="vv"))) < -3
+    # the real clouds were caught: some but not all pixels are clear
+    clear = cube.sel(band="clear").values
+    assert 0.3 < clear.mean() < 0.99
+    mosaic = xr.open_zarr(out / "mosaic.zarr")
+    pred = mosaic[list(mosaic.data_vars)[0]]
+    assert pred.rio.crs.to_epsg() == 32721 and pred.sizes["time"] == 4
+    scores = json.loads((out / "scores.json").read_text())
+    assert [row["name"] for row in scores["rows"]] == ["model", "baseline: train mean colour"]
+    assert all(np.isfinite(row["mae"]) for row in scores["rows"])

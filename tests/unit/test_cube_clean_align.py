@@ -1,0 +1,98 @@
+import warnings
+
+import numpy as np
+import pytest
+
+from sar2opt.config import CubeSpec
+from sar2opt.cube.align import composite_nearest_clear, pair_s1_s2
+from sar2opt.cube.clean import cloud_shadow_mask, dilate
+from tests.conftest import MULTIEARTH, requires_shared_data
+
+SPEC = CubeSpec()
+KW = dict(
+    cloud_brightness=SPEC.cloud_brightness,
+    cloud_whiteness=SPEC.cloud_whiteness,
+    shadow_brightness=SPEC.shadow_brightness,
+)
+BANDS = ("B02", "B03", "B04")
+
+
+def test_cloud_test_separates_white_cloud_from_bright_soil_and_forest():
+    forest = [0.02, 0.04, 0.025]
+    soil = [0.09, 0.12, 0.16]  # bright but red: not a cloud
+    cloud = [0.35, 0.36, 0.37]
+    shadow = [0.006, 0.01, 0.007]
+    opt = np.array([forest, soil, cloud, shadow], dtype="float32").T[:, None, :]  # (band, 1, 4)
+    m = cloud_shadow_mask(opt, BANDS, **KW)
+    assert m.tolist() == [[False, False, True, True]]
+
+
+def test_nodata_is_flagged_and_dilation_grows_by_radius():
+    opt = np.full((3, 9, 9), 0.03, dtype="float32")
+    opt[:, 4, 4] = np.nan
+    m = cloud_shadow_mask(opt, BANDS, **KW, dilate_px=0)
+    assert m.sum() == 1 and m[4, 4]
+    d = dilate(m, 2)
+    assert d.sum() == 25 and d[2:7, 2:7].all()
+
+
+def _read_s2(stem):
+    import rasterio
+
+    warnings.filterwarnings("ignore", category=rasterio.errors.NotGeoreferencedWarning)
+    bands = []
+    for b in (2, 3, 4):
+        with rasterio.open(MULTIEARTH / "sent2" / f"Sentinel2_B{b}_{stem}.tiff") as r:
+            bands.append(r.read(1).astype("float32") / 1e4)
+    with rasterio.open(MULTIEARTH / "sent2" / f"Sentinel2_QA60_{stem}.tiff") as r:
+        qa = r.read(1)
+    return np.stack(bands), qa
+
+
+@requires_shared_data
+def test_pixel_test_finds_real_clouds_that_qa60_misses():
+    cloudy, qa = _read_s2("-55.20_-4.39_2019_06_06")
+    clear, _ = _read_s2("-55.20_-4.39_2019_07_26")
+    assert qa.max() == 0  # the trap: QA60 says "no cloud"
+    m_cloudy = cloud_shadow_mask(cloudy, BANDS, **KW, dilate_px=SPEC.cloud_dilate_px)
+    m_clear = cloud_shadow_mask(clear, BANDS, **KW, dilate_px=SPEC.cloud_dilate_px)
+    assert m_cloudy.mean() > 0.15
+    assert m_clear.mean() < 0.03
+    # every really bright white pixel of the cloudy scene is flagged
+    white = (cloudy.mean(0) > 0.25) & (cloudy.min(0) / cloudy.max(0) > 0.85)
+    assert white.sum() > 1000 and m_cloudy[white].all()
+
+
+def test_pair_s1_s2_nearest_first_within_window():
+    s1 = np.array(["2019-06-08", "2019-06-20", "2019-07-02"], dtype="datetime64[D]")
+    s2 = np.array(["2019-06-06", "2019-06-11", "2019-07-01", "2019-07-11"], dtype="datetime64[D]")
+    assert pair_s1_s2(s1, s2, 6) == [[0, 1], [], [2]]
+    assert pair_s1_s2(s1, s2, 12) == [[0, 1], [1, 2], [2, 3]]
+    # tie: 3 days before and after -> earlier first
+    assert (
+        pair_s1_s2(np.array(["2019-06-09"], "datetime64[D]"), s2[:2] + np.array([0, 1]), 5)[0][0]
+        == 0
+    )
+
+
+def test_composite_takes_nearest_clear_pixel():
+    opt = np.stack([np.full((2, 2, 2), v, "float32") for v in (1.0, 2.0, 3.0)])
+    clear = np.array(
+        [
+            [[False, True], [False, False]],
+            [[True, True], [False, False]],
+            [[True, True], [True, False]],
+        ]
+    )
+    comp, ok, src = composite_nearest_clear(opt, clear, [1, 0, 2])
+    assert src.tolist() == [[1, 1], [2, -1]]
+    assert comp[0].tolist()[0] == [2.0, 2.0] and comp[0, 1, 0] == 3.0 and np.isnan(comp[0, 1, 1])
+    assert ok.tolist() == [[True, True], [True, False]]
+
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_dilate_on_edges(radius):
+    m = np.zeros((6, 6), bool)
+    m[0, 0] = True
+    d = dilate(m, radius)
+    assert d.sum() == (radius + 1) ** 2
