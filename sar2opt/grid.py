@@ -18,7 +18,7 @@ Bounds = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class GridSpec:
-    """A north-up pixel grid: EPSG code, square ``res_m`` pixels, bounds (xmin, ymin, xmax, ymax)."""
+    """A north-up pixel grid: EPSG code, square res_m pixels, bounds (xmin, ymin, xmax, ymax)."""
 
     epsg: int
     res_m: float
