@@ -11,8 +11,8 @@ local Ray. Each tile x acquisition is one row: read its SAR window (Ray task) ->
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,20 +20,41 @@ from pathlib import Path
 
 import numpy as np
 
-from sar2opt.aoi import grid_for_aoi, load_aoi
+from sar2opt.aoi import load_aoi
 from sar2opt.config import InferSpec, config_to_dict, load_config
-from sar2opt.errors import ConfigError, Sar2OptError
-from sar2opt.grid import GridSpec
-from sar2opt.infer.mosaic import check_mosaic_path, sha256_file, write_mosaic
-from sar2opt.infer.predictor import TilePredictor, read_tile_row
-from sar2opt.infer.tiles import MULTIPLE, TileTask, accumulate, blend_weights, finalize, plan_tiles
+from sar2opt.errors import CatalogError
+from sar2opt.infer.ledger import StoreLock
+from sar2opt.infer.mosaic import MosaicExistsError, check_mosaic_path
+from sar2opt.infer.plan import ZonePart, format_plan, make_plan, split_by_zone
+from sar2opt.infer.publish import publish_store
+from sar2opt.infer.region import (
+    COMPLETE_ATTR,
+    check_infer_spec,
+    fill_zone,
+    load_models,
+    run_fingerprint,
+    run_settings,
+    with_stac_url,
+)
+from sar2opt.infer.region import init_ray as _init_ray
+from sar2opt.infer.region import one_line as _one_line
+from sar2opt.infer.region import shift_day as _shift_day
+from sar2opt.infer.region import user_error as _user_error
+from sar2opt.infer.store import create_store, read_attrs, update_attrs
+from sar2opt.infer.tiles import TileTask, accumulate, blend_weights, finalize
+from sar2opt.paths import resolve_output
 from sar2opt.provenance import provenance
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--aoi", required=True, help="GeoJSON Polygon/MultiPolygon in lon/lat")
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory (holds model.pt)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="checkpoint directory (holds model.pt); repeat for an ensemble",
+    )
     p.add_argument("--out", required=True, help="output Zarr store")
     p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last date, YYYY-MM-DD")
@@ -41,21 +62,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--stac-url", help="STAC API endpoint (overrides catalog.stac_url)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the plan (tiles, bytes, GPU-hours) and stop"
+    )
+    p.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray: Ray Data actor pool (default); local: in this process (tiny AOIs, tests)",
+    )
     return p.parse_args(argv)
-
-
-def check_infer_spec(spec: InferSpec) -> None:
-    """Reject tiling/actor settings that would crash or hang deep inside Ray."""
-    if spec.tile_px <= 0 or spec.tile_px % MULTIPLE:
-        raise ConfigError(
-            f"infer.tile_px must be a positive multiple of {MULTIPLE}, got {spec.tile_px}"
-        )
-    if not 0 <= spec.overlap_px < spec.tile_px:
-        raise ConfigError(f"infer.overlap_px must be in [0, tile_px), got {spec.overlap_px}")
-    if spec.batch_size < 1 or spec.num_actors < 1:
-        raise ConfigError("infer.batch_size and infer.num_actors must be >= 1")
-    if spec.cpus_per_actor < 0 or spec.gpus_per_actor < 0:
-        raise ConfigError("infer.cpus_per_actor and infer.gpus_per_actor must be >= 0")
 
 
 def predict_tiles(
@@ -121,126 +137,157 @@ def blend_batches(
     return finalize(acc, wsum)
 
 
-def _user_error(exc: BaseException) -> Sar2OptError | None:
-    """The Sar2OptError behind a Ray wrapper (worker errors arrive as causes/subclasses)."""
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        cause = getattr(e, "cause", None)  # RayTaskError: the worker's original exception
-        if isinstance(cause, BaseException) and id(cause) not in seen:
-            e = cause
-            continue
-        if isinstance(e, Sar2OptError):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+def _out_paths(out: Path, parts: Sequence[ZonePart]) -> tuple[Path, list[Path]]:
+    """Work dir (renamed to ``out`` when complete) and the store of each zone inside it.
+
+    One zone: the store is ``out`` itself. Several: ``out`` is a folder of ``<zone>.zarr``.
+    """
+    work = out.with_name(out.name + ".partial")
+    if len(parts) == 1:
+        return work, [work]
+    return work, [work / f"{p.name}.zarr" for p in parts]
 
 
-def _one_line(err: BaseException) -> str:
-    """First line of the message: Ray appends retry notes to errors raised in workers."""
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
+def _dates_for_plan(cfg, aoi, args) -> tuple[int, str, list | None]:
+    from sar2opt.cube.load import group_acquisitions
+    from sar2opt.infer.plan import estimate_dates
+    from sar2opt.stac import search_s1
 
-
-def _init_ray() -> bool:
-    """Join RAY_ADDRESS's cluster if set, else start a local one; True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        ray.init(include_dashboard=False)
-    return True
+    try:
+        groups = group_acquisitions(search_s1(cfg.catalog, aoi, args.start, args.end))
+        return len(groups), f"S1 acquisitions found in {cfg.catalog.stac_url}", groups
+    except CatalogError as e:
+        n = estimate_dates(args.start, args.end, cfg.infer.s1_revisit_days)
+        note = f"estimated, one per {cfg.infer.s1_revisit_days:g} days: {_one_line(e)[:80]}"
+        return n, note, None
 
 
 def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     started_ray = False
     try:
-        cfg = load_config(args.config, args.set)
-        if args.stac_url:
-            cfg = dataclasses.replace(
-                cfg, catalog=dataclasses.replace(cfg.catalog, stac_url=args.stac_url)
-            )
+        cfg = with_stac_url(load_config(args.config, args.set), args.stac_url)
         check_infer_spec(cfg.infer)
-        out = check_mosaic_path(args.out, args.overwrite)
+        args.out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when set
+        out = Path(args.out) if args.dry_run else check_mosaic_path(args.out, args.overwrite)
         aoi = load_aoi(args.aoi)
+        models = load_models(args.checkpoint)  # fail fast on a bad checkpoint
+        parts = split_by_zone(aoi, cfg.cube.res_m, cfg.cube.epsg)
+        flips = cfg.infer.tta_flips
 
-        from sar2opt.train.checkpoint import MODEL_FILE, load_generator
+        n_dates, dates_note, groups = _dates_for_plan(cfg, aoi, args)
+        comp = cfg.infer.composite_max_dt_days
+        plan = make_plan(
+            parts,
+            tile_px=cfg.infer.tile_px,
+            overlap_px=cfg.infer.overlap_px,
+            dates=n_dates,
+            dates_note=dates_note,
+            sar_bands=len(models.in_bands),
+            out_bands=len(models.out_bands),
+            hypotheses=len(models.checkpoints) * flips,
+            s2_per_date=(2 * comp / cfg.infer.s2_revisit_days) if comp > 0 else 0.0,
+            opt_in_bands=len(cfg.catalog.opt_bands),
+            gpu_tiles_per_s=cfg.infer.gpu_tiles_per_s,
+        )
+        print(format_plan(plan), flush=True)
+        if args.dry_run:
+            return 0
+        if groups is None:  # the plan could not search: now it is an error
+            from sar2opt.stac import search_s1
 
-        _, meta = load_generator(args.checkpoint)  # fail fast on a bad checkpoint
-        in_bands, out_bands = list(meta["in_bands"]), list(meta["out_bands"])
-        grid: GridSpec = grid_for_aoi(aoi, cfg.cube.res_m, cfg.cube.epsg)
-
-        from sar2opt.cube.load import group_acquisitions
-        from sar2opt.stac import search_s1
-
-        items = search_s1(cfg.catalog, aoi, args.start, args.end)
-        groups = group_acquisitions(items)
+            search_s1(cfg.catalog, aoi, args.start, args.end)
         times = [iso for iso, _ in groups]
-        tiles = plan_tiles(grid, cfg.infer.tile_px, cfg.infer.overlap_px, aoi)
-        tasks = [tile.task(t, iso) for t, iso in enumerate(times) for tile in tiles]
-        print(
-            f"infer: {grid}, {len(times)} acquisitions x {len(tiles)} tiles = {len(tasks)} tasks",
-            flush=True,
-        )
+        s2_items: list[dict] = []
+        if comp > 0:
+            from sar2opt.stac import search_aoi
 
-        started_ray = _init_ray()
-        device = "cuda" if cfg.infer.gpus_per_actor > 0 else "cpu"
-        batches = predict_tiles(
-            tasks,
-            cfg.infer,
-            read_fn=read_tile_row,
-            read_kwargs={
-                "items_by_time": [members for _, members in groups],
-                "grid": grid.to_dict(),
-                "bands": in_bands,
-            },
-            predictor_cls=TilePredictor,
-            predictor_kwargs={
-                "checkpoint_dir": str(Path(args.checkpoint).resolve()),
-                "device": device,
-            },
-        )
-        every = max(1, len(tasks) // 20)
-        last = [0]
+            s2_items = search_aoi(
+                cfg.catalog,
+                cfg.catalog.s2_collection,
+                aoi,
+                _shift_day(args.start, -comp),
+                _shift_day(args.end, comp),
+            )
 
-        def progress(done: int, total: int) -> None:
-            if done - last[0] >= every or done == total:
-                last[0] = done
-                print(f"infer: tiles {done}/{total}  ({time.monotonic() - t0:.0f} s)", flush=True)
-
-        shape = (len(times), len(out_bands), *grid.shape)
-        data = blend_batches(batches, shape, cfg.infer.overlap_px, len(tasks), progress)
-
+        work, stores = _out_paths(out, parts)
         attrs = provenance("infer")
         attrs.update(
             {
-                "model": meta.get("model"),
-                "checkpoint": str(Path(args.checkpoint).resolve()),
-                "checkpoint_sha256": sha256_file(Path(args.checkpoint) / MODEL_FILE),
-                "checkpoint_git_sha": meta.get("git_sha"),
+                "model": models.model,
+                "checkpoint": models.checkpoints[0],
+                "checkpoints": list(models.checkpoints),
+                "checkpoint_sha256": models.sha256[0],
+                "checkpoints_sha256": list(models.sha256),
+                "checkpoint_git_sha": models.git_sha,
                 "config": config_to_dict(cfg),
-                "in_bands": in_bands,
+                "in_bands": list(models.in_bands),
                 "s1_item_ids": [[it["id"] for it in members] for _, members in groups],
                 "aoi_bounds_lonlat": list(aoi.bounds),
                 "start": args.start,
                 "end": args.end,
+                "hypotheses": len(models.checkpoints) * flips,
+                "tta_flips": flips,
+                COMPLETE_ATTR: False,
             }
         )
-        path = write_mosaic(
-            out,
-            data,
-            grid,
-            times,
-            out_bands,
-            attrs,
-            tile_px=cfg.infer.tile_px,
-            overwrite=args.overwrite,
-        )
+        with StoreLock(out):  # the same lock as jobs/monitor.py: one writer per output
+            if (
+                work.exists()
+                and args.overwrite
+                and not _resumable(work, stores, parts, cfg, models, times)
+            ):
+                shutil.rmtree(work)
+            for part, store in zip(parts, stores, strict=True):
+                fp = run_fingerprint(part, cfg, models, flips)
+                if store.exists():
+                    old = read_attrs(store)
+                    if old.get("run_fingerprint") != fp or old.get("times_iso") != times:
+                        raise MosaicExistsError(
+                            f"{work} holds a partial run with other settings or dates; "
+                            "pass --overwrite to start again"
+                        )
+                    print(f"infer: resuming {store}", flush=True)
+                else:
+                    zattrs = dict(attrs, run_fingerprint=fp, zone=part.name)
+                    zattrs["run_settings"] = run_settings(part, cfg, models, flips)
+                    zattrs["aoi_bounds_lonlat"] = list(part.aoi.bounds)
+                    create_store(store, part.grid, times, models.out_bands, zattrs, plan.block_px)
+                if not started_ray and args.executor == "ray":
+                    started_ray = _init_ray()
+                last = [0.0]
+
+                def progress(done: int, total: int, name: str = part.name, last=last) -> None:
+                    now = time.monotonic()
+                    if now - last[0] >= 5 or done == total:
+                        last[0] = now
+                        print(
+                            f"infer: zone {name} tiles {done}/{total}  ({now - t0:.0f} s)",
+                            flush=True,
+                        )
+
+                wrote, total = fill_zone(
+                    store,
+                    part,
+                    cfg,
+                    models,
+                    times,
+                    list(range(len(times))),
+                    [members for _, members in groups],
+                    s2_items,
+                    executor=args.executor,
+                    progress=progress,
+                )
+                print(f"infer: zone {part.name} wrote {wrote} tiles", flush=True)
+                update_attrs(store, {COMPLETE_ATTR: True})
+                publish_store(store, part.aoi)
+            if out.exists():  # --overwrite: replace only now that the new one is complete
+                old_out = out.with_name(out.name + f".old-{os.getpid()}")
+                os.replace(out, old_out)
+                os.replace(work, out)
+                shutil.rmtree(old_out, ignore_errors=True)
+            else:
+                os.replace(work, out)
     except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; unwrap the user-facing ones
         err = _user_error(e)
         if err is None:
@@ -252,12 +299,33 @@ def main(args: argparse.Namespace) -> int:
             import ray
 
             ray.shutdown()
-    finite = float(np.isfinite(data).mean()) if data.size else 0.0
-    print(
-        f"mosaic: {path}  dims {dict(zip(('time', 'band', 'y', 'x'), data.shape, strict=True))}  "
-        f"valid {finite:.1%}  ({time.monotonic() - t0:.0f} s)"
-    )
+    for store in [out] if len(parts) == 1 else sorted(out.glob("*.zarr")):
+        print(f"mosaic: {store}  {_summary(store)}  ({time.monotonic() - t0:.0f} s)")
     return 0
+
+
+def _resumable(work, stores, parts, cfg, models, times) -> bool:
+    """Whether ``work`` is a partial run of exactly this job (kept even with --overwrite)."""
+    for part, store in zip(parts, stores, strict=True):
+        if not store.exists():
+            continue
+        old = read_attrs(store)
+        fp = run_fingerprint(part, cfg, models, cfg.infer.tta_flips)
+        if old.get("run_fingerprint") != fp or old.get("times_iso") != times:
+            return False
+    return True
+
+
+def _summary(store: Path) -> str:
+    """Dims and valid fraction (the latter only for stores small enough to scan)."""
+    import xarray as xr
+
+    ds = xr.open_zarr(store)
+    da = ds[list(ds.data_vars)[0]]
+    text = f"dims {dict(da.sizes)}"
+    if da.size <= 2e8:
+        text += f"  valid {float(np.isfinite(da.values).mean()):.1%}"
+    return text
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sar2opt.config import load_config
 from sar2opt.errors import Sar2OptError
+from sar2opt.paths import resolve_output
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.set)
+        args.out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when that is set
         if not args.cube.exists():
             raise Sar2OptError(f"cube not found: {args.cube}")
         import ray  # after argument checks: importing and starting Ray takes seconds

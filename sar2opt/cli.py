@@ -33,6 +33,58 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_region(args: argparse.Namespace) -> int:
+    from sar2opt.catalog.synthetic import SynthSpec, generate_region
+    from sar2opt.catalog.terrain import TerrainSpec
+
+    spec = SynthSpec(
+        seed=args.seed,
+        res_m=args.res_m,
+        terrain=TerrainSpec(relief_m=args.relief_m),
+        orbit_states=tuple(dict.fromkeys(args.orbit or ["descending"])),
+        s1_revisit_days=args.s1_revisit_days,
+        s2_bands=tuple(args.s2_bands.split(",")),
+        qa60_reliable=args.qa60_reliable,
+    )
+    out = Path(args.out)
+    items = generate_region(out, args.bbox, args.start, args.end, spec)
+    print(_summary(items, out))
+    return 0
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="generate a synthetic S1 + S2 + DEM region (COGs + STAC items) for a bbox and period",
+    )
+    p.add_argument(
+        "--bbox", required=True, type=float, nargs=4, metavar=("W", "S", "E", "N"), help="lon/lat"
+    )
+    p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    p.add_argument("--end", required=True, help="last date, YYYY-MM-DD")
+    p.add_argument("--out", required=True, help="output folder (cogs/, truth/, items.parquet)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--res-m", type=float, default=10.0, help="pixel size in metres")
+    p.add_argument(
+        "--relief-m", type=float, default=40.0, help="hill height: ~40 lowland, 2000 mountains"
+    )
+    p.add_argument(
+        "--orbit",
+        action="append",
+        choices=["descending", "ascending"],
+        default=None,
+        help="Sentinel-1 orbit direction(s) (default descending; repeat for both)",
+    )
+    p.add_argument("--s1-revisit-days", type=int, default=12, choices=[6, 12])
+    p.add_argument("--s2-bands", default="B02,B03,B04,B08", help="comma-separated S2 bands")
+    p.add_argument(
+        "--qa60-reliable",
+        action="store_true",
+        help="write true cloud bits in QA60 (default: all zeros, as in the real archive)",
+    )
+    p.set_defaults(func=_cmd_synth_region)
+
+
 def _cmd_multiearth(args: argparse.Namespace) -> int:
     from sar2opt.catalog.multiearth import ingest_multiearth
 
@@ -91,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sar2opt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_catalog(sub)
+    _add_synth(sub)
     return parser
 
 

@@ -31,6 +31,8 @@ class CatalogSpec:
     sar_bands: tuple[str, ...] = ("vv", "vh")
     opt_bands: tuple[str, ...] = ("B02", "B03", "B04", "B08")
     timeout_s: float = 20.0
+    # e.g. "cop-dem-glo-30": adds a ``dem`` band (metres) after ``clear``; None = no DEM band
+    dem_collection: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,15 @@ class CubeSpec:
     shadow_brightness: float = 0.016
     cloud_dilate_px: int = 3
     chunk_px: int = 512
+    # > 0: add ``prior_<band>`` bands: per pixel the latest clear S2 observation strictly before
+    # (S1 date - max_dt_days) and at most prior_days before that; 0 = no prior bands
+    prior_days: float = 0.0
+    # Tiled builds (jobs/build_cube.py): one unit of work per tile_px square tile (a multiple
+    # of chunk_px, so no two tiles share a Zarr chunk); shard_tiles: one Zarr v3 shard per
+    # tile and time step; cpus_per_tile: Ray CPUs per tile task (fractions are fine).
+    tile_px: int = 1024
+    shard_tiles: bool = False
+    cpus_per_tile: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,13 @@ class ModelSpec:
     ngf: int = 16
     ndf: int = 16
     depth: int = 5
+    # Model inputs: S (SAR), SD (+DEM), SO (+prior cloud-free optical), SOD (all).
+    input_set: str = "S"
+    n_blocks: int = 6  # residual / transformer blocks (pix2pixHD, attention, Restormer)
+    n_scales: int = 2  # multi-scale discriminator: image scales judged (pix2pixHD, SPADE)
+    dem_fusion: str = "early"  # SARDINet: early | late | intermediate
+    refine: str = "none"  # a refinement stage after the generator: none | restormer
+    dropout: float = 0.0  # > 0: dropout kept on at inference gives stochastic hypotheses
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,12 @@ class TrainSpec:
     batch_size: int = 8
     lr: float = 2e-4
     lambda_l1: float = 100.0
+    loss: str = "l1"  # reconstruction term: l1 | mse_mae (w_mse * MSE + w_mae * MAE)
+    w_mse: float = 1.0
+    w_mae: float = 1.0
+    gan_mode: str = "vanilla"  # vanilla (BCE) | lsgan | hinge
+    lambda_fm: float = 10.0  # discriminator feature matching (multi-scale D only)
+    d_every: int = 1  # update the discriminator every n-th step (2: every other step)
     num_workers: int = 2
     use_gpu: bool = False
     seed: int = 0
@@ -92,6 +116,14 @@ class InferSpec:
     num_actors: int = 1
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve the read tasks on 2 cores
     gpus_per_actor: float = 0.0
+    # Hypotheses per tile = checkpoints x test-time flips (1-4); their spread is `uncertainty`.
+    tta_flips: int = 2
+    # Cloud-free composite: keep a clear S2 pixel within +-days of each S1 date (0 = off).
+    composite_max_dt_days: float = 0.0
+    # Dry-run estimates only: GPU throughput, and S1/S2 revisits when the catalog is silent.
+    gpu_tiles_per_s: float = 50.0
+    s1_revisit_days: float = 12.0
+    s2_revisit_days: float = 5.0
 
 
 @dataclass(frozen=True)

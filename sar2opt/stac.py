@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from shapely.geometry.base import BaseGeometry
 
+from sar2opt import profiles
 from sar2opt.config import CatalogSpec
 from sar2opt.errors import CatalogError
 
@@ -75,16 +76,16 @@ def search_aoi(
     catalog: CatalogSpec, collection: str, aoi: BaseGeometry, start: str, end: str
 ) -> list[dict]:
     """``search_items`` over the AOI's bbox, keeping items whose footprint meets the polygon."""
-    from shapely.geometry import shape
-
     items = search_items(catalog, collection, aoi.bounds, start, end)
-    return [
-        it for it in items if it.get("geometry") is None or shape(it["geometry"]).intersects(aoi)
-    ]
+    return [it for it in items if item_intersects(it, aoi)]
 
 
 def search_s1(catalog: CatalogSpec, aoi: BaseGeometry, start: str, end: str) -> list[dict]:
-    """Sentinel-1 items over the AOI; a clear ``CatalogError`` when there are none."""
+    """Sentinel-1 items over the AOI; a clear ``CatalogError`` when there are none.
+
+    Radar-geometry collections (GRD) are refused before searching.
+    """
+    profiles.require_geocoded(profiles.profile_for(catalog.stac_url, catalog.s1_collection))
     items = search_aoi(catalog, catalog.s1_collection, aoi, start, end)
     if not items:
         w, s, e, n = (round(v, 4) for v in aoi.bounds)
@@ -98,20 +99,29 @@ def search_s1(catalog: CatalogSpec, aoi: BaseGeometry, start: str, end: str) -> 
 def normalise_item(item: dict) -> dict:
     """Give every item (and asset) an integer ``proj:epsg``, which stackstac reads.
 
-    STAC 1.1 catalogs write ``proj:code`` ("EPSG:32721") instead.
+    STAC 1.1 catalogs write ``proj:code`` ("EPSG:32721") instead; Planetary Computer writes
+    9-element ``proj:transform``s. See ``sar2opt.profiles.normalise_item``.
     """
-    props = item.setdefault("properties", {})
-    _epsg_from_code(props)
-    for asset in item.get("assets", {}).values():
-        if "proj:code" in asset or "proj:epsg" in asset:
-            _epsg_from_code(asset)
-    return item
+    return profiles.normalise_item(item)
 
 
-def _epsg_from_code(d: dict) -> None:
-    code = d.get("proj:code")
-    if d.get("proj:epsg") is None and isinstance(code, str) and code.upper().startswith("EPSG:"):
-        d["proj:epsg"] = int(code.split(":", 1)[1])
+def item_intersects(item: dict, aoi: BaseGeometry) -> bool:
+    """Does the item's footprint meet the AOI (lon/lat)?
+
+    Uses the geometry (antimeridian items are split MultiPolygons); without one, the bbox,
+    read as crossing 180° when west > east.
+    """
+    from shapely.geometry import box, shape
+
+    if item.get("geometry"):
+        return shape(item["geometry"]).intersects(aoi)
+    bbox = item.get("bbox")
+    if not bbox:
+        return True
+    w, s, e, n = (bbox[0], bbox[1], bbox[3], bbox[4]) if len(bbox) == 6 else tuple(bbox)
+    if w <= e:
+        return box(w, s, e, n).intersects(aoi)
+    return box(w, s, 180.0, n).intersects(aoi) or box(-180.0, s, e, n).intersects(aoi)
 
 
 def _day_start(s: str) -> str:

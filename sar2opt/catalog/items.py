@@ -1,10 +1,13 @@
 """STAC items shaped like Planetary Computer's, so one search/stack code path reads local and PC.
 
-Two collections are modelled:
+Three collections are modelled:
 
-* ``sentinel-1-rtc``: assets ``vv``/``vh`` hold float32 LINEAR gamma0 power, nodata -32768.
+* ``sentinel-1-rtc``: assets ``vv``/``vh`` hold float32 LINEAR gamma0 power, nodata -32768;
+  synthetic items add ``layover``/``shadow`` uint8 masks (1 = affected, role ``data-mask``).
 * ``sentinel-2-l2a``: assets ``B01``.. hold uint16 DN = reflectance x 10000 (nodata 0, processing
-  baseline "03.00": no +1000 BOA offset), plus ``QA60``/``SCL`` when present.
+  baseline "03.00": no +1000 BOA offset), plus ``QA60``/``SCL`` when present; synthetic items
+  add ``truth_B02``.. (the same bands without clouds or shadows, role ``truth``).
+* ``cop-dem-glo-30``: one asset ``data``, float32 elevation in metres (nodata -32767).
 
 Every item carries both ``proj:epsg`` (read by stackstac and older tools) and ``proj:code``
 (projection extension v2), ``proj:shape``/``proj:transform``/``proj:bbox`` from the one
@@ -25,6 +28,9 @@ from sar2opt.grid import GridSpec
 
 S1_COLLECTION = "sentinel-1-rtc"
 S2_COLLECTION = "sentinel-2-l2a"
+DEM_COLLECTION = "cop-dem-glo-30"
+DEM_NODATA = -32767.0
+TRUTH_PREFIX = "truth_"
 S1_NODATA = -32768.0
 S2_NODATA = 0
 S2_SCALE = 10000.0
@@ -47,10 +53,17 @@ S2_BANDS: dict[str, tuple[str | None, float | None, float]] = {
     "B06": ("rededge", 0.740, 20.0),
     "B07": ("rededge", 0.783, 20.0),
     "B08": ("nir", 0.842, 10.0),
+    "B8A": ("rededge", 0.865, 20.0),
+    "B11": ("swir16", 1.610, 20.0),
+    "B12": ("swir22", 2.190, 20.0),
 }
 S1_POLS = {
     "vv": "VV: vertical transmit, vertical receive",
     "vh": "VH: vertical transmit, horizontal receive",
+}
+S1_MASKS = {
+    "layover": "Radar layover mask (1 = layover)",
+    "shadow": "Radar shadow mask (1 = shadow)",
 }
 
 
@@ -157,20 +170,31 @@ def s1_item(
     relative_orbit: int | None = None,
     extra_properties: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``sentinel-1-rtc`` item; ``hrefs`` maps ``vv``/``vh`` to float32 linear-power COGs."""
-    unknown = set(hrefs) - set(S1_POLS)
-    if unknown or not hrefs:
-        raise ValueError(f"S1 assets must be among {sorted(S1_POLS)}, got {sorted(hrefs)}")
-    assets = {
-        pol: {
-            "href": _href(href),
-            "type": COG_TYPE,
-            "title": S1_POLS[pol],
-            "roles": ["data"],
-            "raster:bands": [raster_band("float32", S1_NODATA, grid.res_m)],
-        }
-        for pol, href in hrefs.items()
-    }
+    """A ``sentinel-1-rtc`` item; ``hrefs`` maps ``vv``/``vh`` to float32 linear-power COGs
+    (and optionally ``layover``/``shadow`` to uint8 mask COGs)."""
+    unknown = set(hrefs) - set(S1_POLS) - set(S1_MASKS)
+    if unknown or not set(hrefs) & set(S1_POLS):
+        raise ValueError(
+            f"S1 assets must be among {sorted(S1_POLS) + sorted(S1_MASKS)}, got {sorted(hrefs)}"
+        )
+    assets: dict[str, dict] = {}
+    for name, href in hrefs.items():
+        if name in S1_POLS:
+            assets[name] = {
+                "href": _href(href),
+                "type": COG_TYPE,
+                "title": S1_POLS[name],
+                "roles": ["data"],
+                "raster:bands": [raster_band("float32", S1_NODATA, grid.res_m)],
+            }
+        else:
+            assets[name] = {
+                "href": _href(href),
+                "type": COG_TYPE,
+                "title": S1_MASKS[name],
+                "roles": ["data-mask"],
+                "raster:bands": [raster_band("uint8", None, grid.res_m)],
+            }
     props: dict[str, Any] = {
         "platform": platform,
         "constellation": "Sentinel-1",
@@ -208,7 +232,18 @@ def s2_item(
     """
     assets: dict[str, dict] = {}
     for name, href in hrefs.items():
-        if name in S2_BANDS:
+        if name.startswith(TRUTH_PREFIX) and name[len(TRUTH_PREFIX) :] in S2_BANDS:
+            band = name[len(TRUTH_PREFIX) :]
+            assets[name] = {
+                "href": _href(href),
+                "type": COG_TYPE,
+                "title": f"Cloud-free truth of {band} (synthetic)",
+                "roles": ["truth"],
+                "raster:bands": [
+                    raster_band("uint16", S2_NODATA, grid.res_m, scale=1.0 / S2_SCALE, offset=0.0)
+                ],
+            }
+        elif name in S2_BANDS:
             common, wl, gsd = S2_BANDS[name]
             eo_band: dict[str, Any] = {"name": name, "common_name": common}
             if wl is not None:
@@ -252,6 +287,33 @@ def s2_item(
         props["eo:cloud_cover"] = round(float(cloud_cover), 3)
     props.update(extra_properties or {})
     return base_item(item_id, S2_COLLECTION, dt, grid, props, assets, [EXT_EO])
+
+
+def dem_item(
+    item_id: str,
+    grid: GridSpec,
+    href: str | Path,
+    *,
+    dt: datetime | None = None,
+    extra_properties: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A ``cop-dem-glo-30``-like item: one ``data`` asset, float32 metres above the geoid.
+
+    Like Planetary Computer's, it carries one fixed datetime (the DEM's release, 2021-04-22).
+    """
+    dt = dt or datetime(2021, 4, 22, tzinfo=timezone.utc)
+    assets = {
+        "data": {
+            "href": _href(href),
+            "type": COG_TYPE,
+            "title": "Elevation (m)",
+            "roles": ["data"],
+            "raster:bands": [raster_band("float32", DEM_NODATA, grid.res_m, unit="metre")],
+        }
+    }
+    props: dict[str, Any] = {"platform": "TanDEM-X", "gsd": grid.res_m}
+    props.update(extra_properties or {})
+    return base_item(item_id, DEM_COLLECTION, dt, grid, props, assets, [])
 
 
 def write_catalog(items: Sequence[dict], catalog_dir: str | Path) -> Path:

@@ -41,3 +41,22 @@ def composite_nearest_clear(
         out[:, take] = opt[i][:, take]
         source[take] = i
     return out, source >= 0, source
+
+
+def pair_prior(
+    s1_times: Sequence[np.datetime64],
+    s2_times: Sequence[np.datetime64],
+    max_dt_days: float,
+    prior_days: float,
+) -> list[list[int]]:
+    """For each S1 time, S2 indices strictly before ``t - max_dt_days`` and no earlier than
+    ``t - max_dt_days - prior_days``, most recent first: the prior cloud-free optical input,
+    kept disjoint from the ±``max_dt_days`` target window."""
+    s2 = np.asarray(s2_times, dtype="datetime64[s]")
+    out = []
+    for t in np.asarray(s1_times, dtype="datetime64[s]"):
+        before_days = (t - s2).astype("float64") / 86400.0  # > 0: S2 earlier than S1
+        ok = (before_days > max_dt_days) & (before_days <= max_dt_days + prior_days)
+        idx = np.flatnonzero(ok)
+        out.append([int(i) for i in sorted(idx, key=lambda i: (before_days[i], i))])
+    return out

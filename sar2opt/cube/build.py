@@ -3,11 +3,17 @@
 One time step per Sentinel-1 acquisition. Its optical bands are a per-pixel composite of
 the clear S2 observations within ±``max_dt_days`` (nearest first), so training sees every
 clear pixel near the radar date instead of one whole, often cloudy, image.
+
+``search_inputs`` fixes the time axis and the items once; ``assemble`` turns them into pixels
+on any grid. ``build_cube`` runs both on the AOI's grid in memory; the tiled builder
+(``sar2opt.cube.continental``) runs ``assemble`` per tile with the items that meet it, so a
+tile holds exactly the pixels ``build_cube`` gives for the same window.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,14 +22,20 @@ from shapely.geometry.base import BaseGeometry
 
 from sar2opt.aoi import grid_for_aoi
 from sar2opt.config import CatalogSpec, CubeSpec, config_to_dict
-from sar2opt.cube.align import composite_nearest_clear, pair_s1_s2
+from sar2opt.cube.align import composite_nearest_clear, pair_prior, pair_s1_s2
 from sar2opt.cube.clean import cloud_shadow_mask
-from sar2opt.cube.load import group_acquisitions, load_optical, load_sar
+from sar2opt.cube.load import group_acquisitions, load_dem, load_optical, load_sar
+from sar2opt.errors import CatalogError
 from sar2opt.grid import GridSpec
+from sar2opt.profiles import profile_for, require_geocoded
 from sar2opt.provenance import provenance
 from sar2opt.stac import search_aoi, search_s1
 
 CLEAR_BAND = "clear"
+DEM_BAND = "dem"
+PRIOR_PREFIX = "prior_"
+# DEM items are static: search them over all time
+DEM_DATES = ("1900-01-01", "2100-12-31")
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,202 @@ class CubeQuery:
     end: str
 
 
+@dataclass(frozen=True)
+class CubeInputs:
+    """The searched items behind a cube: one S1 group per time step (frames of one pass;
+    empty where a tile sees none of that pass), and the S2 and DEM items."""
+
+    times: tuple[str, ...]
+    s1_groups: tuple[tuple[dict, ...], ...]
+    s2_items: tuple[dict, ...]
+    dem_items: tuple[dict, ...] = ()
+
+    def time_coord(self) -> np.ndarray:
+        """datetime64[ns] of each time step (naive UTC), as the cube stores them."""
+        return np.array([_naive(t) for t in self.times], dtype="datetime64[ns]")
+
+
+def _naive(iso: str) -> np.datetime64:
+    return np.datetime64(iso.rstrip("Z").split("+")[0], "ns")
+
+
+def _s2_time(item: dict) -> np.datetime64:
+    return np.datetime64(item["properties"]["datetime"].rstrip("Z")[:19])
+
+
+def search_inputs(
+    aoi: BaseGeometry, start: str, end: str, *, catalog: CatalogSpec, spec: CubeSpec
+) -> CubeInputs:
+    """Search S1 (the time axis), S2 (padded by ``max_dt_days`` and ``prior_days``) and the DEM.
+
+    Raises ``CatalogError`` when no S1 item, or (with ``dem_collection``) no DEM item, meets
+    the AOI: nothing has been written yet at that point.
+    """
+    require_geocoded(profile_for(catalog.stac_url, catalog.s1_collection))
+    s1_items = search_s1(catalog, aoi, start, end)
+    pad = np.timedelta64(int(spec.max_dt_days * 86400), "s")
+    prior_pad = np.timedelta64(int(spec.prior_days * 86400), "s")
+    s2_start = str((np.datetime64(start) - pad - prior_pad).astype("datetime64[D]"))
+    s2_end = str((np.datetime64(end) + pad).astype("datetime64[D]"))
+    s2_items = search_aoi(catalog, catalog.s2_collection, aoi, s2_start, s2_end)
+    dem_items: list[dict] = []
+    if catalog.dem_collection:
+        dem_profile = profile_for(catalog.stac_url, catalog.dem_collection)
+        dem_items = search_aoi(catalog, dem_profile.collection, aoi, *DEM_DATES)
+        if not dem_items:
+            raise CatalogError(f"no {dem_profile.collection} items cover the AOI")
+    return inputs_from_items(s1_items, s2_items, dem_items)
+
+
+def inputs_from_items(
+    s1_items: Sequence[dict], s2_items: Sequence[dict], dem_items: Sequence[dict] = ()
+) -> CubeInputs:
+    """Group S1 items into acquisitions (the time axis)."""
+    acquisitions = group_acquisitions(s1_items)
+    return CubeInputs(
+        times=tuple(iso for iso, _ in acquisitions),
+        s1_groups=tuple(tuple(g) for _, g in acquisitions),
+        s2_items=tuple(s2_items),
+        dem_items=tuple(dem_items),
+    )
+
+
+def cube_bands(catalog: CatalogSpec, spec: CubeSpec) -> list[str]:
+    """Band order: SAR, optical, ``clear``, [``dem``], [``prior_<band>``...]."""
+    bands = list(catalog.sar_bands) + list(catalog.opt_bands) + [CLEAR_BAND]
+    if catalog.dem_collection:
+        bands.append(DEM_BAND)
+    if spec.prior_days > 0:
+        bands += [PRIOR_PREFIX + b for b in catalog.opt_bands]
+    return bands
+
+
+def pairing(inputs: CubeInputs, spec: CubeSpec) -> tuple[list[list[int]], list[list[int]]]:
+    """Per time step, S2 indices of the target window and of the prior window (nearest first)."""
+    s2_times = [_s2_time(it) for it in inputs.s2_items]
+    times = inputs.time_coord()
+    pairs = pair_s1_s2(times, s2_times, spec.max_dt_days) if s2_times else [[] for _ in times]
+    if spec.prior_days > 0 and s2_times:
+        priors = pair_prior(times, s2_times, spec.max_dt_days, spec.prior_days)
+    else:
+        priors = [[] for _ in times]
+    return pairs, priors
+
+
+def assemble(
+    grid: GridSpec,
+    inputs: CubeInputs,
+    *,
+    catalog: CatalogSpec,
+    spec: CubeSpec,
+    log=print,
+) -> np.ndarray:
+    """Load, clean and pair ``inputs`` on ``grid``: float32 (time, band, y, x) in ``cube_bands``
+    order. Pure in its pixels: the same window of a larger grid gives the same values."""
+    import dask
+
+    s1_profile = profile_for(catalog.stac_url, catalog.s1_collection)
+    s2_profile = profile_for(catalog.stac_url, catalog.s2_collection)
+    nt, (h, w) = len(inputs.times), grid.shape
+    n_sar, n_opt = len(catalog.sar_bands), len(catalog.opt_bands)
+
+    sar_out = np.full((nt, n_sar, h, w), np.nan, dtype="float32")
+    lazy = {
+        t: load_sar(
+            list(g), grid, catalog.sar_bands, chunk_px=spec.chunk_px, profile=s1_profile
+        ).isel(time=0)
+        for t, g in enumerate(inputs.s1_groups)
+        if g
+    }
+    opt_lazy = (
+        load_optical(
+            list(inputs.s2_items),
+            grid,
+            catalog.opt_bands,
+            chunk_px=spec.chunk_px,
+            profile=s2_profile,
+        ).data
+        if inputs.s2_items
+        else None
+    )
+    # one dask run for every read of the grid: the threads overlap S1 and S2 I/O
+    *sar_steps, opt_values = dask.compute(*[a.data for a in lazy.values()], opt_lazy)
+    for t, arr in zip(lazy, sar_steps, strict=True):
+        sar_out[t] = arr
+
+    opt_out = np.full((nt, n_opt, h, w), np.nan, dtype="float32")
+    clear_out = np.zeros((nt, h, w), dtype="float32")
+    prior_out = np.full((nt, n_opt, h, w), np.nan, dtype="float32")
+    pairs, priors = pairing(inputs, spec)
+    if opt_values is not None:
+        flagged = cloud_shadow_mask(
+            opt_values,
+            catalog.opt_bands,
+            cloud_brightness=spec.cloud_brightness,
+            cloud_whiteness=spec.cloud_whiteness,
+            shadow_brightness=spec.shadow_brightness,
+            dilate_px=spec.cloud_dilate_px,
+        )
+        clear = ~flagged
+        for i, s2_frac in enumerate(clear.mean(axis=(1, 2))):
+            log(f"  S2 {inputs.s2_items[i]['id']}: {100 * s2_frac:.0f}% clear")
+        for t, order in enumerate(pairs):
+            comp, ok, _ = composite_nearest_clear(opt_values, clear, order)
+            opt_out[t] = comp
+            clear_out[t] = ok
+        for t, order in enumerate(priors):
+            if order:
+                prior_out[t] = composite_nearest_clear(opt_values, clear, order)[0]
+    for t in range(nt):
+        log(
+            f"  S1 {inputs.times[t][:10]}: {len(pairs[t])} S2 within "
+            f"±{spec.max_dt_days:g} d, {100 * clear_out[t].mean():.0f}% clear pixels"
+        )
+
+    parts = [sar_out, opt_out, clear_out[:, None]]
+    if catalog.dem_collection:
+        dem_profile = profile_for(catalog.stac_url, catalog.dem_collection)
+        if inputs.dem_items:
+            dem = load_dem(
+                list(inputs.dem_items), grid, chunk_px=spec.chunk_px, profile=dem_profile
+            )
+            log(f"DEM: {len(inputs.dem_items)} items, {np.nanmin(dem):.0f}..{np.nanmax(dem):.0f} m")
+        else:  # a tile beyond every DEM item
+            dem = np.full((h, w), np.nan, dtype="float32")
+        parts.append(np.broadcast_to(dem, (nt, 1, h, w)))
+    if spec.prior_days > 0:
+        parts.append(prior_out)
+    return np.concatenate(parts, axis=1).astype("float32", copy=False)
+
+
+def cube_attrs(
+    grid: GridSpec,
+    inputs: CubeInputs,
+    query: CubeQuery,
+    *,
+    catalog: CatalogSpec,
+    spec: CubeSpec,
+) -> dict:
+    """The attrs every cube store carries (read by training, evaluation and inference)."""
+    pairs, priors = pairing(inputs, spec)
+    ids = [it["id"] for it in inputs.s2_items]
+    prior_bands = [PRIOR_PREFIX + b for b in catalog.opt_bands] if spec.prior_days > 0 else []
+    return provenance("cube") | {
+        "sar_bands": list(catalog.sar_bands),
+        "opt_bands": list(catalog.opt_bands),
+        "grid": grid.to_dict(),
+        "query": {"bbox_lonlat": list(query.bbox_lonlat), "start": query.start, "end": query.end},
+        "catalog": config_to_dict(catalog),
+        "cube_spec": config_to_dict(spec),
+        "s1_items": json.dumps([[it["id"] for it in g] for g in inputs.s1_groups]),
+        "s2_items_per_time": json.dumps([[ids[i] for i in order] for order in pairs]),
+        "dem_band": DEM_BAND if catalog.dem_collection else None,
+        "dem_items": json.dumps([it["id"] for it in inputs.dem_items]),
+        "prior_bands": prior_bands,
+        "prior_items_per_time": json.dumps([[ids[i] for i in order] for order in priors]),
+    }
+
+
 def build_cube(
     aoi: BaseGeometry,
     start: str,
@@ -44,70 +252,24 @@ def build_cube(
     spec: CubeSpec,
     log=print,
 ) -> xr.Dataset:
-    """Search, load, clean and pair; returns a Dataset with variable ``cube`` (time, band, y, x)."""
+    """Search, load, clean and pair; returns a Dataset with variable ``cube`` (time, band, y, x).
+
+    Bands: SAR (dB), optical (reflectance), ``clear``, then ``dem`` (metres) when
+    ``catalog.dem_collection`` is set, then ``prior_<band>`` when ``spec.prior_days > 0``.
+    In memory, for one grid: large AOIs go through ``sar2opt.cube.continental``.
+    """
     grid = grid_for_aoi(aoi, spec.res_m, spec.epsg)
     query = CubeQuery(tuple(round(v, 6) for v in aoi.bounds), start, end)
     log(f"grid: {grid}")
-    s1_items = search_s1(catalog, aoi, start, end)
-    pad = np.timedelta64(int(spec.max_dt_days * 86400), "s")
-    s2_start = str((np.datetime64(start) - pad).astype("datetime64[D]"))
-    s2_end = str((np.datetime64(end) + pad).astype("datetime64[D]"))
-    s2_items = search_aoi(catalog, catalog.s2_collection, aoi, s2_start, s2_end)
-    acquisitions = group_acquisitions(s1_items)
+    inputs = search_inputs(aoi, start, end, catalog=catalog, spec=spec)
+    n_s1 = sum(len(g) for g in inputs.s1_groups)
     log(
-        f"found {len(acquisitions)} S1 acquisitions ({len(s1_items)} items), "
-        f"{len(s2_items)} S2 items"
+        f"found {len(inputs.times)} S1 acquisitions ({n_s1} items), {len(inputs.s2_items)} S2 items"
     )
-
-    sar = load_sar(s1_items, grid, catalog.sar_bands, chunk_px=spec.chunk_px).compute()
-    nt, _, h, w = sar.shape
-    n_opt = len(catalog.opt_bands)
-    opt_out = np.full((nt, n_opt, h, w), np.nan, dtype="float32")
-    clear_out = np.zeros((nt, h, w), dtype="float32")
-    pairs_meta: list[list[str]] = [[] for _ in range(nt)]
-    if s2_items:
-        opt = load_optical(s2_items, grid, catalog.opt_bands, chunk_px=spec.chunk_px).compute()
-        flagged = cloud_shadow_mask(
-            opt.values,
-            catalog.opt_bands,
-            cloud_brightness=spec.cloud_brightness,
-            cloud_whiteness=spec.cloud_whiteness,
-            shadow_brightness=spec.shadow_brightness,
-            dilate_px=spec.cloud_dilate_px,
-        )
-        clear = ~flagged
-        for i, s2_frac in enumerate(clear.mean(axis=(1, 2))):
-            log(f"  S2 {s2_items[i]['id']}: {100 * s2_frac:.0f}% clear")
-        s2_times = [np.datetime64(it["properties"]["datetime"].rstrip("Z")[:19]) for it in s2_items]
-        pairs = pair_s1_s2(sar.time.values, s2_times, spec.max_dt_days)
-        for t, order in enumerate(pairs):
-            comp, ok, _ = composite_nearest_clear(opt.values, clear, order)
-            opt_out[t] = comp
-            clear_out[t] = ok
-            pairs_meta[t] = [s2_items[i]["id"] for i in order]
-    for t in range(nt):
-        log(
-            f"  S1 {str(sar.time.values[t])[:10]}: {len(pairs_meta[t])} S2 within "
-            f"±{spec.max_dt_days:g} d, {100 * clear_out[t].mean():.0f}% clear pixels"
-        )
-
-    bands = list(catalog.sar_bands) + list(catalog.opt_bands) + [CLEAR_BAND]
-    data = np.concatenate([sar.values, opt_out, clear_out[:, None]], axis=1).astype("float32")
-    cube = cube_dataarray(data, grid, sar.time.values, bands)
+    data = assemble(grid, inputs, catalog=catalog, spec=spec, log=log)
+    cube = cube_dataarray(data, grid, inputs.time_coord(), cube_bands(catalog, spec))
     ds = cube.to_dataset(name="cube")
-    ds.attrs.update(
-        provenance("cube")
-        | {
-            "sar_bands": list(catalog.sar_bands),
-            "opt_bands": list(catalog.opt_bands),
-            "grid": grid.to_dict(),
-            "query": {"bbox_lonlat": list(query.bbox_lonlat), "start": start, "end": end},
-            "catalog": config_to_dict(catalog),
-            "cube_spec": config_to_dict(spec),
-            "s1_items": json.dumps([[it["id"] for it in g] for _, g in acquisitions]),
-            "s2_items_per_time": json.dumps(pairs_meta),
-        }
-    )
+    ds.attrs.update(cube_attrs(grid, inputs, query, catalog=catalog, spec=spec))
     return ds
 
 
@@ -117,6 +279,7 @@ def cube_dataarray(
     """(time, band, y, x) DataArray with coordinates and CRS from the grid.
 
     Band names are variable-length strings: Zarr v3 has no spec for fixed-width unicode.
+    ``data`` may be a dask array (the tiled builder's empty template).
     """
     import rioxarray  # noqa: F401  (registers .rio)
 
@@ -132,4 +295,6 @@ def cube_dataarray(
         name="cube",
     )
     da = da.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
+    # list spatial_ref under "coordinates" so a plain xr.open_zarr keeps .rio.crs
+    da.encoding["coordinates"] = "spatial_ref"
     return da

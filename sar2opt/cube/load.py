@@ -13,6 +13,13 @@ import numpy as np
 import xarray as xr
 
 from sar2opt.grid import GridSpec
+from sar2opt.profiles import (
+    LOCAL,
+    PROFILES,
+    CollectionProfile,
+    band_scaling,
+    prepare_items,
+)
 
 # Linear backscatter below this is treated as no signal before the dB conversion.
 MIN_LINEAR = 1e-6
@@ -63,19 +70,69 @@ def load_stack(
     )
     if arr.shape[-2:] != grid.shape:  # guard the one-grid promise
         raise AssertionError(f"stackstac returned {arr.shape[-2:]}, grid is {grid.shape}")
+    if arr.sizes["time"] != len(items) or arr.sizes["band"] != len(assets):
+        arr = restore_dropped(arr, items, assets, chunk_px=chunk_px)
     return arr
 
 
+def restore_dropped(
+    arr: xr.DataArray, items: Sequence[dict], assets: Sequence[str], *, chunk_px: int = 512
+) -> xr.DataArray:
+    """Put back, as NaN, the items and assets stackstac dropped for lying outside the bounds.
+
+    Callers index the result by item position (pairing, per-item scaling); a tile whose
+    footprint test keeps an item whose raster misses the tile must not shift the others.
+    """
+    import dask.array as dsa
+
+    kept_ids = [str(v) for v in arr["id"].values] if arr.sizes["time"] else []
+    band_pos = {str(b): i for i, b in enumerate(arr["band"].values)}
+    blank = dsa.full(arr.shape[-2:], np.nan, dtype="float32", chunks=chunk_px)
+    rows, j = [], 0
+    for it in items:
+        take = j < len(kept_ids) and kept_ids[j] == it["id"]
+        rows.append(
+            dsa.stack(
+                [arr.data[j, band_pos[a]] if take and a in band_pos else blank for a in assets]
+            )
+        )
+        j += int(take)
+    times = [
+        np.datetime64(it["properties"]["datetime"].rstrip("Z").split("+")[0], "ns") for it in items
+    ]
+    return xr.DataArray(
+        dsa.stack(rows) if rows else dsa.zeros((0, len(assets), *arr.shape[-2:]), "float32"),
+        dims=("time", "band", "y", "x"),
+        coords={
+            "time": np.array(times, dtype="datetime64[ns]"),
+            "id": ("time", [it["id"] for it in items]),
+            "band": list(assets),
+            "y": arr["y"].values,
+            "x": arr["x"].values,
+        },
+        attrs=arr.attrs,
+    )
+
+
 def load_sar(
-    items: Sequence[dict], grid: GridSpec, bands: Sequence[str], *, chunk_px: int = 512
+    items: Sequence[dict],
+    grid: GridSpec,
+    bands: Sequence[str],
+    *,
+    chunk_px: int = 512,
+    profile: CollectionProfile | None = None,
 ) -> xr.DataArray:
     """Sentinel-1 backscatter in dB on ``grid``, one time step per acquisition (frames mosaicked).
 
     Catalog assets hold linear γ0 power (as Planetary Computer's ``sentinel-1-rtc``); the
-    nodata value (-32768) and non-positive powers become NaN.
+    nodata value (-32768) and non-positive powers become NaN. With a ``profile``, assets are
+    re-keyed to ``bands`` and URLs signed here, in the process that reads the pixels; a GRD
+    profile is refused (radar geometry is not a map grid).
     """
     import stackstac
 
+    if profile is not None:
+        items = prepare_items(items, profile, bands)
     steps = []
     times = []
     for iso, members in group_acquisitions(items):
@@ -108,36 +165,52 @@ def db_to_linear(db: np.ndarray) -> np.ndarray:
 
 
 def load_optical(
-    items: Sequence[dict], grid: GridSpec, bands: Sequence[str], *, chunk_px: int = 512
+    items: Sequence[dict],
+    grid: GridSpec,
+    bands: Sequence[str],
+    *,
+    chunk_px: int = 512,
+    profile: CollectionProfile | None = None,
 ) -> xr.DataArray:
     """Sentinel-2 surface reflectance (0-1) on ``grid``, one time step per item.
 
-    DN are scaled by 1e-4 and, from processing baseline 04.00 on, offset by -1000 DN
-    (Planetary Computer items carry no ``raster:bands`` scale, so it is applied here).
-    DN 0 is no data.
+    Reflectance = DN * scale + offset per item and band (``sar2opt.profiles.scale_offset``):
+    ``raster:bands`` where the catalog gives them, else 1e-4 and, from processing baseline
+    04.00 on, -1000 DN (Planetary Computer items carry no ``raster:bands``). DN 0 is no data.
     """
+    profile = profile or PROFILES[(LOCAL, "sentinel-2-l2a")]
+    scales, offsets = band_scaling(items, profile, bands)
+    items = prepare_items(items, profile, bands)
     arr = load_stack(items, grid, bands, chunk_px=chunk_px)
-    scale = np.array([_s2_scale_offset(it, bands)[0] for it in items], dtype="float32")
-    offset = np.array([_s2_scale_offset(it, bands)[1] for it in items], dtype="float32")
+    scale = xr.DataArray(np.array(scales, dtype="float32"), dims=("time", "band"))
+    offset = xr.DataArray(np.array(offsets, dtype="float32"), dims=("time", "band"))
     valid = arr > 0
-    scaled = arr * xr.DataArray(scale, dims="time") + xr.DataArray(offset, dims="time")
+    scaled = arr * scale + offset
     out = xr.where(valid, scaled, np.nan).astype("float32")
     out = out.transpose("time", "band", "y", "x")
     out.name = "opt"
     return out
 
 
-def _s2_scale_offset(item: dict, bands: Sequence[str]) -> tuple[float, float]:
-    """Reflectance = DN * scale + offset, from ``raster:bands`` or the processing baseline."""
-    rb = (item["assets"][bands[0]].get("raster:bands") or [{}])[0]
-    if "scale" in rb:
-        return float(rb["scale"]), float(rb.get("offset", 0.0))
-    return 1e-4, 1e-4 * _s2_offset_dn(item)
+def load_dem(
+    items: Sequence[dict],
+    grid: GridSpec,
+    *,
+    chunk_px: int = 512,
+    profile: CollectionProfile | None = None,
+) -> np.ndarray:
+    """Elevation (y, x) in metres on ``grid``: the DEM tiles mosaicked, NaN where none.
 
+    The profile's nodata (Copernicus DEM: -32767) becomes NaN.
+    """
+    import stackstac
 
-def _s2_offset_dn(item: dict) -> float:
-    baseline = str(item["properties"].get("s2:processing_baseline", "00.00"))
-    try:
-        return -1000.0 if float(baseline) >= 4.0 else 0.0
-    except ValueError:
-        return 0.0
+    profile = profile or PROFILES[(LOCAL, "cop-dem-glo-30")]
+    prepared = prepare_items(items, profile, ("dem",))
+    if not prepared:
+        raise ValueError("no DEM items to load")
+    arr = load_stack(prepared, grid, ("dem",), chunk_px=chunk_px)
+    if profile.nodata is not None:
+        arr = arr.where(arr != profile.nodata)
+    dem = stackstac.mosaic(arr, dim="time") if arr.sizes["time"] > 1 else arr.isel(time=0)
+    return np.asarray(dem.isel(band=0).values, dtype="float32")

@@ -27,6 +27,10 @@ def write_zarr_atomic(ds: xr.Dataset, path: str | Path, *, overwrite: bool = Fal
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
+    for var in ds.data_vars.values():
+        if "spatial_ref" in ds.coords and var.dims[-2:] == ("y", "x"):
+            # list spatial_ref under "coordinates" so a plain xr.open_zarr keeps .rio.crs
+            var.encoding["coordinates"] = "spatial_ref"
     try:
         with warnings.catch_warnings():
             # consolidated metadata lets a plain xr.open_zarr(path) open the store without

@@ -15,9 +15,12 @@ import numpy as np
 import xarray as xr
 
 from sar2opt.config import PatchSpec
+from sar2opt.data.inputs import uses_dem, uses_prior
 from sar2opt.errors import Sar2OptError
 
 CLEAR_BAND = "clear"
+DEM_BAND = "dem"  # the cube's elevation band (metres); its name is in attrs["dem_band"]
+PRIOR_PREFIX = "prior_"  # prior cloud-free optical: prior_<band>, in attrs["prior_bands"]
 
 
 class PatchError(Sar2OptError):
@@ -46,6 +49,9 @@ def extract_patches(
     sar_bands: Sequence[str],
     opt_bands: Sequence[str],
     spec: PatchSpec,
+    input_set: str = "S",
+    dem_band: str = DEM_BAND,
+    prior_bands: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Patches of ``cube`` (time, band, y, x) whose clear fraction is >= ``spec.min_clear_frac``.
 
@@ -54,14 +60,28 @@ def extract_patches(
     ``row``, ``col`` (N,) as integer indices into the cube. Patches with any non-finite SAR
     value, or non-finite optical value at a clear pixel, are dropped; optical values at
     non-clear pixels are set to 0 (the mask keeps them out of losses and statistics).
+
+    Input sets with D add ``dem`` (N, 1, P, P) from band ``dem_band``; with O they add
+    ``prior`` (N, Co, P, P) from ``prior_bands`` (default ``prior_<opt band>``). A patch
+    with a non-finite DEM or prior value is dropped: these are inputs, like the SAR.
     """
     sar_bands, opt_bands = list(sar_bands), list(opt_bands)
     if tuple(cube.dims) != ("time", "band", "y", "x"):
         raise PatchError(f"cube dims must be (time, band, y, x), got {cube.dims}")
+    aux: dict[str, list[str]] = {}
+    if uses_prior(input_set):
+        aux["prior"] = (
+            [f"{PRIOR_PREFIX}{b}" for b in opt_bands] if prior_bands is None else list(prior_bands)
+        )
+        if len(aux["prior"]) != len(opt_bands):
+            raise PatchError(f"{len(aux['prior'])} prior bands for {len(opt_bands)} optical bands")
+    if uses_dem(input_set):
+        aux["dem"] = [dem_band]
     have = [str(b) for b in cube["band"].values]
-    missing = [b for b in [*sar_bands, *opt_bands, CLEAR_BAND] if b not in have]
+    aux_bands = [b for v in aux.values() for b in v]
+    missing = [b for b in [*sar_bands, *opt_bands, CLEAR_BAND, *aux_bands] if b not in have]
     if missing:
-        raise PatchError(f"cube lacks band(s) {missing}; it has {have}")
+        raise PatchError(f"cube lacks band(s) {missing} (input set {input_set}); it has {have}")
     p, stride = spec.patch_px, spec.stride_px
     if p <= 0 or stride <= 0:
         raise PatchError(f"patch_px and stride_px must be positive, got {p}, {stride}")
@@ -71,15 +91,21 @@ def extract_patches(
     cols = {"train": _starts(0, x_split, p, stride), "val": _starts(x_split, width, p, stride)}
 
     cs, co = len(sar_bands), len(opt_bands)
-    bands = [*sar_bands, *opt_bands, CLEAR_BAND]
-    out: dict[str, list] = {k: [] for k in ("sar", "opt", "mask", "split", "time", "row", "col")}
+    bands = [*sar_bands, *opt_bands, CLEAR_BAND, *aux_bands]
+    aux_slices, i0 = {}, cs + co + 1
+    for k, names in aux.items():
+        aux_slices[k] = slice(i0, i0 + len(names))
+        i0 += len(names)
+    keys = ("sar", "opt", "mask", "split", "time", "row", "col", *aux)
+    out: dict[str, list] = {k: [] for k in keys}
     for t in range(n_t):
         # One date at a time: a region cube does not fit in memory, one slice does.
         arr = np.asarray(cube.isel(time=t).sel(band=bands).values, dtype=np.float32)
         clear = np.nan_to_num(arr[cs + co], nan=0.0) > 0.5
         sar_ok = np.isfinite(arr[:cs]).all(axis=0)
         opt_ok = np.isfinite(arr[cs : cs + co]).all(axis=0) | ~clear
-        bad = (~sar_ok | ~opt_ok).astype(np.int64)
+        aux_ok = np.isfinite(arr[cs + co + 1 :]).all(axis=0)
+        bad = (~sar_ok | ~opt_ok | ~aux_ok).astype(np.int64)
         # Summed-area tables: clear fraction and bad-pixel count of every window in O(1).
         sat_clear = np.pad(clear.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         sat_bad = np.pad(bad.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
@@ -99,6 +125,8 @@ def extract_patches(
                     out["sar"].append(win[:cs])
                     out["opt"].append(np.where(m, win[cs : cs + co], 0.0))
                     out["mask"].append(m[None].astype(np.float32))
+                    for k, sl in aux_slices.items():
+                        out[k].append(win[sl])
                     out["split"].append(split)
                     out["time"].append(t)
                     out["row"].append(r)
@@ -117,6 +145,8 @@ def extract_patches(
         "mask": np.stack(out["mask"]).astype(np.float32),
         "split": np.array(out["split"]),
     }
+    for k in aux:
+        res[k] = np.stack(out[k]).astype(np.float32)
     for k in ("time", "row", "col"):
         res[k] = np.array(out[k], dtype=np.int64)
     return res

@@ -76,3 +76,154 @@ def format_table(rows: list[dict]) -> str:
             f"{r['name']:24s} {r['mae']:8.4f} {r['rmse']:8.4f} {r['psnr_db']:8.2f} {r['pixels']:9d}"
         )
     return "\n".join(lines)
+
+
+# --- structure, spectra, multiple hypotheses, regions -------------------------------------
+
+#: SSIM window: a uniform (box) window of SSIM_WIN_PX x SSIM_WIN_PX pixels, K1 = 0.01,
+#: K2 = 0.03, sample (N-1) covariances: the defaults of scikit-image's structural_similarity.
+SSIM_WIN_PX = 7
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def box_sum(x: np.ndarray, win_px: int) -> np.ndarray:
+    """Sum of every ``win_px`` x ``win_px`` window of a 2-D array ('valid' positions only).
+
+    Summed-area table: O(H·W) whatever the window, and no SciPy needed.
+    """
+    x = np.asarray(x, dtype="float64")
+    s = np.pad(x.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    w = win_px
+    return s[w:, w:] - s[:-w, w:] - s[w:, :-w] + s[:-w, :-w]
+
+
+def ssim_map(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray | None = None,
+    data_range: float = DATA_RANGE,
+    win_px: int = SSIM_WIN_PX,
+) -> np.ndarray:
+    """SSIM of each band at each window position, NaN where the window holds an invalid pixel.
+
+    ``pred``/``truth`` (C, H, W); returns (C, H - win + 1, W - win + 1). A window counts only
+    when all its pixels are finite in both images and inside ``mask``.
+    """
+    pred = np.asarray(pred, dtype="float64")
+    truth = np.asarray(truth, dtype="float64")
+    ok = np.isfinite(pred).all(axis=0) & np.isfinite(truth).all(axis=0)
+    if mask is not None:
+        ok &= np.asarray(mask, dtype=bool)
+    if min(ok.shape) < win_px:
+        raise ValueError(f"image {ok.shape} is smaller than the SSIM window {win_px}")
+    full = box_sum(ok, win_px) >= win_px * win_px - 0.5
+    n = win_px * win_px
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    out = []
+    for p, t in zip(pred, truth, strict=True):
+        p, t = np.where(ok, p, 0.0), np.where(ok, t, 0.0)
+        mp, mt = box_sum(p, win_px) / n, box_sum(t, win_px) / n
+        cov = n / (n - 1)
+        vp = (box_sum(p * p, win_px) / n - mp * mp) * cov
+        vt = (box_sum(t * t, win_px) / n - mt * mt) * cov
+        vpt = (box_sum(p * t, win_px) / n - mp * mt) * cov
+        s = ((2 * mp * mt + c1) * (2 * vpt + c2)) / ((mp**2 + mt**2 + c1) * (vp + vt + c2))
+        out.append(np.where(full, s, np.nan))
+    return np.stack(out)
+
+
+def ssim(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray | None = None,
+    data_range: float = DATA_RANGE,
+    win_px: int = SSIM_WIN_PX,
+) -> float:
+    """Mean SSIM over bands and fully valid ``win_px`` windows (box window, data range stated)."""
+    m = ssim_map(pred, truth, mask, data_range, win_px)
+    if not np.isfinite(m).any():
+        raise ValueError(f"no fully valid {win_px}x{win_px} window to score SSIM")
+    return float(np.nanmean(m))
+
+
+def sam_deg(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Mean spectral angle in degrees between per-pixel band vectors (C >= 2).
+
+    Insensitive to brightness (a spectrum scaled by k has angle 0) - it scores the colour.
+    Pixels where either vector is all zero are skipped (the angle is undefined).
+    """
+    p, t, _ = _pairs(pred, truth, mask)
+    if p.shape[0] < 2:
+        raise ValueError("SAM needs at least two bands")
+    norm = np.linalg.norm(p, axis=0) * np.linalg.norm(t, axis=0)
+    ok = norm > 0
+    if not ok.any():
+        raise ValueError("no pixel with a non-zero spectrum to score SAM")
+    cos = np.clip((p * t).sum(axis=0)[ok] / norm[ok], -1.0, 1.0)
+    return float(np.degrees(np.arccos(cos)).mean())
+
+
+def best_of_n(hypotheses: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """The MultiEarth 2022 error score: per target, the MAE of the best of N hypotheses.
+
+    ``hypotheses`` (N, C, H, W): the model's N generated images for one SAR input;
+    ``targets`` (T, C, H, W): the real optical images it may be compared with (e.g. the
+    clear S2 of nearby dates). Returns ``per_target`` (T,) min over N of MAE,
+    ``best_index`` (T,) which hypothesis won, ``score`` = mean over targets (the challenge's
+    number) and ``min`` = the best target.
+    """
+    hyps = np.asarray(hypotheses)
+    targs = np.asarray(targets)
+    if hyps.ndim != 4 or targs.ndim != 4 or hyps.shape[1:] != targs.shape[1:]:
+        raise ValueError(f"need (N, C, H, W) and (T, C, H, W), got {hyps.shape}, {targs.shape}")
+    errs = np.array([[mae(h, t, mask) for h in hyps] for t in targs])  # (T, N)
+    per = errs.min(axis=1)
+    return {
+        "per_target": per.tolist(),
+        "best_index": errs.argmin(axis=1).tolist(),
+        "score": float(per.mean()),
+        "min": float(per.min()),
+    }
+
+
+def region_scores(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    regions: dict[str, np.ndarray],
+    mask: np.ndarray | None = None,
+) -> list[dict]:
+    """MAE, RMSE and pixel count inside each named boolean region (e.g. layover, shadow).
+
+    A region with no valid pixel gets ``pixels`` 0 and NaN scores instead of an error, so a
+    table over many masks still prints.
+    """
+    rows = []
+    for name, region in regions.items():
+        m = np.asarray(region, dtype=bool)
+        if mask is not None:
+            m = m & np.asarray(mask, dtype=bool)
+        try:
+            _, _, n = _pairs(pred, truth, m)
+            rows.append(
+                {
+                    "region": name,
+                    "mae": mae(pred, truth, m),
+                    "rmse": rmse(pred, truth, m),
+                    "pixels": n,
+                }
+            )
+        except ValueError:
+            rows.append({"region": name, "mae": float("nan"), "rmse": float("nan"), "pixels": 0})
+    return rows
+
+
+def class_scores(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    labels: np.ndarray,
+    class_names: dict[int, str],
+    mask: np.ndarray | None = None,
+) -> list[dict]:
+    """``region_scores`` per land-cover class of an integer label image (H, W)."""
+    labels = np.asarray(labels)
+    return region_scores(pred, truth, {name: labels == k for k, name in class_names.items()}, mask)

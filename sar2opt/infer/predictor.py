@@ -15,6 +15,10 @@ import torch
 
 from sar2opt.grid import GridSpec
 from sar2opt.infer.tiles import MULTIPLE, round_up
+from sar2opt.profiles import CollectionProfile
+
+#: Test-time flips over (H, W) axes of a (B, C, H, W) batch: each one is a hypothesis.
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -76,34 +80,67 @@ class TilePredictor:
     in reflectance, NaN where the SAR was missing, and ``valid`` (B, H, W) bool.
     """
 
-    def __init__(self, checkpoint_dir: str | Path, device: str = "auto") -> None:
+    def __init__(
+        self,
+        checkpoint_dir: str | Path | Sequence[str | Path],
+        device: str = "auto",
+        flips: int = 1,
+    ) -> None:
         from sar2opt.train.checkpoint import load_generator
 
         self.device = resolve_device(device)
-        model, meta = load_generator(checkpoint_dir, device=str(self.device))
-        self._setup(model, meta)
+        dirs = [checkpoint_dir] if isinstance(checkpoint_dir, (str, Path)) else checkpoint_dir
+        loaded = [load_generator(d, device=str(self.device)) for d in dirs]
+        self._setup(loaded[0][0], loaded[0][1], extra=loaded[1:], flips=flips)
 
     @classmethod
     def from_model(
-        cls, model: torch.nn.Module, meta: Mapping, device: str = "cpu"
+        cls, model: torch.nn.Module, meta: Mapping, device: str = "cpu", flips: int = 1
     ) -> TilePredictor:
         """Wrap an in-memory generator (tests, notebooks) without a checkpoint on disk."""
         self = cls.__new__(cls)
         self.device = resolve_device(device)
-        self._setup(model.to(self.device).eval(), meta)
+        self._setup(model.to(self.device).eval(), meta, flips=flips)
         return self
 
-    def _setup(self, model: torch.nn.Module, meta: Mapping) -> None:
+    def _setup(
+        self,
+        model: torch.nn.Module,
+        meta: Mapping,
+        extra: Sequence[tuple[torch.nn.Module, Mapping]] = (),
+        flips: int = 1,
+    ) -> None:
+        """Hypotheses = each (model, meta) x the first ``flips`` of ``FLIPS``."""
+        if not 1 <= flips <= len(FLIPS):
+            raise ValueError(f"flips must be in 1..{len(FLIPS)}, got {flips}")
         self.model = model
         self.meta = dict(meta)
         self.norm = {k: list(v) for k, v in meta["norm"].items()}
         self.in_bands = list(meta["in_bands"])
         self.out_bands = list(meta["out_bands"])
+        self.members = [(model, self.norm)]
+        for m, mt in extra:
+            if list(mt["in_bands"]) != self.in_bands or list(mt["out_bands"]) != self.out_bands:
+                raise ValueError("ensemble checkpoints must share in_bands and out_bands")
+            self.members.append((m, {k: list(v) for k, v in mt["norm"].items()}))
+        self.flips = flips
+
+    @property
+    def hypotheses(self) -> int:
+        return len(self.members) * self.flips
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from sar2opt.infer.composite import hypothesis_stats
+
         sar = np.asarray(batch["sar"], dtype=np.float32)
         out = {k: v for k, v in batch.items() if k != "sar"}
-        out["pred"] = predict(self.model, sar, self.norm, self.device)
+        preds = []
+        for model, norm in getattr(self, "members", [(self.model, self.norm)]):
+            for axes in FLIPS[: getattr(self, "flips", 1)]:
+                x = np.flip(sar, axes) if axes else sar
+                y = predict(model, x, norm, self.device)
+                preds.append(np.flip(y, axes) if axes else y)
+        out["pred"], out["spread"] = hypothesis_stats(np.stack(preds))
         out["valid"] = np.isfinite(sar).all(axis=1)
         return out
 
@@ -113,11 +150,15 @@ def read_tile(
     items_by_time: Sequence[Sequence[dict]],
     grid: GridSpec | dict,
     bands: Sequence[str],
+    profile: CollectionProfile | None = None,
 ) -> np.ndarray:
     """SAR (Cs, h, w) float32 dB of one tile at one acquisition, read from its window only.
 
     ``items_by_time[t]`` holds the STAC items of acquisition ``t``; ``grid`` is the region's
-    grid (or its ``to_dict``, as shipped to Ray workers).
+    grid (or its ``to_dict``, as shipped to Ray workers). ``profile`` (the S1 collection's,
+    ``sar2opt.profiles.profile_for``) re-keys the assets to ``bands`` and signs their URLs
+    here, in the worker that reads, right before reading: Planetary Computer tokens expire
+    long before a continental run ends, so items are never signed at search time.
     """
     from sar2opt.cube.load import load_sar
 
@@ -126,7 +167,7 @@ def read_tile(
     r, c = int(task_row["row"]), int(task_row["col"])
     h, w = int(task_row["height"]), int(task_row["width"])
     sub = grid.subgrid(r, c, h, w)
-    da = load_sar(list(items_by_time[int(task_row["t"])]), sub, list(bands))
+    da = load_sar(list(items_by_time[int(task_row["t"])]), sub, list(bands), profile=profile)
     if da.sizes["time"] != 1:  # one acquisition -> one time step; be safe if split
         da = da.mean("time", skipna=True)
     else:
@@ -138,9 +179,14 @@ def read_tile(
 
 
 def read_tile_row(
-    row: dict, *, items_by_time: Sequence[Sequence[dict]], grid: dict, bands: Sequence[str]
+    row: dict,
+    *,
+    items_by_time: Sequence[Sequence[dict]],
+    grid: dict,
+    bands: Sequence[str],
+    profile: CollectionProfile | None = None,
 ) -> dict:
     """``Dataset.map`` step: add the tile's ``sar`` array to its task row."""
     out = dict(row)
-    out["sar"] = read_tile(row, items_by_time, grid, bands)
+    out["sar"] = read_tile(row, items_by_time, grid, bands, profile)
     return out

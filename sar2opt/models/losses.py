@@ -38,3 +38,42 @@ def weighted_mse_mae(
     """w_mse * MSE + w_mae * MAE: MSE punishes large colour errors, MAE keeps edges sharp."""
     d = pred - target
     return w_mse * _masked_mean(d * d, mask) + w_mae * _masked_mean(d.abs(), mask)
+
+
+GAN_MODES = ("vanilla", "lsgan", "hinge")
+
+
+def adversarial_loss(
+    logits: torch.Tensor, target_is_real: bool, mode: str = "vanilla", for_d: bool = True
+) -> torch.Tensor:
+    """GAN loss by mode: vanilla BCE (pix2pix), least squares (pix2pixHD), hinge (SPADE).
+
+    Hinge is asymmetric: D gets max(0, 1 -/+ logits), G simply -mean(logits).
+    """
+    if mode == "vanilla":
+        return gan_loss(logits, target_is_real)
+    if mode == "lsgan":
+        return ((logits - (1.0 if target_is_real else 0.0)) ** 2).mean()
+    if mode == "hinge":
+        if not for_d:
+            return -logits.mean()
+        return F.relu(1.0 - logits).mean() if target_is_real else F.relu(1.0 + logits).mean()
+    raise ValueError(f"unknown gan mode {mode!r}; choices: {', '.join(GAN_MODES)}")
+
+
+def feature_matching(
+    real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]
+) -> torch.Tensor:
+    """pix2pixHD feature matching: mean L1 between D's intermediate features on real and fake.
+
+    The last entry of each scale is the logits map and is left to the adversarial loss.
+    Real features are detached: this term trains G only.
+    """
+    terms = [
+        (f - r.detach()).abs().mean()
+        for rs, fs in zip(real, fake, strict=True)
+        for r, f in zip(rs[:-1], fs[:-1], strict=True)
+    ]
+    if not terms:
+        return torch.zeros((), device=real[0][0].device)
+    return torch.stack(terms).mean()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sar2opt.config import ModelSpec
+
 
 def receptive_field(n_layers: int) -> int:
     """Receptive field (px) of one logit: 4x4 kernels, n_layers at stride 2, then two at 1."""
@@ -37,6 +39,10 @@ class PatchGANDiscriminator(nn.Module):
             ch = nxt
         layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, in_ch: int) -> PatchGANDiscriminator:
+        return cls(in_ch, ndf=spec.ndf)
 
     def forward(self, sar: torch.Tensor, opt: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([sar, opt], dim=1))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sar2opt.config import ModelSpec
+
 
 def _norm(ch: int) -> nn.Module:
     return nn.BatchNorm2d(ch)
@@ -26,6 +28,7 @@ class UNetGenerator(nn.Module):
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         self.depth = depth
+        self.stride = 2**depth
         chs = [ngf * min(2**i, 8) for i in range(depth)]
 
         downs: list[nn.Module] = [nn.Conv2d(in_ch, chs[0], 4, 2, 1)]
@@ -49,6 +52,11 @@ class UNetGenerator(nn.Module):
                 layers.append(nn.Dropout(dropout))
             ups.append(nn.Sequential(*layers))
         self.ups = nn.ModuleList(ups)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, in_ch: int, out_ch: int, dem_ch: int = 0) -> UNetGenerator:
+        """pix2pix defaults: ngf 64, depth 8 at 256 px (1x1 bottleneck), dropout 0.5."""
+        return cls(in_ch, out_ch, ngf=spec.ngf, depth=spec.depth, dropout=spec.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = 2**self.depth

@@ -4,7 +4,9 @@
 float/int/bool/None so that ``torch.load(..., weights_only=True)`` (no pickle code
 execution) can read it: ``model`` (ModelSpec dict), ``in_bands``, ``out_bands``, ``norm``
 ({sar_mean, sar_std, opt_mean, opt_std} lists), ``config``, ``git_sha``, ``epoch``,
-``metrics``. ``config.yaml`` beside it is the same meta for humans.
+``metrics``, and for input sets beyond S: ``input_set``, ``aux_bands`` ({"prior": [...],
+"dem": [...]} cube bands) and ``norm.dem_mean/dem_std`` (the prior uses the opt stats).
+``config.yaml`` beside it is the same meta for humans.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import yaml
 from torch import nn
 
 from sar2opt.config import config_from_dict
+from sar2opt.data.inputs import input_channels
 from sar2opt.errors import Sar2OptError
 from sar2opt.models import build_generator
 
@@ -74,7 +77,9 @@ def load_generator(dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dic
     if missing:
         raise CheckpointError(f"checkpoint {path} meta lacks {missing}")
     spec = config_from_dict({"model": meta["model"]}).model
-    gen = build_generator(spec, len(meta["in_bands"]), len(meta["out_bands"]))
+    # The input set (S by default: checkpoints older than input sets) sets the channels.
+    in_ch, dem_ch = input_channels(spec.input_set, len(meta["in_bands"]), len(meta["out_bands"]))
+    gen = build_generator(spec, in_ch, len(meta["out_bands"]), dem_ch)
     try:
         gen.load_state_dict(ckpt["generator"])
     except RuntimeError as e:

@@ -18,18 +18,26 @@ import torch
 import torch.distributed as dist
 
 from sar2opt.config import ModelSpec
+from sar2opt.data.inputs import input_channels, input_keys
 from sar2opt.models import build_discriminator, build_generator
 from sar2opt.train.checkpoint import save_checkpoint, unwrap
-from sar2opt.train.step import eval_step, gan_step
+from sar2opt.train.step import LOSS_KEYS, LossSpec, eval_step, gan_step
 
 KEYS = ("sar", "opt", "mask")
+
+
+def batch_keys(input_set: str) -> tuple[str, ...]:
+    """Keys a training batch carries: the targets plus the input set's extra inputs."""
+    return (*KEYS, *[k for k in input_keys(input_set) if k not in KEYS])
+
+
 # Ray Train V2 patches print() in workers and, because Ray has already redirected stdout,
 # tees it: every print reaches the driver twice. Its root logger forwards once.
 log = logging.getLogger(__name__)
 
 
 def augment(batch: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """Random rot90 and horizontal flip per sample, identical for sar, opt and mask.
+    """Random rot90 and horizontal flip per sample, identical for every key of the batch.
 
     The 8 dihedral transforms multiply a few hundred patches without new data; the cube has
     no preferred orientation at patch scale (speckle and fields look alike rotated).
@@ -38,7 +46,7 @@ def augment(batch: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[st
     ks = rng.integers(0, 4, n)
     flips = rng.integers(0, 2, n).astype(bool)
     out = {}
-    for key in KEYS:
+    for key in batch:
         x = batch[key]
         parts = []
         for i in range(n):
@@ -62,7 +70,8 @@ def train_loop_per_worker(config: dict) -> list[dict]:
     """Train G and D for ``config["train"]["epochs"]`` epochs; rank 0 returns the history.
 
     ``config`` (plain types): ``model`` and ``train`` (spec dicts), ``in_bands``,
-    ``out_bands``, ``norm`` ({sar,opt}_{mean,std} lists), ``config`` (full resolved config),
+    ``out_bands``, ``norm`` ({sar,opt,dem}_{mean,std} lists), ``aux_bands`` (cube bands of
+    the extra inputs: {"prior": [...], "dem": [...]}), ``config`` (full resolved config),
     ``git_sha``, ``batch_size`` (per worker).
     """
     ctx = ray.train.get_context()
@@ -70,15 +79,22 @@ def train_loop_per_worker(config: dict) -> list[dict]:
     tr = config["train"]
     spec = ModelSpec(**config["model"])
     cs, co = len(config["in_bands"]), len(config["out_bands"])
+    keys = batch_keys(spec.input_set)
+    in_ch, dem_ch = input_channels(spec.input_set, cs, co)
+    losses = LossSpec.from_train(tr)
     device = ray.train.torch.get_device()
     use_amp = device.type == "cuda"
 
     torch.manual_seed(tr["seed"])  # same init everywhere; DDP also broadcasts rank 0's weights
     rng = np.random.default_rng([tr["seed"], rank])
-    gen = ray.train.torch.prepare_model(build_generator(spec, cs, co))
-    disc = ray.train.torch.prepare_model(build_discriminator(spec, cs + co))
+    gen = ray.train.torch.prepare_model(build_generator(spec, in_ch, co, dem_ch))
+    disc = build_discriminator(spec, in_ch + co)  # None: non-adversarial model
+    opt_d = None
+    if disc is not None:
+        disc = ray.train.torch.prepare_model(disc)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=tr["lr"], betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(gen.parameters(), lr=tr["lr"], betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=tr["lr"], betas=(0.5, 0.999))
+    step = 0
 
     norm = config["norm"]
     train_shard = ray.train.get_dataset_shard("train")
@@ -88,7 +104,7 @@ def train_loop_per_worker(config: dict) -> list[dict]:
 
     for epoch in range(1, tr["epochs"] + 1):
         t0 = time.perf_counter()
-        sums = {"d_loss": 0.0, "g_adv": 0.0, "g_l1": 0.0, "g_total": 0.0, "n": 0.0}
+        sums = {**dict.fromkeys(LOSS_KEYS, 0.0), "n": 0.0}
         # drop_last: every worker holds the same row count (equal split), so the same number
         # of batches -> DDP collectives stay in step; and no batch of 1 for BatchNorm.
         for batch in train_shard.iter_torch_batches(
@@ -99,10 +115,14 @@ def train_loop_per_worker(config: dict) -> list[dict]:
             local_shuffle_buffer_size=4 * bs,
             local_shuffle_seed=int(rng.integers(2**31)),
         ):
-            batch = augment({k: batch[k] for k in KEYS}, rng)
-            losses = gan_step(gen, disc, opt_g, opt_d, batch, tr["lambda_l1"], amp=use_amp)
+            batch = augment({k: batch[k] for k in keys}, rng)
+            out = gan_step(
+                gen, disc, opt_g, opt_d, batch, amp=use_amp, step=step, losses=losses,
+                input_set=spec.input_set,
+            )  # fmt: skip
+            step += 1
             n = batch["sar"].shape[0]
-            for k, v in losses.items():
+            for k, v in out.items():
                 sums[k] += v * n
             sums["n"] += n
         train_s = time.perf_counter() - t0
@@ -112,7 +132,10 @@ def train_loop_per_worker(config: dict) -> list[dict]:
         for batch in val_shard.iter_torch_batches(
             batch_size=bs, dtypes=torch.float32, device=device
         ):
-            ev = eval_step(bare, {k: batch[k] for k in KEYS}, norm["opt_mean"], norm["opt_std"])
+            ev = eval_step(
+                bare, {k: batch[k] for k in keys}, norm["opt_mean"], norm["opt_std"],
+                input_set=spec.input_set,
+            )  # fmt: skip
             for k in ("l1", "mae_refl"):
                 vsums[k] += ev[k] * ev["n_px"]
             vsums["n_px"] += ev["n_px"]
@@ -121,7 +144,7 @@ def train_loop_per_worker(config: dict) -> list[dict]:
         n, npx = max(g["n"], 1.0), max(g["val_n_px"], 1.0)
         metrics = {
             "epoch": epoch,
-            **{k: g[k] / n for k in ("d_loss", "g_adv", "g_l1", "g_total")},
+            **{k: g[k] / n for k in LOSS_KEYS},
             "val_l1": g["val_l1"] / npx,
             "val_mae_refl": g["val_mae_refl"] / npx,
             "samples_per_s": g["n"] / max(train_s, 1e-9),
@@ -140,6 +163,8 @@ def train_loop_per_worker(config: dict) -> list[dict]:
                 "in_bands": config["in_bands"],
                 "out_bands": config["out_bands"],
                 "norm": norm,
+                "input_set": spec.input_set,
+                "aux_bands": config.get("aux_bands", {}),
                 "config": config["config"],
                 "git_sha": config["git_sha"],
                 "epoch": epoch,

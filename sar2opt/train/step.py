@@ -1,18 +1,59 @@
-"""One pix2pix optimisation step and one evaluation step, pure functions of their arguments.
+"""One optimisation step and one evaluation step, pure functions of their arguments.
 
 Kept free of Ray so they are unit-testable; the Ray Train loop only adds data, DDP and
-reporting around them. Works the same on DDP-wrapped and plain modules.
+reporting around them. Works the same on DDP-wrapped and plain modules, for every model of
+the registry: adversarial (a discriminator) or not (``disc=None``: reconstruction only),
+single- or multi-scale discriminators (the latter add feature matching), any input set.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from sar2opt.config import TrainSpec
+from sar2opt.data.inputs import model_input
 from sar2opt.data.normalise import denormalise
-from sar2opt.models.losses import gan_loss, l1_loss
+from sar2opt.errors import ConfigError
+from sar2opt.models.losses import (
+    GAN_MODES,
+    adversarial_loss,
+    feature_matching,
+    l1_loss,
+    weighted_mse_mae,
+)
+
+RECON_LOSSES = ("l1", "mse_mae")
+LOSS_KEYS = ("d_loss", "g_adv", "g_fm", "g_rec", "g_l1", "g_total")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """How the step weighs its terms (the TrainSpec fields that concern one step)."""
+
+    lambda_l1: float = 100.0  # weight of the reconstruction term beside the adversarial one
+    loss: str = "l1"  # l1 | mse_mae
+    w_mse: float = 1.0
+    w_mae: float = 1.0
+    gan_mode: str = "vanilla"
+    lambda_fm: float = 10.0
+    d_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.loss not in RECON_LOSSES:
+            raise ConfigError(f"unknown train.loss {self.loss!r}; choices: l1, mse_mae")
+        if self.gan_mode not in GAN_MODES:
+            raise ConfigError(f"unknown train.gan_mode {self.gan_mode!r}; choices: {GAN_MODES}")
+        if self.d_every < 1:
+            raise ConfigError(f"train.d_every must be >= 1, got {self.d_every}")
+
+    @classmethod
+    def from_train(cls, tr: TrainSpec | dict) -> LossSpec:
+        d = tr if isinstance(tr, dict) else tr.__dict__
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def _autocast(x: torch.Tensor, enabled: bool) -> contextlib.AbstractContextManager:
@@ -22,51 +63,93 @@ def _autocast(x: torch.Tensor, enabled: bool) -> contextlib.AbstractContextManag
     return contextlib.nullcontext()
 
 
+def _scales(out: torch.Tensor | list) -> list[list[torch.Tensor]]:
+    """Any discriminator's output as per-scale feature lists (last entry = logits)."""
+    return [[out]] if isinstance(out, torch.Tensor) else out
+
+
+def _adv(scales: list[list[torch.Tensor]], real: bool, mode: str, for_d: bool) -> torch.Tensor:
+    return torch.stack([adversarial_loss(s[-1].float(), real, mode, for_d) for s in scales]).mean()
+
+
+def recon_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, losses: LossSpec
+) -> torch.Tensor:
+    """The reconstruction term: masked L1, or w_mse * MSE + w_mae * MAE."""
+    if losses.loss == "mse_mae":
+        return weighted_mse_mae(pred, target, losses.w_mse, losses.w_mae, mask)
+    return l1_loss(pred, target, mask)
+
+
 def gan_step(
     gen: nn.Module,
-    disc: nn.Module,
+    disc: nn.Module | None,
     opt_g: torch.optim.Optimizer,
-    opt_d: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer | None,
     batch: dict[str, torch.Tensor],
-    lambda_l1: float,
+    lambda_l1: float | None = None,
     *,
     amp: bool = False,
+    step: int = 0,
+    losses: LossSpec | None = None,
+    input_set: str = "S",
 ) -> dict[str, float]:
-    """Update D on (real, fake), then G on adversarial + lambda_l1 * masked L1.
+    """Update D on (real, fake) when ``step % d_every == 0``, then G; return the loss dict.
 
-    ``batch`` holds normalised ``sar`` (N, Cs, H, W), ``opt`` (N, Co, H, W) and ``mask``
-    (N, 1, H, W). Returns d_loss, g_adv, g_l1, g_total as floats.
+    ``batch`` holds normalised ``sar`` (N, Cs, H, W), ``opt`` (N, Co, H, W), ``mask``
+    (N, 1, H, W) and, per input set, ``dem`` / ``prior``. G minimises adversarial +
+    lambda_fm * feature matching + lambda_l1 * reconstruction; without a discriminator,
+    the reconstruction alone. Returns floats d_loss, g_adv, g_fm, g_rec (the reconstruction
+    term), g_l1 (masked L1, whatever the loss) and g_total. ``lambda_l1`` overrides
+    ``losses.lambda_l1`` (the skeleton's positional argument).
     """
-    sar, opt, mask = batch["sar"], batch["opt"], batch.get("mask")
+    ls = losses or LossSpec()
+    lam = ls.lambda_l1 if lambda_l1 is None else lambda_l1
+    x = model_input(batch, input_set)
+    opt, mask = batch["opt"], batch.get("mask")
     gen.train()
-    disc.train()
-    with _autocast(sar, amp):
-        fake = gen(sar)
+    with _autocast(x, amp):
+        fake = gen(x)
+    zero = torch.zeros((), device=x.device)
+    d_loss = g_adv = g_fm = zero
 
-    # Discriminator: real pairs -> 1, generated pairs -> 0. fake is detached: no G gradient.
-    opt_d.zero_grad(set_to_none=True)
-    with _autocast(sar, amp):
-        d_real = disc(sar, opt)
-        d_fake = disc(sar, fake.detach())
-        d_loss = 0.5 * (gan_loss(d_real.float(), True) + gan_loss(d_fake.float(), False))
-    d_loss.backward()
-    opt_d.step()
+    if disc is not None:
+        disc.train()
+        # Discriminator: real pairs -> real, generated -> fake; fake detached: no G gradient.
+        update_d = step % ls.d_every == 0
+        ctx = contextlib.nullcontext() if update_d else torch.no_grad()
+        with ctx, _autocast(x, amp):
+            d_real = _scales(disc(x, opt))
+            d_fake = _scales(disc(x, fake.detach()))
+            d_loss = 0.5 * (
+                _adv(d_real, True, ls.gan_mode, True) + _adv(d_fake, False, ls.gan_mode, True)
+            )
+        if update_d:
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        # Generator: fool D. D's grads from this pass are zeroed before its next step; its
+        # requires_grad is not toggled, which DDP dislikes.
+        with _autocast(x, amp):
+            g_scales = _scales(disc(x, fake))
+            g_adv = _adv(g_scales, True, ls.gan_mode, False)
+            if len(g_scales[0]) > 1 and ls.lambda_fm > 0:
+                with torch.no_grad():
+                    real_feats = _scales(disc(x, opt))
+                g_fm = feature_matching(real_feats, g_scales).float()
 
-    # Generator: fool D and match the clear pixels. D's grads from this pass are discarded
-    # (zeroed before its next step); its requires_grad is not toggled, which DDP dislikes.
     opt_g.zero_grad(set_to_none=True)
-    with _autocast(sar, amp):
-        g_adv = gan_loss(disc(sar, fake).float(), True)
-    g_l1 = l1_loss(fake.float(), opt, mask)
-    g_total = g_adv + lambda_l1 * g_l1
+    fake32 = fake.float()
+    g_rec = recon_loss(fake32, opt, mask, ls)
+    g_l1 = l1_loss(fake32.detach(), opt, mask)
+    if disc is None:
+        g_total = g_rec
+    else:
+        g_total = g_adv + ls.lambda_fm * g_fm + lam * g_rec
     g_total.backward()
     opt_g.step()
-    return {
-        "d_loss": float(d_loss.detach()),
-        "g_adv": float(g_adv.detach()),
-        "g_l1": float(g_l1.detach()),
-        "g_total": float(g_total.detach()),
-    }
+    vals = (d_loss, g_adv, g_fm, g_rec, g_l1, g_total)
+    return {k: float(v.detach()) for k, v in zip(LOSS_KEYS, vals, strict=True)}
 
 
 @torch.no_grad()
@@ -75,17 +158,19 @@ def eval_step(
     batch: dict[str, torch.Tensor],
     opt_mean: object | None = None,
     opt_std: object | None = None,
+    input_set: str = "S",
 ) -> dict[str, float]:
     """Masked L1 in normalised units, and MAE in reflectance when the optical stats are given.
 
     Also returns ``n_px`` (clear pixels x bands) so callers can average batches and workers
     by weight. Runs the generator in eval mode and restores its previous mode.
     """
-    sar, opt, mask = batch["sar"], batch["opt"], batch.get("mask")
+    x = model_input(batch, input_set)
+    opt, mask = batch["opt"], batch.get("mask")
     was_training = gen.training
     gen.eval()
     try:
-        pred = gen(sar).float()
+        pred = gen(x).float()
     finally:
         gen.train(was_training)
     m = torch.ones_like(opt[:, :1]) if mask is None else (mask > 0).to(opt.dtype)

@@ -21,15 +21,16 @@ from ray.train import CheckpointConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from sar2opt.config import Config, config_to_dict
+from sar2opt.data.inputs import model_input, uses_dem, uses_prior
 from sar2opt.data.normalise import band_stats, denormalise, normalise
-from sar2opt.data.patches import PatchError, extract_patches
+from sar2opt.data.patches import DEM_BAND, PRIOR_PREFIX, PatchError, extract_patches
 from sar2opt.errors import Sar2OptError
 from sar2opt.provenance import git_sha
 from sar2opt.train.checkpoint import load_generator
 from sar2opt.train.loop import train_loop_per_worker
 
 METRIC_COLUMNS = (
-    "epoch", "d_loss", "g_adv", "g_l1", "g_total", "val_l1", "val_mae_refl",
+    "epoch", "d_loss", "g_adv", "g_fm", "g_rec", "g_l1", "g_total", "val_l1", "val_mae_refl",
     "samples_per_s", "epoch_s",
 )  # fmt: skip
 
@@ -38,14 +39,24 @@ class TrainError(Sar2OptError):
     """Training cannot start (unreadable cube) or did not produce a checkpoint."""
 
 
-def _open_cube(cube_path: str | Path) -> tuple[xr.DataArray, list[str], list[str]]:
+def _open_cube(cube_path: str | Path) -> tuple[xr.DataArray, list[str], list[str], dict]:
     try:
         ds = xr.open_zarr(str(cube_path))
     except (FileNotFoundError, OSError, ValueError, KeyError) as e:
         raise TrainError(f"cannot open cube {cube_path}: {e}") from None
     if "cube" not in ds or "sar_bands" not in ds.attrs or "opt_bands" not in ds.attrs:
         raise TrainError(f"{cube_path} lacks variable 'cube' or attrs sar_bands/opt_bands")
-    return ds["cube"], list(ds.attrs["sar_bands"]), list(ds.attrs["opt_bands"])
+    return ds["cube"], list(ds.attrs["sar_bands"]), list(ds.attrs["opt_bands"]), dict(ds.attrs)
+
+
+def aux_bands(attrs: dict, opt_bands: list[str], input_set: str) -> dict[str, list[str]]:
+    """Cube bands of the input set's extra inputs, from the cube attrs or the default names."""
+    out: dict[str, list[str]] = {}
+    if uses_prior(input_set):
+        out["prior"] = list(attrs.get("prior_bands") or [PRIOR_PREFIX + b for b in opt_bands])
+    if uses_dem(input_set):
+        out["dem"] = [str(attrs.get("dem_band") or DEM_BAND)]
+    return out
 
 
 def masked_mae(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -56,7 +67,7 @@ def masked_mae(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.nda
 
 
 def predict(gen: torch.nn.Module, sar: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Generator output for normalised SAR patches (N, Cs, P, P), on CPU, in eval mode."""
+    """Generator output for normalised model inputs (N, C, P, P), on CPU, in eval mode."""
     outs = []
     with torch.no_grad():
         for i in range(0, len(sar), batch_size):
@@ -65,7 +76,7 @@ def predict(gen: torch.nn.Module, sar: np.ndarray, batch_size: int = 16) -> np.n
 
 
 def _rows(items: dict[str, np.ndarray], idx: np.ndarray) -> list[dict[str, np.ndarray]]:
-    return [{k: np.ascontiguousarray(items[k][i]) for k in ("sar", "opt", "mask")} for i in idx]
+    return [{k: np.ascontiguousarray(v[i]) for k, v in items.items()} for i in idx]
 
 
 def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path:
@@ -77,8 +88,13 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cube, sar_bands, opt_bands = _open_cube(cube_path)
-    p = extract_patches(cube, sar_bands, opt_bands, cfg.patches)
+    cube, sar_bands, opt_bands, attrs = _open_cube(cube_path)
+    input_set = cfg.model.input_set
+    aux = aux_bands(attrs, opt_bands, input_set)
+    p = extract_patches(
+        cube, sar_bands, opt_bands, cfg.patches, input_set,
+        dem_band=aux.get("dem", [DEM_BAND])[0], prior_bands=aux.get("prior"),
+    )  # fmt: skip
     is_train = p["split"] == "train"
     tr_idx, va_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
     nw = cfg.train.num_workers
@@ -106,6 +122,12 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
         ),
         "mask": p["mask"],
     }
+    if "prior" in p:  # the prior is optical reflectance: the target's statistics fit it
+        items["prior"] = normalise(p["prior"], opt_mean, opt_std).astype(np.float32)
+    if "dem" in p:
+        dem_mean, dem_std = band_stats(p["dem"][tr_idx])
+        norm["dem_mean"], norm["dem_std"] = dem_mean.tolist(), dem_std.tolist()
+        items["dem"] = normalise(p["dem"], dem_mean, dem_std).astype(np.float32)
     print(
         f"patches: {len(tr_idx)} train, {len(va_idx)} val ({cfg.patches.patch_px} px), "
         f"{nw} workers x batch {batch_size}",
@@ -119,6 +141,7 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
         "in_bands": sar_bands,
         "out_bands": opt_bands,
         "norm": norm,
+        "aux_bands": aux,
         "config": full_cfg,
         "git_sha": git_sha(),
         "batch_size": batch_size,
@@ -165,7 +188,8 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
 
     # Score the saved checkpoint itself (what inference will load) on every val patch.
     gen, meta = load_generator(ckpt_dir)
-    pred = denormalise(predict(gen, items["sar"][va_idx]), opt_mean, opt_std)
+    x_va = model_input({k: v[va_idx] for k, v in items.items()}, input_set).numpy()
+    pred = denormalise(predict(gen, x_va), opt_mean, opt_std)
     opt_va, mask_va = p["opt"][va_idx], p["mask"][va_idx]
     model_mae = masked_mae(pred, opt_va, mask_va)
     baseline = np.broadcast_to(opt_mean.reshape(1, -1, 1, 1), opt_va.shape)

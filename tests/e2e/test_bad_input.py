@@ -4,43 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sar2opt.config import ModelSpec, config_to_dict
 from tests.e2e.conftest import SYN_AOI, one_error_line, run_job, write_json
 
 OUTSIDE = {  # a polygon in Africa, far from every catalog of ours
     "type": "Polygon",
     "coordinates": [[[20.0, 0.0], [20.1, 0.0], [20.1, 0.1], [20.0, 0.1], [20.0, 0.0]]],
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    """A real (untrained) checkpoint: bad-input checks must not depend on training."""
-    import torch
-
-    from sar2opt.config import Config
-    from sar2opt.models import build_generator
-    from sar2opt.train.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    spec = ModelSpec(ngf=8, depth=5)
-    gen = build_generator(spec, 2, 4)
-    meta = {
-        "model": config_to_dict(spec),
-        "in_bands": ["vv", "vh"],
-        "out_bands": ["B02", "B03", "B04", "B08"],
-        "norm": {
-            "sar_mean": [-10.0, -16.0],
-            "sar_std": [3.0, 3.0],
-            "opt_mean": [0.03, 0.05, 0.04, 0.3],
-            "opt_std": [0.01, 0.02, 0.02, 0.05],
-        },
-        "config": config_to_dict(Config()),
-        "git_sha": "test",
-        "epoch": 0,
-        "metrics": {},
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint", gen, meta)
 
 
 def _cases(tmp_path, url):
@@ -162,3 +131,37 @@ def test_unknown_config_key_is_rejected(tmp_path, syn_catalog):
         timeout=300,
     )
     assert "unknown key" in one_error_line(r)
+
+
+@pytest.mark.parametrize("job", ["build_cube", "infer_region", "train"])
+def test_output_cannot_escape_the_output_root(job, tmp_path, syn_catalog, tiny_ckpt):
+    import os
+
+    root = tmp_path / "root"
+    root.mkdir()
+    env = os.environ | {"SAR2OPT_OUTPUT_ROOT": str(root)}
+    common = [
+        "--aoi",
+        SYN_AOI,
+        "--start",
+        "2023-07-01",
+        "--end",
+        "2023-08-31",
+        "--stac-url",
+        syn_catalog["url"],
+    ]
+    args = {
+        "build_cube": ["jobs/build_cube.py", *common, "--out", "../escaped.zarr"],
+        "infer_region": [
+            "jobs/infer_region.py",
+            *common,
+            "--checkpoint",
+            tiny_ckpt,
+            "--out",
+            "../escaped.zarr",
+        ],
+        "train": ["jobs/train.py", "--cube", tmp_path, "--out", "../escaped"],
+    }[job]
+    r = run_job(args, timeout=300, env=env)
+    assert "outside the output root" in one_error_line(r)
+    assert not list(tmp_path.glob("escaped*"))

@@ -29,6 +29,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    """Wait for the dashboard to answer; Ray 2.60 answers 401 without the token: that is up."""
+    import requests
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if requests.get(f"{url}/api/version", timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"ray head did not start: {log.read_text()[-3000:]}")
+        time.sleep(1)
+
+
 @pytest.fixture
 def ray_head():
     """A real Ray head (GCS, raylet, dashboard, Jobs API) on 127.0.0.1, stopped afterwards."""
@@ -61,20 +77,7 @@ def ray_head():
     )
     url = f"http://127.0.0.1:{dash}"
     try:
-        import requests
-
-        deadline = time.time() + 120
-        while True:
-            try:
-                # any answer means the dashboard is up; Ray 2.60 answers 401 without the
-                # cluster's auth token, which the ray CLI reads from ~/.ray itself
-                if requests.get(f"{url}/api/version", timeout=2).status_code < 500:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"ray head did not start: {log.read_text()[-3000:]}")
-            time.sleep(1)
+        _wait_http(url, proc, log)
         yield {"url": url, "env": env}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

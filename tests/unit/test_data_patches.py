@@ -98,3 +98,58 @@ def test_all_cloudy_is_a_clear_error() -> None:
 def test_missing_band_is_a_clear_error() -> None:
     with pytest.raises(PatchError, match="lacks band"):
         extract_patches(make_cube(), SAR, ["B02", "B11"], SPEC)
+
+
+def with_aux(cube: xr.DataArray, dem: bool = True, prior: bool = True) -> xr.DataArray:
+    """Add a DEM (metres, a ramp) and prior_<band> (the t=0 optical shifted by +0.01)."""
+    extra, names = [], []
+    n_t, _, h, w = cube.shape
+    if prior:
+        p = np.broadcast_to(cube.sel(band=OPT).values[:1] + 0.01, (n_t, len(OPT), h, w))
+        extra.append(p)
+        names += [f"prior_{b}" for b in OPT]
+    if dem:
+        ramp = np.arange(h, dtype=np.float32)[:, None] * np.ones((1, w), np.float32)
+        extra.append(np.broadcast_to(100 + ramp, (n_t, 1, h, w)))
+        names.append("dem")
+    data = np.concatenate([cube.values, *extra], axis=1)
+    return xr.DataArray(
+        data, dims=cube.dims, coords={"band": [*cube["band"].values, *names], "time": cube.time}
+    )
+
+
+@pytest.mark.parametrize(
+    ("input_set", "keys"),
+    [("S", set()), ("SD", {"dem"}), ("SO", {"prior"}), ("SOD", {"dem", "prior"})],
+)
+def test_input_sets_add_dem_and_prior(input_set: str, keys: set[str]) -> None:
+    cube = with_aux(make_cube())
+    p = extract_patches(cube, SAR, OPT, SPEC, input_set)
+    base = {"sar", "opt", "mask", "split", "time", "row", "col"}
+    assert set(p) == base | keys
+    if "dem" in keys:
+        assert p["dem"].shape == (39, 1, 32, 32) and p["dem"].dtype == np.float32
+        # The DEM window follows the patch origin: the ramp's value is 100 + row.
+        np.testing.assert_array_equal(p["dem"][:, 0, :, 0], 100 + p["row"][:, None] + np.arange(32))
+    if "prior" in keys:
+        i = int(np.flatnonzero((p["time"] == 1) & (p["row"] == 16) & (p["col"] == 32))[0])
+        want = cube.isel(time=0, y=slice(16, 48), x=slice(32, 64)).sel(band=OPT).values + 0.01
+        np.testing.assert_allclose(p["prior"][i], want, rtol=1e-6)
+
+
+def test_nan_dem_drops_patches_and_missing_aux_is_a_clear_error() -> None:
+    cube = with_aux(make_cube(n_t=1))
+    cube.loc[{"band": "dem"}] = cube.sel(band="dem").where(cube.x != 5)  # a DEM void at x=5
+    p = extract_patches(cube, SAR, OPT, SPEC, "SD")
+    assert not ((p["col"] <= 5) & (p["col"] + 32 > 5)).any()
+    assert len(p["split"]) == len(extract_patches(cube, SAR, OPT, SPEC, "S")["split"]) - 5
+    with pytest.raises(PatchError, match=r"lacks band\(s\) \['dem'\] \(input set SD\)"):
+        extract_patches(with_aux(make_cube(), dem=False), SAR, OPT, SPEC, "SD")
+    with pytest.raises(PatchError, match="prior_B02"):
+        extract_patches(with_aux(make_cube(), prior=False), SAR, OPT, SPEC, "SOD")
+    # Explicit band names (the cube's attrs) replace the default prior_<band>.
+    renamed = with_aux(make_cube()).assign_coords(
+        band=[*SAR, *OPT, "clear", "p1", "p2", "p3", "p4", "elev"]
+    )
+    p = extract_patches(renamed, SAR, OPT, SPEC, "SOD", "elev", ["p1", "p2", "p3", "p4"])
+    assert p["prior"].shape[1] == 4 and p["dem"].shape[1] == 1

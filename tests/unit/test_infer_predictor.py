@@ -110,3 +110,80 @@ def test_tile_predictor_loads_checkpoint_once(tmp_path) -> None:
     assert tp.device.type in ("cpu", "cuda")
     out = tp({"sar": np.full((2, 2, 64, 64), -12.0, np.float32), "t": np.array([0, 1])})
     assert out["pred"].shape == (2, 2, 64, 64) and np.isfinite(out["pred"]).all()
+
+
+def _s1_catalog(tmp_path, asset_keys: dict[str, str]):
+    """One S1 item over a 32 x 64 px grid, its bands stored under ``asset_keys`` names."""
+    import rasterio
+
+    from sar2opt.cube.load import db_to_linear
+    from sar2opt.grid import GridSpec, lonlat_bounds
+
+    grid = GridSpec(32721, 10.0, (700000, 9500000, 700640, 9500320))
+    rng = np.random.default_rng(1)
+    db = {"vv": rng.uniform(-20, -5, grid.shape), "vh": rng.uniform(-26, -12, grid.shape)}
+    assets = {}
+    for band, key in asset_keys.items():
+        path = tmp_path / f"{key}.tif"
+        with rasterio.open(
+            path, "w", driver="GTiff", height=grid.height, width=grid.width, count=1,
+            dtype="float32", crs=grid.crs, transform=grid.transform, nodata=-32768,
+        ) as dst:  # fmt: skip
+            dst.write(db_to_linear(db[band]).astype("float32"), 1)
+        assets[key] = {"href": str(path), "type": "image/tiff", "roles": ["data"]}
+    w, s, e, n = lonlat_bounds(grid)
+    item = {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": "S1A_test",
+        "bbox": [w, s, e, n],
+        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+        "properties": {
+            "datetime": "2023-07-01T09:15:00Z",
+            "proj:code": "EPSG:32721",  # STAC 1.1: no proj:epsg, the profile adds it
+            "proj:shape": list(grid.shape),
+            "proj:transform": [*list(grid.transform)[:6], 0.0, 0.0, 1.0],  # 9 elements, as PC
+        },
+        "links": [],
+        "assets": assets,
+    }
+    return grid, item, db
+
+
+def test_read_tile_rekeys_assets_through_the_collection_profile(tmp_path) -> None:
+    from sar2opt.infer.predictor import read_tile
+    from sar2opt.profiles import CollectionProfile
+
+    # a provider that names the S1 assets otherwise (as Earth Search names S2 bands)
+    grid, item, db = _s1_catalog(tmp_path, {"vv": "VV-gamma0", "vh": "VH-gamma0"})
+    profile = CollectionProfile(
+        "test", "s1-test", "s1-rtc", (("vv", "VV-gamma0"), ("vh", "VH-gamma0")), nodata=-32768
+    )
+    row = {"t": 0, "row": 8, "col": 16, "height": 16, "width": 32}
+    sar = read_tile(row, [[item]], grid.to_dict(), ["vv", "vh"], profile)
+    assert sar.shape == (2, 16, 32)
+    for i, band in enumerate(("vv", "vh")):
+        np.testing.assert_allclose(sar[i], db[band][8:24, 16:48], atol=1e-4)
+    assert "VV-gamma0" in item["assets"]  # the caller's item is not modified
+
+
+def test_read_tile_signs_in_the_reading_process_and_refuses_grd(tmp_path, monkeypatch) -> None:
+    from sar2opt import profiles
+    from sar2opt.infer.predictor import read_tile
+    from sar2opt.profiles import PROFILES, UnsupportedCollectionError, profile_for
+
+    grid, item, _ = _s1_catalog(tmp_path, {"vv": "vv", "vh": "vh"})
+    signed = []
+
+    def sign(it, profile):  # planetary_computer.sign would add a SAS token to each href
+        signed.append((it["id"], profile.signing))
+        return it
+
+    monkeypatch.setattr(profiles, "sign_item", sign)
+    pc = profile_for("https://planetarycomputer.microsoft.com/api/stac/v1", "sentinel-1-rtc")
+    row = {"t": 0, "row": 0, "col": 0, "height": 32, "width": 64}
+    assert np.isfinite(read_tile(row, [[item]], grid, ["vv", "vh"], pc)).all()
+    assert signed == [("S1A_test", "planetary-computer")]
+    grd = PROFILES[("earth-search", "sentinel-1-grd")]
+    with pytest.raises(UnsupportedCollectionError, match="radar geometry"):
+        read_tile(row, [[item]], grid, ["vv", "vh"], grd)

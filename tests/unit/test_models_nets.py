@@ -81,10 +81,13 @@ def test_registry_builds_and_rejects_unknown_names() -> None:
     d = build_discriminator(spec, 6)
     assert isinstance(g, GENERATORS["unet"]) and g.depth == 3
     assert isinstance(d, DISCRIMINATORS["patchgan"])
-    with pytest.raises(ConfigError, match="choices: unet"):
+    with pytest.raises(ConfigError, match="choices: attention, pix2pixhd, .*unet"):
         build_generator(ModelSpec(generator="resnet"), 2, 4)
-    with pytest.raises(ConfigError, match="choices: patchgan"):
+    with pytest.raises(ConfigError, match="choices: multiscale, none, patchgan"):
         build_discriminator(ModelSpec(discriminator="nope"), 6)
+    with pytest.raises(ConfigError, match="model.refine"):
+        build_generator(ModelSpec(refine="swin"), 2, 4)
+    assert build_discriminator(ModelSpec(discriminator="none"), 6) is None
 
 
 def test_losses() -> None:

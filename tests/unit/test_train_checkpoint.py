@@ -85,3 +85,27 @@ def test_errors(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "bad", gen, meta)
     with pytest.raises(CheckpointError, match="does not match"):
         load_generator(tmp_path / "bad")
+
+
+@pytest.mark.parametrize(
+    ("generator", "input_set", "fusion"),
+    [("sardinet", "SOD", "intermediate"), ("unet", "SD", "early"), ("spade", "SO", "early")],
+)
+def test_round_trip_other_models_and_input_sets(
+    tmp_path: Path, generator: str, input_set: str, fusion: str
+) -> None:
+    from sar2opt.data.inputs import input_channels
+
+    spec = ModelSpec(generator=generator, ngf=4, depth=2, input_set=input_set, dem_fusion=fusion)
+    in_ch, dem_ch = input_channels(input_set, 2, 4)
+    torch.manual_seed(0)
+    gen = build_generator(spec, in_ch, 4, dem_ch).eval()
+    x = torch.randn(1, in_ch, 16, 16)
+    with torch.no_grad():
+        want = gen(x)
+    meta = {**make_meta(spec), "input_set": input_set, "aux_bands": {"dem": ["dem"]}}
+    save_checkpoint(tmp_path, gen, meta)
+    loaded, meta = load_generator(tmp_path)
+    assert meta["model"]["input_set"] == input_set and meta["input_set"] == input_set
+    with torch.no_grad():
+        assert torch.equal(loaded(x), want)

@@ -12,6 +12,15 @@ from sar2opt.train.step import eval_step, gan_step
 W = torch.tensor([[0.5, -0.3], [0.2, 0.4], [-0.4, 0.6], [0.8, 0.1]])
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: on shared cores, intra-op threads cost far more than they give."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def synthetic_pairs(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Smooth random 'SAR' and optical = fixed linear band mix of it, then a 5x5 blur."""
     g = torch.Generator().manual_seed(seed)
@@ -34,7 +43,7 @@ def test_gan_step_updates_both_nets() -> None:
     g0 = [p.detach().clone() for p in gen.parameters()]
     d0 = [p.detach().clone() for p in disc.parameters()]
     out = gan_step(gen, disc, opt_g, opt_d, {"sar": sar, "opt": opt}, lambda_l1=100.0)
-    assert set(out) == {"d_loss", "g_adv", "g_l1", "g_total"}
+    assert set(out) == {"d_loss", "g_adv", "g_fm", "g_rec", "g_l1", "g_total"}
     assert all(isinstance(v, float) for v in out.values())
     assert out["g_total"] == pytest.approx(out["g_adv"] + 100.0 * out["g_l1"], rel=1e-5)
     assert all(not torch.equal(a, b) for a, b in zip(g0, gen.parameters(), strict=True))
@@ -83,3 +92,45 @@ def test_eval_step_reflectance_mae_and_mode() -> None:
         err = (gen.eval()(sar) - opt).abs().mean(dim=(0, 2, 3))
     want = float((err * torch.tensor(std)).mean())
     assert out["mae_refl"] == pytest.approx(want, rel=1e-4)
+
+
+def test_d_every_other_step_and_mse_mae() -> None:
+    from sar2opt.train.step import LossSpec
+
+    gen, disc, opt_g, opt_d = make_nets()
+    sar, opt = synthetic_pairs(4)
+    batch = {"sar": sar, "opt": opt}
+    losses = LossSpec(loss="mse_mae", w_mse=2.0, w_mae=0.5, d_every=2)
+    d0 = [p.detach().clone() for p in disc.parameters()]
+    out = gan_step(gen, disc, opt_g, opt_d, batch, step=1, losses=losses)
+    assert all(torch.equal(a, b) for a, b in zip(d0, disc.parameters(), strict=True))
+    assert out["d_loss"] > 0  # still reported, computed without a D update
+    # The reconstruction term is 2 * MSE + 0.5 * MAE of the output before the G update.
+    assert out["g_total"] == pytest.approx(out["g_adv"] + 100.0 * out["g_rec"], rel=1e-5)
+    out = gan_step(gen, disc, opt_g, opt_d, batch, step=2, losses=losses)
+    assert all(not torch.equal(a, b) for a, b in zip(d0, disc.parameters(), strict=True))
+    # Non-adversarial step: g_rec is exactly 2 * MSE + 0.5 * MAE of the untrained output.
+    gen2, _, opt_g2, _ = make_nets()
+    with torch.no_grad():
+        d = gen2(sar) - opt
+    rec = gan_step(gen2, None, opt_g2, None, batch, losses=losses)["g_rec"]
+    assert rec == pytest.approx(float(2.0 * (d * d).mean() + 0.5 * d.abs().mean()), rel=1e-4)
+
+
+def test_multiscale_feature_matching_and_no_discriminator() -> None:
+    from sar2opt.models import MultiscaleDiscriminator
+    from sar2opt.train.step import LossSpec
+
+    gen, _, opt_g, _ = make_nets()
+    disc = MultiscaleDiscriminator(6, ndf=8, n_scales=2)
+    opt_d = torch.optim.Adam(disc.parameters(), 1e-3)
+    sar, opt = synthetic_pairs(4)
+    ls = LossSpec(gan_mode="lsgan", lambda_fm=10.0, lambda_l1=10.0)
+    out = gan_step(gen, disc, opt_g, opt_d, {"sar": sar, "opt": opt}, losses=ls)
+    assert out["g_fm"] > 0
+    assert out["g_total"] == pytest.approx(
+        out["g_adv"] + 10 * out["g_fm"] + 10 * out["g_rec"], rel=1e-5
+    )
+    out = gan_step(gen, None, opt_g, None, {"sar": sar, "opt": opt}, losses=ls)
+    assert out["d_loss"] == out["g_adv"] == out["g_fm"] == 0.0
+    assert out["g_total"] == out["g_rec"] == out["g_l1"]

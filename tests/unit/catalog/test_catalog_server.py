@@ -98,5 +98,5 @@ def test_cli_synth(tmp_path, capsys):
     assert (
         main(["catalog", "synth", "--out", str(tmp_path), "--seed", "2", "--size-km", "0.64"]) == 0
     )
-    assert "12 items" in capsys.readouterr().out
+    assert "13 items" in capsys.readouterr().out  # 4 S1 + 8 S2 + 1 DEM
     assert (tmp_path / "items.parquet").is_file()

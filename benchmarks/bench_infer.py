@@ -1,0 +1,275 @@
+"""Benchmark wall-to-wall inference: pipeline efficiency, peak memory by AOI area, actor scaling.
+
+On synthetic scenes served by a real STAC API (``generate_scene`` + ``CatalogServer``), with a
+randomly initialised generator of the configured size (speed does not depend on training):
+
+* efficiency = end-to-end tiles/s of ``jobs/infer_region.py`` (its ``main()``, Ray already
+  up: catalog search, store, Ray Data read -> actor pool -> write, ledger, STAC) divided by
+  tiles/s of the bare generator forward (the same hypotheses per tile, same batch size, same
+  torch threads as one actor), both measured in this run;
+* peak memory of the whole job (driver + every Ray process, RSS summed, sampled every
+  0.2 s) for an AOI of 1x and 16x the area;
+* scaling: the 16x job with 1 and 2 actors.
+
+    .venv/bin/python benchmarks/bench_infer.py                 # 5.12 km (1x) and 20.48 km (16x)
+    .venv/bin/python benchmarks/bench_infer.py --size-km 2.56 --dates 1    # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _job():
+    spec = importlib.util.spec_from_file_location("infer_region", REPO / "jobs/infer_region.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _tree_rss_mb(root_pid: int) -> float:
+    """RSS (MB) summed over ``root_pid`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+    return total / 1e6
+
+
+class PeakRss:
+    """Samples the process tree's summed RSS in a thread; ``peak_mb`` after the block."""
+
+    def __init__(self, every_s: float = 0.2) -> None:
+        self.every_s, self.peak_mb, self._stop = every_s, 0.0, threading.Event()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, _tree_rss_mb(os.getpid()))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> PeakRss:
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def make_checkpoint(out: Path, config: str) -> Path:
+    import torch
+
+    from sar2opt.config import config_to_dict, load_config
+    from sar2opt.models import build_generator
+    from sar2opt.train.checkpoint import save_checkpoint
+
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    gen = build_generator(cfg.model, 2, 4)
+    meta = {
+        "model": config_to_dict(cfg.model),
+        "in_bands": ["vv", "vh"],
+        "out_bands": ["B02", "B03", "B04", "B08"],
+        "norm": {
+            "sar_mean": [-10.0, -16.0],
+            "sar_std": [3.0, 3.0],
+            "opt_mean": [0.03, 0.05, 0.04, 0.3],
+            "opt_std": [0.01, 0.02, 0.02, 0.05],
+        },
+        "config": config_to_dict(cfg),
+        "git_sha": "bench",
+        "epoch": 0,
+        "metrics": {},
+    }
+    return save_checkpoint(out, gen, meta)
+
+
+def bare_forward(
+    ckpt: Path, tile_px: int, batch: int, hypotheses: int, threads: int, seconds: float
+) -> float:
+    """Tiles/s of the generator alone: ``hypotheses`` forwards of a (batch, 2, tile, tile)."""
+    import torch
+
+    from sar2opt.train.checkpoint import load_generator
+
+    model, _ = load_generator(ckpt)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.randn(batch, 2, tile_px, tile_px)
+    try:
+        with torch.inference_mode():
+            model(x)  # warm-up
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds or n < 3:
+                for _ in range(hypotheses):
+                    model(x)
+                n += 1
+            return n * batch / (time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+
+
+def scene(root: Path, size_km: float, dates: int) -> tuple[Path, Path]:
+    """A synthetic scene (catalog dir) and an AOI GeoJSON just inside it."""
+    from sar2opt.catalog.synthetic import generate_scene, scene_grid
+    from sar2opt.grid import lonlat_bounds
+
+    cat = root / f"catalog-{size_km:g}km"
+    if not (cat / "items.parquet").exists():
+        t0 = time.perf_counter()
+        generate_scene(cat, size_km=size_km, n_s1=dates, n_s2=1)
+        print(f"  generated {size_km:g} km scene in {time.perf_counter() - t0:.0f} s", flush=True)
+    w, s, e, n = lonlat_bounds(scene_grid(size_km))
+    mx, my = (e - w) * 0.01, (n - s) * 0.01
+    ring = [[w + mx, s + my], [e - mx, s + my], [e - mx, n - my], [w + mx, n - my]]
+    aoi = root / f"aoi-{size_km:g}km.geojson"
+    aoi.write_text(json.dumps({"type": "Polygon", "coordinates": [[*ring, ring[0]]]}))
+    return cat, aoi
+
+
+def run_job(job, aoi: Path, ckpt: Path, url: str, out: Path, config: str, sets: list[str]) -> dict:
+    """infer_region's main() (Ray already initialised): wall, tiles, peak tree RSS."""
+    from sar2opt.infer.ledger import TileLedger
+
+    args = job.parse_args(
+        [
+            *("--aoi", str(aoi), "--checkpoint", str(ckpt), "--out", str(out)),
+            *("--start", "2023-07-01", "--end", "2023-12-31"),
+            *("--config", config, "--stac-url", url),
+            *[a for s in sets for a in ("--set", s)],
+        ]
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    log = io.StringIO()
+    with PeakRss() as mem, contextlib.redirect_stdout(log):
+        t0 = time.perf_counter()
+        code = job.main(args)
+        wall = time.perf_counter() - t0
+    if code != 0:
+        raise SystemExit(f"infer_region failed ({code}):\n{log.getvalue()}")
+    tiles = len(TileLedger(out).done())
+    return {"wall_s": wall, "tiles": tiles, "tiles_per_s": tiles / wall, "peak_mb": mem.peak_mb}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size-km", type=float, default=5.12, help="side of the 1x scene")
+    p.add_argument("--dates", type=int, default=2, help="S1 acquisitions per scene")
+    p.add_argument("--config", default="jobs/configs/demo.yaml", help="model size, tiling")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--work", type=Path, help="keep scenes here (default: a temp dir)")
+    p.add_argument("--bare-seconds", type=float, default=20.0)
+    args = p.parse_args()
+
+    import ray
+
+    from sar2opt.catalog.server import CatalogServer
+    from sar2opt.config import load_config
+
+    os.chdir(REPO)
+    cfg = load_config(args.config, args.set)
+    spec = cfg.infer
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_infer_"))
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = make_checkpoint(work / "ckpt", args.config)
+    hyp = spec.tta_flips
+    threads = max(1, round(spec.cpus_per_actor))  # what Ray gives one actor (OMP_NUM_THREADS)
+    print(
+        f"bench_infer: model {cfg.model.generator} ngf={cfg.model.ngf}, tile {spec.tile_px} px, "
+        f"batch {spec.batch_size}, {hyp} hypotheses/tile, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    print("scenes:", flush=True)
+    small = scene(work, args.size_km, args.dates)
+    big = scene(work, args.size_km * 4, args.dates)
+
+    print("bare generator forward:", flush=True)
+    bare = {
+        t: bare_forward(ckpt, spec.tile_px, spec.batch_size, hyp, t, args.bare_seconds)
+        for t in sorted({threads, os.cpu_count() or 1})
+    }
+    for t, v in bare.items():
+        print(f"  {t} torch thread(s): {v:.2f} tiles/s", flush=True)
+
+    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
+    ray.init(include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    job = _job()
+    results = {}
+    try:
+        for name, (cat, aoi), actors in (
+            ("1x", small, spec.num_actors),
+            ("16x", big, spec.num_actors),
+            ("16x-2actors", big, 2),
+        ):
+            with CatalogServer(cat) as server:
+                r = run_job(
+                    job, aoi, ckpt, server.url, work / f"out-{name}.zarr", args.config,
+                    [*args.set, f"infer.num_actors={actors}"],
+                )  # fmt: skip
+            results[name] = r
+            print(
+                f"job {name:>12}: {r['tiles']} tiles in {r['wall_s']:.1f} s = "
+                f"{r['tiles_per_s']:.2f} tiles/s, peak RSS {r['peak_mb']:.0f} MB "
+                f"({actors} actor(s))",
+                flush=True,
+            )
+    finally:
+        ray.shutdown()
+
+    ref = bare[threads]
+    big1 = results["16x"]
+    print("\nresults:")
+    print(
+        f"  pipeline efficiency (16x, {spec.num_actors} actor): {big1['tiles_per_s']:.2f} / "
+        f"{ref:.2f} tiles/s = {big1['tiles_per_s'] / ref:.2f}  (goal >= 0.8)"
+    )
+    small1 = results["1x"]
+    marginal = (big1["tiles"] - small1["tiles"]) / max(big1["wall_s"] - small1["wall_s"], 1e-9)
+    print(
+        f"  steady state (16x minus 1x: fixed start-up removed): {marginal:.2f} tiles/s = "
+        f"{marginal / ref:.2f} of the bare forward"
+    )
+    if os.cpu_count() and os.cpu_count() != threads:
+        full = bare[os.cpu_count()]
+        print(
+            f"  vs a forward on all {os.cpu_count()} cores ({full:.2f} tiles/s): "
+            f"{big1['tiles_per_s'] / full:.2f}"
+        )
+    m1, m16 = results["1x"]["peak_mb"], big1["peak_mb"]
+    print(f"  peak RSS 1x {m1:.0f} MB, 16x {m16:.0f} MB: 16x/1x = {m16 / m1:.2f}  (goal <= 1.2)")
+    two = results["16x-2actors"]["tiles_per_s"]
+    one = big1["tiles_per_s"]
+    print(f"  scaling 1 -> 2 actors: {one:.2f} -> {two:.2f} tiles/s = x{two / one:.2f}")
+    print(f"  work dir: {work}")
+
+
+if __name__ == "__main__":
+    main()

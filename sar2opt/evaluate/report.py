@@ -1,0 +1,328 @@
+"""One self-contained HTML report per evaluation: verdict, metric table, pictures, curves.
+
+Every figure is a PNG embedded as base64, so the file can be mailed or attached to an
+issue. The first line answers "is the model useful": the best method's MAE against the
+ridge baseline, with the spread over seeds.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sar2opt.evaluate.protocol import METRICS, ProtocolResult, Scene
+from sar2opt.evaluate.quicklook import RGB_BANDS, _pct, _rgba, sar_false_colour
+
+HIGHER_IS_BETTER = {"psnr_db", "ssim"}
+LABELS = {
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "psnr_db": "PSNR dB (range 1)",
+    "ssim": "SSIM (7 px box)",
+    "sam_deg": "SAM °",
+}
+
+
+def png_bytes(fig) -> bytes:
+    """A matplotlib Figure rendered to PNG bytes (Agg, no pyplot state)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    b64 = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def verdict(
+    summary: dict[str, dict[str, tuple[float, float]]],
+    reference: str,
+    target_frac: float = 0.15,
+    exclude: Sequence[str] = (),
+) -> dict:
+    """Best method by mean MAE (baselines and ``exclude`` left out) against ``reference``.
+
+    ``gain`` = 1 - MAE_best / MAE_reference; ``passed`` when gain >= target_frac.
+    """
+    cands = {
+        k: v
+        for k, v in summary.items()
+        if k != reference and k not in exclude and np.isfinite(v["mae"][0])
+    }
+    if reference not in summary or not cands:
+        return {"best": None, "reference": reference, "gain": float("nan"), "passed": False}
+    best = min(cands, key=lambda k: cands[k]["mae"][0])
+    ref = summary[reference]["mae"][0]
+    gain = 1.0 - cands[best]["mae"][0] / ref
+    return {
+        "best": best,
+        "reference": reference,
+        "gain": float(gain),
+        "target": target_frac,
+        "passed": bool(gain >= target_frac),
+    }
+
+
+def metric_table_html(
+    summary: dict[str, dict[str, tuple[float, float]]], reference: str | None, n_seeds: int
+) -> str:
+    """Rows = methods, cells = mean ± std over seeds; best cell per column in bold."""
+    names = list(summary)
+    head = "".join(f"<th>{LABELS[m]}</th>" for m in METRICS)
+    rows = []
+    best = {}
+    for m in METRICS:
+        vals = {n: summary[n][m][0] for n in names if np.isfinite(summary[n][m][0])}
+        if vals:
+            pick = max if m in HIGHER_IS_BETTER else min
+            best[m] = pick(vals, key=vals.get)
+    for n in names:
+        cells = []
+        for m in METRICS:
+            mu, sd = summary[n][m]
+            fmt = ".2f" if m in ("psnr_db", "sam_deg") else ".4f"
+            txt = "n/a" if not np.isfinite(mu) else f"{mu:{fmt}} ± {sd:{fmt}}"
+            cells.append(f"<td><b>{txt}</b></td>" if best.get(m) == n else f"<td>{txt}</td>")
+        rel = ""
+        if reference in summary and n != reference:
+            r = 100 * (1 - summary[n]["mae"][0] / summary[reference]["mae"][0])
+            rel = f"{r:+.1f} %"
+        px = summary[n]["pixels"][0]
+        rows.append(
+            f"<tr><th>{html.escape(n)}</th>{''.join(cells)}<td>{rel}</td><td>{px:.0f}</td></tr>"
+        )
+    ref_name = html.escape(reference or "")
+    return (
+        f"<table><tr><th>method (mean ± std over {n_seeds} seeds)</th>{head}"
+        f"<th>MAE gain vs {ref_name}</th><th>pixels / seed</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def tiles_figure(
+    scene: Scene,
+    preds: dict[str, np.ndarray],
+    held: np.ndarray,
+    names: Sequence[str],
+    tile_px: int = 96,
+):
+    """SAR | each named prediction | truth | |error| of the first name, on a held-out crop.
+
+    The crop is the ``tile_px`` window holding the most held-out clear pixels at the
+    clearest date; one stretch shared by predictions and truth.
+    """
+    from matplotlib.figure import Figure
+
+    t = int(np.argmax((scene.clear & held[None]).sum(axis=(1, 2))))
+    h, w = held.shape
+    p = min(tile_px, h, w)
+    score = held & scene.clear[t]
+    best_rc, best_n = (0, 0), -1
+    for r in range(0, h - p + 1, max(p // 4, 1)):
+        for c in range(0, w - p + 1, max(p // 4, 1)):
+            n = int(score[r : r + p, c : c + p].sum())
+            if n > best_n:
+                best_rc, best_n = (r, c), n
+    r, c = best_rc
+    win = (slice(None), slice(r, r + p), slice(c, c + p))  # (band, y, x) crop
+    bands = list(scene.bands)
+    idx = [bands.index(b) for b in RGB_BANDS if b in bands]
+    if len(idx) < 3:
+        idx = [0, min(1, len(bands) - 1), min(2, len(bands) - 1)]
+    truth = np.where(scene.clear[t][None], scene.truth[t], np.nan)[win]
+    lim = _pct(np.concatenate([truth[idx].ravel(), preds[names[0]][t][idx][win].ravel()]), (2, 98))
+    panels = [(sar_false_colour(scene.sar_db[t][win]), "S1 VV | VH | VV-VH", {})]
+    for n in names:
+        panels.append((_rgba(list(preds[n][t][idx][win]), [lim] * 3), n, {}))
+    panels.append((_rgba(list(truth[idx]), [lim] * 3), "Sentinel-2 (clear pixels)", {}))
+    err = np.nanmean(np.abs(preds[names[0]][t][win] - truth), axis=0)
+    panels.append((err, f"|{names[0]} - S2|", {"cmap": "magma", "vmin": 0.0}))
+    fig = Figure(figsize=(2.6 * len(panels), 3.2), dpi=90, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (img, cap, kw) in zip(axes, panels, strict=True):
+        ax.set_facecolor("0.5")
+        im = ax.imshow(img, interpolation="nearest", **kw)
+        ax.set_title(cap, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        # outline the held-out pixels of the crop
+        ax.contour(held[win[1:]].astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
+        if kw.get("cmap"):
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+    fig.suptitle(
+        f"{scene.times[t][:10]}, crop rows {r}-{r + p}, cols {c}-{c + p}; cyan = held-out blocks",
+        fontsize=9,
+    )
+    return fig
+
+
+def block_mae(pred: np.ndarray, scene: Scene, held: np.ndarray, block_px: int) -> np.ndarray:
+    """MAE per ``block_px`` block over clear held-out pixels of all dates (NaN elsewhere)."""
+    t, _, h, w = scene.truth.shape
+    err = np.abs(pred - scene.truth).mean(axis=1)  # (T, H, W)
+    ok = scene.clear & held[None] & np.isfinite(err)
+    # cells on the held-out blocks' own lattice (it may be anchored off (0, 0))
+    rows, cols = np.nonzero(held.any(axis=1))[0], np.nonzero(held.any(axis=0))[0]
+    r0 = int(rows[0]) % block_px if rows.size else 0
+    c0 = int(cols[0]) % block_px if cols.size else 0
+    r_edges = [0, *range(r0, h, block_px)] if r0 else list(range(0, h, block_px))
+    c_edges = [0, *range(c0, w, block_px)] if c0 else list(range(0, w, block_px))
+    out = np.full((len(r_edges), len(c_edges)), np.nan)
+    for i, ra in enumerate(r_edges):
+        rb = r_edges[i + 1] if i + 1 < len(r_edges) else h
+        for j, ca in enumerate(c_edges):
+            cb = c_edges[j + 1] if j + 1 < len(c_edges) else w
+            s = (slice(None), slice(ra, rb), slice(ca, cb))
+            if ok[s].any():
+                out[i, j] = err[s][ok[s]].mean()
+    return out
+
+
+def maps_figure(
+    scene: Scene,
+    preds: dict[str, np.ndarray],
+    held: np.ndarray,
+    names: Sequence[str],
+    block_px: int,
+):
+    """Per-block MAE over the region for each named method, one colour scale."""
+    from matplotlib.figure import Figure
+
+    maps = [block_mae(preds[n], scene, held, block_px) for n in names]
+    vmax = np.nanmax([np.nanmax(m) for m in maps if np.isfinite(m).any()] or [1.0])
+    fig = Figure(figsize=(3.0 * len(maps) + 0.8, 3.2), dpi=90, layout="constrained")
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    im = None
+    for ax, m, n in zip(axes, maps, names, strict=True):
+        ax.set_facecolor("0.85")
+        im = ax.imshow(m, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"{n}\nmean {np.nanmean(m):.4f}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes), fraction=0.046, pad=0.02, label="MAE (reflectance)")
+    return fig
+
+
+def read_metrics_csv(path: str | Path) -> dict[str, list[float]]:
+    """Columns of a training ``metrics.csv`` as float lists (empty dict when absent)."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    with open(p, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.items():
+            try:
+                cols.setdefault(k, []).append(float(v))
+            except (TypeError, ValueError):
+                cols.setdefault(k, []).append(float("nan"))
+    return cols
+
+
+def curves_figure(cols: dict[str, list[float]]):
+    """Generator L1 (train, val) and validation MAE per epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.2), dpi=90, layout="constrained")
+    a, b = fig.subplots(1, 2)
+    ep = cols.get("epoch", list(range(1, len(next(iter(cols.values()))) + 1)))
+    for k in ("g_l1", "val_l1"):
+        if k in cols:
+            a.plot(ep, cols[k], marker=".", label=k)
+    a.set_xlabel("epoch")
+    a.set_title("L1 (normalised units)", fontsize=9)
+    a.legend(fontsize=8)
+    if "val_mae_refl" in cols:
+        b.plot(ep, cols["val_mae_refl"], marker=".", color="C2")
+    b.set_xlabel("epoch")
+    b.set_title("validation MAE (reflectance)", fontsize=9)
+    return fig
+
+
+CSS = """body{font-family:sans-serif;max-width:1200px;margin:1em auto;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #bbb;padding:3px 7px}
+td{text-align:right}.pass{background:#dfd;padding:8px}.fail{background:#fdd;padding:8px}
+img{max-width:100%}.note{color:#555;font-size:13px}"""
+
+
+def write_report(
+    path: str | Path,
+    *,
+    title: str,
+    result: ProtocolResult,
+    scene: Scene,
+    reference: str,
+    baselines: Sequence[str],
+    block_px: int,
+    notes: Sequence[str] = (),
+    metrics_csv: str | Path | None = None,
+    target_frac: float = 0.15,
+) -> dict:
+    """Write the HTML report; returns the verdict dict (also shown at its top)."""
+    summary = result.summary()
+    v = verdict(summary, reference, target_frac, exclude=baselines)
+    if v["best"] is None:
+        head = '<p class="fail">No model to judge: only baselines were scored.</p>'
+    else:
+        word = "meets" if v["passed"] else "does NOT meet"
+        head = (
+            f'<p class="{"pass" if v["passed"] else "fail"}"><b>{html.escape(v["best"])}</b> '
+            f"has MAE {summary[v['best']]['mae'][0]:.4f} ± {summary[v['best']]['mae'][1]:.4f} "
+            f"vs {html.escape(reference)} {summary[reference]['mae'][0]:.4f} ± "
+            f"{summary[reference]['mae'][1]:.4f}: a gain of {100 * v['gain']:.1f} %, which "
+            f"{word} the {100 * target_frac:.0f} % target (held-out blocks, "
+            f"{len(result.seeds)} seeds).</p>"
+        )
+    order = sorted(summary, key=lambda k: summary[k]["mae"][0])
+    models = [n for n in order if n not in baselines]
+    shown = (models[:2] + [reference])[:3] if models else [reference]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+        head,
+        "<h2>Scores on held-out blocks</h2>",
+        metric_table_html({k: summary[k] for k in order}, reference, len(result.seeds)),
+        "<p class='note'>Reflectance units. Spatially disjoint blocks of "
+        f"{block_px} px are held out (seeds {', '.join(map(str, result.seeds))}); a ring "
+        "around them is kept out of training. Every method is scored on the same clear "
+        "held-out pixels of every date. Bold: best in column.</p>",
+        "<h2>Per seed (MAE)</h2><table><tr><th>method</th>"
+        + "".join(f"<th>seed {s}</th>" for s in result.seeds)
+        + "</tr>"
+        + "".join(
+            f"<tr><th>{html.escape(n)}</th>"
+            + "".join(f"<td>{r['mae']:.4f}</td>" for r in result.per_seed[n])
+            + "</tr>"
+            for n in order
+        )
+        + "</table>",
+        f"<h2>Example tile (seed {result.seeds[0]})</h2>",
+        img_tag(png_bytes(tiles_figure(scene, result.first_preds, result.held[0], shown)), "tiles"),
+        f"<h2>MAE per block over the region (seed {result.seeds[0]})</h2>",
+        img_tag(
+            png_bytes(maps_figure(scene, result.first_preds, result.held[0], shown, block_px)),
+            "metric maps",
+        ),
+    ]
+    cols = read_metrics_csv(metrics_csv) if metrics_csv else {}
+    parts.append("<h2>Training curves</h2>")
+    if cols:
+        parts.append(img_tag(png_bytes(curves_figure(cols)), "training curves"))
+    else:
+        parts.append("<p class='note'>No metrics.csv beside the checkpoint.</p>")
+    if notes:
+        parts.append("<h2>Notes</h2><ul>")
+        parts += [f"<li>{html.escape(n)}</li>" for n in notes]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(parts))
+    return v

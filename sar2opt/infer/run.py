@@ -1,0 +1,235 @@
+"""Fill a block store: read SAR windows -> hypotheses on an actor pool -> composite + write.
+
+Stages (Ray Data, streaming, so memory is bounded by the pipeline's buffers, not the AOI):
+``read_sar_row`` (tasks) -> ``TilePredictor`` (actor pool, model loaded once per actor)
+-> ``finish_block_row`` (tasks: crop the core, pick clear S2 pixels, write the chunks) ->
+the driver, which only appends the finished keys to the ledger. ``executor="local"`` runs
+the same functions in-process (tests, tiny AOIs, benchmarks of the bare pipeline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sar2opt.infer.composite import compose, nearest_clear
+from sar2opt.infer.ledger import BlockKey, TileLedger
+from sar2opt.infer.plan import BlockLattice
+from sar2opt.infer.store import write_block
+from sar2opt.profiles import CollectionProfile
+
+
+@dataclass(frozen=True)
+class CompositeSpec:
+    """How real S2 pixels replace the synthesis (``max_dt_days`` <= 0 turns it off)."""
+
+    max_dt_days: float = 0.0
+    opt_bands: tuple[str, ...] = ()
+    cloud_brightness: float = 0.10
+    cloud_whiteness: float = 0.75
+    shadow_brightness: float = 0.016
+    dilate_px: int = 0
+    profile: CollectionProfile | None = None  # the S2 collection's (re-keys, signs, scales)
+
+
+def block_tasks(
+    times: Sequence[str],
+    t_indices: Sequence[int],
+    blocks_for_t: Callable[[int], Iterable[tuple[int, np.ndarray]]],
+    done: set[BlockKey],
+) -> list[dict]:
+    """Rows ``{t, time, bi, bj}`` of the blocks still to do, time by time, row by row."""
+    rows = []
+    for t in t_indices:
+        for bi, cols in blocks_for_t(t):
+            for bj in cols:
+                if (times[t], int(bi), int(bj)) not in done:
+                    rows.append({"t": int(t), "time": times[t], "bi": int(bi), "bj": int(bj)})
+    return rows
+
+
+def read_sar_row(
+    row: dict,
+    *,
+    lattice: dict,
+    items_by_time: Sequence[Sequence[dict]],
+    bands: Sequence[str],
+    profile: CollectionProfile | None = None,
+) -> dict:
+    """``Dataset.map`` step: the SAR window (Cs, h, w) of the row's block (``profile``: the S1
+    collection's, so assets are re-keyed and signed here, in the reading worker)."""
+    from sar2opt.infer.predictor import read_tile
+
+    lat = BlockLattice.from_dict(lattice)
+    r, c, h, w = lat.window(int(row["bi"]), int(row["bj"]))
+    out = dict(row)
+    out["sar"] = read_tile(
+        {"t": row["t"], "row": r, "col": c, "height": h, "width": w},
+        items_by_time,
+        lat.grid,
+        bands,
+        profile,
+    )
+    return out
+
+
+def read_clear_s2(
+    items: Sequence[dict], grid, target_iso: str, out_bands: Sequence[str], spec: CompositeSpec
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """S2 ``out_bands`` (N, C, h, w), clear (N, h, w) and dt days (N,) of a block's grid."""
+    import pandas as pd
+
+    from sar2opt.cube.clean import cloud_shadow_mask
+    from sar2opt.cube.load import load_optical
+
+    da = load_optical(list(items), grid, list(spec.opt_bands), profile=spec.profile)
+    arr = np.asarray(da.values, np.float32)
+    flagged = cloud_shadow_mask(
+        arr,
+        list(spec.opt_bands),
+        cloud_brightness=spec.cloud_brightness,
+        cloud_whiteness=spec.cloud_whiteness,
+        shadow_brightness=spec.shadow_brightness,
+        dilate_px=spec.dilate_px,
+    )
+    idx = [list(spec.opt_bands).index(b) for b in out_bands]
+    t0 = pd.Timestamp(target_iso).tz_localize(None) if pd.Timestamp(target_iso).tz else None
+    t0 = t0 or pd.Timestamp(target_iso)
+    dt = (pd.to_datetime(da.time.values) - t0) / pd.Timedelta(days=1)
+    return arr[:, idx], ~flagged, np.asarray(dt, np.float64)
+
+
+def finish_block_row(
+    row: dict,
+    *,
+    store: str,
+    lattice: dict,
+    s2_by_time: Sequence[Sequence[dict]] = (),
+    out_bands: Sequence[str] = (),
+    composite: CompositeSpec | None = None,
+) -> dict:
+    """``Dataset.map`` step: crop the core, composite with clear S2, write the chunks."""
+    lat = BlockLattice.from_dict(lattice)
+    bi, bj, t = int(row["bi"]), int(row["bj"]), int(row["t"])
+    r, c, _, _ = lat.window(bi, bj)
+    core = lat.core(bi, bj)
+    r0, c0, r1, c1 = core
+    pred = np.asarray(row["pred"])[:, r0 - r : r1 - r, c0 - c : c1 - c]
+    spread = np.asarray(row["spread"])[r0 - r : r1 - r, c0 - c : c1 - c]
+    h, w = r1 - r0, c1 - c0
+    s2, found = np.full_like(pred, np.nan), np.zeros((h, w), bool)
+    if composite is not None and composite.max_dt_days > 0 and s2_by_time and s2_by_time[t]:
+        # read a margin of dilate_px so a cloud just across the block edge still grows into
+        # the block: the mask is then the one of the whole image, and no seam shows
+        pr0, pc0, pr1, pc1 = _grow(core, composite.dilate_px, lat.grid.shape)
+        obs, clear, dt = read_clear_s2(
+            s2_by_time[t],
+            lat.grid.subgrid(pr0, pc0, pr1 - pr0, pc1 - pc0),
+            str(row["time"]),
+            out_bands,
+            composite,
+        )
+        inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
+        s2, found = nearest_clear(
+            obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt, composite.max_dt_days
+        )
+    optical, source = compose(pred, s2, found)
+    write_block(store, t, core, optical, source, spread)
+    return {"t": t, "time": str(row["time"]), "bi": bi, "bj": bj}
+
+
+def _grow(
+    core: tuple[int, int, int, int], px: int, shape: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """``core`` (row0, col0, row1, col1) grown by ``px`` on every side, clipped to ``shape``."""
+    r0, c0, r1, c1 = core
+    return max(r0 - px, 0), max(c0 - px, 0), min(r1 + px, shape[0]), min(c1 + px, shape[1])
+
+
+def _batches(rows: Sequence[dict], size: int) -> Iterator[list[dict]]:
+    for i in range(0, len(rows), size):
+        yield list(rows[i : i + size])
+
+
+def run_local(
+    rows: Sequence[dict],
+    *,
+    batch_size: int,
+    read_fn: Callable[..., dict],
+    read_kwargs: Mapping,
+    predictor: Callable[[dict], dict],
+    finish_fn: Callable[..., dict],
+    finish_kwargs: Mapping,
+) -> Iterator[list[dict]]:
+    """The pipeline in this process, batch by batch: yields the finished rows of each batch."""
+    for chunk in _batches(rows, batch_size):
+        read = [read_fn(r, **read_kwargs) for r in chunk]
+        batch = {k: np.stack([np.asarray(r[k]) for r in read]) for k in read[0]}
+        out = predictor(batch)
+        n = len(chunk)
+        yield [finish_fn({k: v[i] for k, v in out.items()}, **finish_kwargs) for i in range(n)]
+
+
+def run_ray(
+    rows: Sequence[dict],
+    *,
+    batch_size: int,
+    num_actors: int,
+    cpus_per_actor: float,
+    gpus_per_actor: float,
+    read_fn: Callable[..., dict],
+    read_kwargs: Mapping,
+    predictor_cls: type,
+    predictor_kwargs: Mapping,
+    finish_fn: Callable[..., dict],
+    finish_kwargs: Mapping,
+) -> Iterator[list[dict]]:
+    """The pipeline on Ray Data (needs Ray initialised): yields finished rows as they come.
+
+    Actors restart when their process dies and their batches are retried (Ray Data's
+    actor-pool defaults: ``max_restarts=-1``, ``max_task_retries=-1``; a test kills one),
+    read/write tasks are retried by Ray;
+    writes are idempotent, so a retried block writes the same bytes.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.raise_original_map_exception = True
+    ds = ray.data.from_items(list(rows))
+    ds = ds.map(read_fn, fn_kwargs=dict(read_kwargs))
+    ds = ds.map_batches(
+        predictor_cls,
+        fn_constructor_kwargs=dict(predictor_kwargs),
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor or None,
+    )
+    ds = ds.map(finish_fn, fn_kwargs=dict(finish_kwargs))
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        n = len(batch["t"])
+        yield [
+            {"time": str(batch["time"][i]), "bi": int(batch["bi"][i]), "bj": int(batch["bj"][i])}
+            for i in range(n)
+        ]
+
+
+def drain(
+    finished: Iterator[list[dict]],
+    ledger: TileLedger,
+    total: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Record every finished block in the ledger as it arrives; returns how many."""
+    done = 0
+    for rows in finished:
+        ledger.record((r["time"], r["bi"], r["bj"]) for r in rows)
+        done += len(rows)
+        if progress:
+            progress(done, total)
+    if done != total:
+        raise RuntimeError(f"pipeline finished {done} blocks, expected {total}")
+    return done

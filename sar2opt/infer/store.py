@@ -1,0 +1,198 @@
+"""The output store written block by block: Zarr v3, one chunk per (time, block), no accumulator.
+
+``create_store`` writes only metadata and coordinates (the data variables are lazy NaN that
+are never computed); ``write_block`` fills one chunk of every variable; unwritten chunks
+read as the fill value (NaN / source 0), so blocks outside the AOI cost no storage.
+Chunks are one block wide and carry all bands of one time step, so no two blocks ever
+share a chunk (and a shard, if sharding is turned on with shard = chunk).
+
+Variables, in this order (readers take the first as the image):
+``optical`` (time, band, y, x) float32, ``source`` (time, y, x) uint8 (see
+``composite.SOURCE_MEANINGS``), ``uncertainty`` (time, y, x) float32.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from sar2opt.grid import GridSpec
+from sar2opt.infer.composite import SOURCE_MEANINGS
+from sar2opt.infer.mosaic import MOSAIC_VAR, _times
+
+SOURCE_VAR = "source"
+UNCERTAINTY_VAR = "uncertainty"
+
+
+def store_dataset(
+    grid: GridSpec,
+    times: Sequence[str],
+    bands: Sequence[str],
+    attrs: Mapping | None,
+    block_px: int,
+) -> xr.Dataset:
+    """Lazy (dask, all NaN) Dataset with the store's variables, coords, CRS and chunks."""
+    import dask.array as da
+    import rioxarray  # noqa: F401
+
+    nt, nb = len(times), len(bands)
+    h, w = grid.shape
+    bh, bw = min(block_px, h), min(block_px, w)
+    coords = {
+        "time": _times(times),
+        "band": np.array([str(b) for b in bands], dtype=object),
+        "y": grid.ys(),
+        "x": grid.xs(),
+    }
+    ds = xr.Dataset(
+        {
+            MOSAIC_VAR: (
+                ("time", "band", "y", "x"),
+                da.full((nt, nb, h, w), np.nan, dtype="float32", chunks=(1, nb, bh, bw)),
+                {"long_name": "surface reflectance (composite or prediction)", "units": "1"},
+            ),
+            SOURCE_VAR: (
+                ("time", "y", "x"),
+                da.zeros((nt, h, w), dtype="uint8", chunks=(1, bh, bw)),
+                {
+                    "long_name": "where each optical pixel comes from",
+                    "flag_values": list(SOURCE_MEANINGS),
+                    "flag_meanings": " ".join(
+                        v.replace(" ", "_") for v in SOURCE_MEANINGS.values()
+                    ),
+                },
+            ),
+            UNCERTAINTY_VAR: (
+                ("time", "y", "x"),
+                da.full((nt, h, w), np.nan, dtype="float32", chunks=(1, bh, bw)),
+                {
+                    "long_name": "spread of the synthesis over hypotheses (std, band mean)",
+                    "units": "1",
+                },
+            ),
+        },
+        coords=coords,
+    )
+    ds = ds.rio.write_crs(f"EPSG:{grid.epsg}").rio.write_transform(grid.transform)
+    for name in (MOSAIC_VAR, UNCERTAINTY_VAR):
+        ds[name] = ds[name].rio.write_nodata(np.nan, encoded=False)
+    # ``source`` keeps no _FillValue attr: xarray would decode its 0 (no data) to NaN and the
+    # flags to float; unwritten chunks still read 0 (the array's fill value).
+    for name in (MOSAIC_VAR, SOURCE_VAR, UNCERTAINTY_VAR):
+        ds[name].encoding["coordinates"] = "spatial_ref"  # keep .rio.crs on plain open_zarr
+    ds.attrs.update(dict(attrs or {}))
+    ds.attrs["grid"] = grid.to_dict()
+    ds.attrs["times_iso"] = [str(t) for t in times]
+    ds.attrs["block_px"] = int(block_px)
+    return ds
+
+
+def _to_zarr(ds: xr.Dataset, path: Path, **kw) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        warnings.filterwarnings("ignore", message=".*not recognized as a component")  # ledger
+        ds.to_zarr(path, zarr_format=3, compute=False, consolidated=True, **kw)
+
+
+def create_store(
+    path: str | Path,
+    grid: GridSpec,
+    times: Sequence[str],
+    bands: Sequence[str],
+    attrs: Mapping | None,
+    block_px: int,
+) -> Path:
+    """Metadata and coordinates of an empty store at ``path`` (which must not exist)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _to_zarr(store_dataset(grid, times, bands, attrs, block_px), path, mode="w-")
+    return path
+
+
+def read_attrs(path: str | Path) -> dict:
+    """The store's attributes (from its root ``zarr.json``, no array opened)."""
+    meta = json.loads((Path(path) / "zarr.json").read_text())
+    return dict(meta.get("attributes", {}))
+
+
+def update_attrs(path: str | Path, attrs: Mapping) -> None:
+    """Merge ``attrs`` into the store's attributes and re-consolidate its metadata."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs.update(dict(attrs))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        warnings.filterwarnings("ignore", message=".*not recognized as a component")  # ledger
+        zarr.consolidate_metadata(str(path))
+    _group.cache_clear()
+
+
+def time_length(path: str | Path) -> int:
+    """Length of the store's ``time`` array (may exceed ``times_iso`` after a killed append)."""
+    meta = json.loads((Path(path) / "time" / "zarr.json").read_text())
+    return int(meta["shape"][0])
+
+
+def truncate_times(path: str | Path, n: int) -> None:
+    """Shrink every array along ``time`` to ``n`` steps (drops their chunks beyond ``n``)."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+")
+    for _, arr in g.arrays():
+        dims = arr.metadata.dimension_names or ()
+        if dims and dims[0] == "time" and arr.shape[0] > n:
+            arr.resize((n, *arr.shape[1:]))
+    update_attrs(path, {})
+
+
+def append_times(path: str | Path, times: Sequence[str], attrs: Mapping | None = None) -> list[int]:
+    """Grow the time axis by ``times`` (lazy NaN, nothing computed); their indices.
+
+    ``times_iso`` is updated last, so it is the commit: arrays longer than it (an append
+    killed half-way) are first cut back to it, and the append is done again.
+    """
+    old = read_attrs(path)
+    if time_length(path) > len(old["times_iso"]):
+        truncate_times(path, len(old["times_iso"]))
+    grid = GridSpec.from_dict(old["grid"])
+    bands = list(xr.open_zarr(path)["band"].values)
+    ds = store_dataset(grid, times, bands, None, int(old["block_px"]))
+    ds = ds.drop_vars(["band", "y", "x", "spatial_ref"])
+    ds.attrs = old  # to_zarr rewrites the group's attrs: keep them (times_iso still the old)
+    for name in ds.data_vars:  # the store has them; xarray refuses to write _FillValue twice
+        ds[name].attrs = {}
+    _to_zarr(ds, Path(path), append_dim="time")
+    n0 = len(old["times_iso"])
+    update_attrs(path, {**dict(attrs or {}), "times_iso": [*old["times_iso"], *map(str, times)]})
+    return list(range(n0, n0 + len(times)))
+
+
+@lru_cache(maxsize=4)
+def _group(path: str):
+    import zarr
+
+    return zarr.open_group(path, mode="r+")
+
+
+def write_block(
+    path: str | Path,
+    t: int,
+    core: tuple[int, int, int, int],
+    optical: np.ndarray,
+    source: np.ndarray,
+    uncertainty: np.ndarray,
+) -> None:
+    """Write one block (its whole chunks) of time step ``t``: optical (C, h, w), source and
+    uncertainty (h, w), at the core window ``(row0, col0, row1, col1)``."""
+    g = _group(str(path))
+    r0, c0, r1, c1 = core
+    g[MOSAIC_VAR][t, :, r0:r1, c0:c1] = np.asarray(optical, np.float32)
+    g[SOURCE_VAR][t, r0:r1, c0:c1] = np.asarray(source, np.uint8)
+    g[UNCERTAINTY_VAR][t, r0:r1, c0:c1] = np.asarray(uncertainty, np.float32)

@@ -1,0 +1,100 @@
+"""SSIM, SAM, best-of-N and region metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sar2opt.evaluate.metrics import (
+    SSIM_K1,
+    SSIM_K2,
+    best_of_n,
+    box_sum,
+    class_scores,
+    region_scores,
+    sam_deg,
+    ssim,
+    ssim_map,
+)
+
+C1, C2 = SSIM_K1**2, SSIM_K2**2
+
+
+def test_box_sum_small_case():
+    x = np.arange(9.0).reshape(3, 3)
+    # 2x2 windows: [0+1+3+4, 1+2+4+5], [3+4+6+7, 4+5+7+8]
+    assert box_sum(x, 2).tolist() == [[8.0, 12.0], [20.0, 24.0]]
+
+
+def test_ssim_constant_images_is_luminance_ratio():
+    a, b = np.full((1, 7, 7), 0.2), np.full((1, 7, 7), 0.4)
+    # variances 0: SSIM = (2ab + C1)/(a² + b² + C1) · C2/C2
+    assert ssim(a, b) == pytest.approx((2 * 0.2 * 0.4 + C1) / (0.04 + 0.16 + C1))
+    assert ssim(a, a) == pytest.approx(1.0)
+
+
+def test_ssim_shifted_texture_only_loses_luminance():
+    truth = (np.indices((7, 7)).sum(0) % 2 * 0.2)[None]  # checkerboard, 25 of 49 at 0
+    m = truth.mean()
+    assert m == pytest.approx(0.2 * 24 / 49)
+    # same texture shifted by 0.1: variances/covariance equal, structure term 1
+    expect = (2 * m * (m + 0.1) + C1) / (m**2 + (m + 0.1) ** 2 + C1)
+    assert ssim(truth + 0.1, truth) == pytest.approx(expect)
+    # inverted texture: covariance = -variance, structure term (C2 - 2v)/(2v + C2)
+    v = truth.var(ddof=1)
+    inv = (0.2 - truth) + (m - (0.2 - m))  # same mean, negated deviations
+    assert ssim(inv, truth) == pytest.approx((C2 - 2 * v) / (2 * v + C2))
+
+
+def test_ssim_windows_with_invalid_pixels_are_dropped():
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 8, 8))
+    y = x.copy()
+    y[:, 0, 0] = np.nan
+    m = ssim_map(x, y)
+    assert m.shape == (2, 2, 2)
+    assert np.isnan(m[:, 0, 0]).all() and np.isfinite(m[:, 1:, :]).all()
+    mask = np.ones((8, 8), bool)
+    mask[7, 7] = False
+    assert np.isnan(ssim_map(x, x, mask)[:, 1, 1]).all()
+    assert ssim(x, y) == pytest.approx(1.0)  # the three valid windows are identical
+    with pytest.raises(ValueError, match="window"):
+        ssim(x[:, :5, :5], x[:, :5, :5])
+
+
+def test_sam_angles():
+    truth = np.array([[[1.0, 1.0, 0.0]], [[0.0, 0.0, 2.0]]])  # (2 bands, 1, 3 px)
+    pred = np.array([[[0.0, 1.0, 0.0]], [[1.0, 1.0, 6.0]]])
+    # px0: (0,1) vs (1,0) -> 90°; px1: (1,1) vs (1,0) -> 45°; px2: (0,6) vs (0,2) -> 0°
+    assert sam_deg(pred, truth) == pytest.approx((90 + 45 + 0) / 3)
+    assert sam_deg(pred, truth, np.array([[False, True, True]])) == pytest.approx(22.5)
+    with pytest.raises(ValueError, match="two bands"):
+        sam_deg(pred[:1], truth[:1])
+
+
+def test_best_of_n_multiearth_score():
+    t = np.zeros((2, 1, 1, 2))
+    t[1] += 1.0  # target 0 all zeros, target 1 all ones
+    h = np.stack([np.full((1, 1, 2), v) for v in (0.1, 0.7, 0.95)])
+    out = best_of_n(h, t)
+    # target 0: MAEs 0.1, 0.7, 0.95 -> 0.1 (hyp 0); target 1: 0.9, 0.3, 0.05 -> 0.05 (hyp 2)
+    assert out["per_target"] == pytest.approx([0.1, 0.05])
+    assert out["best_index"] == [0, 2]
+    assert out["score"] == pytest.approx(0.075) and out["min"] == pytest.approx(0.05)
+    with pytest.raises(ValueError):
+        best_of_n(h[0], t)
+
+
+def test_region_and_class_scores():
+    truth = np.zeros((1, 2, 2))
+    pred = np.array([[[0.1, 0.3], [0.2, 0.4]]])
+    labels = np.array([[0, 1], [0, 2]])
+    rows = class_scores(pred, truth, labels, {0: "forest", 1: "pasture", 3: "water"})
+    by = {r["region"]: r for r in rows}
+    assert by["forest"]["mae"] == pytest.approx(0.15) and by["forest"]["pixels"] == 2
+    assert by["forest"]["rmse"] == pytest.approx(np.sqrt((0.01 + 0.04) / 2))
+    assert by["pasture"]["mae"] == pytest.approx(0.3)
+    assert by["water"]["pixels"] == 0 and np.isnan(by["water"]["mae"])
+    shadow = np.array([[True, True], [False, False]])
+    r = region_scores(pred, truth, {"shadow": shadow}, mask=np.array([[False, True], [1, 1]]))
+    assert r[0]["mae"] == pytest.approx(0.3) and r[0]["pixels"] == 1

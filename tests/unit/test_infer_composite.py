@@ -1,0 +1,49 @@
+"""Composite rules on numbers: nearest clear S2 within ±days, else synthesis; spread."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sar2opt.infer.composite import (
+    SOURCE_NODATA,
+    SOURCE_S2,
+    SOURCE_SYNTH,
+    compose,
+    hypothesis_stats,
+    nearest_clear,
+)
+
+
+def test_nearest_clear_prefers_smallest_abs_dt_and_respects_window() -> None:
+    obs = np.stack([np.full((1, 2, 2), v, np.float32) for v in (0.1, 0.2, 0.3)])  # N=3, C=1
+    clear = np.ones((3, 2, 2), bool)
+    clear[1, 0, 0] = False  # the nearest is cloudy at (0, 0)
+    clear[0, 1, 1] = clear[1, 1, 1] = False
+    dt = np.array([-4.0, 1.0, 9.0])  # the third is outside ±6 days
+    out, found = nearest_clear(obs, clear, dt, 6.0)
+    np.testing.assert_allclose(out[0], [[0.1, 0.2], [0.2, np.nan]])
+    assert found.tolist() == [[True, True], [True, False]]
+    obs[0, 0, 1, 0] = np.nan  # a NaN observation is no observation
+    out, found = nearest_clear(obs, clear, np.array([-1.0, 2.0, 3.0]), 6.0)
+    assert out[0, 1, 0] == np.float32(0.2) and out[0, 1, 1] == np.float32(0.3)
+
+
+def test_compose_source_codes() -> None:
+    pred = np.array([[[0.5, 0.5], [np.nan, 0.5]]], np.float32)
+    s2 = np.array([[[0.1, np.nan], [0.2, np.nan]]], np.float32)
+    found = np.array([[True, False], [True, False]])
+    out, src = compose(pred, s2, found)
+    np.testing.assert_allclose(out, [[[0.1, 0.5], [0.2, 0.5]]])
+    assert src.tolist() == [[SOURCE_S2, SOURCE_SYNTH], [SOURCE_S2, SOURCE_SYNTH]]
+    out, src = compose(pred, s2, np.zeros((2, 2), bool))
+    assert src[1, 0] == SOURCE_NODATA and np.isnan(out[0, 1, 0])
+
+
+def test_hypothesis_stats_mean_and_band_averaged_std() -> None:
+    a = np.zeros((1, 2, 1, 1), np.float32)
+    b = np.array([0.2, 0.4], np.float32).reshape(1, 2, 1, 1)
+    mean, spread = hypothesis_stats(np.stack([a, b]))
+    np.testing.assert_allclose(mean[0, :, 0, 0], [0.1, 0.2])
+    np.testing.assert_allclose(spread[0, 0, 0], (0.1 + 0.2) / 2)  # std of two = half the gap
+    _, single = hypothesis_stats(a[None])
+    assert np.isnan(single).all()

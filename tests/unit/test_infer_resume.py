@@ -1,0 +1,197 @@
+"""Block-wise store: seams vs a tile-free prediction, ledger resume after a real SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from sar2opt.grid import GridSpec
+from sar2opt.infer.composite import SOURCE_SYNTH
+from sar2opt.infer.ledger import TileLedger, parse_ledger
+from sar2opt.infer.plan import BlockLattice, blocks_by_row
+from sar2opt.infer.predictor import TilePredictor, predict
+from sar2opt.infer.run import block_tasks, drain, finish_block_row, run_local
+from sar2opt.infer.store import create_store
+
+ROOT = Path(__file__).resolve().parents[2]
+NORM = {"sar_mean": [-12.0, -19.0], "sar_std": [3.0, 4.0], "opt_mean": [0.05], "opt_std": [0.02]}
+META = {"in_bands": ["vv", "vh"], "out_bands": ["B04"], "norm": NORM, "model": {}}
+H, W = 200, 300
+GRID = GridSpec(32633, 10.0, (500_000.0, 4_000_000.0, 500_000.0 + 10 * W, 4_000_000.0 + 10 * H))
+TIMES = ["2023-07-03T05:43:12Z", "2023-07-15T05:43:14Z"]
+TILE, OVERLAP = 64, 16  # blocks of 48 px, 8 px of context on each side
+RF = 2  # receptive-field radius of _net (two 3x3 convs)
+
+
+def _sar(t: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:H, 0:W]
+    return np.stack(
+        [-12 + 3 * np.sin(xx / 9 + t) * np.cos(yy / 13), -19 + 3 * np.cos(xx / 11 - t)]
+    ).astype(np.float32)
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 3, padding=1)
+    ).eval()
+
+
+def fake_read(row: dict, *, lattice: dict, delay_s: float = 0.0) -> dict:
+    lat = BlockLattice.from_dict(lattice)
+    r, c, h, w = lat.window(int(row["bi"]), int(row["bj"]))
+    time.sleep(delay_s)
+    return dict(row, sar=_sar(int(row["t"]))[:, r : r + h, c : c + w])
+
+
+def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> int:
+    """Create (first time) and fill ``store``; returns how many blocks this call wrote."""
+    lat = BlockLattice(GRID, TILE, OVERLAP)
+    if not store.exists():
+        create_store(store, GRID, TIMES, ["B04"], {"run": "test"}, lat.block_px)
+    ledger = TileLedger(store)
+    rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), ledger.done())
+    finished = run_local(
+        rows,
+        batch_size=4,
+        read_fn=fake_read,
+        read_kwargs={"lattice": lat.to_dict(), "delay_s": delay_s},
+        predictor=TilePredictor.from_model(_net(), META, flips=2),
+        finish_fn=finish_block_row,
+        finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
+    )
+
+    def stop(done: int, total: int) -> None:
+        if stop_after is not None and done >= stop_after:
+            raise KeyboardInterrupt  # the driver dies between two batches
+
+    return drain(finished, ledger, len(rows), stop)
+
+
+def _values(store: Path) -> dict[str, np.ndarray]:
+    ds = xr.open_zarr(store)
+    assert list(ds.data_vars)[0] == "optical"
+    return {k: ds[k].values for k in ds.data_vars}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, np.ndarray]:
+    store = tmp_path_factory.mktemp("ref") / "m.zarr"
+    assert fill(store) == 2 * 5 * 7  # 200x300 px in 48 px blocks, two dates
+    return _values(store)
+
+
+def test_blocks_match_tile_free_prediction_along_seams(reference) -> None:
+    lat = BlockLattice(GRID, TILE, OVERLAP)
+    assert lat.halo_px >= RF  # every written pixel saw its whole receptive field
+    for t in range(2):
+        flips = [predict(_net(), _sar(t)[None], NORM)[0]]
+        flips.append(predict(_net(), _sar(t)[None, :, :, ::-1], NORM)[0][:, :, ::-1])
+        full = np.mean(flips, axis=0)
+        diff = np.abs(reference["optical"][t] - full)[:, RF:-RF, RF:-RF]  # grid edge: padding
+        seams = np.zeros((H, W), bool)
+        seams[:, 48::48] = seams[48::48, :] = True  # block borders
+        assert seams[RF:-RF, RF:-RF].sum() > 0
+        assert diff[:, seams[RF:-RF, RF:-RF]].max() < 1e-5
+        assert diff.max() < 1e-5
+        spread = np.abs(flips[0] - flips[1]).mean(axis=0) / 2  # std of two = |a - b| / 2
+        inner = (slice(RF, -RF), slice(RF, -RF))
+        assert spread[inner].max() > 5e-5  # the flips really disagree
+        np.testing.assert_allclose(reference["uncertainty"][t][inner], spread[inner], atol=1e-6)
+    assert (reference["source"] == SOURCE_SYNTH).all()
+
+
+def test_interrupted_run_resumes_only_missing_blocks(tmp_path, reference) -> None:
+    store = tmp_path / "m.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        fill(store, stop_after=30)
+    first = TileLedger(store).done()
+    assert 30 <= len(first) < 70
+    assert fill(store) == 70 - len(first)  # only the missing ones
+    assert len(TileLedger(store).done()) == 70 and fill(store) == 0
+    for k, v in _values(store).items():
+        np.testing.assert_array_equal(v, reference[k])
+
+
+@pytest.mark.slow
+def test_sigkill_half_way_then_resume_is_identical(tmp_path, reference) -> None:
+    store = tmp_path / "m.zarr"
+    code = (
+        "import sys; from pathlib import Path; import tests.unit.test_infer_resume as m; "
+        "m.fill(Path(sys.argv[1]), delay_s=0.05)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(store)], cwd=ROOT)
+    ledger = TileLedger(store)
+    deadline = time.time() + 120
+    while len(ledger.done()) < 20 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(ledger.done())
+    assert 20 <= killed_at < 70, killed_at
+    assert fill(store) == 70 - killed_at  # only the missing blocks
+    for k, v in _values(store).items():
+        np.testing.assert_array_equal(v, reference[k])
+
+
+def test_ledger_ignores_torn_line_and_appends_after_it(tmp_path) -> None:
+    assert parse_ledger("2023-07-03T05:43:12Z 1 2\n2023-07-03T05:43:12Z 3") == {
+        ("2023-07-03T05:43:12Z", 1, 2)
+    }
+    (tmp_path / "_sar2opt_ledger.txt").write_text("a 1 2\nb 3")  # killed mid-line
+    led = TileLedger(tmp_path)
+    assert led.record([("c", 4, 5)]) == 1
+    assert led.done() == {("a", 1, 2), ("c", 4, 5)}
+
+
+class DyingPredictor(TilePredictor):
+    """Kills its own worker process on the first batch after ``flag`` appears (once)."""
+
+    def __init__(self, flag: str) -> None:
+        self.device = torch.device("cpu")
+        self._setup(_net(), META, flips=2)
+        self.flag = Path(flag)
+
+    def __call__(self, batch: dict) -> dict:
+        if self.flag.exists():
+            self.flag.unlink()
+            os._exit(1)  # the actor's process dies mid-run, as on a lost node
+        return super().__call__(batch)
+
+
+@pytest.mark.slow
+def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference) -> None:
+    ray = pytest.importorskip("ray")
+    from sar2opt.infer.run import run_ray
+
+    store = tmp_path / "m.zarr"
+    lat = BlockLattice(GRID, TILE, OVERLAP)
+    create_store(store, GRID, TIMES, ["B04"], {"run": "test"}, lat.block_px)
+    flag = tmp_path / "die"
+    flag.touch()
+    rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), set())
+    tmp = __import__("tempfile").mkdtemp(prefix="r", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    try:
+        finished = run_ray(
+            rows, batch_size=4, num_actors=1, cpus_per_actor=0.5, gpus_per_actor=0.0,
+            read_fn=fake_read, read_kwargs={"lattice": lat.to_dict()},
+            predictor_cls=DyingPredictor, predictor_kwargs={"flag": str(flag)},
+            finish_fn=finish_block_row,
+            finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
+        )  # fmt: skip
+        assert drain(finished, TileLedger(store), len(rows)) == 70
+    finally:
+        ray.shutdown()
+    assert not flag.exists()  # the actor really died once
+    for k, v in _values(store).items():
+        np.testing.assert_array_equal(v, reference[k])
