@@ -32,7 +32,7 @@ def test_cube_is_on_one_grid_with_pairs_and_provenance(syn_catalog, syn_trained)
     clear = cube.sel(band="clear").values
     assert 0.2 < clear.mean() < 1.0  # clouds were flagged, yet most pixels paired
     opt = cube.sel(band=["B02", "B03", "B04", "B08"]).values
-    assert np.isnan(opt[:, :, clear == 0]).all()
+    assert np.isnan(np.moveaxis(opt, 1, 0)[:, clear == 0]).all()  # band-first, then the mask
     assert 0.0 < np.nanmedian(opt[:, 3]) < 0.5  # NIR reflectance
     assert ds.attrs["git_sha"] and ds.attrs["grid"]["epsg"] == 32721
     assert sorted(x for g in json.loads(ds.attrs["s1_items"]) for x in g) == sorted(s1_ids)
