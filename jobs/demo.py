@@ -67,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
     sets = [x for s in args.set for x in ("--set", s)]
     t0 = time.time()
     try:
-        cfg = load_config(REPO / config, args.set)
+        load_config(REPO / config, args.set)  # a bad config fails here, before any work
         print(f"=== catalog: {args.source} -> {out / 'catalog'}", flush=True)
         if args.source == "synthetic":
             items = generate_scene(out / "catalog")
@@ -124,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
                     *common,
                 ],
             )
-        png, scores = _look(out, cfg.patches.val_frac)
+        png, scores = _look(out)
     except Sar2OptError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -139,22 +139,24 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _look(out: Path, val_frac: float) -> tuple[Path, dict]:
-    """Scores beside the baseline on held-out pixels, and the SAR | prediction | S2 picture."""
+def _look(out: Path) -> tuple[Path, dict]:
+    """Scores beside the baseline on the test blocks, and the SAR | prediction | S2 picture."""
     import numpy as np
     import xarray as xr
 
+    from sar2opt.config import config_from_dict
     from sar2opt.evaluate.compare import compare_mosaic_to_cube
     from sar2opt.evaluate.metrics import format_table
     from sar2opt.evaluate.quicklook import write_quicklook
     from sar2opt.train.checkpoint import load_generator
 
     _, meta = load_generator(out / "train" / "checkpoint")
+    patches = config_from_dict(meta["config"]).patches  # the split it was trained with
     scores = compare_mosaic_to_cube(
-        out / "mosaic.zarr", out / "cube.zarr", meta["norm"]["opt_mean"], val_frac
+        out / "mosaic.zarr", out / "cube.zarr", meta["norm"]["opt_mean"], patches
     )
     print(
-        f"\n=== scores on held-out (eastern {100 * val_frac:.0f}%) clear pixels, "
+        "\n=== mosaic scored on the clear pixels of the test blocks (never seen in training), "
         f"dates {', '.join(scores['times'])}, reflectance units"
     )
     print(format_table(scores["rows"]))

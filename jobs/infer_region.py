@@ -4,8 +4,9 @@
         --checkpoint out/checkpoint --start 2023-07-01 --end 2023-08-31 --out out/mosaic.zarr
 
 Under ``ray job submit`` the job joins the cluster named by RAY_ADDRESS; alone it starts a
-local Ray. Each tile x acquisition is one row: read its SAR window (Ray task) -> predict
-(actor pool, the generator loaded once per actor) -> blended into the mosaic on the driver.
+local Ray. The pipeline is ``sar2opt.infer.run`` (via ``region.fill_zone``): SAR strips read
+by Ray tasks -> the generator on an actor pool -> each block's core written to its own Zarr
+chunk, recorded in the ledger so a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from sar2opt.aoi import load_aoi
-from sar2opt.config import InferSpec, config_to_dict, load_config
+from sar2opt.config import config_to_dict, load_config
 from sar2opt.errors import CatalogError
 from sar2opt.infer.ledger import StoreLock
 from sar2opt.infer.mosaic import MosaicExistsError, check_mosaic_path
@@ -29,112 +30,38 @@ from sar2opt.infer.plan import ZonePart, format_plan, make_plan, split_by_zone
 from sar2opt.infer.publish import publish_store
 from sar2opt.infer.region import (
     COMPLETE_ATTR,
+    add_infer_args,
     check_infer_spec,
     fill_zone,
+    init_ray,
     load_models,
+    one_line,
     run_fingerprint,
     run_settings,
+    search_composite_s2,
+    user_error,
     with_stac_url,
 )
-from sar2opt.infer.region import init_ray as _init_ray
-from sar2opt.infer.region import one_line as _one_line
-from sar2opt.infer.region import shift_day as _shift_day
-from sar2opt.infer.region import user_error as _user_error
 from sar2opt.infer.store import create_store, read_attrs, update_attrs
-from sar2opt.infer.tiles import TileTask, accumulate, blend_weights, finalize
 from sar2opt.paths import resolve_output
 from sar2opt.provenance import provenance
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--aoi", required=True, help="GeoJSON Polygon/MultiPolygon in lon/lat")
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        action="append",
-        help="checkpoint directory (holds model.pt); repeat for an ensemble",
+    add_infer_args(
+        p,
+        aoi_help="GeoJSON Polygon/MultiPolygon in lon/lat",
+        checkpoint_help="checkpoint directory (holds model.pt); repeat for an ensemble",
     )
     p.add_argument("--out", required=True, help="output Zarr store")
     p.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     p.add_argument("--end", required=True, help="last date, YYYY-MM-DD")
-    p.add_argument("--config", help="YAML config (see jobs/configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--stac-url", help="STAC API endpoint (overrides catalog.stac_url)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan (tiles, bytes, GPU-hours) and stop"
     )
-    p.add_argument(
-        "--executor",
-        choices=("ray", "local"),
-        default="ray",
-        help="ray: Ray Data actor pool (default); local: in this process (tiny AOIs, tests)",
-    )
     return p.parse_args(argv)
-
-
-def predict_tiles(
-    tasks: Sequence[TileTask],
-    spec: InferSpec,
-    *,
-    read_fn: Callable[..., dict],
-    read_kwargs: dict,
-    predictor_cls: type,
-    predictor_kwargs: dict,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data pipeline: rows of tasks -> ``read_fn`` (tasks) -> ``predictor_cls`` (actors).
-
-    Yields numpy batches with ``pred`` and the task keys as they finish (in any order).
-    Needs Ray initialised. ``num_cpus`` per actor is fractional by design: on a small node
-    whole-CPU actors leave no slot for the read tasks and the pipeline stalls.
-    """
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the job prints its own tiles-done line
-    # Keep a worker's Sar2OptError (e.g. an unreadable asset) as the error's cause instead of
-    # a bare UserCodeException, so the job can report it in one line.
-    ctx.raise_original_map_exception = True
-    ds = ray.data.from_items([t.to_dict() for t in tasks])
-    ds = ds.map(read_fn, fn_kwargs=read_kwargs)
-    ds = ds.map_batches(
-        predictor_cls,
-        fn_constructor_kwargs=predictor_kwargs,
-        batch_size=spec.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=spec.num_actors),
-        num_cpus=spec.cpus_per_actor,
-        num_gpus=spec.gpus_per_actor or None,
-    )
-    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
-
-
-def blend_batches(
-    batches: Iterator[dict[str, np.ndarray]],
-    shape: tuple[int, int, int, int],
-    overlap_px: int,
-    total: int,
-    progress: Callable[[int, int], None] | None = None,
-) -> np.ndarray:
-    """Blend streamed tile predictions into a (time, band, y, x) float32 mosaic."""
-    acc = np.zeros(shape, dtype=np.float32)
-    wsum = np.zeros(shape, dtype=np.float32)
-    weights: dict[tuple[int, int], np.ndarray] = {}
-    done = 0
-    for batch in batches:
-        for i in range(len(batch["pred"])):
-            pred = batch["pred"][i]
-            hw = pred.shape[-2:]
-            if hw not in weights:
-                weights[hw] = blend_weights(hw, overlap_px)
-            t, r, c = int(batch["t"][i]), int(batch["row"][i]), int(batch["col"][i])
-            accumulate(acc[t], wsum[t], pred, weights[hw], r, c)
-            done += 1
-        if progress:
-            progress(done, total)
-    if done != total:
-        raise RuntimeError(f"pipeline returned {done} tiles, expected {total}")
-    return finalize(acc, wsum)
 
 
 def _out_paths(out: Path, parts: Sequence[ZonePart]) -> tuple[Path, list[Path]]:
@@ -158,7 +85,7 @@ def _dates_for_plan(cfg, aoi, args) -> tuple[int, str, list | None]:
         return len(groups), f"S1 acquisitions found in {cfg.catalog.stac_url}", groups
     except CatalogError as e:
         n = estimate_dates(args.start, args.end, cfg.infer.s1_revisit_days)
-        note = f"estimated, one per {cfg.infer.s1_revisit_days:g} days: {_one_line(e)[:80]}"
+        note = f"estimated, one per {cfg.infer.s1_revisit_days:g} days: {one_line(e)[:80]}"
         return n, note, None
 
 
@@ -198,17 +125,7 @@ def main(args: argparse.Namespace) -> int:
 
             search_s1(cfg.catalog, aoi, args.start, args.end)
         times = [iso for iso, _ in groups]
-        s2_items: list[dict] = []
-        if comp > 0:
-            from sar2opt.stac import search_aoi
-
-            s2_items = search_aoi(
-                cfg.catalog,
-                cfg.catalog.s2_collection,
-                aoi,
-                _shift_day(args.start, -comp),
-                _shift_day(args.end, comp),
-            )
+        s2_items = search_composite_s2(cfg, aoi, args.start, args.end)
 
         work, stores = _out_paths(out, parts)
         attrs = provenance("infer")
@@ -254,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
                     zattrs["aoi_bounds_lonlat"] = list(part.aoi.bounds)
                     create_store(store, part.grid, times, models.out_bands, zattrs, plan.block_px)
                 if not started_ray and args.executor == "ray":
-                    started_ray = _init_ray()
+                    started_ray = init_ray()
                 last = [0.0]
 
                 def progress(done: int, total: int, name: str = part.name, last=last) -> None:
@@ -289,10 +206,10 @@ def main(args: argparse.Namespace) -> int:
             else:
                 os.replace(work, out)
     except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; unwrap the user-facing ones
-        err = _user_error(e)
+        err = user_error(e)
         if err is None:
             raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     finally:
         if started_ray:

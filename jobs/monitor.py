@@ -33,6 +33,7 @@ from sar2opt.infer.region import (
     COMPLETE_ATTR,
     PENDING_ATTR,
     Models,
+    add_infer_args,
     check_infer_spec,
     fill_zone,
     init_ray,
@@ -40,8 +41,8 @@ from sar2opt.infer.region import (
     one_line,
     run_fingerprint,
     run_settings,
+    search_composite_s2,
     settings_diff,
-    shift_day,
     user_error,
     with_stac_url,
 )
@@ -51,24 +52,13 @@ from sar2opt.paths import resolve_output
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--aoi", required=True, help="the GeoJSON the store was made for")
+    add_infer_args(
+        p,
+        aoi_help="the GeoJSON the store was made for",
+        checkpoint_help="checkpoint directory the store was made with; repeat for an ensemble",
+    )
     p.add_argument("--store", required=True, help="mosaic made by jobs/infer_region.py --out")
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        action="append",
-        help="checkpoint directory the store was made with; repeat for an ensemble",
-    )
-    p.add_argument("--config", help="YAML config (default: the one the store recorded)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--stac-url", help="STAC API endpoint (overrides catalog.stac_url)")
     p.add_argument("--until", help="last date to search, YYYY-MM-DD (default: today, UTC)")
-    p.add_argument(
-        "--executor",
-        choices=("ray", "local"),
-        default="ray",
-        help="ray: Ray Data actor pool (default); local: in this process (tiny AOIs, tests)",
-    )
     return p.parse_args(argv)
 
 
@@ -148,18 +138,7 @@ def main(args: argparse.Namespace) -> int:
                     f"time step {gone[0]} of an unfinished monitor run is no longer in "
                     f"{cfg.catalog.stac_url}"
                 )
-            comp = cfg.infer.composite_max_dt_days
-            s2_items: list[dict] = []
-            if comp > 0:
-                from sar2opt.stac import search_aoi
-
-                s2_items = search_aoi(
-                    cfg.catalog,
-                    cfg.catalog.s2_collection,
-                    aoi,
-                    shift_day(since, -comp),
-                    shift_day(until, comp),
-                )
+            s2_items = search_composite_s2(cfg, aoi, since, until)
             if args.executor == "ray":
                 started_ray = init_ray()
             for part, store, a, (todo, to_append) in zip(parts, stores, attrs, plans, strict=True):

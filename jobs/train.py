@@ -1,15 +1,20 @@
 """Train the SAR->optical generator on a cube with Ray Train.
 
     python jobs/train.py --cube out/cube.zarr --out out/train [--config cfg.yaml]
-        [--set train.epochs=3 --set train.num_workers=2 ...]
+        [--storage s3://bucket/runs] [--set train.epochs=3 --set train.num_workers=2 ...]
 
-Connects to the Ray cluster named by RAY_ADDRESS, else starts a local one. Prints the
-checkpoint directory; user errors are one ``error: ...`` line on stderr and exit code 2.
+Connects to the Ray cluster named by RAY_ADDRESS, else starts a local one. The run's
+checkpoints, metrics.csv and TensorBoard events go to ``--storage`` (train.storage_path,
+default OUT/ray_results) under train.run_name; running the same command again resumes the
+run from its latest checkpoint. Writes OUT/checkpoint (the best epoch), OUT/metrics.csv and
+OUT/test_scores.json, and prints the checkpoint directory; user errors are one
+``error: ...`` line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -24,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--config", type=Path, default=None, help="YAML config")
     ap.add_argument(
+        "--storage",
+        default=None,
+        help="Ray Train storage path, local or s3:// (= --set train.storage_path=...)",
+    )
+    ap.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override"
     )
     return ap.parse_args(argv)
@@ -31,7 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config, args.set)
+        sets = list(args.set)
+        if args.storage:
+            sets.append(f"train.storage_path={args.storage}")
+        cfg = load_config(args.config, sets)
         args.out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when that is set
         if not args.cube.exists():
             raise Sar2OptError(f"cube not found: {args.cube}")
@@ -39,6 +52,8 @@ def main(args: argparse.Namespace) -> int:
 
         from sar2opt.train.trainer import train_model
 
+        # The per-epoch progress lines are log records (workers' prints reach the driver twice).
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         if not ray.is_initialized():
             ray.init()  # RAY_ADDRESS set -> that cluster; otherwise a local instance
         ckpt = train_model(args.cube, args.out, cfg)

@@ -67,6 +67,13 @@ class PatchSpec:
     stride_px: int = 64
     min_clear_frac: float = 0.98
     val_frac: float = 0.2
+    # Patch index (sar2opt.data.index): square blocks of block_px (None = 4 x patch_px) are
+    # shuffled with split_seed into train / val (val_frac) / test (test_frac); a patch lies
+    # inside one block and keeps gap_px (None = patch_px) from every block of another split.
+    test_frac: float = 0.1
+    block_px: int | None = None
+    gap_px: int | None = None
+    split_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,23 @@ class TrainSpec:
     num_workers: int = 2
     use_gpu: bool = False
     seed: int = 0
+    # auto: bf16 autocast on CUDA, fp32 on CPU | bf16: also on a CPU that supports it | fp32
+    precision: str = "auto"
+    channels_last: bool = False  # NHWC tensors: faster convolutions on recent GPUs
+    grad_clip: float = 0.0  # max gradient norm of G and of D per step; 0 = off
+    lr_schedule: str = "constant"  # constant | cosine (decay after warmup_epochs linear ramp)
+    warmup_epochs: int = 0
+    patience: int = 0  # early stopping: epochs without val MAE improving by min_delta; 0 = off
+    min_delta: float = 0.0  # reflectance units
+    # CPUs each Train worker holds; 0 = auto (leave some for Ray Data's read tasks, which
+    # otherwise starve on a small node). Fractions are fine.
+    cpus_per_worker: float = 0.0
+    max_failures: int = 1  # worker-group restarts from the latest checkpoint before giving up
+    # Ray Train storage (local path or s3://...); None = <out>/ray_results. A re-run with the
+    # same storage_path and run_name resumes from the run's latest checkpoint.
+    storage_path: str | None = None
+    run_name: str = "train"
+    num_to_keep: int = 2  # checkpoints kept, best val MAE first (the latest is always kept)
 
 
 @dataclass(frozen=True)
@@ -111,11 +135,15 @@ class InferSpec:
     """Tiling and the Ray Data actor pool."""
 
     tile_px: int = 256
-    overlap_px: int = 32
+    overlap_px: int = 64  # 32 px context a side: windows start on the 5-level U-Net lattice
     batch_size: int = 4
     num_actors: int = 1
     cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve the read tasks on 2 cores
     gpus_per_actor: float = 0.0
+    # Neighbouring blocks of a block row read by one task (one windowed read per asset).
+    read_blocks: int = 8
+    # Object store memory the pipeline may fill before reads pause (0 = Ray Data's default).
+    inflight_mb: float = 256.0
     # Hypotheses per tile = checkpoints x test-time flips (1-4); their spread is `uncertainty`.
     tta_flips: int = 2
     # Cloud-free composite: keep a clear S2 pixel within +-days of each S1 date (0 = off).

@@ -10,13 +10,15 @@ one location fall on the same side.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from sar2opt.config import PatchSpec
-from sar2opt.data.inputs import uses_dem, uses_prior
 from sar2opt.errors import Sar2OptError
+
+if TYPE_CHECKING:  # kept out of import time: Ray Data read tasks import this module
+    import xarray as xr
 
 CLEAR_BAND = "clear"
 DEM_BAND = "dem"  # the cube's elevation band (metres); its name is in attrs["dem_band"]
@@ -65,6 +67,8 @@ def extract_patches(
     ``prior`` (N, Co, P, P) from ``prior_bands`` (default ``prior_<opt band>``). A patch
     with a non-finite DEM or prior value is dropped: these are inputs, like the SAR.
     """
+    from sar2opt.data.inputs import uses_dem, uses_prior  # imports torch: only when cutting
+
     sar_bands, opt_bands = list(sar_bands), list(opt_bands)
     if tuple(cube.dims) != ("time", "band", "y", "x"):
         raise PatchError(f"cube dims must be (time, band, y, x), got {cube.dims}")

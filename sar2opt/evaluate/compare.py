@@ -7,21 +7,23 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from sar2opt.config import PatchSpec
+from sar2opt.data.index import split_pixels
 from sar2opt.evaluate.metrics import constant_baseline, score_table
 
 
-def held_out_columns(width: int, val_frac: float) -> slice:
-    """The eastern block of columns that training never saw (the spatial validation split)."""
-    return slice(int(round(width * (1 - val_frac))), width)
-
-
 def compare_mosaic_to_cube(
-    mosaic_path: str | Path, cube_path: str | Path, mean_colour: list[float], val_frac: float
+    mosaic_path: str | Path,
+    cube_path: str | Path,
+    mean_colour: list[float],
+    patches: PatchSpec,
+    split: str = "test",
 ) -> dict:
     """Rows of MAE/RMSE/PSNR for the model and the constant train-mean colour.
 
-    Scored on the held-out eastern block, on pixels where the cube has a clear S2
-    observation, for every time step the mosaic and the cube share.
+    Scored on the pixels of the ``split`` blocks of the training patch index (``patches``:
+    the spec the checkpoint was trained with, so no scored pixel was seen in training) where
+    the cube has a clear S2 observation, for every time step the mosaic and the cube share.
     """
     mosaic = xr.open_zarr(mosaic_path)
     cube = xr.open_zarr(cube_path)["cube"]
@@ -31,10 +33,17 @@ def compare_mosaic_to_cube(
     times = np.intersect1d(pred_da.time.values, cube.time.values)
     if len(times) == 0:
         raise ValueError("mosaic and cube share no time step")
-    cols = held_out_columns(cube.sizes["x"], val_frac)
-    pred = pred_da.sel(time=times).isel(x=cols).values.astype("float32")
-    truth = cube.sel(time=times, band=opt_bands).isel(x=cols).values
-    clear = cube.sel(time=times, band="clear").isel(x=cols).values > 0.5
+    full = xr.open_zarr(cube_path)["cube"]
+    held = xr.DataArray(
+        split_pixels(full.sizes["y"], full.sizes["x"], patches, split),
+        coords={"y": full.y, "x": full.x},
+        dims=("y", "x"),
+    ).sel(x=pred_da.x, y=pred_da.y, method="nearest", tolerance=1e-3)
+    if not held.values.any():
+        raise ValueError(f"no {split} block inside the mosaic")
+    pred = pred_da.sel(time=times).values.astype("float32")
+    truth = cube.sel(time=times, band=opt_bands).values
+    clear = (cube.sel(time=times, band="clear").values > 0.5) & held.values
     # (time, band, y, x) -> (band, time*y, x) so the metrics see one big image
     p = np.moveaxis(pred, 1, 0).reshape(len(opt_bands), -1, pred.shape[-1])
     t = np.moveaxis(truth, 1, 0).reshape(len(opt_bands), -1, truth.shape[-1])

@@ -35,6 +35,59 @@ def _col(values: Sequence[float], n: int, what: str) -> np.ndarray:
     return v.reshape(1, n, 1, 1)
 
 
+def model_stride(model: torch.nn.Module) -> int:
+    """H and W the generator needs multiples of: its ``stride`` (2**depth for a U-Net, 256 for
+    the 8-level pix2pix), else ``MULTIPLE`` for plain nets without one (a bare ``Conv2d``'s
+    ``stride`` is a tuple of its own and does not count)."""
+    stride = getattr(model, "stride", None)
+    return int(stride) if isinstance(stride, int) and stride > 0 else MULTIPLE
+
+
+def normalise(
+    sar_db: np.ndarray, norm: Mapping[str, Sequence[float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised SAR (B, Cs, H, W), NaN -> 0 (the band mean), and valid (B, H, W)."""
+    sar = np.asarray(sar_db, dtype=np.float32)
+    if sar.ndim != 4:
+        raise ValueError(f"sar must be (B, C, H, W), got shape {sar.shape}")
+    cs = sar.shape[1]
+    x = (sar - _col(norm["sar_mean"], cs, "sar_mean")) / _col(norm["sar_std"], cs, "sar_std")
+    finite = np.isfinite(x)
+    valid = finite.all(axis=1)  # (B, H, W)
+    if not finite.all():
+        x = np.where(finite, x, np.float32(0.0))
+    return x.astype(np.float32, copy=False), valid
+
+
+def forward(
+    model: torch.nn.Module, x: np.ndarray, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """Generator on normalised (B, C, H, W): reflect padded to the model's stride, cropped
+    back; the normalised output (B, Co, H, W) float32 on the CPU."""
+    device = torch.device(device)
+    h, w = x.shape[-2:]
+    stride = model_stride(model)
+    ph, pw = round_up(h, stride) - h, round_up(w, stride) - w
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect")
+    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    with torch.inference_mode():
+        if device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                yt = model(xt)
+        else:
+            yt = model(xt)
+    return yt.float().cpu()[:, :, :h, :w]
+
+
+def denormalise(y: torch.Tensor, norm: Mapping[str, Sequence[float]]) -> torch.Tensor:
+    """Normalised optical (B, Co, H, W) tensor -> reflectance."""
+    co = y.shape[1]
+    std = torch.from_numpy(_col(norm["opt_std"], co, "opt_std"))
+    mean = torch.from_numpy(_col(norm["opt_mean"], co, "opt_mean"))
+    return torch.addcmul(mean, y, std)
+
+
 def predict(
     model: torch.nn.Module,
     sar_db: np.ndarray,
@@ -45,31 +98,15 @@ def predict(
 
     NaN SAR (no data) becomes the band mean (0 after normalising) so the net sees a neutral
     value, and the output is NaN wherever any SAR band was missing. H and W are reflect
-    padded to multiples of 32 for the generator and cropped back.
+    padded to multiples of the model's ``stride`` and cropped back.
     """
-    device = torch.device(device)
-    sar = np.asarray(sar_db, dtype=np.float32)
-    if sar.ndim != 4:
-        raise ValueError(f"sar must be (B, C, H, W), got shape {sar.shape}")
-    b, cs, h, w = sar.shape
-    x = (sar - _col(norm["sar_mean"], cs, "sar_mean")) / _col(norm["sar_std"], cs, "sar_std")
-    valid = np.isfinite(x).all(axis=1)  # (B, H, W)
-    x = np.where(np.isfinite(x), x, 0.0).astype(np.float32)
-    ph, pw = round_up(h, MULTIPLE) - h, round_up(w, MULTIPLE) - w
-    if ph or pw:
-        x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect")
-    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    with torch.inference_mode():
-        if device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                yt = model(xt)
-        else:
-            yt = model(xt)
-    y = yt.float().cpu().numpy()[:, :, :h, :w]
-    co = y.shape[1]
-    y = y * _col(norm["opt_std"], co, "opt_std") + _col(norm["opt_mean"], co, "opt_mean")
-    y = np.where(valid[:, None], y, np.nan)
-    return y.astype(np.float32)
+    x, valid = normalise(sar_db, norm)
+    y = denormalise(forward(model, x, device), norm).numpy()
+    return np.where(valid[:, None], y, np.nan).astype(np.float32)
+
+
+def _flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    return np.flip(a, axes) if axes else a
 
 
 class TilePredictor:
@@ -130,18 +167,39 @@ class TilePredictor:
         return len(self.members) * self.flips
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from sar2opt.infer.composite import hypothesis_stats
-
+        """Every hypothesis on the batch: ``pred`` (their mean) and ``spread`` (their std,
+        band mean; NaN with one hypothesis), both NaN where any SAR band is missing."""
         sar = np.asarray(batch["sar"], dtype=np.float32)
         out = {k: v for k, v in batch.items() if k != "sar"}
-        preds = []
+        # Running sums of each hypothesis minus the first one (in reflectance): mean and
+        # population std in a few in-place passes, without stacking the hypotheses, and
+        # without the cancellation of E[y^2] - E[y]^2 in float32.
+        ref = acc = acc2 = valid = None
+        n = 0
         for model, norm in getattr(self, "members", [(self.model, self.norm)]):
+            x, valid = normalise(sar, norm)
             for axes in FLIPS[: getattr(self, "flips", 1)]:
-                x = np.flip(sar, axes) if axes else sar
-                y = predict(model, x, norm, self.device)
-                preds.append(np.flip(y, axes) if axes else y)
-        out["pred"], out["spread"] = hypothesis_stats(np.stack(preds))
-        out["valid"] = np.isfinite(sar).all(axis=1)
+                y = forward(model, _flip(x, axes), self.device)
+                y = denormalise(torch.flip(y, axes) if axes else y, norm)
+                n += 1
+                if ref is None:
+                    ref, acc, acc2 = y, torch.zeros_like(y), torch.zeros_like(y)
+                    continue
+                d = y.sub_(ref)
+                acc.add_(d)
+                acc2.addcmul_(d, d)
+        acc.div_(n)
+        mean = ref.add_(acc)
+        if n < 2:
+            spread = torch.full((mean.shape[0], *mean.shape[2:]), float("nan"))
+        else:
+            var = acc2.div_(n).sub_(acc.square_()).clamp_(min=0)
+            spread = var.sqrt_().mean(dim=1)
+        invalid = torch.from_numpy(~valid)
+        mean = mean.masked_fill_(invalid[:, None], float("nan"))
+        spread = spread.masked_fill_(invalid, float("nan"))
+        out["pred"], out["spread"] = mean.numpy(), spread.numpy()
+        out["valid"] = valid
         return out
 
 

@@ -8,6 +8,7 @@ more than one zone's task list (a few ints per block).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
 import hashlib
@@ -31,15 +32,20 @@ from sar2opt.infer.run import (
     block_tasks,
     drain,
     finish_block_row,
-    read_sar_row,
+    read_sar_strip,
     run_local,
     run_ray,
+    strip_tasks,
 )
 from sar2opt.profiles import profile_for
-from sar2opt.runtime import init_ray  # noqa: F401  (re-exported for the jobs)
+from sar2opt.runtime import init_ray
+
+__all__ = ["init_ray"]  # re-exported: the jobs start Ray through this module
 
 #: Attribute saying a store holds every block of every time step it lists.
 COMPLETE_ATTR = "sar2opt_complete"
+#: Model input sets the inference reads (SAR only: no DEM or prior is read per block yet).
+INFER_INPUT_SETS: tuple[str, ...] = ("S",)
 #: Time steps appended by the monitor whose blocks are not all written yet.
 PENDING_ATTR = "pending_times"
 
@@ -64,14 +70,18 @@ def load_models(checkpoints: Sequence[str | Path]) -> Models:
     metas = []
     for c in checkpoints:
         _, meta = load_generator(c)
+        input_set = meta.get("input_set") or (meta.get("model") or {}).get("input_set") or "S"
+        if input_set not in INFER_INPUT_SETS:
+            raise ConfigError(
+                f"checkpoint {c} was trained on input set {input_set}; inference supports "
+                f"{', '.join(INFER_INPUT_SETS)} (SAR only) for now"
+            )
         metas.append(meta)
     m0 = metas[0]
     for c, m in zip(checkpoints, metas, strict=True):
         if list(m["in_bands"]) != list(m0["in_bands"]) or list(m["out_bands"]) != list(
             m0["out_bands"]
         ):
-            from sar2opt.errors import ConfigError
-
             raise ConfigError(f"checkpoint {c} has other bands than {checkpoints[0]}")
     return Models(
         tuple(str(Path(c).resolve()) for c in checkpoints),
@@ -142,8 +152,8 @@ def check_infer_spec(spec: InferSpec) -> None:
         )
     if not 0 <= spec.overlap_px < spec.tile_px:
         raise ConfigError(f"infer.overlap_px must be in [0, tile_px), got {spec.overlap_px}")
-    if spec.batch_size < 1 or spec.num_actors < 1:
-        raise ConfigError("infer.batch_size and infer.num_actors must be >= 1")
+    if spec.batch_size < 1 or spec.num_actors < 1 or spec.read_blocks < 1:
+        raise ConfigError("infer.batch_size, infer.num_actors and infer.read_blocks must be >= 1")
     if spec.cpus_per_actor < 0 or spec.gpus_per_actor < 0:
         raise ConfigError("infer.cpus_per_actor and infer.gpus_per_actor must be >= 0")
 
@@ -177,6 +187,39 @@ def user_error(exc: BaseException) -> Sar2OptError | None:
             return e
         e = e.__cause__ or e.__context__
     return None
+
+
+def add_infer_args(p: argparse.ArgumentParser, *, aoi_help: str, checkpoint_help: str) -> None:
+    """The arguments ``jobs/infer_region.py`` and ``jobs/monitor.py`` share (same names,
+    same meaning): AOI, checkpoints, config, overrides, catalog URL, executor."""
+    p.add_argument("--aoi", required=True, help=aoi_help)
+    p.add_argument("--checkpoint", required=True, action="append", help=checkpoint_help)
+    p.add_argument("--config", help="YAML config (see jobs/configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--stac-url", help="STAC API endpoint (overrides catalog.stac_url)")
+    p.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray: Ray Data actor pool (default); local: in this process (tiny AOIs, tests)",
+    )
+
+
+def search_composite_s2(cfg: Config, aoi: BaseGeometry, start: str, end: str) -> list[dict]:
+    """S2 items that can replace the synthesis from ``start`` to ``end`` (the composite
+    window wider on both sides); none when the composite is off."""
+    comp = cfg.infer.composite_max_dt_days
+    if comp <= 0:
+        return []
+    from sar2opt.stac import search_aoi
+
+    return search_aoi(
+        cfg.catalog,
+        cfg.catalog.s2_collection,
+        aoi,
+        shift_day(start, -comp),
+        shift_day(end, comp),
+    )
 
 
 def one_line(err: BaseException) -> str:
@@ -214,8 +257,10 @@ def fill_zone(
         return blocks_by_row(lat, to_grid_crs(geom, part.epsg)) if not geom.is_empty else []
 
     done = ledger.done()
-    rows = block_tasks(times, t_indices, blocks_for_t, done)
-    total = len(rows)
+    blocks = block_tasks(times, t_indices, blocks_for_t, done)
+    total = len(blocks)
+    rows = strip_tasks(blocks, spec.read_blocks)
+    del blocks
     items_by_time = [list(group_of.get(t, [])) for t in range(len(times))]
     comp = None
     s2_by_time: list[list[dict]] = [[] for _ in times]
@@ -254,7 +299,7 @@ def fill_zone(
         finished = run_local(
             rows,
             batch_size=spec.batch_size,
-            read_fn=read_sar_row,
+            read_fn=read_sar_strip,
             read_kwargs=read_kwargs,
             predictor=TilePredictor(list(models.checkpoints), device, spec.tta_flips),
             finish_fn=finish_block_row,
@@ -267,7 +312,7 @@ def fill_zone(
             num_actors=spec.num_actors,
             cpus_per_actor=spec.cpus_per_actor,
             gpus_per_actor=spec.gpus_per_actor,
-            read_fn=read_sar_row,
+            read_fn=read_sar_strip,
             read_kwargs=read_kwargs,
             predictor_cls=TilePredictor,
             predictor_kwargs={
@@ -277,5 +322,6 @@ def fill_zone(
             },
             finish_fn=finish_block_row,
             finish_kwargs=finish_kwargs,
+            inflight_mb=spec.inflight_mb,
         )
     return drain(finished, ledger, total, progress), total

@@ -1,16 +1,18 @@
-"""Fill a block store: read SAR windows -> hypotheses on an actor pool -> composite + write.
+"""Fill a block store: read SAR strips -> hypotheses on an actor pool -> composite + write.
 
 Stages (Ray Data, streaming, so memory is bounded by the pipeline's buffers, not the AOI):
-``read_sar_row`` (tasks) -> ``TilePredictor`` (actor pool, model loaded once per actor)
--> ``finish_block_row`` (tasks: crop the core, pick clear S2 pixels, write the chunks) ->
-the driver, which only appends the finished keys to the ledger. ``executor="local"`` runs
-the same functions in-process (tests, tiny AOIs, benchmarks of the bare pipeline).
+``read_sar_strip`` (tasks: one windowed read per asset for up to ``read_blocks`` neighbouring
+blocks of a block row, split into one row per block) -> ``TilePredictor`` (actor pool, model
+loaded once per actor) -> ``finish_rows`` (tasks: per block, crop the core, pick clear S2
+pixels, write the chunks) -> the driver, which only appends the finished keys to the ledger.
+``executor="local"`` runs the same functions in-process (tests, tiny AOIs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
@@ -50,6 +52,67 @@ def block_tasks(
     return rows
 
 
+def strip_tasks(rows: Sequence[dict], max_blocks: int) -> list[dict]:
+    """Block rows -> strips ``{t, time, bi, bjs}`` of up to ``max_blocks`` consecutive blocks
+    of one block row (order kept): the unit of one read task."""
+    if max_blocks < 1:
+        raise ValueError(f"max_blocks must be >= 1, got {max_blocks}")
+    out: list[dict] = []
+    for r in rows:
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and (last["t"], last["bi"]) == (r["t"], r["bi"])
+            and last["bjs"][-1] + 1 == r["bj"]
+            and len(last["bjs"]) < max_blocks
+        ):
+            last["bjs"].append(int(r["bj"]))
+        else:
+            out.append({"t": int(r["t"]), "time": r["time"], "bi": int(r["bi"]), "bjs": [r["bj"]]})
+    return out
+
+
+def strip_window(lat: BlockLattice, bi: int, bjs: Sequence[int]) -> tuple[int, int, int, int]:
+    """(row, col, height, width) covering the windows of blocks ``bjs`` of block row ``bi``."""
+    wins = [lat.window(bi, int(bj)) for bj in bjs]
+    r, h = wins[0][0], wins[0][2]
+    c0 = min(w[1] for w in wins)
+    c1 = max(w[1] + w[3] for w in wins)
+    return r, c0, h, c1 - c0
+
+
+def split_strip(strip: dict, lat: BlockLattice, sar: np.ndarray) -> list[dict]:
+    """One row per block of ``strip``, each with its window's ``sar`` cut from the strip's."""
+    bi = int(strip["bi"])
+    _, c0, _, _ = strip_window(lat, bi, strip["bjs"])
+    out = []
+    for bj in strip["bjs"]:
+        _, c, _, w = lat.window(bi, int(bj))
+        row = {"t": int(strip["t"]), "time": str(strip["time"]), "bi": bi, "bj": int(bj)}
+        row["sar"] = np.ascontiguousarray(sar[:, :, c - c0 : c - c0 + w])
+        out.append(row)
+    return out
+
+
+def read_sar_strip(
+    strip: dict,
+    *,
+    lattice: dict,
+    items_by_time: Sequence[Sequence[dict]],
+    bands: Sequence[str],
+    profile: CollectionProfile | None = None,
+) -> list[dict]:
+    """``Dataset.flat_map`` step: read the SAR (Cs, h, w) of a strip of blocks at once and
+    split it into one row per block (``profile``: the S1 collection's, so assets are re-keyed
+    and signed here, in the reading worker)."""
+    from sar2opt.infer.read import read_sar_db
+
+    lat = BlockLattice.from_dict(lattice)
+    r, c, h, w = strip_window(lat, int(strip["bi"]), strip["bjs"])
+    sar = read_sar_db(items_by_time[int(strip["t"])], lat.grid.subgrid(r, c, h, w), bands, profile)
+    return split_strip(strip, lat, sar)
+
+
 def read_sar_row(
     row: dict,
     *,
@@ -58,21 +121,12 @@ def read_sar_row(
     bands: Sequence[str],
     profile: CollectionProfile | None = None,
 ) -> dict:
-    """``Dataset.map`` step: the SAR window (Cs, h, w) of the row's block (``profile``: the S1
-    collection's, so assets are re-keyed and signed here, in the reading worker)."""
-    from sar2opt.infer.predictor import read_tile
-
-    lat = BlockLattice.from_dict(lattice)
-    r, c, h, w = lat.window(int(row["bi"]), int(row["bj"]))
-    out = dict(row)
-    out["sar"] = read_tile(
-        {"t": row["t"], "row": r, "col": c, "height": h, "width": w},
-        items_by_time,
-        lat.grid,
-        bands,
-        profile,
+    """The SAR window (Cs, h, w) of one block (``read_sar_strip`` of a one-block strip)."""
+    strip = {"t": row["t"], "time": row["time"], "bi": row["bi"], "bjs": [row["bj"]]}
+    read = read_sar_strip(
+        strip, lattice=lattice, items_by_time=items_by_time, bands=bands, profile=profile
     )
-    return out
+    return dict(row, sar=read[0]["sar"])
 
 
 def read_clear_s2(
@@ -140,17 +194,25 @@ def finish_block_row(
     return {"t": t, "time": str(row["time"]), "bi": bi, "bj": bj}
 
 
+def finish_rows(
+    batch: dict[str, np.ndarray], *, finish_fn: Callable[..., dict], finish_kwargs: Mapping
+) -> dict[str, np.ndarray]:
+    """``map_batches`` step: ``finish_fn`` on every row of a batch; the finished keys back."""
+    n = len(batch["t"])
+    done = [finish_fn({k: v[i] for k, v in batch.items()}, **finish_kwargs) for i in range(n)]
+    return {
+        "time": np.array([str(d["time"]) for d in done], dtype=object),
+        "bi": np.array([d["bi"] for d in done], dtype=np.int64),
+        "bj": np.array([d["bj"] for d in done], dtype=np.int64),
+    }
+
+
 def _grow(
     core: tuple[int, int, int, int], px: int, shape: tuple[int, int]
 ) -> tuple[int, int, int, int]:
     """``core`` (row0, col0, row1, col1) grown by ``px`` on every side, clipped to ``shape``."""
     r0, c0, r1, c1 = core
     return max(r0 - px, 0), max(c0 - px, 0), min(r1 + px, shape[0]), min(c1 + px, shape[1])
-
-
-def _batches(rows: Sequence[dict], size: int) -> Iterator[list[dict]]:
-    for i in range(0, len(rows), size):
-        yield list(rows[i : i + size])
 
 
 def run_local(
@@ -163,12 +225,23 @@ def run_local(
     finish_fn: Callable[..., dict],
     finish_kwargs: Mapping,
 ) -> Iterator[list[dict]]:
-    """The pipeline in this process, batch by batch: yields the finished rows of each batch."""
-    for chunk in _batches(rows, batch_size):
-        read = [read_fn(r, **read_kwargs) for r in chunk]
+    """The pipeline in this process, batch by batch: yields the finished rows of each batch.
+
+    ``rows`` are strips (``strip_tasks``); ``read_fn(strip, **read_kwargs)`` returns one row
+    per block."""
+
+    def blocks() -> Iterator[dict]:
+        for strip in rows:
+            yield from read_fn(strip, **read_kwargs)
+
+    it = blocks()
+    while True:
+        read = list(islice(it, batch_size))
+        if not read:
+            return
         batch = {k: np.stack([np.asarray(r[k]) for r in read]) for k in read[0]}
         out = predictor(batch)
-        n = len(chunk)
+        n = len(read)
         yield [finish_fn({k: v[i] for k, v in out.items()}, **finish_kwargs) for i in range(n)]
 
 
@@ -185,8 +258,12 @@ def run_ray(
     predictor_kwargs: Mapping,
     finish_fn: Callable[..., dict],
     finish_kwargs: Mapping,
+    inflight_mb: float = 0,
 ) -> Iterator[list[dict]]:
     """The pipeline on Ray Data (needs Ray initialised): yields finished rows as they come.
+
+    ``rows`` are strips (``strip_tasks``), each its own read task; ``read_fn`` returns one row
+    per block, batched for the actors; finished blocks are written a batch per task.
 
     Actors restart when their process dies and their batches are retried (Ray Data's
     actor-pool defaults: ``max_restarts=-1``, ``max_task_retries=-1``; a test kills one),
@@ -198,8 +275,16 @@ def run_ray(
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.raise_original_map_exception = True
-    ds = ray.data.from_items(list(rows))
-    ds = ds.map(read_fn, fn_kwargs=dict(read_kwargs))
+    if inflight_mb:
+        # Backpressure: reads stop while this much output waits in the object store, so
+        # memory stays flat however large the AOI and reads never steal the actors' CPU.
+        from ray.data import ExecutionResources
+
+        ctx.execution_options.resource_limits = ExecutionResources.for_limits(
+            object_store_memory=inflight_mb * 2**20
+        )
+    ds = ray.data.from_items(list(rows), override_num_blocks=max(len(rows), 1))
+    ds = ds.flat_map(read_fn, fn_kwargs=dict(read_kwargs))
     ds = ds.map_batches(
         predictor_cls,
         fn_constructor_kwargs=dict(predictor_kwargs),
@@ -208,9 +293,13 @@ def run_ray(
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
     )
-    ds = ds.map(finish_fn, fn_kwargs=dict(finish_kwargs))
+    ds = ds.map_batches(
+        finish_rows,
+        batch_size=None,
+        fn_kwargs={"finish_fn": finish_fn, "finish_kwargs": dict(finish_kwargs)},
+    )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        n = len(batch["t"])
+        n = len(batch["bi"])
         yield [
             {"time": str(batch["time"][i]), "bi": int(batch["bi"][i]), "bj": int(batch["bj"][i])}
             for i in range(n)

@@ -85,3 +85,49 @@ def load_generator(dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dic
     except RuntimeError as e:
         raise CheckpointError(f"checkpoint {path} does not match its model spec: {e}") from None
     return gen.to(device).eval(), meta
+
+
+#: Beside model.pt in every training checkpoint: what a resumed run needs besides G's weights.
+TRAIN_STATE_FILE = "train_state.pt"
+
+
+def _cpu(v: object) -> object:
+    """Tensors moved to the CPU inside nested dicts/lists (optimiser states live on the GPU)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu()
+    if isinstance(v, dict):
+        return {k: _cpu(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_cpu(x) for x in v]
+    return v
+
+
+def save_train_state(dir: str | Path, state: dict) -> Path:
+    """Write ``dir/train_state.pt``: plain types and state_dicts (weights_only loadable).
+
+    Holds ``epoch``, ``step``, ``disc`` (D's state_dict or None), ``opt_g``, ``opt_d``
+    (optimiser state_dicts), ``early_stop`` (EarlyStopping.to_dict) and ``history`` (one
+    metrics dict per epoch so far).
+    """
+    d = Path(dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / TRAIN_STATE_FILE
+    torch.save(_cpu(state), path)
+    return path
+
+
+def load_train_state(dir: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Read ``dir/train_state.pt`` with ``weights_only=True``; CheckpointError if absent."""
+    path = Path(dir) / TRAIN_STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {dir} has no {TRAIN_STATE_FILE}: it cannot be resumed")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def load_checkpoint_weights(dir: str | Path, device: str | torch.device = "cpu") -> tuple:
+    """(generator state_dict, meta) of ``dir/model.pt``, weights_only."""
+    path = Path(dir) / MODEL_FILE
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    return ckpt["generator"], ckpt.get("meta", {})

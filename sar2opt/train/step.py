@@ -9,8 +9,10 @@ single- or multi-scale discriminators (the latter add feature matching), any inp
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -41,6 +43,7 @@ class LossSpec:
     gan_mode: str = "vanilla"
     lambda_fm: float = 10.0
     d_every: int = 1
+    grad_clip: float = 0.0  # max L2 norm of each network's gradient per step; 0 = off
 
     def __post_init__(self) -> None:
         if self.loss not in RECON_LOSSES:
@@ -49,6 +52,8 @@ class LossSpec:
             raise ConfigError(f"unknown train.gan_mode {self.gan_mode!r}; choices: {GAN_MODES}")
         if self.d_every < 1:
             raise ConfigError(f"train.d_every must be >= 1, got {self.d_every}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
 
     @classmethod
     def from_train(cls, tr: TrainSpec | dict) -> LossSpec:
@@ -57,10 +62,21 @@ class LossSpec:
 
 
 def _autocast(x: torch.Tensor, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); a no-op otherwise."""
-    if enabled and x.is_cuda:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on x's device, CUDA or CPU (bf16 needs no loss scaling, unlike fp16).
+
+    Whether bf16 is worth it on a given device is the caller's choice (``resolve_precision``
+    in the loop): on a CPU without native bf16 it is emulated and slower than fp32.
+    """
+    if enabled and x.device.type in ("cuda", "cpu"):
+        return torch.autocast(x.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _clip(opt: torch.optim.Optimizer, max_norm: float) -> None:
+    """Clip the total gradient norm of the optimiser's parameters (no-op when max_norm is 0)."""
+    if max_norm > 0:
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def _scales(out: torch.Tensor | list) -> list[list[torch.Tensor]]:
@@ -127,6 +143,7 @@ def gan_step(
         if update_d:
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
+            _clip(opt_d, ls.grad_clip)
             opt_d.step()
         # Generator: fool D. D's grads from this pass are zeroed before its next step; its
         # requires_grad is not toggled, which DDP dislikes.
@@ -147,6 +164,7 @@ def gan_step(
     else:
         g_total = g_adv + ls.lambda_fm * g_fm + lam * g_rec
     g_total.backward()
+    _clip(opt_g, ls.grad_clip)
     opt_g.step()
     vals = (d_loss, g_adv, g_fm, g_rec, g_l1, g_total)
     return {k: float(v.detach()) for k, v in zip(LOSS_KEYS, vals, strict=True)}
@@ -183,3 +201,79 @@ def eval_step(
         opt_r = denormalise(opt, opt_mean, opt_std)
         out["mae_refl"] = float(l1_loss(pred_r, opt_r, m))
     return out
+
+
+#: Sums a validation batch contributes; they add over batches and workers (all-reduce).
+VAL_SUM_KEYS = ("l1", "abs_err", "sq_err", "n_px", "ssim_sum", "ssim_n")
+
+
+@torch.no_grad()
+def eval_sums(
+    gen: nn.Module,
+    batch: dict[str, torch.Tensor],
+    opt_mean: object,
+    opt_std: object,
+    input_set: str = "S",
+    amp: bool = False,
+) -> dict[str, float]:
+    """Additive validation sums of one batch: see :func:`val_metrics` for the metrics.
+
+    ``l1`` (normalised units), ``abs_err`` and ``sq_err`` (reflectance) are sums over clear
+    pixels x bands, ``n_px`` their count; ``ssim_sum`` / ``ssim_n`` the sum and count of the
+    fully clear SSIM windows of every patch and band (``sar2opt.evaluate.metrics.ssim_map``:
+    the same SSIM the evaluation reports). Sums, not means, so that batches of any size and
+    any number of workers average exactly.
+    """
+    from sar2opt.evaluate.metrics import ssim_map
+
+    x = model_input(batch, input_set)
+    opt, mask = batch["opt"], batch.get("mask")
+    was_training = gen.training
+    gen.eval()
+    try:
+        with _autocast(x, amp):
+            pred = gen(x)
+    finally:
+        gen.train(was_training)
+    pred = pred.float()
+    m = torch.ones_like(opt[:, :1]) if mask is None else (mask > 0).to(opt.dtype)
+    pred_r = denormalise(pred, opt_mean, opt_std)
+    opt_r = denormalise(opt, opt_mean, opt_std)
+    err = (pred_r - opt_r) * m
+    out = {
+        "l1": float(((pred - opt).abs() * m).sum()),
+        "abs_err": float(err.abs().sum()),
+        "sq_err": float((err * err).sum()),
+        "n_px": float(m.sum()) * opt.shape[1],
+        "ssim_sum": 0.0,
+        "ssim_n": 0.0,
+    }
+    p_np, t_np = pred_r.cpu().double().numpy(), opt_r.cpu().double().numpy()
+    m_np = m[:, 0].cpu().numpy() > 0
+    for i in range(p_np.shape[0]):
+        s = ssim_map(p_np[i], t_np[i], m_np[i])
+        ok = np.isfinite(s)
+        out["ssim_sum"] += float(s[ok].sum())
+        out["ssim_n"] += float(ok.sum())
+    return out
+
+
+def val_metrics(sums: dict[str, float], data_range: float = 1.0) -> dict[str, float]:
+    """Validation metrics from (all-reduced) :func:`eval_sums`: ``val_l1``, ``val_mae_refl``,
+    ``val_psnr_db`` (against ``data_range``, 1.0 for reflectance) and ``val_ssim``.
+
+    PSNR comes from the pooled MSE of every clear pixel, as ``metrics.psnr`` computes it on
+    the concatenated patches; NaN when there was nothing to score.
+    """
+    n = sums["n_px"]
+    mse = sums["sq_err"] / n if n > 0 else math.nan
+    if n > 0 and mse > 0:
+        psnr_db = 10.0 * math.log10(data_range**2 / mse)
+    else:
+        psnr_db = math.inf if n > 0 else math.nan
+    return {
+        "val_l1": sums["l1"] / n if n > 0 else math.nan,
+        "val_mae_refl": sums["abs_err"] / n if n > 0 else math.nan,
+        "val_psnr_db": psnr_db,
+        "val_ssim": sums["ssim_sum"] / sums["ssim_n"] if sums["ssim_n"] > 0 else math.nan,
+    }

@@ -1,42 +1,57 @@
 """Driver side of training: cube -> patches -> Ray datasets -> TorchTrainer -> checkpoint.
 
-Normalisation statistics come from the training split only. After training, the copied
-checkpoint is scored on every validation patch next to the baseline of predicting the
-constant train-mean colour, so the model's number never stands alone.
+Normalisation statistics come from the training split only. The run lives under
+``RunConfig(storage_path, name)`` (local or ``s3://``): re-running the same job with the
+same storage path and run name resumes it from its latest checkpoint. After training, the
+BEST checkpoint (lowest validation MAE) is copied to ``out/checkpoint`` and scored on the
+held-out test patches next to the constant train-mean colour and a ridge fit from the SAR,
+so the model's number never stands alone.
 """
 
 from __future__ import annotations
 
-import csv
+import io
 import json
+import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import ray
 import ray.data
 import torch
 import xarray as xr
-from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from sar2opt.config import Config, config_to_dict
+from sar2opt.data.index import build_patch_index, index_hash, split_counts
 from sar2opt.data.inputs import model_input, uses_dem, uses_prior
-from sar2opt.data.normalise import band_stats, denormalise, normalise
-from sar2opt.data.patches import DEM_BAND, PRIOR_PREFIX, PatchError, extract_patches
+from sar2opt.data.normalise import denormalise
+from sar2opt.data.patches import DEM_BAND, PRIOR_PREFIX, PatchError
+from sar2opt.data.stream import norm_stats, patch_dataset, read_patches
 from sar2opt.errors import Sar2OptError
+from sar2opt.evaluate.baselines import fit_ridge, sar_features
+from sar2opt.evaluate.metrics import ssim_map
 from sar2opt.provenance import git_sha
 from sar2opt.train.checkpoint import load_generator
-from sar2opt.train.loop import train_loop_per_worker
+from sar2opt.train.loop import METRIC_COLUMNS, train_loop_per_worker, write_metrics_csv
+from sar2opt.train.schedule import auto_cpus_per_worker
 
-METRIC_COLUMNS = (
-    "epoch", "d_loss", "g_adv", "g_fm", "g_rec", "g_l1", "g_total", "val_l1", "val_mae_refl",
-    "samples_per_s", "epoch_s",
-)  # fmt: skip
+__all__ = ["METRIC_COLUMNS", "TrainError", "train_model"]
+
+SCORE_CHUNK = 64  # test patches read and scored at a time
+ROWS_PER_READ = 128  # patches per Ray Data read task: neighbours share the store's chunks
+SCORE_ATTR = "val_mae_refl"  # the best checkpoint has the lowest validation MAE
+RIDGE_MAX_PATCHES = 64  # training patches the ridge baseline is fitted on (pixels add up)
+log = logging.getLogger(__name__)
 
 
 class TrainError(Sar2OptError):
-    """Training cannot start (unreadable cube) or did not produce a checkpoint."""
+    """Training cannot start (unreadable cube, a different run under the same name) or did
+    not produce a checkpoint."""
 
 
 def _open_cube(cube_path: str | Path) -> tuple[xr.DataArray, list[str], list[str], dict]:
@@ -75,139 +90,307 @@ def predict(gen: torch.nn.Module, sar: np.ndarray, batch_size: int = 16) -> np.n
     return np.concatenate(outs)
 
 
-def _rows(items: dict[str, np.ndarray], idx: np.ndarray) -> list[dict[str, np.ndarray]]:
-    return [{k: np.ascontiguousarray(v[i]) for k, v in items.items()} for i in idx]
+def patch_sums(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """Additive error sums of reflectance patches on clear pixels (see :func:`sums_to_scores`).
+
+    ``pred``/``truth`` (N, C, P, P), ``mask`` (N, 1, P, P). ``abs_err``/``sq_err`` sum over
+    clear pixels x bands (``n_px`` of them, ``n_clear`` pixels); ``ssim_sum``/``ssim_n`` over
+    each patch's fully clear SSIM windows (``evaluate.metrics.ssim_map``), so no window
+    straddles two patches. Sums add over chunks: the test split is scored chunk by chunk.
+    """
+    m = mask[:, 0] > 0
+    err = np.moveaxis(np.asarray(pred, "float64") - truth, 1, 0)[:, m]
+    maps = [ssim_map(pred[i], truth[i], m[i]) for i in range(len(pred))]
+    return {
+        "abs_err": float(np.abs(err).sum()),
+        "sq_err": float((err**2).sum()),
+        "n_px": float(err.size),
+        "n_clear": float(m.sum()),
+        "ssim_sum": float(sum(np.nansum(s) for s in maps)),
+        "ssim_n": float(sum(np.isfinite(s).sum() for s in maps)),
+    }
+
+
+def sums_to_scores(s: dict[str, float]) -> dict:
+    """MAE, RMSE, PSNR (dB, data range 1: reflectance) and SSIM from :func:`patch_sums`."""
+    mse = s["sq_err"] / s["n_px"]
+    return {
+        "mae": s["abs_err"] / s["n_px"],
+        "rmse": float(np.sqrt(mse)),
+        "psnr_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
+        "ssim": s["ssim_sum"] / s["ssim_n"] if s["ssim_n"] else float("nan"),
+        "pixels": int(s["n_clear"]),
+    }
+
+
+def ridge_patches(sar_db_fit: np.ndarray, opt_fit: np.ndarray, mask_fit: np.ndarray):
+    """The per-pixel ridge baseline on patches: fit VV, VH, VV-VH and their local means to the
+    clear pixels of ``*_fit`` (N, C, P, P; SAR in dB, optical in reflectance); return a
+    function (M, 2, P, P) SAR dB -> (M, C, P, P) reflectance."""
+    feats = np.stack([sar_features(s) for s in sar_db_fit])  # (N, 6, P, P)
+    m = mask_fit[:, 0] > 0
+    model = fit_ridge(np.moveaxis(feats, 1, 0)[:, m], np.moveaxis(opt_fit, 1, 0)[:, m])
+
+    def predict_db(x: np.ndarray) -> np.ndarray:
+        return np.stack([model.predict(sar_features(s)) for s in x]).astype("float32")
+
+    return predict_db
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The patch index and the streamed datasets the driver hands to Ray Train."""
+
+    cube_path: str
+    index: pd.DataFrame  # sar2opt.data.index columns; split train / val / test
+    datasets: dict  # "train", "val": ray.data.Dataset of normalised patches
+    norm: dict  # {sar,opt[,dem]}_{mean,std} lists, from the training split
+    counts: dict  # patches per split
+    index_hash: str
+    read_kw: dict  # sar_bands, opt_bands, aux, norm, patch_px: for read_patches
+
+
+def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, cfg) -> TrainData:
+    """Index the cube's patches, compute the train-split statistics, build the datasets.
+
+    Only the index (a few numbers per patch) is held here; the patches stream from the store
+    in Ray Data read tasks of a quarter CPU.
+    """
+    index = build_patch_index(
+        cube, sar_bands, opt_bands, cfg.patches, input_set=cfg.model.input_set,
+        dem_band=aux.get("dem", [DEM_BAND])[0], prior_bands=aux.get("prior"),
+    )  # fmt: skip
+    p = cfg.patches.patch_px
+    norm = norm_stats(cube_path, index, sar_bands, opt_bands, aux, seed=cfg.train.seed, patch_px=p)
+    kw = {"sar_bands": sar_bands, "opt_bands": opt_bands, "aux": aux, "norm": norm, "patch_px": p}
+    datasets = {
+        s: patch_dataset(
+            cube_path,
+            index[index["split"] == s],
+            **kw,
+            rows_per_read=ROWS_PER_READ,
+            shuffle_seed=cfg.train.seed if s == "train" else None,
+        )  # fmt: skip
+        for s in ("train", "val")
+        if (index["split"] == s).any()
+    }
+    return TrainData(cube_path, index, datasets, norm, split_counts(index), index_hash(index), kw)
+
+
+# --- storage: where the run lives, and whether an existing run there is this one -----------
+
+
+def storage_uri(storage_path: str | None, out_dir: Path) -> str:
+    """The RunConfig storage path: ``train.storage_path`` (local -> absolute) or out/ray_results."""
+    if not storage_path:
+        return str(out_dir / "ray_results")
+    if "://" in storage_path:
+        return storage_path.rstrip("/")
+    return str(Path(storage_path).expanduser().resolve())
+
+
+def previous_run_meta(storage: str, name: str) -> dict | None:
+    """Meta of the latest checkpoint of run ``name`` under ``storage``; None if no run is there.
+
+    Reads Ray Train's checkpoint manager snapshot (the file a re-run restores from) and
+    the checkpoint's model.pt, through pyarrow's filesystems (local or s3://).
+    """
+    import pyarrow.fs as pafs
+
+    if "://" in storage:
+        fs, base = pafs.FileSystem.from_uri(storage)
+    else:
+        fs, base = pafs.LocalFileSystem(), storage
+    run = f"{base}/{name}"
+    snap = f"{run}/checkpoint_manager_snapshot.json"
+    if fs.get_file_info(snap).type == pafs.FileType.NotFound:
+        return None
+    with fs.open_input_stream(snap) as f:
+        latest = json.loads(f.read().decode()).get("latest_checkpoint_result") or {}
+    if not latest.get("checkpoint_dir_name"):
+        return None
+    with fs.open_input_file(f"{run}/{latest['checkpoint_dir_name']}/model.pt") as f:
+        blob = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+    return blob.get("meta", {})
+
+
+def check_resumable(prev: dict, model: dict, index_hash: str, where: str) -> None:
+    """A re-run resumes only the same model on the same patches; anything else is refused."""
+    if prev.get("model") != model:
+        raise TrainError(
+            f"run {where} holds a different model ({prev.get('model')}); use another "
+            "train.run_name or remove that run"
+        )
+    if prev.get("index_hash") != index_hash:
+        raise TrainError(
+            f"run {where} was trained on another patch index ({prev.get('index_hash')} != "
+            f"{index_hash}); use another train.run_name or remove that run"
+        )
 
 
 def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path:
-    """Train on the cube; return ``out_dir/checkpoint``, a copy of the last epoch's checkpoint.
+    """Train (or resume) on the cube; return ``out_dir/checkpoint``, the best epoch's copy.
 
-    Also writes ``out_dir/metrics.csv`` (one row per epoch) and ``out_dir/val_scores.json``
-    (model vs. train-mean baseline MAE in reflectance on the validation patches). Expects
-    Ray to be initialised by the caller (or lets TorchTrainer start a local instance).
+    Also writes ``out_dir/metrics.csv`` (one row per epoch, resumed epochs included) and
+    ``out_dir/test_scores.json`` (the best checkpoint vs. the train-mean colour and ridge
+    baselines on the test patches: MAE, RMSE, PSNR, SSIM in reflectance). The Ray run itself
+    (checkpoints, metrics.csv, TensorBoard events) is under ``train.storage_path`` /
+    ``train.run_name``. Expects Ray to be initialised by the caller (or lets TorchTrainer
+    start a local instance).
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     cube, sar_bands, opt_bands, attrs = _open_cube(cube_path)
-    input_set = cfg.model.input_set
-    aux = aux_bands(attrs, opt_bands, input_set)
-    p = extract_patches(
-        cube, sar_bands, opt_bands, cfg.patches, input_set,
-        dem_band=aux.get("dem", [DEM_BAND])[0], prior_bands=aux.get("prior"),
-    )  # fmt: skip
-    is_train = p["split"] == "train"
-    tr_idx, va_idx = np.flatnonzero(is_train), np.flatnonzero(~is_train)
-    nw = cfg.train.num_workers
-    if len(va_idx) == 0:
+    tr = cfg.train
+    aux = aux_bands(attrs, opt_bands, cfg.model.input_set)
+    data = prepare_data(str(Path(cube_path).resolve()), cube, sar_bands, opt_bands, aux, cfg)
+    nw = tr.num_workers
+    if data.counts.get("val", 0) == 0:
         raise PatchError(
-            "no validation patches: the eastern strip (patches.val_frac="
-            f"{cfg.patches.val_frac}) is too cloudy or too narrow"
+            "no validation patches: the validation blocks (patches.val_frac="
+            f"{cfg.patches.val_frac}) are too cloudy or too few"
         )
-    if len(tr_idx) < nw:
-        raise PatchError(f"{len(tr_idx)} training patches cannot feed {nw} workers")
+    if data.counts["train"] < nw:
+        raise PatchError(f"{data.counts['train']} training patches cannot feed {nw} workers")
     # Per-worker batch: a worker whose shard is smaller than one batch would train on nothing.
-    batch_size = max(1, min(cfg.train.batch_size, len(tr_idx) // nw))
-
-    sar_mean, sar_std = band_stats(p["sar"][tr_idx])
-    opt_mean, opt_std = band_stats(p["opt"][tr_idx], p["mask"][tr_idx])
-    norm = {
-        "sar_mean": sar_mean.tolist(), "sar_std": sar_std.tolist(),
-        "opt_mean": opt_mean.tolist(), "opt_std": opt_std.tolist(),
-    }  # fmt: skip
-    items = {
-        "sar": normalise(p["sar"], sar_mean, sar_std).astype(np.float32),
-        # Non-clear optical pixels -> 0 (the mean colour): out of the loss, neutral for D.
-        "opt": np.where(p["mask"] > 0, normalise(p["opt"], opt_mean, opt_std), 0.0).astype(
-            np.float32
-        ),
-        "mask": p["mask"],
-    }
-    if "prior" in p:  # the prior is optical reflectance: the target's statistics fit it
-        items["prior"] = normalise(p["prior"], opt_mean, opt_std).astype(np.float32)
-    if "dem" in p:
-        dem_mean, dem_std = band_stats(p["dem"][tr_idx])
-        norm["dem_mean"], norm["dem_std"] = dem_mean.tolist(), dem_std.tolist()
-        items["dem"] = normalise(p["dem"], dem_mean, dem_std).astype(np.float32)
+    batch_size = max(1, min(tr.batch_size, data.counts["train"] // nw))
+    total_cpus = float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else 1.0
+    cpus = tr.cpus_per_worker or auto_cpus_per_worker(total_cpus, nw, tr.use_gpu)
     print(
-        f"patches: {len(tr_idx)} train, {len(va_idx)} val ({cfg.patches.patch_px} px), "
-        f"{nw} workers x batch {batch_size}",
+        f"patches: {', '.join(f'{v} {k}' for k, v in data.counts.items())} "
+        f"({cfg.patches.patch_px} px), {nw} workers x batch {batch_size}, {cpus:g} CPU each",
         flush=True,
     )
 
-    full_cfg = config_to_dict(cfg)
+    storage = storage_uri(tr.storage_path, out_dir)
+    where = f"{storage}/{tr.run_name}"
+    model_dict = config_to_dict(cfg.model)
+    prev = previous_run_meta(storage, tr.run_name)
+    if prev is not None:
+        check_resumable(prev, model_dict, data.index_hash, where)
+        print(f"resuming run {where} after epoch {prev.get('epoch')}", flush=True)
     loop_config = {
-        "model": config_to_dict(cfg.model),
-        "train": config_to_dict(cfg.train),
+        "model": model_dict,
+        "train": config_to_dict(tr),
         "in_bands": sar_bands,
         "out_bands": opt_bands,
-        "norm": norm,
+        "norm": data.norm,
         "aux_bands": aux,
-        "config": full_cfg,
+        "config": config_to_dict(cfg),
         "git_sha": git_sha(),
+        "index_hash": data.index_hash,
         "batch_size": batch_size,
+        "run_uri": where,
     }
-    datasets = {
-        "train": ray.data.from_items(_rows(items, tr_idx)),
-        "val": ray.data.from_items(_rows(items, va_idx)),
-    }
-    run_dir = out_dir / "ray_results" / "train"
-    if run_dir.exists():
-        # Ray Train V2 would restore the old run's checkpoint bookkeeping from here.
-        shutil.rmtree(run_dir)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=nw,
-            use_gpu=cfg.train.use_gpu,
-            resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.train.use_gpu else {})},
+            use_gpu=tr.use_gpu,
+            resources_per_worker={"CPU": cpus, **({"GPU": 1} if tr.use_gpu else {})},
         ),
-        datasets=datasets,
+        datasets=data.datasets,
         run_config=RunConfig(
-            storage_path=str(out_dir / "ray_results"),
-            name="train",
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            storage_path=storage,
+            name=tr.run_name,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=tr.num_to_keep,
+                checkpoint_score_attribute=SCORE_ATTR,
+                checkpoint_score_order="min",
+            ),
+            failure_config=FailureConfig(max_failures=tr.max_failures),
         ),
     )
     result = trainer.fit()
     if result.checkpoint is None:
         raise TrainError("training finished without a checkpoint")
+    best = result.get_best_checkpoint(SCORE_ATTR, "min") or result.checkpoint
 
     ckpt_dir = out_dir / "checkpoint"
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
-    result.checkpoint.to_directory(str(ckpt_dir))
+    best.to_directory(str(ckpt_dir))
 
     history = result.return_value or []
-    if not history and result.metrics_dataframe is not None:
-        history = result.metrics_dataframe.to_dict("records")
-    with open(out_dir / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(METRIC_COLUMNS), extrasaction="ignore")
-        w.writeheader()
-        w.writerows(history)
-
-    # Score the saved checkpoint itself (what inference will load) on every val patch.
-    gen, meta = load_generator(ckpt_dir)
-    x_va = model_input({k: v[va_idx] for k, v in items.items()}, input_set).numpy()
-    pred = denormalise(predict(gen, x_va), opt_mean, opt_std)
-    opt_va, mask_va = p["opt"][va_idx], p["mask"][va_idx]
-    model_mae = masked_mae(pred, opt_va, mask_va)
-    baseline = np.broadcast_to(opt_mean.reshape(1, -1, 1, 1), opt_va.shape)
-    base_mae = masked_mae(baseline, opt_va, mask_va)
-    scores = {
-        "n_val_patches": int(len(va_idx)),
-        "epoch": meta["epoch"],
-        "model_mae": float(model_mae.mean()),
-        "baseline_train_mean_mae": float(base_mae.mean()),
-        "per_band": {
-            b: {"model_mae": float(m), "baseline_mae": float(bm)}
-            for b, m, bm in zip(opt_bands, model_mae, base_mae, strict=True)
-        },
-    }
-    (out_dir / "val_scores.json").write_text(json.dumps(scores, indent=2))
-    print(
-        f"validation MAE (reflectance, {len(va_idx)} patches): model {scores['model_mae']:.4f}  "
-        f"vs baseline train-mean colour {scores['baseline_train_mean_mae']:.4f}",
-        flush=True,
-    )
+    write_metrics_csv(out_dir / "metrics.csv", history)
+    scores = score_checkpoint(ckpt_dir, data, seed=tr.seed)
+    scores["stopped_early"] = bool(history and history[-1].get("stopped"))
+    scores["epochs_run"] = int(history[-1]["epoch"]) if history else 0
+    (out_dir / "test_scores.json").write_text(json.dumps(scores, indent=2))
+    print(format_scores(scores), flush=True)
     return ckpt_dir
+
+
+def score_checkpoint(ckpt_dir: Path, data: TrainData, seed: int = 0) -> dict:
+    """The saved checkpoint (what inference loads) vs. the baselines on the test patches.
+
+    Reads the test split (the validation split if the index has no test patches) chunk by
+    chunk, so memory stays flat however large it is. Baselines: the constant train-mean
+    colour and, for VV/VH models, a ridge fit on up to RIDGE_MAX_PATCHES training patches.
+    """
+    gen, meta = load_generator(ckpt_dir)
+    input_set = meta.get("input_set", "S")
+    norm = meta["norm"]
+    om, os_ = np.asarray(norm["opt_mean"]), np.asarray(norm["opt_std"])
+    sm, ss = np.asarray(norm["sar_mean"]), np.asarray(norm["sar_std"])
+    idx = data.index
+    split = "test" if data.counts.get("test", 0) else "val"
+    rows = idx[idx["split"] == split]
+    ridge = None
+    if len(meta["in_bands"]) == 2:
+        train = idx[idx["split"] == "train"]
+        rng = np.random.default_rng(seed)
+        fit_rows = train.iloc[np.sort(rng.permutation(len(train))[:RIDGE_MAX_PATCHES])]
+        f = read_patches(data.cube_path, fit_rows, **data.read_kw)
+        ridge = ridge_patches(
+            denormalise(f["sar"], sm, ss), denormalise(f["opt"], om, os_), f["mask"],
+        )  # fmt: skip
+    names = ["model", "baseline: train mean colour"] + (["baseline: ridge on SAR"] if ridge else [])
+    sums: dict[str, dict[str, float]] = {n: {} for n in names}
+    per_band = np.zeros((2, len(om)))
+    for i in range(0, len(rows), SCORE_CHUNK):
+        t = read_patches(data.cube_path, rows.iloc[i : i + SCORE_CHUNK], **data.read_kw)
+        mask = t["mask"]
+        truth = denormalise(t["opt"], om, os_)
+        preds = {
+            "model": denormalise(predict(gen, model_input(t, input_set).numpy()), om, os_),
+            "baseline: train mean colour": np.broadcast_to(
+                om.reshape(1, -1, 1, 1), truth.shape
+            ).astype(np.float32),
+        }
+        if ridge is not None:
+            preds["baseline: ridge on SAR"] = ridge(denormalise(t["sar"], sm, ss))
+        for n, pr in preds.items():
+            for k, v in patch_sums(pr, truth, mask).items():
+                sums[n][k] = sums[n].get(k, 0.0) + v
+        m = np.broadcast_to(mask > 0, truth.shape)
+        per_band += [
+            np.where(m, np.abs(preds["model"] - truth), 0).sum((0, 2, 3)),
+            m.sum((0, 2, 3)),
+        ]
+    return {
+        "split": split,
+        "n_patches": int(len(rows)),
+        "epoch": meta["epoch"],
+        "index_hash": data.index_hash,
+        "rows": {n: sums_to_scores(s) for n, s in sums.items()},
+        "model_mae_per_band": dict(
+            zip(meta["out_bands"], (per_band[0] / np.maximum(per_band[1], 1)).tolist(), strict=True)
+        ),
+    }
+
+
+def format_scores(scores: dict) -> str:
+    """The side-by-side table the job prints."""
+    lines = [
+        f"=== {scores['split']} split, {scores['n_patches']} patches, best epoch "
+        f"{scores['epoch']}, reflectance units",
+        f"{'':30s} {'MAE':>8s} {'RMSE':>8s} {'PSNR dB':>8s} {'SSIM':>6s} {'pixels':>9s}",
+    ]
+    for name, r in scores["rows"].items():
+        lines.append(
+            f"{name:30s} {r['mae']:8.4f} {r['rmse']:8.4f} {r['psnr_db']:8.2f} {r['ssim']:6.3f} "
+            f"{r['pixels']:9d}"
+        )
+    return "\n".join(lines)

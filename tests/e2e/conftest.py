@@ -15,6 +15,20 @@ REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 SYN_AOI = REPO / "examples" / "aoi" / "synthetic_para.geojson"
 SYN_DATES = ("2023-07-01", "2023-08-31")
+DEMO_CFG = "jobs/configs/demo.yaml"
+
+
+def syn_args(
+    url: str,
+    *,
+    aoi: object = SYN_AOI,
+    start: str = SYN_DATES[0],
+    end: str = SYN_DATES[1],
+    config: str | None = DEMO_CFG,
+) -> list:
+    """The arguments every job takes on the synthetic scene: AOI, dates, config, STAC API."""
+    args = ["--aoi", aoi, "--start", start, "--end", end, "--stac-url", url]
+    return [*args, "--config", config] if config else args
 
 
 def run_job(
@@ -42,23 +56,7 @@ def syn_trained(syn_catalog):
     """cube -> checkpoint on the synthetic scene, with a short training schedule."""
     root, url = syn_catalog["root"], syn_catalog["url"]
     cube = root / "cube.zarr"
-    r = run_job(
-        [
-            "jobs/build_cube.py",
-            "--aoi",
-            SYN_AOI,
-            "--start",
-            SYN_DATES[0],
-            "--end",
-            SYN_DATES[1],
-            "--out",
-            cube,
-            "--config",
-            "jobs/configs/demo.yaml",
-            "--stac-url",
-            url,
-        ]
-    )
+    r = run_job(["jobs/build_cube.py", *syn_args(url), "--out", cube])
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_job(
         [
@@ -71,6 +69,8 @@ def syn_trained(syn_catalog):
             "jobs/configs/demo.yaml",
             "--set",
             "train.epochs=6",
+            "--set",
+            "train.patience=0",  # exactly 6 epochs: the tests read every one
         ]
     )
     assert r.returncode == 0, r.stdout + r.stderr

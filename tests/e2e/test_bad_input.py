@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import SYN_AOI, one_error_line, run_job, write_json
+from tests.e2e.conftest import SYN_AOI, one_error_line, run_job, syn_args, write_json
 
 OUTSIDE = {  # a polygon in Africa, far from every catalog of ours
     "type": "Polygon",
@@ -46,16 +46,9 @@ def test_build_cube_bad_input(case, tmp_path, syn_catalog):
     r = run_job(
         [
             "jobs/build_cube.py",
-            "--aoi",
-            aoi,
-            "--start",
-            start,
-            "--end",
-            end,
+            *syn_args(url, aoi=aoi, start=start, end=end, config=None),
             "--out",
             out,
-            "--stac-url",
-            url,
         ],
         timeout=300,
     )
@@ -70,18 +63,11 @@ def test_infer_region_bad_input(case, tmp_path, syn_catalog, tiny_ckpt):
     r = run_job(
         [
             "jobs/infer_region.py",
-            "--aoi",
-            aoi,
-            "--start",
-            start,
-            "--end",
-            end,
+            *syn_args(url, aoi=aoi, start=start, end=end, config=None),
             "--checkpoint",
             tiny_ckpt,
             "--out",
             out,
-            "--stac-url",
-            url,
         ],
         timeout=300,
     )
@@ -94,18 +80,11 @@ def test_infer_region_missing_checkpoint(tmp_path, syn_catalog):
     r = run_job(
         [
             "jobs/infer_region.py",
-            "--aoi",
-            SYN_AOI,
-            "--start",
-            "2023-07-01",
-            "--end",
-            "2023-08-31",
+            *syn_args(syn_catalog["url"], config=None),
             "--checkpoint",
             tmp_path / "none",
             "--out",
             out,
-            "--stac-url",
-            syn_catalog["url"],
         ],
         timeout=300,
     )
@@ -117,12 +96,7 @@ def test_unknown_config_key_is_rejected(tmp_path, syn_catalog):
     r = run_job(
         [
             "jobs/build_cube.py",
-            "--aoi",
-            SYN_AOI,
-            "--start",
-            "2023-07-01",
-            "--end",
-            "2023-08-31",
+            *syn_args(syn_catalog["url"], config=None),
             "--out",
             tmp_path / "c.zarr",
             "--set",
@@ -140,16 +114,7 @@ def test_output_cannot_escape_the_output_root(job, tmp_path, syn_catalog, tiny_c
     root = tmp_path / "root"
     root.mkdir()
     env = os.environ | {"SAR2OPT_OUTPUT_ROOT": str(root)}
-    common = [
-        "--aoi",
-        SYN_AOI,
-        "--start",
-        "2023-07-01",
-        "--end",
-        "2023-08-31",
-        "--stac-url",
-        syn_catalog["url"],
-    ]
+    common = syn_args(syn_catalog["url"], config=None)
     args = {
         "build_cube": ["jobs/build_cube.py", *common, "--out", "../escaped.zarr"],
         "infer_region": [

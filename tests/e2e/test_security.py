@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from tests.e2e.conftest import SYN_AOI, SYN_DATES, run_job
+from tests.e2e.conftest import run_job, syn_args
 
 pytestmark = pytest.mark.slow
 
@@ -18,18 +18,7 @@ def test_planted_secrets_do_not_leak(tmp_path, syn_catalog, tiny_ckpt):
         "AWS_SECRET_ACCESS_KEY": "aws" + secrets.token_hex(16),
     }
     env = os.environ | planted
-    common = [
-        "--aoi",
-        SYN_AOI,
-        "--start",
-        SYN_DATES[0],
-        "--end",
-        SYN_DATES[1],
-        "--config",
-        "jobs/configs/demo.yaml",
-        "--stac-url",
-        syn_catalog["url"],
-    ]
+    common = syn_args(syn_catalog["url"])
     r1 = run_job(["jobs/build_cube.py", *common, "--out", tmp_path / "cube.zarr"], env=env)
     r2 = run_job(
         [

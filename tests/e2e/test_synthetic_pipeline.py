@@ -10,7 +10,7 @@ import pytest
 import torch
 import xarray as xr
 
-from tests.e2e.conftest import SYN_AOI, SYN_DATES, run_job
+from tests.e2e.conftest import run_job, syn_args
 
 pytestmark = pytest.mark.slow
 
@@ -57,26 +57,19 @@ def test_infer_region_writes_a_georeferenced_mosaic_that_beats_the_baseline(
 ):
     import rioxarray  # noqa: F401
 
+    from sar2opt.config import config_from_dict
     from sar2opt.evaluate.compare import compare_mosaic_to_cube
+    from sar2opt.train.checkpoint import load_generator
 
     out = syn_catalog["root"] / "mosaic.zarr"
     r = run_job(
         [
             "jobs/infer_region.py",
-            "--aoi",
-            SYN_AOI,
-            "--start",
-            SYN_DATES[0],
-            "--end",
-            SYN_DATES[1],
+            *syn_args(syn_catalog["url"]),
             "--checkpoint",
             syn_trained["ckpt"],
             "--out",
             out,
-            "--config",
-            "jobs/configs/demo.yaml",
-            "--stac-url",
-            syn_catalog["url"],
         ]
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -88,9 +81,8 @@ def test_infer_region_writes_a_georeferenced_mosaic_that_beats_the_baseline(
     np.testing.assert_array_equal(pred.time.values, cube.time.values)  # one slice per S1 date
     np.testing.assert_allclose(pred.x.values, cube.x.values)  # same GridSpec as the cube
     assert np.isfinite(pred.values).mean() > 0.99
-    _, meta = __import__("sar2opt.train.checkpoint", fromlist=["x"]).load_generator(
-        syn_trained["ckpt"]
-    )
-    scores = compare_mosaic_to_cube(out, syn_trained["cube"], meta["norm"]["opt_mean"], 0.2)
+    _, meta = load_generator(syn_trained["ckpt"])
+    patches = config_from_dict(meta["config"]).patches
+    scores = compare_mosaic_to_cube(out, syn_trained["cube"], meta["norm"]["opt_mean"], patches)
     model, base = scores["rows"]
     assert model["mae"] < base["mae"], scores  # a trained model must beat the mean colour

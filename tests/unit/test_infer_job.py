@@ -1,4 +1,5 @@
-"""jobs/infer_region.py: the Ray Data pipeline (local Ray, fake reader/model) and error paths."""
+"""The Ray Data pipeline of ``sar2opt.infer.run`` (local Ray, fake reader/model) and the error
+paths of jobs/infer_region.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
-from sar2opt.config import InferSpec
 from sar2opt.errors import CatalogError
 from sar2opt.grid import GridSpec
+from sar2opt.infer.ledger import TileLedger
+from sar2opt.infer.plan import BlockLattice, blocks_by_row
 from sar2opt.infer.predictor import TilePredictor, predict
-from sar2opt.infer.tiles import plan_tiles
+from sar2opt.infer.region import one_line, user_error
+from sar2opt.infer.run import (
+    block_tasks,
+    drain,
+    finish_block_row,
+    run_ray,
+    split_strip,
+    strip_tasks,
+    strip_window,
+)
+from sar2opt.infer.store import create_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,61 +71,68 @@ def ray_local():
     ray.shutdown()
 
 
-def test_pipeline_blends_tiles_into_the_tile_free_prediction(ray_local) -> None:
-    # Reader and predictor are defined here so Ray ships them by value to its workers.
-    def fake_read(row: dict) -> dict:
-        out = dict(row)
-        r, c, h, w = (int(row[k]) for k in ("row", "col", "height", "width"))
-        out["sar"] = _sar(int(row["t"]))[:, r : r + h, c : c + w]
-        return out
+def strip_read(strip: dict, *, lattice: dict) -> list[dict]:
+    lat = BlockLattice.from_dict(lattice)
+    r, c, h, w = strip_window(lat, int(strip["bi"]), strip["bjs"])
+    return split_strip(strip, lat, _sar(int(strip["t"]))[:, r : r + h, c : c + w])
 
-    class FakePredictor(TilePredictor):
-        def __init__(self, device: str = "cpu") -> None:
-            self.device = torch.device(device)
-            self._setup(_net(), META)
 
-    spec = InferSpec(tile_px=128, overlap_px=32, batch_size=4, num_actors=1, cpus_per_actor=0.5)
-    tiles = plan_tiles(GRID, spec.tile_px, spec.overlap_px)
+class FakePredictor(TilePredictor):
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+        self._setup(_net(), META)
+
+
+def test_ray_pipeline_writes_every_block_of_the_tile_free_prediction(ray_local, tmp_path) -> None:
     times = ["2023-07-03T05:43:12Z", "2023-07-15T05:43:14Z"]
-    tasks = [tile.task(t, iso) for t, iso in enumerate(times) for tile in tiles]
+    lat = BlockLattice(GRID, 128, 32)  # 96 px blocks, 16 px of context: RF 2 px -> exact
+    store = tmp_path / "m.zarr"
+    create_store(store, GRID, times, ["B04"], {}, lat.block_px)
+    blocks = block_tasks(times, [0, 1], lambda t: blocks_by_row(lat, None), set())
     seen = []
-    batches = job.predict_tiles(
-        tasks, spec, read_fn=fake_read, read_kwargs={},
+    ledger = TileLedger(store)
+    finished = run_ray(
+        strip_tasks(blocks, 2), batch_size=4, num_actors=1, cpus_per_actor=0.5,
+        gpus_per_actor=0.0, read_fn=strip_read, read_kwargs={"lattice": lat.to_dict()},
         predictor_cls=FakePredictor, predictor_kwargs={"device": "cpu"},
+        finish_fn=finish_block_row,
+        finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
     )  # fmt: skip
-    data = job.blend_batches(
-        batches, (2, 1, H, W), spec.overlap_px, len(tasks), lambda d, n: seen.append((d, n))
-    )
-    assert seen[-1] == (len(tasks), len(tasks))
+    assert drain(finished, ledger, len(blocks), lambda d, n: seen.append((d, n))) == len(blocks)
+    assert seen[-1] == (len(blocks), len(blocks)) == (24, 24)  # 3 x 4 blocks, 2 dates
+    assert ledger.done() == {(b["time"], b["bi"], b["bj"]) for b in blocks}
+    data = xr.open_zarr(store)["optical"].values
     assert data.shape == (2, 1, H, W) and np.isfinite(data).all()
     for t in range(2):
         full = predict(_net(), _sar(t)[None], NORM)[0]
         diff = np.abs(data[t] - full)[:, 2:-2, 2:-2]  # grid border: different padding
-        assert diff.max() < 2e-3  # seams (RF radius 2 px, ramp tail weight < 0.05)
-        assert np.median(diff) < 1e-6
+        assert diff.max() < 1e-5  # every block saw its whole receptive field
     assert not np.allclose(data[0], data[1])  # each row went to its own time slot
 
 
 def test_worker_catalog_error_is_unwrapped(ray_local) -> None:
-    def failing_read(row: dict) -> dict:
+    def failing_read(strip: dict) -> list[dict]:
         raise CatalogError("asset https://example/x.tif is unreachable")
 
-    spec = InferSpec(tile_px=64, overlap_px=16)
-    tasks = [t.task(0, "2023-07-03T05:43:12Z") for t in plan_tiles(GRID, 64, 16)[:2]]
     with pytest.raises(Exception) as info:  # noqa: B017 - Ray decides the wrapper type
         list(
-            job.predict_tiles(
-                tasks,
-                spec,
+            run_ray(
+                [{"t": 0, "time": "2023-07-03T05:43:12Z", "bi": 0, "bjs": [0, 1]}],
+                batch_size=4,
+                num_actors=1,
+                cpus_per_actor=0.5,
+                gpus_per_actor=0.0,
                 read_fn=failing_read,
                 read_kwargs={},
                 predictor_cls=TilePredictor,
                 predictor_kwargs={"checkpoint_dir": "/nonexistent"},
+                finish_fn=finish_block_row,
+                finish_kwargs={},
             )  # fmt: skip
         )
-    err = job._user_error(info.value)
+    err = user_error(info.value)
     assert isinstance(err, CatalogError)
-    assert job._one_line(err) == "asset https://example/x.tif is unreachable"
+    assert one_line(err) == "asset https://example/x.tif is unreachable"
 
 
 def _args(tmp_path: Path, **kw) -> list[str]:

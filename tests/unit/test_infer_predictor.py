@@ -187,3 +187,58 @@ def test_read_tile_signs_in_the_reading_process_and_refuses_grd(tmp_path, monkey
     grd = PROFILES[("earth-search", "sentinel-1-grd")]
     with pytest.raises(UnsupportedCollectionError, match="radar geometry"):
         read_tile(row, [[item]], grid, ["vv", "vh"], grd)
+
+
+class StridedRecorder(Recorder):
+    """An identity with a generator's ``stride`` (the 8-level pix2pix U-Net needs 256)."""
+
+    stride = 256
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2] % 256 == 0 and x.shape[-1] % 256 == 0
+        self.seen.append(x.clone())
+        return x
+
+
+def test_predict_pads_to_the_models_stride_not_32() -> None:
+    from sar2opt.infer.predictor import model_stride
+
+    sar = np.random.default_rng(2).normal(-12, 3, (1, 2, 40, 300)).astype(np.float32)
+    model = StridedRecorder()
+    pred = predict(model, sar, NORM)
+    assert model.seen[0].shape[-2:] == (256, 512) and pred.shape == (1, 2, 40, 300)
+    np.testing.assert_allclose(pred[0, 0], (sar[0, 0] + 12) / 3 * 0.02 + 0.05, atol=1e-6)
+    assert model_stride(torch.nn.Conv2d(2, 2, 3)) == 32  # Conv2d.stride is a tuple: ignored
+    assert model_stride(Recorder()) == 32
+
+
+def test_tile_predictor_hypotheses_mean_and_spread_match_numpy() -> None:
+    from sar2opt.infer.composite import hypothesis_stats
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 2, 3, padding=1).eval()
+    sar = np.random.default_rng(3).normal(-12, 3, (2, 2, 32, 64)).astype(np.float32)
+    sar[1, 0, 3, 4] = np.nan
+    out = TilePredictor.from_model(conv, META, flips=4)({"sar": sar})
+    flips = [(), (-1,), (-2,), (-2, -1)]
+    preds = [
+        np.flip(predict(conv, np.flip(sar, a) if a else sar, NORM), a)
+        if a
+        else predict(conv, sar, NORM)
+        for a in flips
+    ]
+    mean, spread = hypothesis_stats(np.stack(preds))
+    np.testing.assert_allclose(out["pred"], mean, atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(out["spread"], spread, atol=1e-6, equal_nan=True)
+    assert np.isnan(out["pred"][1, :, 3, 4]).all() and np.nanmax(out["spread"]) > 1e-4
+
+
+def test_checkpoints_of_other_input_sets_are_refused_with_one_line(monkeypatch) -> None:
+    from sar2opt.errors import ConfigError
+    from sar2opt.infer.region import load_models
+    from sar2opt.train import checkpoint
+
+    meta = dict(META, input_set="SD", model={"input_set": "SD"})
+    monkeypatch.setattr(checkpoint, "load_generator", lambda c: (None, meta))
+    with pytest.raises(ConfigError, match="input set SD; inference supports S"):
+        load_models(["/ckpt"])

@@ -19,7 +19,15 @@ from sar2opt.infer.composite import SOURCE_SYNTH
 from sar2opt.infer.ledger import TileLedger, parse_ledger
 from sar2opt.infer.plan import BlockLattice, blocks_by_row
 from sar2opt.infer.predictor import TilePredictor, predict
-from sar2opt.infer.run import block_tasks, drain, finish_block_row, run_local
+from sar2opt.infer.run import (
+    block_tasks,
+    drain,
+    finish_block_row,
+    run_local,
+    split_strip,
+    strip_tasks,
+    strip_window,
+)
 from sar2opt.infer.store import create_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,11 +54,12 @@ def _net() -> torch.nn.Module:
     ).eval()
 
 
-def fake_read(row: dict, *, lattice: dict, delay_s: float = 0.0) -> dict:
+def fake_read(strip: dict, *, lattice: dict, delay_s: float = 0.0) -> list[dict]:
+    """A strip reader (as ``read_sar_strip``) over the in-memory SAR of ``_sar``."""
     lat = BlockLattice.from_dict(lattice)
-    r, c, h, w = lat.window(int(row["bi"]), int(row["bj"]))
-    time.sleep(delay_s)
-    return dict(row, sar=_sar(int(row["t"]))[:, r : r + h, c : c + w])
+    r, c, h, w = strip_window(lat, int(strip["bi"]), strip["bjs"])
+    time.sleep(delay_s * len(strip["bjs"]))
+    return split_strip(strip, lat, _sar(int(strip["t"]))[:, r : r + h, c : c + w])
 
 
 def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> int:
@@ -61,7 +70,7 @@ def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> in
     ledger = TileLedger(store)
     rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), ledger.done())
     finished = run_local(
-        rows,
+        strip_tasks(rows, 3),
         batch_size=4,
         read_fn=fake_read,
         read_kwargs={"lattice": lat.to_dict(), "delay_s": delay_s},
@@ -183,7 +192,8 @@ def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference)
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
     try:
         finished = run_ray(
-            rows, batch_size=4, num_actors=1, cpus_per_actor=0.5, gpus_per_actor=0.0,
+            strip_tasks(rows, 3), batch_size=4, num_actors=1, cpus_per_actor=0.5,
+            gpus_per_actor=0.0,
             read_fn=fake_read, read_kwargs={"lattice": lat.to_dict()},
             predictor_cls=DyingPredictor, predictor_kwargs={"flag": str(flag)},
             finish_fn=finish_block_row,

@@ -1,224 +1,136 @@
-"""Tile planning and seamless blending (pure numpy, plus one deterministic conv net)."""
+"""Seams of the block mosaic with the demo U-Net: the real pipeline vs a tile-free prediction.
+
+A U-Net's receptive field (~hundreds of px at depth 5) is far wider than the 16-32 px of
+context a block gets, so block borders cannot be exact (the small-receptive-field net of
+test_infer_resume is). This measures how far off they are, with the demo architecture
+(ngf 16, depth 5) initialised Kaiming-normal: its output leans on far context more than the
+trained demo checkpoint does (measured on the demo cube: the trained net's seam errors are
+3-4x smaller), so bounds that hold here hold for it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from shapely.geometry import box
+import xarray as xr
 
 from sar2opt.grid import GridSpec
-from sar2opt.infer.predictor import predict
-from sar2opt.infer.tiles import (
-    TileTask,
-    accumulate,
-    blend_weights,
-    finalize,
-    plan_tiles,
+from sar2opt.infer.plan import BlockLattice, blocks_by_row
+from sar2opt.infer.predictor import TilePredictor, predict
+from sar2opt.infer.run import (
+    block_tasks,
+    finish_block_row,
+    run_local,
+    split_strip,
+    strip_tasks,
+    strip_window,
 )
-
-
-def _grid(h: int, w: int, epsg: int = 32633) -> GridSpec:
-    return GridSpec(epsg, 10.0, (500_000.0, 4_000_000.0, 500_000.0 + 10 * w, 4_000_000.0 + 10 * h))
-
-
-@pytest.mark.parametrize(
-    "h, w, tile, overlap",
-    [
-        (200, 300, 64, 16),
-        (1000, 700, 256, 32),
-        (256, 256, 256, 32),
-        (20, 45, 256, 32),
-        (97, 300, 64, 0),
-    ],
-)
-def test_plan_tiles_covers_grid_inside_with_stride(h: int, w: int, tile: int, overlap: int) -> None:
-    tiles = plan_tiles(_grid(h, w), tile, overlap)
-    cover = np.zeros((h, w), int)
-    cores = np.zeros((h, w), int)
-    for t in tiles:
-        assert 0 <= t.row and t.row + t.height <= h and 0 <= t.col and t.col + t.width <= w
-        assert t.height == min(tile, h) and t.width == min(tile, w)
-        assert t.in_height % 32 == 0 and t.in_width % 32 == 0
-        assert t.in_height - t.height < 32 and t.in_width - t.width < 32
-        cover[t.row : t.row + t.height, t.col : t.col + t.width] += 1
-        assert t.row <= t.core_row0 < t.core_row1 <= t.row + t.height
-        assert t.col <= t.core_col0 < t.core_col1 <= t.col + t.width
-        cores[t.core_row0 : t.core_row1, t.core_col0 : t.core_col1] += 1
-    assert cover.min() >= 1  # every pixel predicted
-    assert (cores == 1).all()  # cores partition the grid
-    stride = tile - overlap
-    rows = sorted({t.row for t in tiles})
-    cols = sorted({t.col for t in tiles})
-    for starts, size in ((rows, h), (cols, w)):
-        steps = np.diff(starts)
-        if len(starts) > 1:
-            assert (steps[:-1] == stride).all()  # regular stride ...
-            assert 0 < steps[-1] <= stride  # ... last one shifted inside (more overlap)
-            assert starts[-1] + min(tile, size) == size
-
-
-def test_plan_tiles_sizes_are_multiples_of_32_for_big_grids() -> None:
-    tiles = plan_tiles(_grid(1000, 700), 256, 32)
-    assert {(t.height, t.width) for t in tiles} == {(256, 256)}
-    assert len(tiles) == 5 * 3  # starts 0,224,448,672,744 and 0,224,444
-
-
-def test_plan_tiles_rejects_bad_sizes() -> None:
-    with pytest.raises(ValueError, match="multiple of 32"):
-        plan_tiles(_grid(100, 100), 100, 10)
-    with pytest.raises(ValueError, match="overlap"):
-        plan_tiles(_grid(100, 100), 64, 64)
-
-
-def test_plan_tiles_skips_tiles_outside_aoi() -> None:
-    from pyproj import Transformer
-
-    g = _grid(640, 640)  # 6.4 km, UTM 33N
-    tr = Transformer.from_crs(f"EPSG:{g.epsg}", "EPSG:4326", always_xy=True)
-    # AOI = a small box in the grid's north-west corner, given in lon/lat.
-    x0, y1 = g.bounds[0] + 100, g.bounds[3] - 100
-    lon0, lat0 = tr.transform(x0, y1 - 500)
-    lon1, lat1 = tr.transform(x0 + 500, y1)
-    aoi = box(lon0, lat0, lon1, lat1)
-    all_tiles = plan_tiles(g, 128, 32)
-    kept = plan_tiles(g, 128, 32, aoi)
-    assert 0 < len(kept) < len(all_tiles)
-    assert all(t.row < 100 and t.col < 100 for t in kept)
-    assert (0, 0) in {(t.row, t.col) for t in kept}
-
-
-def test_tile_task_round_trips_through_dict() -> None:
-    t = plan_tiles(_grid(100, 100), 64, 16)[1].task(3, "2023-07-01T05:00:00Z")
-    d = t.to_dict()
-    assert d["t"] == 3 and d["time"].startswith("2023")
-    assert TileTask.from_dict({k: np.int64(v) if k != "time" else v for k, v in d.items()}) == t
-
-
-@pytest.mark.parametrize("tile, overlap", [(256, 32), (64, 16), (64, 0), (32, 31)])
-def test_blend_weights_positive_symmetric_one_in_core(tile: int, overlap: int) -> None:
-    w = blend_weights(tile, overlap)
-    assert w.shape == (tile, tile)
-    assert (w > 0).all() and w.max() <= 1.0
-    assert w.max() == pytest.approx(1.0, abs=0.01)
-    np.testing.assert_allclose(w, w[::-1, :])
-    np.testing.assert_allclose(w, w[:, ::-1])
-    np.testing.assert_allclose(w, w.T)
-    k = min(overlap, tile // 2)
-    assert (w[k : tile - k, k : tile - k] == 1.0).all()
-    if 0 < overlap <= tile // 2:  # partition of unity across a seam of exactly `overlap`
-        ramp = w[tile // 2, :]
-        np.testing.assert_allclose(ramp[:overlap] + ramp[tile - overlap :], 1.0)
-
-
-def test_blend_weights_rectangular() -> None:
-    w = blend_weights((20, 45), 32)
-    assert w.shape == (20, 45) and (w > 0).all()
-
-
-def _smooth_field(h: int, w: int, c: int = 3) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w].astype(float)
-    return np.stack([np.sin(xx / 17 + k) * np.cos(yy / 23 - k) + 0.1 * k for k in range(c)])
-
-
-@pytest.mark.parametrize("h, w, tile, overlap", [(200, 300, 64, 16), (50, 70, 64, 32)])
-def test_blending_identical_predictions_reproduces_field(
-    h: int, w: int, tile: int, overlap: int
-) -> None:
-    field = _smooth_field(h, w)
-    acc, wsum = np.zeros_like(field), np.zeros_like(field)
-    for t in plan_tiles(_grid(h, w), tile, overlap):
-        pred = field[:, t.row : t.row + t.height, t.col : t.col + t.width]
-        accumulate(acc, wsum, pred, blend_weights((t.height, t.width), overlap), t.row, t.col)
-    out = finalize(acc, wsum, dtype="float64")
-    np.testing.assert_allclose(out, field, rtol=0, atol=1e-12)
-
-
-def test_accumulate_ignores_nan_and_finalize_leaves_uncovered_nan() -> None:
-    acc, wsum = np.zeros((1, 4, 6)), np.zeros((1, 4, 6))
-    w = blend_weights((4, 4), 1)
-    a = np.full((1, 4, 4), 2.0)
-    a[0, 0, 3] = np.nan
-    b = np.full((1, 4, 4), 2.0)
-    accumulate(acc, wsum, a, w, 0, 0)
-    accumulate(acc, wsum, b, w, 0, 1)
-    out = finalize(acc, wsum)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out[..., :5], 2.0)  # NaN in one tile filled by the other
-    assert np.isnan(out[..., 5]).all()  # never covered
-
-
-class _ConvNet(torch.nn.Module):
-    """Deterministic 3-layer 3x3 conv net: receptive field radius 3 px."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.convs = torch.nn.ModuleList(
-            [torch.nn.Conv2d(a, b, 3, padding=1) for a, b in ((2, 8), (8, 8), (8, 3))]
-        )
-        with torch.no_grad():
-            for c in self.convs:
-                c.weight.copy_(torch.randn(c.weight.shape, generator=g) * 0.3)
-                c.bias.copy_(torch.randn(c.bias.shape, generator=g) * 0.1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, c in enumerate(self.convs):
-            x = c(x)
-            if i < len(self.convs) - 1:
-                x = torch.tanh(x)
-        return x
-
+from sar2opt.infer.store import create_store
+from sar2opt.infer.tiles import round_up
+from sar2opt.models.unet import UNetGenerator
 
 NORM = {
     "sar_mean": [-12.0, -19.0],
-    "sar_std": [3.0, 3.5],
-    "opt_mean": [0.05, 0.07, 0.06],
-    "opt_std": [0.02, 0.03, 0.04],
+    "sar_std": [3.0, 4.0],
+    "opt_mean": [0.03, 0.05, 0.04, 0.3],
+    "opt_std": [0.01, 0.02, 0.02, 0.05],
 }
-
-RF = 3  # receptive-field radius of _ConvNet
-# Stated bound. A tile's own prediction is wrong by up to ~0.2 reflectance in its outer RF
-# pixels (zero padding). The blend gives those pixels only the ramp's tail weight
-# (sin^2(pi (i + 0.5) / 2 overlap) <= 0.06 for i < RF at overlap 16), so the seam error of the
-# mosaic must be < 5% of the raw tile-edge error and < 0.01 reflectance (~0.005 measured),
-# and zero (float noise) wherever no tile edge is within RF.
-SEAM_REL_BOUND = 0.05
-SEAM_ABS_BOUND = 0.01
+META = {"in_bands": ["vv", "vh"], "out_bands": ["B02", "B03", "B04", "B08"], "norm": NORM}
+H = W = 480
+GRID = GridSpec(32721, 10.0, (700_000.0, 9_400_000.0, 700_000.0 + 10 * W, 9_400_000.0 + 10 * H))
+TIME = "2023-07-01T09:15:00Z"
 
 
-def test_tiled_conv_net_matches_tile_free_prediction() -> None:
-    h, w, tile, overlap = 200, 300, 64, 16
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:h, 0:w]
+def _sar() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:H, 0:W]
     sar = np.stack([-12 + 3 * np.sin(xx / 9) * np.cos(yy / 13), -19 + 3 * np.cos(xx / 11)])
-    sar = (sar + rng.normal(0, 0.5, sar.shape)).astype(np.float32)
-    model = _ConvNet().eval()
-    full = predict(model, sar[None], NORM)[0]  # tile-free (reflect padded to 224x320)
+    return (sar + rng.normal(0, 1.0, sar.shape)).astype(np.float32)
 
-    acc, wsum = np.zeros(full.shape), np.zeros(full.shape)
-    tiles = plan_tiles(_grid(h, w), tile, overlap)
-    raw_edge_err = 0.0
-    for t in tiles:
-        win = sar[None, :, t.row : t.row + t.height, t.col : t.col + t.width]
-        pred = predict(model, win, NORM)[0]
-        ref = full[:, t.row : t.row + t.height, t.col : t.col + t.width]
-        raw_edge_err = max(raw_edge_err, float(np.abs(pred - ref).max()))
-        accumulate(acc, wsum, pred, blend_weights((t.height, t.width), overlap), t.row, t.col)
-    tiled = finalize(acc, wsum)
 
-    # The grid's own border sees different padding in both runs; seams are what we test.
-    inner = (slice(None), slice(RF, h - RF), slice(RF, w - RF))
-    diff = np.abs(tiled - full)[inner]
-    seam = np.zeros((h, w), bool)
-    for t in tiles:
-        for r in (t.row, t.row + t.height):
-            seam[max(r - RF, 0) : r + RF, :] = True
-        for c in (t.col, t.col + t.width):
-            seam[:, max(c - RF, 0) : c + RF] = True
-    seam_in = seam[inner[1:]]
-    assert diff[:, seam_in].max() > 0  # the seams really are where edge effects live
-    assert raw_edge_err > 0.05  # without blending the seams would be plainly visible
-    assert diff[:, seam_in].max() < SEAM_REL_BOUND * raw_edge_err
-    assert diff[:, seam_in].max() < SEAM_ABS_BOUND
-    np.testing.assert_allclose(diff[:, ~seam_in], 0, atol=1e-5)  # exact away from edges
+def _unet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = UNetGenerator(2, 4, ngf=16, depth=5)
+    for m in net.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            torch.nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+    return net.eval()
+
+
+def _read(strip: dict, *, lattice: dict) -> list[dict]:
+    lat = BlockLattice.from_dict(lattice)
+    r, c, h, w = strip_window(lat, int(strip["bi"]), strip["bjs"])
+    return split_strip(strip, lat, _sar()[:, r : r + h, c : c + w])
+
+
+def _mosaic(tmp_path, net: torch.nn.Module, overlap_px: int) -> np.ndarray:
+    """The pipeline (strips -> predictor -> core written per block) into a store, read back."""
+    lat = BlockLattice(GRID, 256, overlap_px)
+    store = tmp_path / f"m{overlap_px}.zarr"
+    create_store(store, GRID, [TIME], META["out_bands"], {}, lat.block_px)
+    blocks = block_tasks([TIME], [0], lambda t: blocks_by_row(lat, None), set())
+    done = run_local(
+        strip_tasks(blocks, 8),
+        batch_size=4,
+        read_fn=_read,
+        read_kwargs={"lattice": lat.to_dict()},
+        predictor=TilePredictor.from_model(net, META, flips=1),
+        finish_fn=finish_block_row,
+        finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
+    )
+    assert sum(len(b) for b in done) == lat.n_rows * lat.n_cols
+    return xr.open_zarr(store)["optical"].values[0]
+
+
+def _seams(block_px: int, width_px: int = 2) -> np.ndarray:
+    seam = np.zeros((H, W), bool)
+    for k in range(block_px, H, block_px):
+        seam[k - width_px : k + width_px, :] = True
+        seam[:, k - width_px : k + width_px] = True
+    return seam
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory) -> dict[int, dict[str, float]]:
+    net = _unet()
+    assert H % net.stride == 0  # the tile-free reference needs no padding either
+    full = predict(net, _sar()[None], NORM)[0]
+    tmp = tmp_path_factory.mktemp("seams")
+    out = {}
+    for overlap in (32, 64):
+        d = np.abs(_mosaic(tmp, net, overlap) - full)
+        seam = _seams(256 - overlap)
+        out[overlap] = {
+            "seam_mean": float(d[:, seam].mean()),
+            "seam_p99": float(np.percentile(d[:, seam], 99)),
+            "off_mean": float(d[:, ~seam].mean()),
+            "std": float(full.std(axis=(1, 2)).mean()),
+        }
+    return out
+
+
+def test_unet_seam_error_is_bounded_relative_to_the_image(measured) -> None:
+    # Bound: a seam is invisible when the jump it adds is small against the image's own
+    # pixel-to-pixel variation. With halo = the net's stride (overlap 64 at stride 32) the
+    # mean seam error must stay under 5% of the output's spatial std (2.1% measured) and
+    # its 99th percentile under 25% (18% measured); the trained demo net measures ~0.6%.
+    m = measured[64]
+    assert m["seam_mean"] > 0  # the test sees the edge effect at all
+    assert m["seam_mean"] < 0.05 * m["std"]
+    assert m["seam_p99"] < 0.25 * m["std"]
+    # at overlap 32 (halo 16 px, windows off the stride-32 lattice) the error spreads
+    # everywhere: the net is not shift invariant by less than its stride
+    assert measured[32]["off_mean"] > 3 * m["off_mean"]
+
+
+def test_more_context_means_smaller_seams(measured) -> None:
+    assert measured[64]["seam_mean"] < 0.5 * measured[32]["seam_mean"]
+    assert measured[32]["seam_mean"] < 0.2 * measured[32]["std"]
+
+
+def test_round_up() -> None:
+    assert [round_up(n, 32) for n in (1, 32, 33, 256)] == [32, 32, 64, 256]
+    assert round_up(20, 256) == 256

@@ -109,3 +109,91 @@ def test_round_trip_other_models_and_input_sets(
     assert meta["model"]["input_set"] == input_set and meta["input_set"] == input_set
     with torch.no_grad():
         assert torch.equal(loaded(x), want)
+
+
+def test_train_state_round_trip_resumes_the_optimiser(tmp_path: Path) -> None:
+    """train_state.pt loads weights_only; the restored Adam takes the very same next step."""
+    from sar2opt.train.checkpoint import load_train_state, save_train_state
+    from sar2opt.train.schedule import EarlyStopping
+
+    spec = ModelSpec(ngf=4, depth=2)
+    torch.manual_seed(0)
+    gen = build_generator(spec, 2, 4)
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-2)
+    x = torch.randn(2, 2, 16, 16)
+    for _ in range(2):
+        opt.zero_grad()
+        gen(x).square().mean().backward()
+        opt.step()
+    stop = EarlyStopping(patience=3).update(1, 0.2).update(2, 0.3)
+    history = [{"epoch": 1, "val_mae_refl": 0.2}, {"epoch": 2, "val_mae_refl": 0.3}]
+    save_checkpoint(tmp_path, gen, make_meta(spec))
+    save_train_state(
+        tmp_path,
+        {"epoch": 2, "step": 2, "disc": None, "opt_g": opt.state_dict(), "opt_d": None,
+         "early_stop": stop.to_dict(), "history": history},
+    )  # fmt: skip
+    state = load_train_state(tmp_path)  # weights_only inside
+    assert state["epoch"] == 2 and state["history"] == history
+    assert EarlyStopping.from_dict(state["early_stop"]) == stop
+
+    gen2, _ = load_generator(tmp_path)
+    gen2.train()
+    opt2 = torch.optim.Adam(gen2.parameters(), lr=1e-2)
+    opt2.load_state_dict(state["opt_g"])
+    for g, o in ((gen, opt), (gen2, opt2)):
+        o.zero_grad()
+        g(x).square().mean().backward()
+        o.step()
+    for a, b in zip(gen.parameters(), gen2.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-7)
+    with pytest.raises(CheckpointError, match="cannot be resumed"):
+        load_train_state(tmp_path / "nothing")
+
+
+def test_run_log_writes_csv_and_tensorboard_to_remote_uri(tmp_path: Path) -> None:
+    """A URI run directory (file:// here, s3:// in production) gets a copy after each epoch."""
+    import csv
+
+    from sar2opt.train.loop import METRIC_COLUMNS, RunLog
+
+    dest = tmp_path / "bucket" / "run"
+    log = RunLog(f"file://{dest}")
+    history = []
+    for e in (1, 2):
+        m = {"epoch": e, "g_l1": 1.0 / e, "val_mae_refl": 0.1 / e, "val_psnr_db": float("inf")}
+        history.append(m)
+        log.epoch(m, history)
+    log.close()
+    rows = list(csv.DictReader(open(dest / "metrics.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and list(rows[0]) == list(METRIC_COLUMNS)
+    events = list((dest / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(dest / "tensorboard"))
+    acc.Reload()
+    vals = [(s.step, round(s.value, 6)) for s in acc.Scalars("val_mae_refl")]
+    assert vals == [(1, 0.1), (2, 0.05)]
+    assert "val_psnr_db" not in acc.Tags()["scalars"]  # inf is not logged
+
+
+def test_previous_run_meta_and_resume_guard(tmp_path: Path) -> None:
+    import json
+
+    from sar2opt.train.trainer import TrainError, check_resumable, previous_run_meta
+
+    assert previous_run_meta(str(tmp_path), "train") is None
+    spec = ModelSpec(ngf=4, depth=2)
+    run = tmp_path / "train"
+    meta = {**make_meta(spec), "index_hash": "abc"}
+    save_checkpoint(run / "checkpoint_1", build_generator(spec, 2, 4), meta)
+    snap = {"latest_checkpoint_result": {"checkpoint_dir_name": "checkpoint_1"}}
+    (run / "checkpoint_manager_snapshot.json").write_text(json.dumps(snap))
+    prev = previous_run_meta(str(tmp_path), "train")
+    assert prev["epoch"] == 3 and prev["index_hash"] == "abc"
+    check_resumable(prev, prev["model"], "abc", "r")  # same model, same patches: fine
+    with pytest.raises(TrainError, match="another patch index"):
+        check_resumable(prev, prev["model"], "xyz", "r")
+    with pytest.raises(TrainError, match="different model"):
+        check_resumable(prev, {**prev["model"], "ngf": 8}, "abc", "r")

@@ -134,3 +134,92 @@ def test_multiscale_feature_matching_and_no_discriminator() -> None:
     out = gan_step(gen, None, opt_g, None, {"sar": sar, "opt": opt}, losses=ls)
     assert out["d_loss"] == out["g_adv"] == out["g_fm"] == 0.0
     assert out["g_total"] == out["g_rec"] == out["g_l1"]
+
+
+def test_grad_clip_bounds_the_update() -> None:
+    """With plain SGD (lr 1) the G update is the clipped gradient: its norm is grad_clip."""
+    from sar2opt.train.step import LossSpec
+
+    sar, opt = synthetic_pairs(4)
+    batch = {"sar": sar, "opt": opt}
+    deltas = {}
+    for clip in (0.0, 1e-3):
+        torch.manual_seed(0)
+        gen = UNetGenerator(2, 4, ngf=8, depth=3)
+        sgd = torch.optim.SGD(gen.parameters(), lr=1.0)
+        p0 = torch.cat([p.detach().flatten().clone() for p in gen.parameters()])
+        gan_step(gen, None, sgd, None, batch, losses=LossSpec(grad_clip=clip))
+        p1 = torch.cat([p.detach().flatten() for p in gen.parameters()])
+        deltas[clip] = float((p1 - p0).norm())
+    assert deltas[0.0] > 0.01  # unclipped: the raw gradient norm, far above the bound
+    assert deltas[1e-3] == pytest.approx(1e-3, rel=1e-3)
+    with pytest.raises(Exception, match="grad_clip"):
+        LossSpec(grad_clip=-1.0)
+
+
+def test_channels_last_step_matches_contiguous() -> None:
+    """The same step on NHWC tensors and weights gives the same losses and weights."""
+    sar, opt = synthetic_pairs(4)
+    outs, weights = [], []
+    for cl in (False, True):
+        gen, disc, opt_g, opt_d = make_nets()
+        batch = {"sar": sar, "opt": opt}
+        if cl:
+            gen, disc = (m.to(memory_format=torch.channels_last) for m in (gen, disc))
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+            assert batch["sar"].is_contiguous(memory_format=torch.channels_last)
+        outs.append(gan_step(gen, disc, opt_g, opt_d, batch))
+        weights.append(torch.cat([p.detach().flatten() for p in gen.parameters()]))
+    for k in outs[0]:
+        assert outs[1][k] == pytest.approx(outs[0][k], rel=1e-4, abs=1e-6)
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)
+
+
+def test_bf16_autocast_step_on_cpu() -> None:
+    """amp=True on a CPU: the forward runs in bf16 (close to fp32, not identical)."""
+    from sar2opt.train.schedule import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16")
+    sar, opt = synthetic_pairs(4)
+    res = {}
+    for amp in (False, True):
+        gen, disc, opt_g, opt_d = make_nets()
+        res[amp] = gan_step(gen, disc, opt_g, opt_d, {"sar": sar, "opt": opt}, amp=amp)
+    assert res[True]["g_l1"] != res[False]["g_l1"]  # bf16 rounding shows
+    assert res[True]["g_l1"] == pytest.approx(res[False]["g_l1"], rel=0.05)
+    assert all(torch.isfinite(torch.tensor(v)) for v in res[True].values())
+
+
+def test_eval_sums_agree_with_the_evaluation_metrics() -> None:
+    """Pooled over two batches, val metrics equal evaluate.metrics' MAE, PSNR and SSIM."""
+    import numpy as np
+
+    from sar2opt.evaluate import metrics as em
+    from sar2opt.train.step import VAL_SUM_KEYS, eval_sums, val_metrics
+
+    gen, *_ = make_nets()
+    sar, opt = synthetic_pairs(6, seed=3)
+    mask = torch.ones(6, 1, 32, 32)
+    mask[1, :, :10] = 0
+    mask[4, :, :, 20:] = 0
+    mean, std = [0.05, 0.07, 0.06, 0.25], [0.02, 0.02, 0.03, 0.08]
+    tot = dict.fromkeys(VAL_SUM_KEYS, 0.0)
+    for sl in (slice(0, 4), slice(4, 6)):
+        b = {"sar": sar[sl], "opt": opt[sl], "mask": mask[sl]}
+        for k, v in eval_sums(gen, b, mean, std).items():
+            tot[k] += v
+    got = val_metrics(tot)
+
+    with torch.no_grad():
+        pred = gen.eval()(sar).numpy()
+    m_, s_ = np.array(mean).reshape(1, -1, 1, 1), np.array(std).reshape(1, -1, 1, 1)
+    pr, tr = pred * s_ + m_, opt.numpy() * s_ + m_
+    mk = mask[:, 0].numpy() > 0
+    # Patches side by side along y: one (C, 6*32, 32) image for the pixel metrics.
+    side = [np.moveaxis(a, 1, 0).reshape(4, 6 * 32, 32) for a in (pr, tr)]
+    assert got["val_mae_refl"] == pytest.approx(em.mae(*side, mk.reshape(-1, 32)), rel=1e-5)
+    assert got["val_psnr_db"] == pytest.approx(em.psnr(*side, mk.reshape(-1, 32)), rel=1e-5)
+    maps = np.stack([em.ssim_map(pr[i], tr[i], mk[i]) for i in range(6)])
+    assert got["val_ssim"] == pytest.approx(float(np.nanmean(maps)), rel=1e-6)
+    assert 0 < got["val_ssim"] < 1 and got["val_psnr_db"] > 10

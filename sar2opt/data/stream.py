@@ -1,0 +1,338 @@
+"""Stream patches from the cube's Zarr store into training, never holding the cube or all patches.
+
+The driver holds only the patch index (``sar2opt.data.index``: a few numbers per patch). A Ray
+Dataset is built from its rows and ``map_batches`` reads ``rows_per_read`` patch windows per
+task from the store: each batch opens the Zarr array once (metadata only) and reads, per date,
+the bounding window of its patches when that is cheaper than patch-by-patch reads. Rows are
+ordered by (time, block, row, col) first, so the patches of one read sit in one block and
+share chunks.
+
+Batch keys and values are exactly what the trainer feeds its models (float32):
+
+- ``sar`` (Cs, P, P): (SAR - sar_mean) / sar_std;
+- ``opt`` (Co, P, P): (optical - opt_mean) / opt_std at clear pixels, 0 elsewhere;
+- ``mask`` (1, P, P): 1 = clear optical pixel (cube band ``clear`` > 0.5);
+- ``prior`` (Co, P, P): prior optical normalised with the *optical* statistics, when
+  ``aux`` has ``"prior"``; ``dem`` (1, P, P): (DEM - dem_mean) / dem_std when it has ``"dem"``.
+
+``aux`` is ``sar2opt.train.trainer.aux_bands(attrs, opt_bands, input_set)``: cube band names
+of the extra inputs, ``{"prior": [...], "dem": [...]}``. ``norm`` is :func:`norm_stats`'s
+dict, computed once over the train split and stored with the checkpoint.
+
+Data tasks ask for a fraction of a CPU (``num_cpus``): Train workers hold whole CPUs, and on
+a small machine whole-CPU read tasks would never be scheduled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from sar2opt.data.normalise import MIN_STD
+from sar2opt.data.patches import CLEAR_BAND, PatchError
+
+if TYPE_CHECKING:
+    import ray.data
+
+AUX_KEYS = ("prior", "dem")  # extra inputs, in the cube-band order the reader uses
+WINDOW_FACTOR = 4.0  # read one bounding window per date when <= this x the patches' area
+BATCHES_PER_BLOCK = 4  # read batches per Ray block of index rows: parallelism vs. overhead
+STATS_BATCH = 64  # patches read per step by norm_stats
+
+
+def _store_array(cube_path: str | Path) -> tuple[object, list[str]]:
+    """The store's ``cube`` array (lazy) and its band names."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(cube_path), mode="r")
+        arr = group["cube"]
+        bands = [str(b) for b in group["band"][...]]
+    except (FileNotFoundError, KeyError, ValueError, OSError) as e:
+        raise PatchError(f"cannot open cube store {cube_path}: {e}") from None
+    if arr.ndim != 4 or arr.shape[1] != len(bands):
+        raise PatchError(f"{cube_path}: 'cube' must be (time, band, y, x), got {arr.shape}")
+    return arr, bands
+
+
+def _band_layout(
+    have: list[str], sar_bands: Sequence[str], opt_bands: Sequence[str], aux: Mapping
+) -> list[int]:
+    """Store band indices in reader order: sar, opt, clear, then each AUX_KEYS entry of aux."""
+    unknown = [k for k in aux if k not in AUX_KEYS]
+    if unknown:
+        raise PatchError(f"unknown aux input(s) {unknown}; known: {', '.join(AUX_KEYS)}")
+    names = [*sar_bands, *opt_bands, CLEAR_BAND, *(b for k in AUX_KEYS for b in aux.get(k, []))]
+    missing = [b for b in names if b not in have]
+    if missing:
+        raise PatchError(f"cube lacks band(s) {missing}; it has {have}")
+    return [have.index(b) for b in names]
+
+
+def _read_windows(
+    arr: object, band_idx: list[int], t: np.ndarray, r: np.ndarray, c: np.ndarray, p: int
+) -> np.ndarray:
+    """Raw float32 patches (N, len(band_idx), P, P) at origins (t, r, c), in the given order."""
+    out = np.empty((len(t), len(band_idx), p, p), dtype=np.float32)
+    bsel = np.asarray(band_idx)
+    for tt in np.unique(t):
+        ii = np.flatnonzero(t == tt)
+        r0, r1 = int(r[ii].min()), int(r[ii].max()) + p
+        c0, c1 = int(c[ii].min()), int(c[ii].max()) + p
+        if (r1 - r0) * (c1 - c0) <= WINDOW_FACTOR * len(ii) * p * p:
+            win = arr.get_orthogonal_selection((int(tt), bsel, slice(r0, r1), slice(c0, c1)))
+            for i in ii:
+                out[i] = win[:, r[i] - r0 : r[i] - r0 + p, c[i] - c0 : c[i] - c0 + p]
+        else:
+            for i in ii:
+                sl = (
+                    int(tt),
+                    bsel,
+                    slice(int(r[i]), int(r[i]) + p),
+                    slice(int(c[i]), int(c[i]) + p),
+                )
+                out[i] = arr.get_orthogonal_selection(sl)
+    return out
+
+
+def _split_raw(raw: np.ndarray, n_sar: int, n_opt: int, aux: Mapping) -> dict[str, np.ndarray]:
+    """Raw reader-order bands -> sar, opt, mask (bool) and aux arrays, unnormalised."""
+    parts = {
+        "sar": raw[:, :n_sar],
+        "opt": raw[:, n_sar : n_sar + n_opt],
+        "mask": np.nan_to_num(raw[:, n_sar + n_opt : n_sar + n_opt + 1], nan=0.0) > 0.5,
+    }
+    i = n_sar + n_opt + 1
+    for k in AUX_KEYS:
+        if k in aux:
+            parts[k] = raw[:, i : i + len(aux[k])]
+            i += len(aux[k])
+    return parts
+
+
+def _stat(norm: Mapping, key: str) -> np.ndarray:
+    return np.asarray(norm[key], dtype=np.float32).reshape(1, -1, 1, 1)
+
+
+def _normalised(parts: dict[str, np.ndarray], norm: Mapping) -> dict[str, np.ndarray]:
+    """The trainer's model-ready arrays (module doc), float32 arithmetic as in trainer.py."""
+    mask = parts["mask"]
+    opt_m, opt_s = _stat(norm, "opt_mean"), _stat(norm, "opt_std")
+    opt = np.where(mask, parts["opt"], np.float32(0.0))
+    out = {
+        "sar": (parts["sar"] - _stat(norm, "sar_mean")) / _stat(norm, "sar_std"),
+        "opt": np.where(mask, (opt - opt_m) / opt_s, np.float32(0.0)),
+        "mask": mask.astype(np.float32),
+    }
+    if "prior" in parts:
+        out["prior"] = (parts["prior"] - opt_m) / opt_s
+    if "dem" in parts:
+        out["dem"] = (parts["dem"] - _stat(norm, "dem_mean")) / _stat(norm, "dem_std")
+    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def _read_batch(
+    batch: Mapping[str, np.ndarray],
+    *,
+    cube_path: str,
+    band_idx: list[int],
+    n_sar: int,
+    n_opt: int,
+    aux: Mapping,
+    norm: Mapping,
+    patch_px: int,
+) -> dict[str, np.ndarray]:
+    """map_batches function: index rows (time, row, col) -> normalised patches, same order."""
+    arr, _ = _store_array(cube_path)
+    t, r, c = (np.asarray(batch[k], dtype=np.int64) for k in ("time", "row", "col"))
+    raw = _read_windows(arr, band_idx, t, r, c, patch_px)
+    return _normalised(_split_raw(raw, n_sar, n_opt, aux), norm)
+
+
+def _locality_order(index: pd.DataFrame) -> np.ndarray:
+    """Positions of ``index`` sorted by (time, block, row, col): neighbours read together."""
+    keys = [k for k in ("time", "block", "row", "col") if k in index.columns]
+    return np.lexsort([index[k].to_numpy() for k in reversed(keys)])
+
+
+def read_patches(
+    cube_path: str | Path,
+    rows: pd.DataFrame,
+    *,
+    sar_bands: Sequence[str],
+    opt_bands: Sequence[str],
+    aux: Mapping[str, list[str]],
+    norm: Mapping[str, list[float]],
+    patch_px: int,
+) -> dict[str, np.ndarray]:
+    """Normalised patches (N, C, P, P) for ``rows`` (index rows, in their order): module doc.
+
+    The pure reader behind :func:`patch_dataset`, usable without Ray.
+    """
+    missing = [k for k in ("time", "row", "col") if k not in rows.columns]
+    if missing:
+        raise PatchError(f"index rows lack column(s) {missing}; use build_patch_index")
+    arr, have = _store_array(cube_path)
+    band_idx = _band_layout(have, sar_bands, opt_bands, aux)
+    order = _locality_order(rows)
+    batch = {k: rows[k].to_numpy()[order] for k in ("time", "row", "col")}
+    got = _read_batch(
+        batch, cube_path=str(cube_path), band_idx=band_idx, n_sar=len(sar_bands),
+        n_opt=len(opt_bands), aux=aux, norm=norm, patch_px=patch_px,
+    )  # fmt: skip
+    inv = np.empty_like(order)
+    inv[order] = np.arange(len(order))
+    return {k: v[inv] for k, v in got.items()}
+
+
+class _Moments:
+    """Per-band count / mean / M2 in float64, merged batch by batch (Chan et al.)."""
+
+    def __init__(self, n_bands: int) -> None:
+        self.n = np.zeros(n_bands)
+        self.mean = np.zeros(n_bands)
+        self.m2 = np.zeros(n_bands)
+
+    def add(self, x: np.ndarray, sel: np.ndarray | None = None) -> None:
+        """x (N, C, P, P); sel (N, 1, P, P) bool or None: pixels that count."""
+        flat = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1).astype(np.float64)
+        ok = np.isfinite(flat).all(axis=0)
+        if sel is not None:
+            ok &= sel.reshape(-1)
+        vals = flat[:, ok]
+        nb = vals.shape[1]
+        if nb == 0:
+            return
+        mb = vals.mean(axis=1)
+        m2b = ((vals - mb[:, None]) ** 2).sum(axis=1)
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * nb / n
+        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / n
+        self.n = n
+
+    def result(self, what: str) -> tuple[list[float], list[float]]:
+        if not (self.n > 0).all():
+            raise PatchError(f"no valid {what} pixels in the training patches")
+        std = np.maximum(np.sqrt(self.m2 / self.n), MIN_STD)
+        return self.mean.astype(np.float32).tolist(), std.astype(np.float32).tolist()
+
+
+def norm_stats(
+    cube_path: str | Path,
+    index: pd.DataFrame,
+    sar_bands: Sequence[str],
+    opt_bands: Sequence[str],
+    aux: Mapping[str, list[str]],
+    *,
+    max_patches: int = 2048,
+    seed: int = 0,
+    patch_px: int | None = None,
+) -> dict[str, list[float]]:
+    """Per-band mean / std over the train split (module doc), for the checkpoint's ``norm``.
+
+    A seeded sample of at most ``max_patches`` train patches is read ``STATS_BATCH`` at a
+    time; moments accumulate in float64; optical over clear pixels only; SAR and DEM over all
+    pixels. Keys: sar_mean, sar_std, opt_mean, opt_std (+ dem_mean, dem_std with a DEM). The
+    prior has none of its own: it is optical reflectance and uses the opt statistics.
+    ``patch_px`` defaults to ``index.attrs["patch_px"]`` (set by build_patch_index).
+    """
+    train = index[index["split"] == "train"]
+    if len(train) == 0:
+        raise PatchError("no train patches in the index: cannot compute normalisation statistics")
+    if len(train) > max_patches:
+        pick = np.random.default_rng(seed).choice(len(train), size=max_patches, replace=False)
+        train = train.iloc[np.sort(pick)]
+    train = train.iloc[_locality_order(train)]
+    arr, have = _store_array(cube_path)
+    band_idx = _band_layout(have, sar_bands, opt_bands, aux)
+    p = int(patch_px or index.attrs.get("patch_px", 0))
+    if p <= 0:
+        raise PatchError("norm_stats needs patch_px (or an index from build_patch_index)")
+    moments = {"sar": _Moments(len(sar_bands)), "opt": _Moments(len(opt_bands))}
+    if "dem" in aux:
+        moments["dem"] = _Moments(len(aux["dem"]))
+    t, r, c = (train[k].to_numpy(dtype=np.int64) for k in ("time", "row", "col"))
+    for i in range(0, len(train), STATS_BATCH):
+        sl = slice(i, i + STATS_BATCH)
+        raw = _read_windows(arr, band_idx, t[sl], r[sl], c[sl], p)
+        parts = _split_raw(raw, len(sar_bands), len(opt_bands), aux)
+        moments["sar"].add(parts["sar"])
+        moments["opt"].add(parts["opt"], parts["mask"])
+        if "dem" in moments:
+            moments["dem"].add(parts["dem"])
+    out: dict[str, list[float]] = {}
+    for k, m in moments.items():
+        out[f"{k}_mean"], out[f"{k}_std"] = m.result(k)
+    return out
+
+
+def stream_order(index: pd.DataFrame, rows_per_read: int, shuffle_seed: int | None) -> np.ndarray:
+    """Row positions in streaming order: locality groups of ``rows_per_read``, shuffled by seed.
+
+    With a seed, whole read groups are permuted and rows permuted inside each group, so reads
+    keep their locality while batches mix places and dates (add a local shuffle buffer in
+    ``iter_torch_batches`` for more).
+    """
+    order = _locality_order(index)
+    if shuffle_seed is None:
+        return order
+    rng = np.random.default_rng(shuffle_seed)
+    groups = [order[i : i + rows_per_read] for i in range(0, len(order), rows_per_read)]
+    return np.concatenate([rng.permutation(groups[g]) for g in rng.permutation(len(groups))])
+
+
+def patch_dataset(
+    cube_path: str | Path,
+    index: pd.DataFrame,
+    *,
+    sar_bands: Sequence[str],
+    opt_bands: Sequence[str],
+    aux: Mapping[str, list[str]],
+    norm: Mapping[str, list[float]],
+    patch_px: int,
+    rows_per_read: int = 32,
+    num_cpus: float = 0.25,
+    shuffle_seed: int | None = None,
+    concurrency: int | None = None,
+) -> ray.data.Dataset:
+    """A streaming Ray Dataset of normalised patches for the rows of ``index`` (module doc).
+
+    Pass one split's rows. The dataset holds index rows only (time, row, col); the patches are
+    read by ``map_batches`` tasks of ``num_cpus`` CPUs, ``rows_per_read`` patches per read.
+    Row order across tasks is not preserved unless the DataContext asks for it. Read tasks
+    in flight are capped by the free CPUs / ``num_cpus`` and by ``concurrency`` when given:
+    memory depends on that cap and ``rows_per_read``, not on the index size.
+    """
+    import ray.data
+
+    if len(index) == 0:
+        raise PatchError("patch_dataset: the index has no rows (empty split?)")
+    if rows_per_read <= 0:
+        raise PatchError(f"rows_per_read must be positive, got {rows_per_read}")
+    _, have = _store_array(cube_path)
+    band_idx = _band_layout(have, sar_bands, opt_bands, aux)
+    order = stream_order(index, rows_per_read, shuffle_seed)
+    rows = index[["time", "row", "col"]].iloc[order].reset_index(drop=True).astype(np.int64)
+    step = rows_per_read * BATCHES_PER_BLOCK
+    dfs = [rows.iloc[i : i + step] for i in range(0, len(rows), step)]
+    return ray.data.from_pandas(dfs).map_batches(
+        _read_batch,
+        batch_size=rows_per_read,
+        batch_format="numpy",
+        num_cpus=num_cpus,
+        concurrency=concurrency,
+        fn_kwargs={
+            "cube_path": str(cube_path),
+            "band_idx": band_idx,
+            "n_sar": len(sar_bands),
+            "n_opt": len(opt_bands),
+            "aux": {k: list(v) for k, v in aux.items()},
+            "norm": {k: list(v) for k, v in norm.items()},
+            "patch_px": int(patch_px),
+        },
+    )

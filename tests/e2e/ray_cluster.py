@@ -1,0 +1,100 @@
+"""A real Ray cluster on 127.0.0.1 for e2e tests: `ray start` processes with token auth."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.e2e.conftest import REPO
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def token_env() -> dict:
+    """This process's environment without RAY_ADDRESS, with a token of the test's own (never
+    an open Jobs API)."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return env | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
+def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """`ray start --block ARGS` in a session of its own (so the whole node can be killed)."""
+    return subprocess.Popen(
+        [RAY, "start", "--block", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def start_head(temp: Path, env: dict) -> tuple[subprocess.Popen, str, int]:
+    """A head node (GCS, raylet, dashboard, Jobs API) with 2 CPUs: (process, url, gcs port)."""
+    gcs, dash = free_port(), free_port()
+    proc = start_node(
+        [
+            "--head",
+            "--num-cpus=2",
+            f"--port={gcs}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--temp-dir={temp}",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+        ],
+        env,
+        temp / "head.log",
+    )
+    url = f"http://127.0.0.1:{dash}"
+    wait_http(url, proc, temp / "head.log")
+    return proc, url, gcs
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    """Wait for the dashboard to answer; Ray 2.60 answers 401 without the token: that is up."""
+    import requests
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if requests.get(f"{url}/api/version", timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"ray head did not start: {log.read_text()[-3000:]}")
+        time.sleep(1)
+
+
+def stop_node(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Signal the node's whole process group; SIGKILL it if it is still up after 10 s."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=10)  # `ray start --block` can take half a minute to wind down
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def submit_cmd(url: str, script: str, args: list) -> list[str]:
+    """`ray job submit --address URL -- python SCRIPT ARGS` as an argv list."""
+    return [RAY, "job", "submit", "--address", url, "--", sys.executable, str(REPO / script)] + [
+        str(a) for a in args
+    ]
