@@ -46,10 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _checkpoint(args: argparse.Namespace, scene) -> tuple[dict, object, list[str]]:
     """Methods from the checkpoint, the allowed block area, and notes."""
-    import numpy as np
 
     from sar2opt.config import PatchSpec, config_from_dict
-    from sar2opt.data.patches import split_columns
+    from sar2opt.data.index import split_pixels
     from sar2opt.evaluate.protocol import fixed_method
     from sar2opt.infer.predictor import predict
     from sar2opt.train.checkpoint import load_generator
@@ -65,16 +64,21 @@ def _checkpoint(args: argparse.Namespace, scene) -> tuple[dict, object, list[str
     except Sar2OptError:
         pspec = PatchSpec()
     h, w = scene.clear.shape[1:]
-    x0 = split_columns(w, pspec)
-    if x0 >= w:
-        raise EvaluateError("checkpoint trained on the whole width (val_frac 0): no unseen pixels")
-    allowed = np.zeros((h, w), bool)
-    allowed[:, x0:] = True
+    # The blocks the checkpoint's patch index kept out of training (same cube, same split).
+    split = "test" if pspec.test_frac > 0 else "val"
+    try:
+        allowed = split_pixels(h, w, pspec, split)
+    except Sar2OptError as e:
+        raise EvaluateError(f"cannot rebuild the checkpoint's split on this cube: {e}") from None
+    if not allowed.any():
+        raise EvaluateError(f"the checkpoint's patch index has no {split} block on this cube")
     name = f"checkpoint {meta['model'].get('generator', '?')} (epoch {meta.get('epoch', '?')})"
     note = (
-        f"Held-out blocks are drawn only in columns {x0}-{w - 1}, the strip the checkpoint "
-        "never trained on (its patches.val_frac), so its score is honest; the baselines and "
-        "the residual net are refitted per seed on everything outside the held-out blocks."
+        f"Held-out blocks are drawn only inside the {split} blocks of the checkpoint's patch "
+        f"index ({int(allowed.sum())} px; patches.block_px {pspec.block_px}, split_seed "
+        f"{pspec.split_seed}), which it never trained on, so its score is honest; the "
+        "baselines and the residual net are refitted per seed on everything outside the "
+        "held-out blocks."
     )
     return {name: fixed_method(pred)}, allowed, [note]
 

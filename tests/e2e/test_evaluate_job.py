@@ -49,7 +49,12 @@ def _write_checkpoint(d: Path) -> None:
 
     torch.manual_seed(0)
     spec = ModelSpec(ngf=4, depth=3)
-    cfg = load_config(None, ["patches.patch_px=32", "patches.val_frac=0.5"])
+    # 2 x 2 split blocks of 32 px on the 64 px cube: 1 test, 1 val, 2 train
+    cfg = load_config(
+        None,
+        ["patches.patch_px=16", "patches.block_px=32", "patches.val_frac=0.25",
+         "patches.test_frac=0.25"],
+    )  # fmt: skip
     meta = {
         "model": config_to_dict(spec),
         "in_bands": ["vv", "vh"],
@@ -119,7 +124,7 @@ def test_evaluate_writes_report_with_decodable_images(inputs):
         assert m, src[:80]
         assert base64.b64decode(m.group(1), validate=True).startswith(PNG_MAGIC)
     assert "FID not computed" in text and "± " in text
-    assert "never trained on" in text  # held-out blocks restricted to the unseen strip
+    assert "never trained on" in text  # held-out blocks restricted to the unseen test block
 
 
 def test_evaluate_bad_input_one_error_line(inputs, tmp_path):
