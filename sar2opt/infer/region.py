@@ -31,7 +31,7 @@ from sar2opt.infer.run import (
     CompositeSpec,
     block_tasks,
     drain,
-    finish_block_row,
+    finish_block_rows,
     read_sar_strip,
     run_local,
     run_ray,
@@ -302,7 +302,7 @@ def fill_zone(
             read_fn=read_sar_strip,
             read_kwargs=read_kwargs,
             predictor=TilePredictor(list(models.checkpoints), device, spec.tta_flips),
-            finish_fn=finish_block_row,
+            finish_fn=finish_block_rows,
             finish_kwargs=finish_kwargs,
         )
     else:
@@ -320,7 +320,7 @@ def fill_zone(
                 "device": device,
                 "flips": spec.tta_flips,
             },
-            finish_fn=finish_block_row,
+            finish_fn=finish_block_rows,
             finish_kwargs=finish_kwargs,
             inflight_mb=spec.inflight_mb,
         )

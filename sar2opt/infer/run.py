@@ -4,7 +4,8 @@ Stages (Ray Data, streaming, so memory is bounded by the pipeline's buffers, not
 ``read_sar_strip`` (tasks: one windowed read per asset for up to ``read_blocks`` neighbouring
 blocks of a block row, split into one row per block) -> ``TilePredictor`` (actor pool, model
 loaded once per actor) -> ``finish_rows`` (tasks: per block, crop the core, pick clear S2
-pixels, write the chunks) -> the driver, which only appends the finished keys to the ledger.
+pixels; write the batch's chunks, neighbours in one call) -> the driver, which only appends
+the finished keys to the ledger.
 ``executor="local"`` runs the same functions in-process (tests, tiny AOIs).
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from sar2opt.infer.composite import compose, nearest_clear
 from sar2opt.infer.ledger import BlockKey, TileLedger
 from sar2opt.infer.plan import BlockLattice
-from sar2opt.infer.store import write_block
+from sar2opt.infer.store import write_blocks
 from sar2opt.profiles import CollectionProfile
 
 
@@ -155,16 +156,16 @@ def read_clear_s2(
     return arr[:, idx], ~flagged, np.asarray(dt, np.float64)
 
 
-def finish_block_row(
+def compose_block_row(
     row: dict,
     *,
-    store: str,
     lattice: dict,
     s2_by_time: Sequence[Sequence[dict]] = (),
     out_bands: Sequence[str] = (),
     composite: CompositeSpec | None = None,
-) -> dict:
-    """``Dataset.map`` step: crop the core, composite with clear S2, write the chunks."""
+) -> tuple[int, tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]:
+    """Crop the core of a predicted block and composite it with clear S2: ``(t, core,
+    optical, source, uncertainty)``, what ``store.write_blocks`` writes."""
     lat = BlockLattice.from_dict(lattice)
     bi, bj, t = int(row["bi"]), int(row["bj"]), int(row["t"])
     r, c, _, _ = lat.window(bi, bj)
@@ -190,16 +191,25 @@ def finish_block_row(
             obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt, composite.max_dt_days
         )
     optical, source = compose(pred, s2, found)
-    write_block(store, t, core, optical, source, spread)
-    return {"t": t, "time": str(row["time"]), "bi": bi, "bj": bj}
+    return t, core, optical, source, spread
+
+
+def finish_block_rows(rows: Sequence[dict], *, store: str, **compose_kwargs) -> list[dict]:
+    """Compose every predicted block of a batch, write them (neighbours in one write per
+    array), return their keys ``{t, time, bi, bj}`` for the ledger."""
+    write_blocks(store, [compose_block_row(row, **compose_kwargs) for row in rows])
+    return [
+        {"t": int(r["t"]), "time": str(r["time"]), "bi": int(r["bi"]), "bj": int(r["bj"])}
+        for r in rows
+    ]
 
 
 def finish_rows(
-    batch: dict[str, np.ndarray], *, finish_fn: Callable[..., dict], finish_kwargs: Mapping
+    batch: dict[str, np.ndarray], *, finish_fn: Callable[..., list[dict]], finish_kwargs: Mapping
 ) -> dict[str, np.ndarray]:
-    """``map_batches`` step: ``finish_fn`` on every row of a batch; the finished keys back."""
+    """``map_batches`` step: ``finish_fn`` on the batch's rows; the finished keys back."""
     n = len(batch["t"])
-    done = [finish_fn({k: v[i] for k, v in batch.items()}, **finish_kwargs) for i in range(n)]
+    done = finish_fn([{k: v[i] for k, v in batch.items()} for i in range(n)], **finish_kwargs)
     return {
         "time": np.array([str(d["time"]) for d in done], dtype=object),
         "bi": np.array([d["bi"] for d in done], dtype=np.int64),
@@ -222,7 +232,7 @@ def run_local(
     read_fn: Callable[..., dict],
     read_kwargs: Mapping,
     predictor: Callable[[dict], dict],
-    finish_fn: Callable[..., dict],
+    finish_fn: Callable[..., list[dict]],
     finish_kwargs: Mapping,
 ) -> Iterator[list[dict]]:
     """The pipeline in this process, batch by batch: yields the finished rows of each batch.
@@ -242,7 +252,7 @@ def run_local(
         batch = {k: np.stack([np.asarray(r[k]) for r in read]) for k in read[0]}
         out = predictor(batch)
         n = len(read)
-        yield [finish_fn({k: v[i] for k, v in out.items()}, **finish_kwargs) for i in range(n)]
+        yield finish_fn([{k: v[i] for k, v in out.items()} for i in range(n)], **finish_kwargs)
 
 
 def run_ray(
@@ -256,7 +266,7 @@ def run_ray(
     read_kwargs: Mapping,
     predictor_cls: type,
     predictor_kwargs: Mapping,
-    finish_fn: Callable[..., dict],
+    finish_fn: Callable[..., list[dict]],
     finish_kwargs: Mapping,
     inflight_mb: float = 0,
 ) -> Iterator[list[dict]]:

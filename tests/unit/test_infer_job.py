@@ -22,7 +22,7 @@ from sar2opt.infer.region import one_line, user_error
 from sar2opt.infer.run import (
     block_tasks,
     drain,
-    finish_block_row,
+    finish_block_rows,
     run_ray,
     split_strip,
     strip_tasks,
@@ -95,7 +95,7 @@ def test_ray_pipeline_writes_every_block_of_the_tile_free_prediction(ray_local, 
         strip_tasks(blocks, 2), batch_size=4, num_actors=1, cpus_per_actor=0.5,
         gpus_per_actor=0.0, read_fn=strip_read, read_kwargs={"lattice": lat.to_dict()},
         predictor_cls=FakePredictor, predictor_kwargs={"device": "cpu"},
-        finish_fn=finish_block_row,
+        finish_fn=finish_block_rows,
         finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
     )  # fmt: skip
     assert drain(finished, ledger, len(blocks), lambda d, n: seen.append((d, n))) == len(blocks)
@@ -126,7 +126,7 @@ def test_worker_catalog_error_is_unwrapped(ray_local) -> None:
                 read_kwargs={},
                 predictor_cls=TilePredictor,
                 predictor_kwargs={"checkpoint_dir": "/nonexistent"},
-                finish_fn=finish_block_row,
+                finish_fn=finish_block_rows,
                 finish_kwargs={},
             )  # fmt: skip
         )

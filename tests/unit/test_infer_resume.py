@@ -22,7 +22,7 @@ from sar2opt.infer.predictor import TilePredictor, predict
 from sar2opt.infer.run import (
     block_tasks,
     drain,
-    finish_block_row,
+    finish_block_rows,
     run_local,
     split_strip,
     strip_tasks,
@@ -75,7 +75,7 @@ def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> in
         read_fn=fake_read,
         read_kwargs={"lattice": lat.to_dict(), "delay_s": delay_s},
         predictor=TilePredictor.from_model(_net(), META, flips=2),
-        finish_fn=finish_block_row,
+        finish_fn=finish_block_rows,
         finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
     )
 
@@ -196,7 +196,7 @@ def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference)
             gpus_per_actor=0.0,
             read_fn=fake_read, read_kwargs={"lattice": lat.to_dict()},
             predictor_cls=DyingPredictor, predictor_kwargs={"flag": str(flag)},
-            finish_fn=finish_block_row,
+            finish_fn=finish_block_rows,
             finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
         )  # fmt: skip
         assert drain(finished, TileLedger(store), len(rows)) == 70

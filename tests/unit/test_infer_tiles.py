@@ -20,7 +20,7 @@ from sar2opt.infer.plan import BlockLattice, blocks_by_row
 from sar2opt.infer.predictor import TilePredictor, predict
 from sar2opt.infer.run import (
     block_tasks,
-    finish_block_row,
+    finish_block_rows,
     run_local,
     split_strip,
     strip_tasks,
@@ -78,7 +78,7 @@ def _mosaic(tmp_path, net: torch.nn.Module, overlap_px: int) -> np.ndarray:
         read_fn=_read,
         read_kwargs={"lattice": lat.to_dict()},
         predictor=TilePredictor.from_model(net, META, flips=1),
-        finish_fn=finish_block_row,
+        finish_fn=finish_block_rows,
         finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
     )
     assert sum(len(b) for b in done) == lat.n_rows * lat.n_cols
