@@ -1,8 +1,7 @@
-"""Per-tile work for Ray Data: read a tile's SAR window, run the generator on a batch.
+"""The generator on a batch of SAR tiles, for Ray Data.
 
 ``TilePredictor`` is a callable class, so ``map_batches`` runs it in a pool of actors that
-each load the checkpoint once. ``read_tile`` is a plain function for ``Dataset.map``: reads
-are I/O bound and run as cheap tasks beside the actors.
+each load the checkpoint once; SAR is read beside them by cheap tasks (``sar2opt.infer.read``).
 """
 
 from __future__ import annotations
@@ -13,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sar2opt.grid import GridSpec
 from sar2opt.infer.tiles import MULTIPLE, round_up
-from sar2opt.profiles import CollectionProfile
 
 #: Test-time flips over (H, W) axes of a (B, C, H, W) batch: each one is a hypothesis.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
@@ -201,50 +198,3 @@ class TilePredictor:
         out["pred"], out["spread"] = mean.numpy(), spread.numpy()
         out["valid"] = valid
         return out
-
-
-def read_tile(
-    task_row: Mapping,
-    items_by_time: Sequence[Sequence[dict]],
-    grid: GridSpec | dict,
-    bands: Sequence[str],
-    profile: CollectionProfile | None = None,
-) -> np.ndarray:
-    """SAR (Cs, h, w) float32 dB of one tile at one acquisition, read from its window only.
-
-    ``items_by_time[t]`` holds the STAC items of acquisition ``t``; ``grid`` is the region's
-    grid (or its ``to_dict``, as shipped to Ray workers). ``profile`` (the S1 collection's,
-    ``sar2opt.profiles.profile_for``) re-keys the assets to ``bands`` and signs their URLs
-    here, in the worker that reads, right before reading: Planetary Computer tokens expire
-    long before a continental run ends, so items are never signed at search time.
-    """
-    from sar2opt.cube.load import load_sar
-
-    if isinstance(grid, Mapping):
-        grid = GridSpec.from_dict(grid)
-    r, c = int(task_row["row"]), int(task_row["col"])
-    h, w = int(task_row["height"]), int(task_row["width"])
-    sub = grid.subgrid(r, c, h, w)
-    da = load_sar(list(items_by_time[int(task_row["t"])]), sub, list(bands), profile=profile)
-    if da.sizes["time"] != 1:  # one acquisition -> one time step; be safe if split
-        da = da.mean("time", skipna=True)
-    else:
-        da = da.isel(time=0)
-    arr = np.asarray(da.transpose("band", "y", "x").values, dtype=np.float32)
-    if arr.shape != (len(bands), h, w):
-        raise AssertionError(f"tile read gave {arr.shape}, expected {(len(bands), h, w)}")
-    return arr
-
-
-def read_tile_row(
-    row: dict,
-    *,
-    items_by_time: Sequence[Sequence[dict]],
-    grid: dict,
-    bands: Sequence[str],
-    profile: CollectionProfile | None = None,
-) -> dict:
-    """``Dataset.map`` step: add the tile's ``sar`` array to its task row."""
-    out = dict(row)
-    out["sar"] = read_tile(row, items_by_time, grid, bands, profile)
-    return out

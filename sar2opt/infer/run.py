@@ -114,22 +114,6 @@ def read_sar_strip(
     return split_strip(strip, lat, sar)
 
 
-def read_sar_row(
-    row: dict,
-    *,
-    lattice: dict,
-    items_by_time: Sequence[Sequence[dict]],
-    bands: Sequence[str],
-    profile: CollectionProfile | None = None,
-) -> dict:
-    """The SAR window (Cs, h, w) of one block (``read_sar_strip`` of a one-block strip)."""
-    strip = {"t": row["t"], "time": row["time"], "bi": row["bi"], "bjs": [row["bj"]]}
-    read = read_sar_strip(
-        strip, lattice=lattice, items_by_time=items_by_time, bands=bands, profile=profile
-    )
-    return dict(row, sar=read[0]["sar"])
-
-
 def read_clear_s2(
     items: Sequence[dict], grid, target_iso: str, out_bands: Sequence[str], spec: CompositeSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -74,13 +74,6 @@ def aux_bands(attrs: dict, opt_bands: list[str], input_set: str) -> dict[str, li
     return out
 
 
-def masked_mae(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-band MAE over pixels with mask > 0; pred/target (N, C, H, W), mask (N, 1, H, W)."""
-    m = np.broadcast_to(mask > 0, target.shape)
-    err = np.where(m, np.abs(pred - target), 0.0)
-    return err.sum(axis=(0, 2, 3)) / np.maximum(m.sum(axis=(0, 2, 3)), 1)
-
-
 def predict(gen: torch.nn.Module, sar: np.ndarray, batch_size: int = 16) -> np.ndarray:
     """Generator output for normalised model inputs (N, C, P, P), on CPU, in eval mode."""
     outs = []

@@ -14,7 +14,6 @@ import torch
 import xarray as xr
 
 from sar2opt.errors import CatalogError
-from sar2opt.grid import GridSpec
 from sar2opt.infer.ledger import TileLedger
 from sar2opt.infer.plan import BlockLattice, blocks_by_row
 from sar2opt.infer.predictor import TilePredictor, predict
@@ -24,11 +23,10 @@ from sar2opt.infer.run import (
     drain,
     finish_block_rows,
     run_ray,
-    split_strip,
     strip_tasks,
-    strip_window,
 )
 from sar2opt.infer.store import create_store
+from tests.unit.infer_fakes import GRID, META, NORM, H, W, fake_read, fake_sar, tiny_net
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,25 +40,6 @@ def _load_job():
 
 job = _load_job()
 
-NORM = {"sar_mean": [-12.0, -19.0], "sar_std": [3.0, 4.0], "opt_mean": [0.05], "opt_std": [0.02]}
-META = {"in_bands": ["vv", "vh"], "out_bands": ["B04"], "norm": NORM, "model": {}}
-H, W = 200, 300
-GRID = GridSpec(32633, 10.0, (500_000.0, 4_000_000.0, 500_000.0 + 10 * W, 4_000_000.0 + 10 * H))
-
-
-def _sar(t: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:H, 0:W]
-    return np.stack(
-        [-12 + 3 * np.sin(xx / 9 + t) * np.cos(yy / 13), -19 + 3 * np.cos(xx / 11 - t)]
-    ).astype(np.float32)
-
-
-def _net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 3, padding=1)
-    ).eval()
-
 
 @pytest.fixture(scope="module")
 def ray_local():
@@ -71,16 +50,10 @@ def ray_local():
     ray.shutdown()
 
 
-def strip_read(strip: dict, *, lattice: dict) -> list[dict]:
-    lat = BlockLattice.from_dict(lattice)
-    r, c, h, w = strip_window(lat, int(strip["bi"]), strip["bjs"])
-    return split_strip(strip, lat, _sar(int(strip["t"]))[:, r : r + h, c : c + w])
-
-
 class FakePredictor(TilePredictor):
     def __init__(self, device: str = "cpu") -> None:
         self.device = torch.device(device)
-        self._setup(_net(), META)
+        self._setup(tiny_net(), META)
 
 
 def test_ray_pipeline_writes_every_block_of_the_tile_free_prediction(ray_local, tmp_path) -> None:
@@ -93,7 +66,7 @@ def test_ray_pipeline_writes_every_block_of_the_tile_free_prediction(ray_local, 
     ledger = TileLedger(store)
     finished = run_ray(
         strip_tasks(blocks, 2), batch_size=4, num_actors=1, cpus_per_actor=0.5,
-        gpus_per_actor=0.0, read_fn=strip_read, read_kwargs={"lattice": lat.to_dict()},
+        gpus_per_actor=0.0, read_fn=fake_read, read_kwargs={"lattice": lat.to_dict()},
         predictor_cls=FakePredictor, predictor_kwargs={"device": "cpu"},
         finish_fn=finish_block_rows,
         finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
@@ -104,7 +77,7 @@ def test_ray_pipeline_writes_every_block_of_the_tile_free_prediction(ray_local, 
     data = xr.open_zarr(store)["optical"].values
     assert data.shape == (2, 1, H, W) and np.isfinite(data).all()
     for t in range(2):
-        full = predict(_net(), _sar(t)[None], NORM)[0]
+        full = predict(tiny_net(), fake_sar(t)[None], NORM)[0]
         diff = np.abs(data[t] - full)[:, 2:-2, 2:-2]  # grid border: different padding
         assert diff.max() < 1e-5  # every block saw its whole receptive field
     assert not np.allclose(data[0], data[1])  # each row went to its own time slot

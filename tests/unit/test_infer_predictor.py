@@ -150,8 +150,8 @@ def _s1_catalog(tmp_path, asset_keys: dict[str, str]):
     return grid, item, db
 
 
-def test_read_tile_rekeys_assets_through_the_collection_profile(tmp_path) -> None:
-    from sar2opt.infer.predictor import read_tile
+def test_read_sar_db_rekeys_assets_through_the_collection_profile(tmp_path) -> None:
+    from sar2opt.infer.read import read_sar_db
     from sar2opt.profiles import CollectionProfile
 
     # a provider that names the S1 assets otherwise (as Earth Search names S2 bands)
@@ -159,17 +159,16 @@ def test_read_tile_rekeys_assets_through_the_collection_profile(tmp_path) -> Non
     profile = CollectionProfile(
         "test", "s1-test", "s1-rtc", (("vv", "VV-gamma0"), ("vh", "VH-gamma0")), nodata=-32768
     )
-    row = {"t": 0, "row": 8, "col": 16, "height": 16, "width": 32}
-    sar = read_tile(row, [[item]], grid.to_dict(), ["vv", "vh"], profile)
+    sar = read_sar_db([item], grid.subgrid(8, 16, 16, 32), ["vv", "vh"], profile)
     assert sar.shape == (2, 16, 32)
     for i, band in enumerate(("vv", "vh")):
         np.testing.assert_allclose(sar[i], db[band][8:24, 16:48], atol=1e-4)
     assert "VV-gamma0" in item["assets"]  # the caller's item is not modified
 
 
-def test_read_tile_signs_in_the_reading_process_and_refuses_grd(tmp_path, monkeypatch) -> None:
+def test_read_sar_db_signs_in_the_reading_process_and_refuses_grd(tmp_path, monkeypatch) -> None:
     from sar2opt import profiles
-    from sar2opt.infer.predictor import read_tile
+    from sar2opt.infer.read import read_sar_db
     from sar2opt.profiles import PROFILES, UnsupportedCollectionError, profile_for
 
     grid, item, _ = _s1_catalog(tmp_path, {"vv": "vv", "vh": "vh"})
@@ -181,12 +180,12 @@ def test_read_tile_signs_in_the_reading_process_and_refuses_grd(tmp_path, monkey
 
     monkeypatch.setattr(profiles, "sign_item", sign)
     pc = profile_for("https://planetarycomputer.microsoft.com/api/stac/v1", "sentinel-1-rtc")
-    row = {"t": 0, "row": 0, "col": 0, "height": 32, "width": 64}
-    assert np.isfinite(read_tile(row, [[item]], grid, ["vv", "vh"], pc)).all()
+    window = grid.subgrid(0, 0, 32, 64)
+    assert np.isfinite(read_sar_db([item], window, ["vv", "vh"], pc)).all()
     assert signed == [("S1A_test", "planetary-computer")]
     grd = PROFILES[("earth-search", "sentinel-1-grd")]
     with pytest.raises(UnsupportedCollectionError, match="radar geometry"):
-        read_tile(row, [[item]], grid, ["vv", "vh"], grd)
+        read_sar_db([item], window, ["vv", "vh"], grd)
 
 
 class StridedRecorder(Recorder):

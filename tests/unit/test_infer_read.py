@@ -10,7 +10,7 @@ from sar2opt.cube.load import db_to_linear, load_sar
 from sar2opt.grid import GridSpec, lonlat_bounds
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.read import mosaic_last_on_top, overlap_1d, pixel_offset, read_sar_db
-from sar2opt.infer.run import read_sar_row, read_sar_strip, strip_tasks
+from sar2opt.infer.run import read_sar_strip, strip_tasks
 
 SCENE = GridSpec(32721, 10.0, (700_000.0, 9_500_000.0, 701_200.0, 9_500_800.0))  # 80 x 120 px
 
@@ -122,6 +122,7 @@ def test_strip_read_equals_block_reads(frames) -> None:
     rows = read_sar_strip(strip, **kw)
     assert [r["bj"] for r in rows] == [1, 2, 3, 4]
     for r in rows:
-        one = read_sar_row({"t": 0, "time": "x", "bi": 1, "bj": r["bj"]}, **kw)["sar"]
+        (single,) = read_sar_strip({"t": 0, "time": "x", "bi": 1, "bjs": [r["bj"]]}, **kw)
+        one = single["sar"]
         assert r["sar"].shape == (2, 32, 32)
         np.testing.assert_array_equal(r["sar"], one)

@@ -14,7 +14,6 @@ import pytest
 import torch
 import xarray as xr
 
-from sar2opt.grid import GridSpec
 from sar2opt.infer.composite import SOURCE_SYNTH
 from sar2opt.infer.ledger import TileLedger, parse_ledger
 from sar2opt.infer.plan import BlockLattice, blocks_by_row
@@ -24,42 +23,14 @@ from sar2opt.infer.run import (
     drain,
     finish_block_rows,
     run_local,
-    split_strip,
     strip_tasks,
-    strip_window,
 )
 from sar2opt.infer.store import create_store
+from tests.unit.infer_fakes import GRID, META, NORM, RF, H, W, fake_read, fake_sar, tiny_net
 
 ROOT = Path(__file__).resolve().parents[2]
-NORM = {"sar_mean": [-12.0, -19.0], "sar_std": [3.0, 4.0], "opt_mean": [0.05], "opt_std": [0.02]}
-META = {"in_bands": ["vv", "vh"], "out_bands": ["B04"], "norm": NORM, "model": {}}
-H, W = 200, 300
-GRID = GridSpec(32633, 10.0, (500_000.0, 4_000_000.0, 500_000.0 + 10 * W, 4_000_000.0 + 10 * H))
 TIMES = ["2023-07-03T05:43:12Z", "2023-07-15T05:43:14Z"]
 TILE, OVERLAP = 64, 16  # blocks of 48 px, 8 px of context on each side
-RF = 2  # receptive-field radius of _net (two 3x3 convs)
-
-
-def _sar(t: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:H, 0:W]
-    return np.stack(
-        [-12 + 3 * np.sin(xx / 9 + t) * np.cos(yy / 13), -19 + 3 * np.cos(xx / 11 - t)]
-    ).astype(np.float32)
-
-
-def _net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 3, padding=1)
-    ).eval()
-
-
-def fake_read(strip: dict, *, lattice: dict, delay_s: float = 0.0) -> list[dict]:
-    """A strip reader (as ``read_sar_strip``) over the in-memory SAR of ``_sar``."""
-    lat = BlockLattice.from_dict(lattice)
-    r, c, h, w = strip_window(lat, int(strip["bi"]), strip["bjs"])
-    time.sleep(delay_s * len(strip["bjs"]))
-    return split_strip(strip, lat, _sar(int(strip["t"]))[:, r : r + h, c : c + w])
 
 
 def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> int:
@@ -74,7 +45,7 @@ def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> in
         batch_size=4,
         read_fn=fake_read,
         read_kwargs={"lattice": lat.to_dict(), "delay_s": delay_s},
-        predictor=TilePredictor.from_model(_net(), META, flips=2),
+        predictor=TilePredictor.from_model(tiny_net(), META, flips=2),
         finish_fn=finish_block_rows,
         finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
     )
@@ -103,8 +74,8 @@ def test_blocks_match_tile_free_prediction_along_seams(reference) -> None:
     lat = BlockLattice(GRID, TILE, OVERLAP)
     assert lat.halo_px >= RF  # every written pixel saw its whole receptive field
     for t in range(2):
-        flips = [predict(_net(), _sar(t)[None], NORM)[0]]
-        flips.append(predict(_net(), _sar(t)[None, :, :, ::-1], NORM)[0][:, :, ::-1])
+        flips = [predict(tiny_net(), fake_sar(t)[None], NORM)[0]]
+        flips.append(predict(tiny_net(), fake_sar(t)[None, :, :, ::-1], NORM)[0][:, :, ::-1])
         full = np.mean(flips, axis=0)
         diff = np.abs(reference["optical"][t] - full)[:, RF:-RF, RF:-RF]  # grid edge: padding
         seams = np.zeros((H, W), bool)
@@ -167,7 +138,7 @@ class DyingPredictor(TilePredictor):
 
     def __init__(self, flag: str) -> None:
         self.device = torch.device("cpu")
-        self._setup(_net(), META, flips=2)
+        self._setup(tiny_net(), META, flips=2)
         self.flag = Path(flag)
 
     def __call__(self, batch: dict) -> dict:
