@@ -4,9 +4,10 @@ On synthetic scenes served by a real STAC API (``generate_scene`` + ``CatalogSer
 randomly initialised generator of the configured size (speed does not depend on training):
 
 * efficiency = end-to-end tiles/s of ``jobs/infer_region.py`` (its ``main()``, Ray already
-  up: catalog search, store, Ray Data read -> actor pool -> write, ledger, STAC) divided by
-  tiles/s of the bare generator forward (the same hypotheses per tile, same batch size, same
-  torch threads as one actor), both measured in this run;
+  up: catalog search, store, Ray Data actor pool reading, predicting and writing strips,
+  ledger, STAC) divided by tiles/s of the bare generator forward (the same hypotheses per
+  tile, batch size, channels-last weights, in a Ray worker with the actor's CPUs), measured
+  just before and just after each job;
 * peak memory of the whole job (driver + every Ray process, PSS summed, sampled every
   0.2 s) for an AOI of 1x and 16x the area;
 * scaling: the 16x job with 1 and 2 actors.
@@ -75,12 +76,13 @@ def bare_forward(
     """Tiles/s of the generator alone: ``hypotheses`` forwards of a (batch, 2, tile, tile)."""
     import torch
 
+    from sar2opt.infer.predictor import for_inference
     from sar2opt.train.checkpoint import load_generator
 
-    model, _ = load_generator(ckpt)
+    model = for_inference(load_generator(ckpt)[0])  # channels-last, as the actors run it
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    x = torch.randn(batch, 2, tile_px, tile_px)
+    x = torch.randn(batch, 2, tile_px, tile_px).contiguous(memory_format=torch.channels_last)
     try:
         with torch.inference_mode():
             model(x)  # warm-up
@@ -143,7 +145,7 @@ def main() -> None:
     p.add_argument("--config", default="jobs/configs/demo.yaml", help="model size, tiling")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--work", type=Path, help="keep scenes here (default: a temp dir)")
-    p.add_argument("--bare-seconds", type=float, default=20.0)
+    p.add_argument("--bare-seconds", type=float, default=10.0)
     p.add_argument("--preset", help="model preset (sar2opt/models/presets.py), e.g. pix2pix")
     p.add_argument(
         "--runs", default="1x,16x,16x-2actors", help="which jobs to run (comma separated)"
@@ -179,16 +181,21 @@ def main() -> None:
     small = scene(work, args.size_km, args.dates)
     big = scene(work, args.size_km * 4, args.dates)
 
-    print("bare generator forward:", flush=True)
-    bare = {
-        t: bare_forward(ckpt, spec.tile_px, spec.batch_size, hyp, t, args.bare_seconds)
-        for t in sorted({threads, os.cpu_count() or 1})
-    }
-    for t, v in bare.items():
-        print(f"  {t} torch thread(s): {v:.2f} tiles/s", flush=True)
-
     tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
     ray.init(include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+
+    # The bare forward runs in a Ray worker given the actor's CPUs (same OMP_NUM_THREADS,
+    # same process setup), right before and after each job: this VM's speed drifts by up to
+    # 30 % within minutes, so each job is compared with the forward measured around it.
+    @ray.remote(num_cpus=spec.cpus_per_actor)
+    def remote_bare(seconds: float) -> float:
+        return bare_forward(ckpt, spec.tile_px, spec.batch_size, hyp, threads, seconds)
+
+    def bare_now() -> float:
+        return ray.get(remote_bare.remote(args.bare_seconds))
+
+    full = bare_forward(ckpt, spec.tile_px, spec.batch_size, hyp, os.cpu_count() or 1, 10.0)
+    print(f"bare forward on all {os.cpu_count()} cores (driver): {full:.2f} tiles/s", flush=True)
     job = _job()
     results = {}
     try:
@@ -200,44 +207,41 @@ def main() -> None:
         ):
             if name not in wanted:
                 continue
+            before = bare_now()
             with CatalogServer(cat) as server:
                 r = run_job(
                     job, aoi, ckpt, server.url, work / f"out-{name}.zarr", args.config,
                     [*args.set, f"infer.num_actors={actors}"],
                 )  # fmt: skip
+            after = bare_now()
+            r["bare"] = (before + after) / 2
             results[name] = r
             print(
                 f"job {name:>12}: {r['tiles']} tiles in {r['wall_s']:.1f} s = "
                 f"{r['tiles_per_s']:.2f} tiles/s, peak PSS {r['peak_mb']:.0f} MB "
-                f"({actors} actor(s))",
+                f"({actors} actor(s)); bare forward {before:.2f} before, {after:.2f} after",
                 flush=True,
             )
     finally:
         ray.shutdown()
 
-    ref = bare[threads]
-    bare_after = bare_forward(ckpt, spec.tile_px, spec.batch_size, hyp, threads, args.bare_seconds)
-    print(f"\nbare forward again after the jobs: {bare_after:.2f} tiles/s (load drift check)")
     big1 = results["16x"]
+    ref = big1["bare"]
     print("\nresults:")
     print(
         f"  pipeline efficiency (16x, {spec.num_actors} actor): {big1['tiles_per_s']:.2f} / "
         f"{ref:.2f} tiles/s = {big1['tiles_per_s'] / ref:.2f}  (goal >= 0.8)"
     )
+    print(f"  vs a forward on all cores ({full:.2f} tiles/s): {big1['tiles_per_s'] / full:.2f}")
     if "1x" not in results:
         return
     small1 = results["1x"]
     marginal = (big1["tiles"] - small1["tiles"]) / max(big1["wall_s"] - small1["wall_s"], 1e-9)
     print(
         f"  steady state (16x minus 1x: fixed start-up removed): {marginal:.2f} tiles/s = "
-        f"{marginal / ref:.2f} of the bare forward"
+        f"{marginal / ref:.2f} of the bare forward; fixed start-up "
+        f"{small1['wall_s'] - small1['tiles'] / marginal:.1f} s"
     )
-    if os.cpu_count() and os.cpu_count() != threads:
-        full = bare[os.cpu_count()]
-        print(
-            f"  vs a forward on all {os.cpu_count()} cores ({full:.2f} tiles/s): "
-            f"{big1['tiles_per_s'] / full:.2f}"
-        )
     m1, m16 = results["1x"]["peak_mb"], big1["peak_mb"]
     print(f"  peak PSS 1x {m1:.0f} MB, 16x {m16:.0f} MB: 16x/1x = {m16 / m1:.2f}  (goal <= 1.2)")
     if "16x-2actors" not in results:

@@ -151,7 +151,7 @@ def _look(out: Path) -> tuple[Path, dict]:
     from sar2opt.train.checkpoint import load_generator
 
     _, meta = load_generator(out / "train" / "checkpoint")
-    patches = config_from_dict(meta["config"]).patches  # the split it was trained with
+    patches = config_from_dict(meta["config"], saved=True).patches  # the split it was trained with
     scores = compare_mosaic_to_cube(
         out / "mosaic.zarr", out / "cube.zarr", meta["norm"]["opt_mean"], patches
     )

@@ -60,7 +60,7 @@ def _checkpoint(args: argparse.Namespace, scene) -> tuple[dict, object, list[str
         )
     pred = predict(model, scene.sar_db, meta["norm"])
     try:
-        pspec = config_from_dict(meta.get("config") or {}).patches
+        pspec = config_from_dict(meta.get("config") or {}, saved=True).patches
     except Sar2OptError:
         pspec = PatchSpec()
     h, w = scene.clear.shape[1:]

@@ -138,12 +138,14 @@ class InferSpec:
     overlap_px: int = 64  # 32 px context a side: windows start on the 5-level U-Net lattice
     batch_size: int = 4
     num_actors: int = 1
-    cpus_per_actor: float = 0.5  # fractional: whole CPUs per actor starve the read tasks on 2 cores
+    # Ray CPUs per actor (under 2: one torch thread, OMP_NUM_THREADS). Its strip threads read and
+    # write beside the forward, so it really uses ~1.3 cores here (more on a GPU node).
+    cpus_per_actor: float = 0.5
     gpus_per_actor: float = 0.0
     # Neighbouring blocks of a block row read by one task (one windowed read per asset).
     read_blocks: int = 8
-    # Object store memory the pipeline may fill before reads pause (0 = Ray Data's default).
-    inflight_mb: float = 256.0
+    # Strips one actor works on at once (threads: one predicts, the others read or write).
+    calls_per_actor: int = 3
     # Hypotheses per tile = checkpoints x test-time flips (1-4); their spread is `uncertainty`.
     tta_flips: int = 2
     # Cloud-free composite: keep a clear S2 pixel within +-days of each S1 date (0 = off).
@@ -219,9 +221,27 @@ def _build(cls: type, data: object, where: str) -> object:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict | None) -> Config:
-    """Build a Config, rejecting unknown sections and keys."""
-    return _build(Config, data or {}, "")
+#: Keys earlier versions had, by section: what replaced them.
+RETIRED_KEYS: dict[str, dict[str, str]] = {
+    "infer": {"inflight_mb": "actors bound their own memory now (infer.calls_per_actor)"},
+}
+
+
+def config_from_dict(data: dict | None, *, saved: bool = False) -> Config:
+    """Build a Config, rejecting unknown sections and keys.
+
+    ``saved``: the config stored in a checkpoint or store by an earlier version, whose
+    retired keys (``RETIRED_KEYS``) are dropped; in a config a person wrote they are an error
+    that says what replaced them."""
+    data = dict(data or {})
+    for section, keys in RETIRED_KEYS.items():
+        old = [k for k in keys if isinstance(data.get(section), dict) and k in data[section]]
+        if old and not saved:
+            why = "; ".join(f"{section}.{k} was removed: {keys[k]}" for k in old)
+            raise ConfigError(why)
+        if old:
+            data[section] = {k: v for k, v in data[section].items() if k not in keys}
+    return _build(Config, data, "")
 
 
 def _set_path(data: dict, dotted: str, raw: str) -> None:

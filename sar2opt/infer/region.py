@@ -152,8 +152,11 @@ def check_infer_spec(spec: InferSpec) -> None:
         )
     if not 0 <= spec.overlap_px < spec.tile_px:
         raise ConfigError(f"infer.overlap_px must be in [0, tile_px), got {spec.overlap_px}")
-    if spec.batch_size < 1 or spec.num_actors < 1 or spec.read_blocks < 1:
-        raise ConfigError("infer.batch_size, infer.num_actors and infer.read_blocks must be >= 1")
+    if min(spec.batch_size, spec.num_actors, spec.read_blocks, spec.calls_per_actor) < 1:
+        raise ConfigError(
+            "infer.batch_size, infer.num_actors, infer.read_blocks and infer.calls_per_actor "
+            "must be >= 1"
+        )
     if spec.cpus_per_actor < 0 or spec.gpus_per_actor < 0:
         raise ConfigError("infer.cpus_per_actor and infer.gpus_per_actor must be >= 0")
 
@@ -322,6 +325,6 @@ def fill_zone(
             },
             finish_fn=finish_block_rows,
             finish_kwargs=finish_kwargs,
-            inflight_mb=spec.inflight_mb,
+            calls_per_actor=spec.calls_per_actor,
         )
     return drain(finished, ledger, total, progress), total

@@ -1,19 +1,19 @@
-"""Fill a block store: read SAR strips -> hypotheses on an actor pool -> composite + write.
+"""Fill a block store: read SAR strips -> hypotheses -> composite + write, on an actor pool.
 
-Stages (Ray Data, streaming, so memory is bounded by the pipeline's buffers, not the AOI):
-``read_sar_strip`` (tasks: one windowed read per asset for up to ``read_blocks`` neighbouring
-blocks of a block row, split into one row per block) -> ``TilePredictor`` (actor pool, model
-loaded once per actor) -> ``finish_rows`` (tasks: per block, crop the core, pick clear S2
-pixels; write the batch's chunks, neighbours in one call) -> the driver, which only appends
-the finished keys to the ledger.
-``executor="local"`` runs the same functions in-process (tests, tiny AOIs).
+The unit of work is a strip: up to ``read_blocks`` neighbouring blocks of a block row, read
+with one windowed read per asset (``read_sar_strip``), predicted ``batch_size`` blocks at a
+time (``TilePredictor``), cropped to their cores, composited with clear S2 and written
+(``finish_block_rows``): ``process_strip``. On Ray, a Ray Data pool of ``StripWorker``
+actors (model loaded once per actor) runs several strips per actor at once in threads, so
+reads and writes overlap the forward pass and no array crosses the object store; the driver
+only appends the finished keys to the ledger. ``executor="local"`` runs the same
+``process_strip`` in-process (tests, tiny AOIs).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
 
 import numpy as np
 
@@ -188,19 +188,6 @@ def finish_block_rows(rows: Sequence[dict], *, store: str, **compose_kwargs) -> 
     ]
 
 
-def finish_rows(
-    batch: dict[str, np.ndarray], *, finish_fn: Callable[..., list[dict]], finish_kwargs: Mapping
-) -> dict[str, np.ndarray]:
-    """``map_batches`` step: ``finish_fn`` on the batch's rows; the finished keys back."""
-    n = len(batch["t"])
-    done = finish_fn([{k: v[i] for k, v in batch.items()} for i in range(n)], **finish_kwargs)
-    return {
-        "time": np.array([str(d["time"]) for d in done], dtype=object),
-        "bi": np.array([d["bi"] for d in done], dtype=np.int64),
-        "bj": np.array([d["bj"] for d in done], dtype=np.int64),
-    }
-
-
 def _grow(
     core: tuple[int, int, int, int], px: int, shape: tuple[int, int]
 ) -> tuple[int, int, int, int]:
@@ -209,34 +196,112 @@ def _grow(
     return max(r0 - px, 0), max(c0 - px, 0), min(r1 + px, shape[0]), min(c1 + px, shape[1])
 
 
+def process_strip(
+    strip: dict,
+    *,
+    batch_size: int,
+    read_fn: Callable[..., list[dict]],
+    read_kwargs: Mapping,
+    predict: Callable[[dict], dict],
+    finish_fn: Callable[..., list[dict]],
+    finish_kwargs: Mapping,
+) -> list[dict]:
+    """One strip from SAR to written blocks: read it, predict ``batch_size`` blocks at a
+    time, compose and write them all (one zarr call per array for the strip's neighbouring
+    blocks); the finished keys ``{t, time, bi, bj}``.
+
+    ``predict`` is the only step that needs the model: ``StripWorker`` runs several strips
+    at once in threads and lets one of them predict at a time while the others read or write.
+    """
+    blocks = read_fn(strip, **read_kwargs)
+    rows: list[dict] = []
+    for i in range(0, len(blocks), batch_size):
+        chunk = blocks[i : i + batch_size]
+        out = predict({k: np.stack([np.asarray(r[k]) for r in chunk]) for k in chunk[0]})
+        rows += [{k: v[j] for k, v in out.items()} for j in range(len(chunk))]
+    return finish_fn(rows, **finish_kwargs)
+
+
 def run_local(
     rows: Sequence[dict],
     *,
     batch_size: int,
-    read_fn: Callable[..., dict],
+    read_fn: Callable[..., list[dict]],
     read_kwargs: Mapping,
     predictor: Callable[[dict], dict],
     finish_fn: Callable[..., list[dict]],
     finish_kwargs: Mapping,
 ) -> Iterator[list[dict]]:
-    """The pipeline in this process, batch by batch: yields the finished rows of each batch.
+    """The pipeline in this process, strip by strip: yields the finished rows of each strip.
 
     ``rows`` are strips (``strip_tasks``); ``read_fn(strip, **read_kwargs)`` returns one row
     per block."""
+    for strip in rows:
+        yield process_strip(
+            strip,
+            batch_size=batch_size,
+            read_fn=read_fn,
+            read_kwargs=read_kwargs,
+            predict=predictor,
+            finish_fn=finish_fn,
+            finish_kwargs=finish_kwargs,
+        )
 
-    def blocks() -> Iterator[dict]:
-        for strip in rows:
-            yield from read_fn(strip, **read_kwargs)
 
-    it = blocks()
-    while True:
-        read = list(islice(it, batch_size))
-        if not read:
-            return
-        batch = {k: np.stack([np.asarray(r[k]) for r in read]) for k in read[0]}
-        out = predictor(batch)
-        n = len(read)
-        yield finish_fn([{k: v[i] for k, v in out.items()} for i in range(n)], **finish_kwargs)
+class StripWorker:
+    """Ray Data actor (``map_batches`` callable class): the model loaded once; each call takes
+    strips and reads, predicts, composes and writes their blocks (``process_strip``).
+
+    Ray Data runs ``calls_per_actor`` calls of one actor at once, in threads: while one
+    thread holds the model (a lock: one forward at a time, on the actor's core or GPU) the
+    others read SAR (GDAL releases the GIL) or compose and write. SAR and predictions stay in
+    the actor's memory and never cross the object store, so memory is a few strips per
+    call however large the AOI, and only the finished keys go back to the driver.
+    """
+
+    def __init__(
+        self,
+        *,
+        predictor_cls: type,
+        predictor_kwargs: Mapping,
+        read_fn: Callable[..., list[dict]],
+        read_kwargs: Mapping,
+        finish_fn: Callable[..., list[dict]],
+        finish_kwargs: Mapping,
+        batch_size: int,
+    ) -> None:
+        import threading
+
+        self.predictor = predictor_cls(**predictor_kwargs)
+        self._model = threading.Lock()
+        self._steps = {
+            "batch_size": batch_size,
+            "read_fn": read_fn,
+            "read_kwargs": dict(read_kwargs),
+            "predict": self._predict,
+            "finish_fn": finish_fn,
+            "finish_kwargs": dict(finish_kwargs),
+        }
+
+    def _predict(self, batch: dict) -> dict:
+        with self._model:
+            return self.predictor(batch)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        done: list[dict] = []
+        for i in range(len(batch["t"])):
+            strip = {
+                "t": int(batch["t"][i]),
+                "time": str(batch["time"][i]),
+                "bi": int(batch["bi"][i]),
+                "bjs": [int(b) for b in batch["bjs"][i]],
+            }
+            done += process_strip(strip, **self._steps)
+        return {
+            "time": np.array([str(d["time"]) for d in done], dtype=object),
+            "bi": np.array([d["bi"] for d in done], dtype=np.int64),
+            "bj": np.array([d["bj"] for d in done], dtype=np.int64),
+        }
 
 
 def run_ray(
@@ -246,51 +311,53 @@ def run_ray(
     num_actors: int,
     cpus_per_actor: float,
     gpus_per_actor: float,
-    read_fn: Callable[..., dict],
+    read_fn: Callable[..., list[dict]],
     read_kwargs: Mapping,
     predictor_cls: type,
     predictor_kwargs: Mapping,
     finish_fn: Callable[..., list[dict]],
     finish_kwargs: Mapping,
-    inflight_mb: float = 0,
+    calls_per_actor: int = 3,
 ) -> Iterator[list[dict]]:
     """The pipeline on Ray Data (needs Ray initialised): yields finished rows as they come.
 
-    ``rows`` are strips (``strip_tasks``), each its own read task; ``read_fn`` returns one row
-    per block, batched for the actors; finished blocks are written a batch per task.
+    ``rows`` are strips (``strip_tasks``); a pool of ``num_actors`` ``StripWorker`` actors
+    takes them one at a time, ``calls_per_actor`` at once per actor (one predicting, the
+    others reading or writing). Ray Data keeps at most ``calls_per_actor + 1`` strips queued
+    per actor: that is the backpressure, and what bounds memory.
 
-    Actors restart when their process dies and their batches are retried (Ray Data's
-    actor-pool defaults: ``max_restarts=-1``, ``max_task_retries=-1``; a test kills one),
-    read/write tasks are retried by Ray;
+    Actors restart when their process dies and their strips are retried (Ray Data's
+    actor-pool defaults: ``max_restarts=-1``, ``max_task_retries=-1``; a test kills one);
     writes are idempotent, so a retried block writes the same bytes.
     """
     import ray.data
 
+    if calls_per_actor < 1:
+        raise ValueError(f"calls_per_actor must be >= 1, got {calls_per_actor}")
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.raise_original_map_exception = True
-    if inflight_mb:
-        # Backpressure: reads stop while this much output waits in the object store, so
-        # memory stays flat however large the AOI and reads never steal the actors' CPU.
-        from ray.data import ExecutionResources
-
-        ctx.execution_options.resource_limits = ExecutionResources.for_limits(
-            object_store_memory=inflight_mb * 2**20
-        )
     ds = ray.data.from_items(list(rows), override_num_blocks=max(len(rows), 1))
-    ds = ds.flat_map(read_fn, fn_kwargs=dict(read_kwargs))
     ds = ds.map_batches(
-        predictor_cls,
-        fn_constructor_kwargs=dict(predictor_kwargs),
-        batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        StripWorker,
+        fn_constructor_kwargs={
+            "predictor_cls": predictor_cls,
+            "predictor_kwargs": dict(predictor_kwargs),
+            "read_fn": read_fn,
+            "read_kwargs": dict(read_kwargs),
+            "finish_fn": finish_fn,
+            "finish_kwargs": dict(finish_kwargs),
+            "batch_size": batch_size,
+        },
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(
+            size=num_actors,
+            max_concurrent_calls_per_actor=calls_per_actor,
+            max_tasks_in_flight_per_actor=calls_per_actor + 1,
+            enable_true_multi_threading=True,
+        ),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
-    )
-    ds = ds.map_batches(
-        finish_rows,
-        batch_size=None,
-        fn_kwargs={"finish_fn": finish_fn, "finish_kwargs": dict(finish_kwargs)},
     )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         n = len(batch["bi"])

@@ -55,9 +55,9 @@ class BalancedSeparableConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        d = self.dw(x).view(n, c, self.k_s, h, w)  # grouped conv: channel-major outputs
+        d = self.dw(x).reshape(n, c, self.k_s, h, w)  # grouped conv: channel-major outputs
         d = d.transpose(1, 2).reshape(n * self.k_s, c, h, w)
-        return self.post(self.pw(d).view(n, self.k_s * self.k_c, h, w))
+        return self.post(self.pw(d).reshape(n, self.k_s * self.k_c, h, w))
 
 
 def _branch(ch: int, depth: int, dilation: int) -> nn.ModuleList:

@@ -82,7 +82,7 @@ def test_infer_region_writes_a_georeferenced_mosaic_that_beats_the_baseline(
     np.testing.assert_allclose(pred.x.values, cube.x.values)  # same GridSpec as the cube
     assert np.isfinite(pred.values).mean() > 0.99
     _, meta = load_generator(syn_trained["ckpt"])
-    patches = config_from_dict(meta["config"]).patches
+    patches = config_from_dict(meta["config"], saved=True).patches
     scores = compare_mosaic_to_cube(out, syn_trained["cube"], meta["norm"]["opt_mean"], patches)
     model, base = scores["rows"]
     assert model["mae"] < base["mae"], scores  # a trained model must beat the mean colour

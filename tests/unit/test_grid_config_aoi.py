@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from sar2opt.aoi import grid_for_aoi, load_aoi
-from sar2opt.config import Config, config_to_dict, load_config
+from sar2opt.config import Config, config_from_dict, config_to_dict, load_config
 from sar2opt.errors import AOIError, ConfigError
 from sar2opt.grid import GridSpec, grid_for_lonlat_bounds, lonlat_bounds, utm_epsg
 
@@ -126,3 +126,12 @@ def test_config_float_fields_accept_ints():
     cfg = load_config(None, ["cube.max_dt_days=3"])
     assert cfg.cube.max_dt_days == 3.0 and isinstance(cfg.cube.max_dt_days, float)
     assert np.isclose(cfg.cube.res_m, 10.0)
+
+
+def test_retired_key_is_dropped_from_saved_configs_and_explained_in_new_ones():
+    # checkpoints written before infer.inflight_mb was removed still load
+    saved = config_to_dict(Config())
+    saved["infer"]["inflight_mb"] = 256.0
+    assert config_from_dict(saved, saved=True) == Config()
+    with pytest.raises(ConfigError, match="infer.inflight_mb was removed: .*calls_per_actor"):
+        load_config(None, ["infer.inflight_mb=256"])

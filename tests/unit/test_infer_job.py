@@ -97,8 +97,8 @@ def test_worker_catalog_error_is_unwrapped(ray_local) -> None:
                 gpus_per_actor=0.0,
                 read_fn=failing_read,
                 read_kwargs={},
-                predictor_cls=TilePredictor,
-                predictor_kwargs={"checkpoint_dir": "/nonexistent"},
+                predictor_cls=FakePredictor,
+                predictor_kwargs={"device": "cpu"},
                 finish_fn=finish_block_rows,
                 finish_kwargs={},
             )  # fmt: skip

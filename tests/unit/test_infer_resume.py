@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from sar2opt.infer.ledger import TileLedger, parse_ledger
 from sar2opt.infer.plan import BlockLattice, blocks_by_row
 from sar2opt.infer.predictor import TilePredictor, predict
 from sar2opt.infer.run import (
+    StripWorker,
     block_tasks,
     drain,
     finish_block_rows,
@@ -119,6 +122,74 @@ def test_sigkill_half_way_then_resume_is_identical(tmp_path, reference) -> None:
     killed_at = len(ledger.done())
     assert 20 <= killed_at < 70, killed_at
     assert fill(store) == 70 - killed_at  # only the missing blocks
+    for k, v in _values(store).items():
+        np.testing.assert_array_equal(v, reference[k])
+
+
+class _Live:
+    """Counts calls in progress per kind and keeps the peak."""
+
+    def __init__(self) -> None:
+        self.lock, self.now, self.peak = threading.Lock(), {}, {}
+
+    def wrap(self, kind: str, fn):
+        def inner(*a, **kw):
+            with self.lock:
+                self.now[kind] = self.now.get(kind, 0) + 1
+                self.peak[kind] = max(self.peak.get(kind, 0), self.now[kind])
+            try:
+                return fn(*a, **kw)
+            finally:
+                with self.lock:
+                    self.now[kind] -= 1
+
+        return inner
+
+
+def test_strip_worker_threads_overlap_reads_never_forwards_and_match_serial(
+    tmp_path, reference
+) -> None:
+    """StripWorker as Ray Data runs it (several calls at once in threads), without Ray."""
+    store = tmp_path / "m.zarr"
+    lat = BlockLattice(GRID, TILE, OVERLAP)
+    create_store(store, GRID, TIMES, ["B04"], {"run": "test"}, lat.block_px)
+    rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), set())
+    live = _Live()
+
+    class CountingPredictor(TilePredictor):
+        def __init__(self) -> None:
+            self.device = torch.device("cpu")
+            self._setup(tiny_net(), META, flips=2)
+            self.call = live.wrap("predict", lambda batch: (time.sleep(0.005), batch)[1])
+
+        def __call__(self, batch: dict) -> dict:
+            return super().__call__(self.call(batch))
+
+    worker = StripWorker(
+        predictor_cls=CountingPredictor, predictor_kwargs={},
+        read_fn=live.wrap("read", fake_read),
+        read_kwargs={"lattice": lat.to_dict(), "delay_s": 0.01},
+        finish_fn=finish_block_rows,
+        finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
+        batch_size=4,
+    )  # fmt: skip
+
+    def call(s: dict) -> dict:  # one strip per call, in Ray Data's numpy batch format
+        return worker(
+            {
+                "t": np.array([s["t"]]),
+                "time": np.array([s["time"]], dtype=object),
+                "bi": np.array([s["bi"]]),
+                "bjs": np.array([np.array(s["bjs"]), None], dtype=object)[:1],
+            }
+        )
+
+    with ThreadPoolExecutor(3) as pool:
+        outs = list(pool.map(call, strip_tasks(rows, 3)))
+    got = [(str(t), int(i), int(j)) for o in outs for t, i, j in zip(*o.values(), strict=True)]
+    assert sorted(got) == sorted((r["time"], r["bi"], r["bj"]) for r in rows)  # once each
+    assert live.peak["predict"] == 1  # one forward at a time: the model lock
+    assert live.peak["read"] >= 2  # while other strips are read (all three start reading)
     for k, v in _values(store).items():
         np.testing.assert_array_equal(v, reference[k])
 
