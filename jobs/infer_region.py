@@ -169,7 +169,10 @@ def main(args: argparse.Namespace) -> int:
                     zattrs = dict(attrs, run_fingerprint=fp, zone=part.name)
                     zattrs["run_settings"] = run_settings(part, cfg, models, flips)
                     zattrs["aoi_bounds_lonlat"] = list(part.aoi.bounds)
-                    create_store(store, part.grid, times, models.out_bands, zattrs, plan.block_px)
+                    create_store(
+                        store, part.grid, times, models.out_bands, zattrs, plan.block_px,
+                        shard_blocks=cfg.infer.read_blocks,
+                    )  # fmt: skip
                 if not started_ray and args.executor == "ray":
                     started_ray = init_ray()
                 last = [0.0]

@@ -6,10 +6,13 @@ All functions are pure numpy on (..., y, x) arrays; NaN is no data and stays NaN
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from sar2opt.cube.load import db_to_linear, linear_to_db
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "db_to_linear",
@@ -22,6 +25,32 @@ __all__ = [
     "tanh_squash",
     "vv_vh_ratio_db",
 ]
+
+
+#: Linear backscatter below this is treated as no signal before the dB conversion.
+MIN_LINEAR = 1e-6
+
+
+def linear_to_db(lin: np.ndarray | xr.DataArray) -> np.ndarray | xr.DataArray:
+    """10·log10 of linear power; nodata (-32768), zero and negative values become NaN.
+
+    numpy in, numpy out (inference reads call it without importing xarray); a DataArray
+    stays one."""
+    valid = lin > MIN_LINEAR
+    if not isinstance(lin, np.ndarray):
+        import xarray as xr
+
+        if isinstance(lin, xr.DataArray):
+            out = 10.0 * np.log10(xr.where(valid, lin, 1.0))
+            return xr.where(valid, out, np.nan).astype("float32")
+    out = 10.0 * np.log10(np.where(valid, lin, 1.0))
+    return np.where(valid, out, np.nan).astype("float32")
+
+
+def db_to_linear(db: np.ndarray) -> np.ndarray:
+    """Inverse of ``linear_to_db``."""
+    return np.power(10.0, np.asarray(db, dtype="float64") / 10.0).astype("float32")
+
 
 ENL_IW_GRD = 4.4  # equivalent number of looks of Sentinel-1 IW GRDH
 

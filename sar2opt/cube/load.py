@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
+from sar2opt.cube.clean_s1 import linear_to_db
 from sar2opt.grid import GridSpec
 from sar2opt.profiles import (
     LOCAL,
@@ -20,9 +21,6 @@ from sar2opt.profiles import (
     band_scaling,
     prepare_items,
 )
-
-# Linear backscatter below this is treated as no signal before the dB conversion.
-MIN_LINEAR = 1e-6
 
 
 def group_acquisitions(items: Sequence[dict]) -> list[tuple[str, list[dict]]]:
@@ -147,21 +145,6 @@ def load_sar(
     db = db.transpose("time", "band", "y", "x")
     db.name = "sar"
     return db
-
-
-def linear_to_db(lin: xr.DataArray | np.ndarray) -> xr.DataArray | np.ndarray:
-    """10·log10 of linear power; nodata (-32768), zero and negative values become NaN."""
-    valid = lin > MIN_LINEAR
-    safe = xr.where(valid, lin, 1.0) if isinstance(lin, xr.DataArray) else np.where(valid, lin, 1.0)
-    out = 10.0 * np.log10(safe)
-    if isinstance(lin, xr.DataArray):
-        return xr.where(valid, out, np.nan).astype("float32")
-    return np.where(valid, out, np.nan).astype("float32")
-
-
-def db_to_linear(db: np.ndarray) -> np.ndarray:
-    """Inverse of ``linear_to_db``."""
-    return np.power(10.0, np.asarray(db, dtype="float64") / 10.0).astype("float32")
 
 
 def load_optical(

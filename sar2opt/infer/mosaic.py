@@ -11,14 +11,15 @@ import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import rioxarray  # noqa: F401  (registers the .rio accessor)
-import xarray as xr
 
 from sar2opt.errors import Sar2OptError
 from sar2opt.grid import GridSpec
+
+if TYPE_CHECKING:  # imported where used: the inference actors import this module, not xarray
+    import xarray as xr
 
 #: Name of the data variable in the mosaic store.
 MOSAIC_VAR = "optical"
@@ -47,6 +48,8 @@ def check_mosaic_path(path: str | Path, overwrite: bool = False) -> Path:
 
 def _times(times: Sequence[str]) -> np.ndarray:
     """ISO times (any offset, 'Z') -> naive UTC datetime64[ns], as the cube stores them."""
+    import pandas as pd
+
     idx = pd.to_datetime(list(times), utc=True, format="ISO8601")
     return idx.tz_convert(None).to_numpy(dtype="datetime64[ns]")
 
@@ -61,6 +64,9 @@ def mosaic_dataset(
     tile_px: int = 256,
 ) -> xr.Dataset:
     """The in-memory Dataset ``write_mosaic`` stores (dims time, band, y, x; CRS; chunks)."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+
     data = np.asarray(data, dtype=np.float32)
     expect = (len(times), len(bands), *grid.shape)
     if data.shape != expect:

@@ -6,7 +6,9 @@ each load the checkpoint once; SAR is read beside them by cheap tasks (``sar2opt
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -57,14 +59,18 @@ def normalise(
 
 
 def forward(
-    model: torch.nn.Module, x: np.ndarray, device: torch.device | str = "cpu"
+    model: torch.nn.Module,
+    x: np.ndarray,
+    device: torch.device | str = "cpu",
+    lock: AbstractContextManager | None = None,
 ) -> torch.Tensor:
     """Generator on normalised (B, C, H, W): reflect padded to the model's stride, cropped
     back; the normalised output (B, Co, H, W) float32 on the CPU, contiguous.
 
     The input goes in channels-last (NHWC): with a model converted by ``for_inference``
     oneDNN's convolutions run ~1.6x faster on CPU (the U-Net's transposed convolutions most)
-    and cuDNN's use tensor cores."""
+    and cuDNN's use tensor cores. ``lock`` is held for the model call only (padding and
+    copies run outside it, beside another thread's forward)."""
     device = torch.device(device)
     h, w = x.shape[-2:]
     stride = model_stride(model)
@@ -73,7 +79,7 @@ def forward(
         x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect")
     xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     xt = xt.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
+    with torch.inference_mode(), lock or nullcontext():
         if device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 yt = model(xt)
@@ -122,6 +128,10 @@ class TilePredictor:
     Input batch: ``sar`` (B, Cs, H, W) dB with NaN, plus any per-tile keys (``t``, ``row``,
     ``col``...). Output: the same keys without ``sar``, plus ``pred`` (B, Co, H, W) float32
     in reflectance, NaN where the SAR was missing, and ``valid`` (B, H, W) bool.
+
+    Calls from several threads are safe and overlap: one model call runs at a time (the
+    ``lock``: the actor's core or GPU), while normalising, flips and the hypothesis
+    statistics of other batches run beside it.
     """
 
     def __init__(
@@ -170,6 +180,7 @@ class TilePredictor:
                 raise ValueError("ensemble checkpoints must share in_bands and out_bands")
             self.members.append((m, {k: list(v) for k, v in mt["norm"].items()}))
         self.flips = flips
+        self.lock = threading.Lock()
 
     @property
     def hypotheses(self) -> int:
@@ -196,7 +207,7 @@ class TilePredictor:
         for model, norm in members:
             x, valid = normalise(sar, norm)
             for axes in FLIPS[: getattr(self, "flips", 1)]:
-                y = forward(model, _flip(x, axes), self.device)
+                y = forward(model, _flip(x, axes), self.device, getattr(self, "lock", None))
                 y = torch.flip(y, axes) if axes else y
                 y = y if single else denormalise(y, norm)
                 n += 1

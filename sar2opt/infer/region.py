@@ -37,6 +37,7 @@ from sar2opt.infer.run import (
     run_ray,
     strip_tasks,
 )
+from sar2opt.infer.store import shard_blocks
 from sar2opt.profiles import profile_for
 from sar2opt.runtime import init_ray
 
@@ -262,7 +263,10 @@ def fill_zone(
     done = ledger.done()
     blocks = block_tasks(times, t_indices, blocks_for_t, done)
     total = len(blocks)
-    rows = strip_tasks(blocks, spec.read_blocks)
+    # one task per shard of the store (its layout, whatever read_blocks is now), else strips
+    # of read_blocks
+    k = shard_blocks(store)
+    rows = strip_tasks(blocks, k if k > 1 else spec.read_blocks)
     del blocks
     items_by_time = [list(group_of.get(t, [])) for t in range(len(times))]
     comp = None

@@ -54,23 +54,27 @@ def block_tasks(
 
 
 def strip_tasks(rows: Sequence[dict], max_blocks: int) -> list[dict]:
-    """Block rows -> strips ``{t, time, bi, bjs}`` of up to ``max_blocks`` consecutive blocks
-    of one block row (order kept): the unit of one read task."""
+    """Block rows -> strips ``{t, time, bi, bjs}``, the unit of one task: the blocks of one
+    time step and block row in one column of ``max_blocks`` blocks (columns start at block
+    0), in the order time, column, block row.
+
+    A strip is all of its column's blocks still to do, so when the store's shards are such
+    columns (``store.create_store(shard_blocks=...)``) one task owns each shard and no two
+    writers ever touch one, even with gaps (AOI holes, a resumed ledger). Going down a
+    column rather than along a row means a strip's window shares its top rows of COG tiles
+    with the strip read just before it, so the reader's decoded-tile cache needs a strip's
+    width of tiles, not the region's (``read.BLOCK_CACHE_MB``).
+    """
     if max_blocks < 1:
         raise ValueError(f"max_blocks must be >= 1, got {max_blocks}")
-    out: list[dict] = []
+    by_key: dict[tuple[int, int, int], dict] = {}
     for r in rows:
-        last = out[-1] if out else None
-        if (
-            last is not None
-            and (last["t"], last["bi"]) == (r["t"], r["bi"])
-            and last["bjs"][-1] + 1 == r["bj"]
-            and len(last["bjs"]) < max_blocks
-        ):
-            last["bjs"].append(int(r["bj"]))
-        else:
-            out.append({"t": int(r["t"]), "time": r["time"], "bi": int(r["bi"]), "bjs": [r["bj"]]})
-    return out
+        key = (int(r["t"]), int(r["bi"]), int(r["bj"]) // max_blocks)
+        strip = by_key.setdefault(key, {"t": key[0], "time": r["time"], "bi": key[1], "bjs": []})
+        strip["bjs"].append(int(r["bj"]))
+    when = {t: i for i, t in enumerate(dict.fromkeys(k[0] for k in by_key))}  # times as given
+    order = sorted(by_key, key=lambda k: (when[k[0]], k[2], k[1]))
+    return [{**by_key[k], "bjs": sorted(by_key[k]["bjs"])} for k in order]
 
 
 def strip_window(lat: BlockLattice, bi: int, bjs: Sequence[int]) -> tuple[int, int, int, int]:
@@ -211,7 +215,8 @@ def process_strip(
     blocks); the finished keys ``{t, time, bi, bj}``.
 
     ``predict`` is the only step that needs the model: ``StripWorker`` runs several strips
-    at once in threads and lets one of them predict at a time while the others read or write.
+    at once in threads, and the predictor lets one of them run the model at a time while
+    the others read or write.
     """
     blocks = read_fn(strip, **read_kwargs)
     rows: list[dict] = []
@@ -253,10 +258,11 @@ class StripWorker:
     strips and reads, predicts, composes and writes their blocks (``process_strip``).
 
     Ray Data runs ``calls_per_actor`` calls of one actor at once, in threads: while one
-    thread holds the model (a lock: one forward at a time, on the actor's core or GPU) the
-    others read SAR (GDAL releases the GIL) or compose and write. SAR and predictions stay in
-    the actor's memory and never cross the object store, so memory is a few strips per
-    call however large the AOI, and only the finished keys go back to the driver.
+    thread runs the model (``TilePredictor.lock``: one forward at a time, on the actor's core
+    or GPU) the others read SAR (GDAL releases the GIL), take hypothesis statistics, or
+    compose and write. SAR and predictions stay in the actor's memory and never cross the
+    object store, so memory is a few strips per call however large the AOI, and only the
+    finished keys go back to the driver.
     """
 
     def __init__(
@@ -270,22 +276,15 @@ class StripWorker:
         finish_kwargs: Mapping,
         batch_size: int,
     ) -> None:
-        import threading
-
         self.predictor = predictor_cls(**predictor_kwargs)
-        self._model = threading.Lock()
         self._steps = {
             "batch_size": batch_size,
             "read_fn": read_fn,
             "read_kwargs": dict(read_kwargs),
-            "predict": self._predict,
+            "predict": self.predictor,
             "finish_fn": finish_fn,
             "finish_kwargs": dict(finish_kwargs),
         }
-
-    def _predict(self, batch: dict) -> dict:
-        with self._model:
-            return self.predictor(batch)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done: list[dict] = []

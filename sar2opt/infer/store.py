@@ -4,7 +4,10 @@
 are never computed); ``write_block`` fills one chunk of every variable; unwritten chunks
 read as the fill value (NaN / source 0), so blocks outside the AOI cost no storage.
 Chunks are one block wide and carry all bands of one time step, so no two blocks ever
-share a chunk (and a shard, if sharding is turned on with shard = chunk).
+share a chunk. With ``shard_blocks`` > 1 the chunks of ``shard_blocks`` neighbouring blocks
+of a block row are one shard (one file): zarr's cost is per stored object (~2 ms of its
+async machinery each, more than compressing the block), and the pipeline gives each task
+whole shards (``run.strip_tasks``), so still no two writers share one.
 
 Variables, in this order (readers take the first as the image):
 ``optical`` (time, band, y, x) float32, ``source`` (time, y, x) uint8 (see
@@ -18,13 +21,16 @@ import warnings
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 
 from sar2opt.grid import GridSpec
 from sar2opt.infer.composite import SOURCE_MEANINGS
 from sar2opt.infer.mosaic import MOSAIC_VAR, _times
+
+if TYPE_CHECKING:  # imported where used: the actors only write chunks, with zarr
+    import xarray as xr
 
 SOURCE_VAR = "source"
 UNCERTAINTY_VAR = "uncertainty"
@@ -36,14 +42,20 @@ def store_dataset(
     bands: Sequence[str],
     attrs: Mapping | None,
     block_px: int,
+    shard_blocks: int = 1,
 ) -> xr.Dataset:
-    """Lazy (dask, all NaN) Dataset with the store's variables, coords, CRS and chunks."""
+    """Lazy (dask, all NaN) Dataset with the store's variables, coords, CRS, chunks and
+    shards (``shard_blocks`` blocks of a block row; 1: no sharding)."""
     import dask.array as da
     import rioxarray  # noqa: F401
+    import xarray as xr
 
+    if shard_blocks < 1:
+        raise ValueError(f"shard_blocks must be >= 1, got {shard_blocks}")
     nt, nb = len(times), len(bands)
     h, w = grid.shape
     bh, bw = min(block_px, h), min(block_px, w)
+    sw = min(bw * shard_blocks, w)  # dask chunks: whole shards (xarray checks that)
     coords = {
         "time": _times(times),
         "band": np.array([str(b) for b in bands], dtype=object),
@@ -54,12 +66,12 @@ def store_dataset(
         {
             MOSAIC_VAR: (
                 ("time", "band", "y", "x"),
-                da.full((nt, nb, h, w), np.nan, dtype="float32", chunks=(1, nb, bh, bw)),
+                da.full((nt, nb, h, w), np.nan, dtype="float32", chunks=(1, nb, bh, sw)),
                 {"long_name": "surface reflectance (composite or prediction)", "units": "1"},
             ),
             SOURCE_VAR: (
                 ("time", "y", "x"),
-                da.zeros((nt, h, w), dtype="uint8", chunks=(1, bh, bw)),
+                da.zeros((nt, h, w), dtype="uint8", chunks=(1, bh, sw)),
                 {
                     "long_name": "where each optical pixel comes from",
                     "flag_values": list(SOURCE_MEANINGS),
@@ -70,7 +82,7 @@ def store_dataset(
             ),
             UNCERTAINTY_VAR: (
                 ("time", "y", "x"),
-                da.full((nt, h, w), np.nan, dtype="float32", chunks=(1, bh, bw)),
+                da.full((nt, h, w), np.nan, dtype="float32", chunks=(1, bh, sw)),
                 {
                     "long_name": "spread of the synthesis over hypotheses (std, band mean)",
                     "units": "1",
@@ -86,10 +98,15 @@ def store_dataset(
     # flags to float; unwritten chunks still read 0 (the array's fill value).
     for name in (MOSAIC_VAR, SOURCE_VAR, UNCERTAINTY_VAR):
         ds[name].encoding["coordinates"] = "spatial_ref"  # keep .rio.crs on plain open_zarr
+        lead = (1, nb) if name == MOSAIC_VAR else (1,)
+        ds[name].encoding["chunks"] = (*lead, bh, bw)
+        if shard_blocks > 1:
+            ds[name].encoding["shards"] = (*lead, bh, bw * shard_blocks)
     ds.attrs.update(dict(attrs or {}))
     ds.attrs["grid"] = grid.to_dict()
     ds.attrs["times_iso"] = [str(t) for t in times]
     ds.attrs["block_px"] = int(block_px)
+    ds.attrs["shard_blocks"] = int(shard_blocks)
     return ds
 
 
@@ -107,12 +124,20 @@ def create_store(
     bands: Sequence[str],
     attrs: Mapping | None,
     block_px: int,
+    shard_blocks: int = 1,
 ) -> Path:
-    """Metadata and coordinates of an empty store at ``path`` (which must not exist)."""
+    """Metadata and coordinates of an empty store at ``path`` (which must not exist); its
+    shards hold ``shard_blocks`` blocks of a block row (``store_dataset``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _to_zarr(store_dataset(grid, times, bands, attrs, block_px), path, mode="w-")
+    ds = store_dataset(grid, times, bands, attrs, block_px, shard_blocks)
+    _to_zarr(ds, path, mode="w-")
     return path
+
+
+def shard_blocks(path: str | Path) -> int:
+    """Blocks of a block row per shard of the store (1 for stores written before sharding)."""
+    return int(read_attrs(path).get("shard_blocks", 1))
 
 
 def read_attrs(path: str | Path) -> dict:
@@ -161,9 +186,11 @@ def append_times(path: str | Path, times: Sequence[str], attrs: Mapping | None =
     old = read_attrs(path)
     if time_length(path) > len(old["times_iso"]):
         truncate_times(path, len(old["times_iso"]))
+    import xarray as xr
+
     grid = GridSpec.from_dict(old["grid"])
     bands = list(xr.open_zarr(path)["band"].values)
-    ds = store_dataset(grid, times, bands, None, int(old["block_px"]))
+    ds = store_dataset(grid, times, bands, None, int(old["block_px"]), shard_blocks(path))
     ds = ds.drop_vars(["band", "y", "x", "spatial_ref"])
     ds.attrs = old  # to_zarr rewrites the group's attrs: keep them (times_iso still the old)
     for name in ds.data_vars:  # the store has them; xarray refuses to write _FillValue twice
@@ -206,7 +233,8 @@ def write_blocks(
 
     Blocks of one time step and block row that touch left to right are written as one window:
     one zarr call per array instead of one per block (each call costs ~2 ms of zarr's async
-    machinery, as much as compressing the block). Still whole chunks, so no writer shares one.
+    machinery, as much as compressing the block). Callers pass whole shards' worth of blocks
+    (a strip), so no other writer touches them.
     """
     todo = sorted(blocks, key=lambda b: (b[0], b[1][0], b[1][2], b[1][1]))
     i = 0

@@ -7,7 +7,7 @@ from shapely.geometry import box
 from sar2opt.config import CatalogSpec, CubeSpec
 from sar2opt.cube import build
 from sar2opt.cube.align import pair_prior
-from sar2opt.cube.load import db_to_linear
+from sar2opt.cube.clean_s1 import db_to_linear
 from sar2opt.grid import GridSpec, lonlat_bounds
 from tests.unit.test_cube_load import _item, _tif
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from sar2opt.cube.load import db_to_linear, group_acquisitions, linear_to_db, load_optical, load_sar
+from sar2opt.cube.clean_s1 import db_to_linear, linear_to_db
+from sar2opt.cube.load import group_acquisitions, load_optical, load_sar
 from sar2opt.grid import GridSpec, lonlat_bounds
 
 GRID = GridSpec(32721, 10.0, (700000, 9500000, 700640, 9500320))  # 32 x 64 px

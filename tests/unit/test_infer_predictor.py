@@ -116,7 +116,7 @@ def _s1_catalog(tmp_path, asset_keys: dict[str, str]):
     """One S1 item over a 32 x 64 px grid, its bands stored under ``asset_keys`` names."""
     import rasterio
 
-    from sar2opt.cube.load import db_to_linear
+    from sar2opt.cube.clean_s1 import db_to_linear
     from sar2opt.grid import GridSpec, lonlat_bounds
 
     grid = GridSpec(32721, 10.0, (700000, 9500000, 700640, 9500320))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from affine import Affine
 
-from sar2opt.cube.load import db_to_linear, load_sar
+from sar2opt.cube.clean_s1 import db_to_linear
+from sar2opt.cube.load import load_sar
 from sar2opt.grid import GridSpec, lonlat_bounds
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.read import mosaic_last_on_top, overlap_1d, pixel_offset, read_sar_db
@@ -37,14 +38,34 @@ def test_mosaic_last_on_top_fills_holes_from_below() -> None:
     np.testing.assert_array_equal(mosaic_last_on_top(layers), [1.0, 5.0, 6.0, nan])
 
 
-def test_strip_tasks_groups_consecutive_blocks_of_a_row() -> None:
+def test_strip_tasks_take_every_block_of_a_column_of_a_block_row() -> None:
     rows = [{"t": 0, "time": "a", "bi": 0, "bj": j} for j in (0, 1, 2, 4, 5)]
     rows += [{"t": 0, "time": "a", "bi": 1, "bj": 0}, {"t": 1, "time": "b", "bi": 1, "bj": 1}]
     got = [(s["t"], s["bi"], s["bjs"]) for s in strip_tasks(rows, 2)]
-    assert got == [(0, 0, [0, 1]), (0, 0, [2]), (0, 0, [4, 5]), (0, 1, [0]), (1, 1, [1])]
-    assert sum(len(s["bjs"]) for s in strip_tasks(rows, 8)) == len(rows)
+    # time by time, down each column of 2-block strips, then the next column
+    assert got == [(0, 0, [0, 1]), (0, 1, [0]), (0, 0, [2]), (0, 0, [4, 5]), (1, 1, [1])]
+    # a gap (block 3 done or outside the AOI) does not split a column: one writer per shard
+    got = [(s["t"], s["bi"], s["bjs"]) for s in strip_tasks(rows, 8)]
+    assert got == [(0, 0, [0, 1, 2, 4, 5]), (0, 1, [0]), (1, 1, [1])]
     with pytest.raises(ValueError):
         strip_tasks(rows, 0)
+
+
+def test_strip_tasks_cut_on_columns_of_strips_and_keep_the_time_order() -> None:
+    # a row starting at block 3 is cut at block 4, so its strips line up with the shards
+    rows = [{"t": 5, "time": "late", "bi": 0, "bj": j} for j in range(3, 10)]
+    rows += [{"t": 5, "time": "late", "bi": 1, "bj": j} for j in range(0, 10)]
+    rows += [{"t": 2, "time": "early", "bi": 0, "bj": 0}]  # times keep the order given
+    got = [(s["t"], s["bi"], s["bjs"]) for s in strip_tasks(rows, 4)]
+    assert got == [
+        (5, 0, [3]),
+        (5, 1, [0, 1, 2, 3]),
+        (5, 0, [4, 5, 6, 7]),
+        (5, 1, [4, 5, 6, 7]),
+        (5, 0, [8, 9]),
+        (5, 1, [8, 9]),
+        (2, 0, [0]),
+    ]
 
 
 def _frame(tmp_path, name: str, grid: GridSpec, db: dict, hole: slice | None) -> dict:
@@ -118,11 +139,94 @@ def test_strip_read_equals_block_reads(frames) -> None:
     lat = BlockLattice(SCENE, 32, 8)  # 24 px blocks, windows of 32 px
     items = [frames]
     kw = {"lattice": lat.to_dict(), "items_by_time": items, "bands": ["vv", "vh"]}
-    strip = {"t": 0, "time": "x", "bi": 1, "bjs": [1, 2, 3, 4]}
+    strip = {"t": 0, "time": "x", "bi": 1, "bjs": [1, 2, 4]}  # a gap: block 3 is done
     rows = read_sar_strip(strip, **kw)
-    assert [r["bj"] for r in rows] == [1, 2, 3, 4]
+    assert [r["bj"] for r in rows] == [1, 2, 4]
     for r in rows:
         (single,) = read_sar_strip({"t": 0, "time": "x", "bi": 1, "bjs": [r["bj"]]}, **kw)
         one = single["sar"]
         assert r["sar"].shape == (2, 32, 32)
         np.testing.assert_array_equal(r["sar"], one)
+
+
+def _tif(path, data: np.ndarray, nodata=None, mask: np.ndarray | None = None) -> str:
+    import rasterio
+
+    with rasterio.open(
+        path, "w", driver="GTiff", height=data.shape[0], width=data.shape[1], count=1,
+        dtype=data.dtype, crs="EPSG:32721", transform=SCENE.transform, nodata=nodata,
+        tiled=True, blockxsize=32, blockysize=32,
+    ) as dst:  # fmt: skip
+        dst.write(data, 1)
+        if mask is not None:
+            dst.write_mask(mask.astype("uint8") * 255)  # an internal mask, no nodata value
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["nodata", "nan-nodata", "uint16-nodata", "mask", "all-valid"])
+def test_tile_reads_mask_exactly_as_a_masked_window_read(tmp_path, kind) -> None:
+    import rasterio
+    from rasterio.windows import Window
+
+    from sar2opt.infer.read import close_all, read_asset
+
+    rng = np.random.default_rng(1)
+    data = rng.uniform(0.01, 1.0, SCENE.shape).astype("float32")
+    hole = np.zeros(SCENE.shape, bool)
+    hole[10:50, 5:70] = rng.random((40, 65)) < 0.3
+    mask = None
+    if kind == "nodata":
+        data[hole], nodata = -32768, -32768
+    elif kind == "nan-nodata":
+        data[hole], nodata = np.nan, np.nan
+    elif kind == "uint16-nodata":
+        data = (data * 1000).astype("uint16")
+        data[hole], nodata = 0, 0
+    elif kind == "mask":
+        nodata, mask = None, ~hole
+    else:
+        nodata = None
+    href = _tif(tmp_path / f"{kind}.tif", data, nodata, mask)
+    # a window across tile edges and over the raster's south-east corner
+    grid = GridSpec(32721, 10.0, (700_250.0, 9_499_900.0, 701_300.0, 9_500_500.0))
+    close_all()
+    got = read_asset(href, grid)
+    with rasterio.open(href) as ds:
+        ref = ds.read(1, window=Window(25, 30, 95, 50), out_dtype="float32", masked=True)
+    np.testing.assert_array_equal(got[:50, :95], ref.filled(np.nan))
+    assert np.isnan(got[50:]).all() and np.isnan(got[:, 95:]).all()  # outside the raster
+    assert np.isnan(got[:50, :95]).any() == (kind != "all-valid")
+
+
+def test_tile_cache_decodes_each_tile_once_and_evicts_to_its_cap(frames, monkeypatch) -> None:
+    import rasterio
+
+    from sar2opt.infer import read
+
+    href = frames[0]["assets"]["vv"]["href"]
+    top = GridSpec(32721, 10.0, (700_000.0, 9_500_400.0, 701_200.0, 9_500_800.0))  # rows 0-40
+    below = GridSpec(32721, 10.0, (700_000.0, 9_500_000.0, 701_200.0, 9_500_560.0))  # 24-80
+    read.close_all()
+    decoded = []
+    real_read = rasterio.DatasetReader.read
+    monkeypatch.setattr(
+        rasterio.DatasetReader,
+        "read",
+        lambda self, *a, **kw: (decoded.append(kw.get("window")), real_read(self, *a, **kw))[1],
+    )
+    a = read.read_asset(href, top)
+    n_top = len(decoded)
+    b = read.read_asset(href, below)
+    assert n_top == 2 * 4  # tile rows 0-1 x 4 tile columns of 32 px
+    assert len(decoded) == n_top + 4  # the row the windows share is not decoded again
+    np.testing.assert_array_equal(a[24:], b[:16])
+
+    cap = 32 * 32 * 4 * 3  # bytes: three whole tiles
+    monkeypatch.setattr(read, "BLOCK_CACHE_MB", cap / 2**20)
+    read.close_all()
+    decoded.clear()
+    assert np.array_equal(read.read_asset(href, below), b, equal_nan=True)
+    assert len(decoded) == 3 * 4  # tile rows 0-2 x 4 columns, each decoded once
+    assert len(read._blocks) < 3 * 4 and read._blocks_bytes <= cap  # evicted to the cap
+    assert read._blocks_bytes == sum(t.nbytes for t in read._blocks.values())
+    read.close_all()

@@ -156,10 +156,21 @@ def test_strip_worker_threads_overlap_reads_never_forwards_and_match_serial(
     rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), set())
     live = _Live()
 
+    class CountedNet(torch.nn.Module):
+        """tiny_net, counting model calls in progress (each a little slow)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = tiny_net()
+            self.call = live.wrap("forward", lambda x: (time.sleep(0.005), self.net(x))[1])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.call(x)
+
     class CountingPredictor(TilePredictor):
         def __init__(self) -> None:
             self.device = torch.device("cpu")
-            self._setup(tiny_net(), META, flips=2)
+            self._setup(CountedNet(), META, flips=2)
             self.call = live.wrap("predict", lambda batch: (time.sleep(0.005), batch)[1])
 
         def __call__(self, batch: dict) -> dict:
@@ -188,7 +199,8 @@ def test_strip_worker_threads_overlap_reads_never_forwards_and_match_serial(
         outs = list(pool.map(call, strip_tasks(rows, 3)))
     got = [(str(t), int(i), int(j)) for o in outs for t, i, j in zip(*o.values(), strict=True)]
     assert sorted(got) == sorted((r["time"], r["bi"], r["bj"]) for r in rows)  # once each
-    assert live.peak["predict"] == 1  # one forward at a time: the model lock
+    assert live.peak["forward"] == 1  # one model call at a time: the predictor's lock
+    assert live.peak["predict"] >= 2  # ... while another batch's flips and statistics run
     assert live.peak["read"] >= 2  # while other strips are read (all three start reading)
     for k, v in _values(store).items():
         np.testing.assert_array_equal(v, reference[k])

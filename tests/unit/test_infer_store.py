@@ -44,3 +44,28 @@ def test_write_blocks_merges_neighbours_and_writes_every_pixel(tmp_path, monkeyp
     for var in ("optical", "source", "uncertainty"):
         np.testing.assert_array_equal(a[var].values, b[var].values)
     assert np.isnan(b["optical"][0, :, 32:, 32:64].values).all()  # the gap stays unwritten
+
+
+def test_sharded_store_holds_blocks_written_into_one_shard_at_different_times(tmp_path) -> None:
+    import json
+
+    sharded = store.create_store(tmp_path / "s.zarr", GRID, T, ["B04", "B08"], {}, 32, 2)
+    plain = store.create_store(tmp_path / "p.zarr", GRID, T, ["B04", "B08"], {}, 32)
+    meta = json.loads((sharded / "optical" / "zarr.json").read_text())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 2, 32, 64]  # 2 blocks
+    (codec,) = [c for c in meta["codecs"] if c["name"] == "sharding_indexed"]
+    assert codec["configuration"]["chunk_shape"] == [1, 2, 32, 32]  # chunks stay blocks
+    assert store.shard_blocks(sharded) == 2 and store.shard_blocks(plain) == 1
+    blocks = _blocks(np.random.default_rng(2))
+    for path in (sharded, plain):
+        # each block on its own: the second block of a shard is written after the first
+        # (a resumed run, a block across an AOI gap), which must not lose the first
+        for b in blocks:
+            store.write_block(path, *b)
+    a, b = xr.open_zarr(plain), xr.open_zarr(sharded)
+    for var in ("optical", "source", "uncertainty"):
+        np.testing.assert_array_equal(a[var].values, b[var].values)
+    assert np.isfinite(b["optical"][0, :, :32].values).all()  # both blocks of a shard
+    assert store.append_times(sharded, ["2023-07-25T09:15:00Z"]) == [2]
+    assert xr.open_zarr(sharded)["optical"].shape == (3, 2, 50, 70)
+    assert store.shard_blocks(sharded) == 2
