@@ -142,7 +142,8 @@ class InferSpec:
     # write beside the forward, so it really uses ~1.3 cores here (more on a GPU node).
     cpus_per_actor: float = 0.5
     gpus_per_actor: float = 0.0
-    # Neighbouring blocks of a block row read by one task (one windowed read per asset).
+    # Neighbouring blocks of a block row per task (one read per asset) and per shard of a new
+    # store (one file); a store keeps the shard width it was created with.
     read_blocks: int = 8
     # Strips one actor works on at once (threads: one predicts, the others read or write).
     calls_per_actor: int = 3

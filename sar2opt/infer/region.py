@@ -232,6 +232,14 @@ def one_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def store_strips(store: Path, blocks: Sequence[dict], read_blocks: int) -> list[dict]:
+    """``strip_tasks`` for ``store``: one task per shard, at the width the store was created
+    with (``read_blocks`` may have changed since: a narrower strip would give a shard two
+    writers); a store without shards takes strips of ``read_blocks``."""
+    k = shard_blocks(store)
+    return strip_tasks(blocks, k if k > 1 else read_blocks)
+
+
 def fill_zone(
     store: Path,
     part: ZonePart,
@@ -263,10 +271,7 @@ def fill_zone(
     done = ledger.done()
     blocks = block_tasks(times, t_indices, blocks_for_t, done)
     total = len(blocks)
-    # one task per shard of the store (its layout, whatever read_blocks is now), else strips
-    # of read_blocks
-    k = shard_blocks(store)
-    rows = strip_tasks(blocks, k if k > 1 else spec.read_blocks)
+    rows = store_strips(store, blocks, spec.read_blocks)
     del blocks
     items_by_time = [list(group_of.get(t, [])) for t in range(len(times))]
     comp = None

@@ -18,7 +18,7 @@ import torch
 import yaml
 from torch import nn
 
-from sar2opt.config import config_from_dict
+from sar2opt.config import Config, config_from_dict, config_to_dict
 from sar2opt.data.inputs import input_channels
 from sar2opt.errors import Sar2OptError
 from sar2opt.models import build_generator
@@ -64,6 +64,36 @@ def save_checkpoint(dir: str | Path, generator: nn.Module, meta: dict) -> Path:
     torch.save({"generator": state, "meta": meta}, d / MODEL_FILE)
     (d / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
     return d
+
+
+#: Normalisation of an untrained checkpoint: plausible S1 dB and S2 reflectance statistics.
+UNTRAINED_NORM = {
+    "sar_mean": [-10.0, -16.0],
+    "sar_std": [3.0, 3.0],
+    "opt_mean": [0.03, 0.05, 0.04, 0.3],
+    "opt_std": [0.01, 0.02, 0.02, 0.05],
+}
+
+
+def save_untrained_checkpoint(
+    dir: str | Path, cfg: Config, *, git_sha: str = "untrained", seed: int = 0
+) -> Path:
+    """A real checkpoint of ``cfg.model`` with seeded random weights (VV/VH -> B02 B03 B04
+    B08): for benchmarks and job tests, whose speed and error handling do not depend on
+    training."""
+    torch.manual_seed(seed)
+    gen = build_generator(cfg.model, 2, 4)
+    meta = {
+        "model": config_to_dict(cfg.model),
+        "in_bands": ["vv", "vh"],
+        "out_bands": ["B02", "B03", "B04", "B08"],
+        "norm": UNTRAINED_NORM,
+        "config": config_to_dict(cfg),
+        "git_sha": git_sha,
+        "epoch": 0,
+        "metrics": {},
+    }
+    return save_checkpoint(dir, gen, meta)
 
 
 def load_generator(dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:

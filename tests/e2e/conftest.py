@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sar2opt.config import ModelSpec, config_to_dict
+from sar2opt.config import Config, ModelSpec
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -98,28 +98,9 @@ def write_json(path: Path, obj) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     """A real (untrained) checkpoint: bad-input checks must not depend on training."""
-    import torch
+    from sar2opt.train.checkpoint import save_untrained_checkpoint
 
-    from sar2opt.config import Config
-    from sar2opt.models import build_generator
-    from sar2opt.train.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    spec = ModelSpec(ngf=8, depth=5)
-    gen = build_generator(spec, 2, 4)
-    meta = {
-        "model": config_to_dict(spec),
-        "in_bands": ["vv", "vh"],
-        "out_bands": ["B02", "B03", "B04", "B08"],
-        "norm": {
-            "sar_mean": [-10.0, -16.0],
-            "sar_std": [3.0, 3.0],
-            "opt_mean": [0.03, 0.05, 0.04, 0.3],
-            "opt_std": [0.01, 0.02, 0.02, 0.05],
-        },
-        "config": config_to_dict(Config()),
-        "git_sha": "test",
-        "epoch": 0,
-        "metrics": {},
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "checkpoint", gen, meta)
+    cfg = Config(model=ModelSpec(ngf=8, depth=5))
+    return save_untrained_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "checkpoint", cfg, git_sha="test"
+    )

@@ -69,3 +69,13 @@ def test_sharded_store_holds_blocks_written_into_one_shard_at_different_times(tm
     assert store.append_times(sharded, ["2023-07-25T09:15:00Z"]) == [2]
     assert xr.open_zarr(sharded)["optical"].shape == (3, 2, 50, 70)
     assert store.shard_blocks(sharded) == 2
+
+
+def test_tasks_follow_the_store_shards_not_the_current_read_blocks(tmp_path) -> None:
+    from sar2opt.infer.region import store_strips
+
+    blocks = [{"t": 0, "time": T[0], "bi": 0, "bj": j} for j in range(3)]
+    sharded = store.create_store(tmp_path / "s.zarr", GRID, T, ["B04"], {}, 32, 2)
+    assert [s["bjs"] for s in store_strips(sharded, blocks, 3)] == [[0, 1], [2]]
+    plain = store.create_store(tmp_path / "p.zarr", GRID, T, ["B04"], {}, 32)
+    assert [s["bjs"] for s in store_strips(plain, blocks, 3)] == [[0, 1, 2]]
