@@ -142,8 +142,8 @@ def nodata_to_nan(ds, a: np.ndarray, window) -> np.ndarray:
     if flags == {MaskFlags.all_valid}:
         return out
     if flags == {MaskFlags.nodata} and ds.nodata is not None:
-        nodata = ds.nodata
-        out[np.isnan(a) if np.isnan(nodata) else a == a.dtype.type(nodata)] = np.nan
+        nodata = ds.nodata  # compared in the band's own type, as GDAL does
+        out[np.isnan(a) if np.isnan(nodata) else a == nodata] = np.nan
         return out
     out[ds.read_masks(1, window=window) == 0] = np.nan  # internal mask or alpha band
     return out

@@ -183,14 +183,15 @@ def append_times(path: str | Path, times: Sequence[str], attrs: Mapping | None =
     ``times_iso`` is updated last, so it is the commit: arrays longer than it (an append
     killed half-way) are first cut back to it, and the append is done again.
     """
+    import xarray as xr
+
     old = read_attrs(path)
     if time_length(path) > len(old["times_iso"]):
         truncate_times(path, len(old["times_iso"]))
-    import xarray as xr
-
     grid = GridSpec.from_dict(old["grid"])
     bands = list(xr.open_zarr(path)["band"].values)
-    ds = store_dataset(grid, times, bands, None, int(old["block_px"]), shard_blocks(path))
+    k = int(old.get("shard_blocks", 1))  # the store's layout: the new steps get the same
+    ds = store_dataset(grid, times, bands, None, int(old["block_px"]), k)
     ds = ds.drop_vars(["band", "y", "x", "spatial_ref"])
     ds.attrs = old  # to_zarr rewrites the group's attrs: keep them (times_iso still the old)
     for name in ds.data_vars:  # the store has them; xarray refuses to write _FillValue twice
