@@ -73,7 +73,9 @@ def child(args: argparse.Namespace) -> None:
     rows = base.iloc[np.arange(args.rows) % len(base)].reset_index(drop=True)
     norm = json.loads(args.norm)
     tmp = tempfile.mkdtemp(prefix="bd", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds = patch_dataset(
         args.store, rows, sar_bands=SAR, opt_bands=OPT, aux={}, norm=norm,

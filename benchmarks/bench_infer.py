@@ -172,7 +172,7 @@ def main() -> None:
     scenes = {k: scene(work, args.size_km * k, args.dates) for k in {sides[r] for r in wanted}}
 
     tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
-    ray.init(include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
 
     # The bare forward runs in a Ray worker given the actor's CPUs (same OMP_NUM_THREADS,
     # same process setup), right before and after each job: this VM's speed drifts by up to

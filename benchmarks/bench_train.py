@@ -116,7 +116,9 @@ def main() -> None:
     cube = tmp / "cube.zarr"
     write_cube(cube, args.size_px, args.dates)
     km = args.size_px * 10 / 1000
-    ray.init(include_dashboard=False, _temp_dir=str(tmp / "ray"), log_to_driver=False)
+    ray.init(
+        address="local", include_dashboard=False, _temp_dir=str(tmp / "ray"), log_to_driver=False
+    )
     results = [run(cube, tmp / f"out{w}", w, args) for w in args.workers]
     ray.shutdown()
 

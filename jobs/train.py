@@ -21,6 +21,7 @@ from pathlib import Path
 from sar2opt.config import load_config
 from sar2opt.errors import Sar2OptError
 from sar2opt.paths import resolve_output
+from sar2opt.runtime import init_ray
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,14 +49,12 @@ def main(args: argparse.Namespace) -> int:
         args.out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when that is set
         if not args.cube.exists():
             raise Sar2OptError(f"cube not found: {args.cube}")
-        import ray  # after argument checks: importing and starting Ray takes seconds
 
         from sar2opt.train.trainer import train_model
 
         # The per-epoch progress lines are log records (workers' prints reach the driver twice).
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        if not ray.is_initialized():
-            ray.init()  # RAY_ADDRESS set -> that cluster; otherwise a local instance
+        init_ray()  # RAY_ADDRESS set -> that cluster; otherwise a private local one
         ckpt = train_model(args.cube, args.out, cfg)
     except Sar2OptError as e:
         print(f"error: {e}", file=sys.stderr)

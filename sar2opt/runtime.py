@@ -1,18 +1,29 @@
-"""How jobs join Ray: the cluster in RAY_ADDRESS (under `ray job submit`), else a local one."""
+"""How jobs join Ray: the cluster in RAY_ADDRESS (under `ray job submit`), else a local one.
+
+Without RAY_ADDRESS a job never joins a cluster that happens to run on the machine (another
+user's ``ray start``, or a test's): ``ray.init()`` alone would attach to it silently.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 
-def init_ray() -> bool:
-    """Join RAY_ADDRESS's cluster if set, else start a local one; True if we started it."""
+def init_ray(**kwargs) -> bool:
+    """Join RAY_ADDRESS's cluster if set, else start a private local one; True if we started it.
+
+    Says on stderr which cluster the job uses and why, so a log shows where the work ran.
+    """
     import ray
 
     if ray.is_initialized():
         return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        print(f"ray: joining the cluster at {address} (RAY_ADDRESS)", file=sys.stderr)
+        ray.init(**kwargs)
     else:
-        ray.init(include_dashboard=False)
+        print("ray: starting a private local cluster (RAY_ADDRESS is not set)", file=sys.stderr)
+        ray.init(address="local", include_dashboard=False, **kwargs)
     return True

@@ -160,7 +160,7 @@ def ray_local():
     import ray
 
     tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-capped
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp)
     yield ray
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)

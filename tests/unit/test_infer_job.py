@@ -45,7 +45,9 @@ job = _load_job()
 def ray_local():
     ray = pytest.importorskip("ray")
     tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-limited
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
+    )
     yield ray
     ray.shutdown()
 

@@ -243,7 +243,9 @@ def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference)
     flag.touch()
     rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), set())
     tmp = __import__("tempfile").mkdtemp(prefix="r", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
+    )
     try:
         finished = run_ray(
             strip_tasks(rows, 3), batch_size=4, num_actors=1, cpus_per_actor=0.5,

@@ -73,7 +73,9 @@ def ray_local():
     import ray
 
     tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-capped
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=True)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=True
+    )
     yield ray
     ray.shutdown()
     shutil.rmtree(tmp, ignore_errors=True)
