@@ -32,7 +32,7 @@ from sar2opt.catalog.server import CatalogServer
 from sar2opt.catalog.synthetic import generate_scene, scene_grid
 from sar2opt.config import CatalogSpec, CubeSpec
 from sar2opt.cube.build import build_cube, cube_bands, search_inputs
-from sar2opt.cube.continental import build_tiled
+from sar2opt.cube.tiled_build import build_tiled
 from sar2opt.grid import GridSpec, lonlat_bounds
 from sar2opt.profiles import prepare_items, profile_for
 

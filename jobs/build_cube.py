@@ -20,7 +20,7 @@ import sys
 from sar2opt.aoi import load_aoi
 from sar2opt.config import load_config
 from sar2opt.cube.build import cube_bands
-from sar2opt.cube.continental import build_tiled, check_output
+from sar2opt.cube.tiled_build import build_tiled, check_output
 from sar2opt.cube.tiles import format_plan, plan_zones
 from sar2opt.errors import Sar2OptError
 from sar2opt.paths import resolve_output

@@ -26,7 +26,7 @@ from sar2opt.config import config_to_dict, load_config
 from sar2opt.errors import CatalogError
 from sar2opt.infer.ledger import StoreLock
 from sar2opt.infer.mosaic import MosaicExistsError, check_mosaic_path
-from sar2opt.infer.plan import ZonePart, format_plan, make_plan, split_by_zone
+from sar2opt.infer.plan import format_plan, make_plan
 from sar2opt.infer.publish import publish_store
 from sar2opt.infer.region import (
     COMPLETE_ATTR,
@@ -45,6 +45,7 @@ from sar2opt.infer.region import (
 from sar2opt.infer.store import create_store, read_attrs, update_attrs
 from sar2opt.paths import resolve_output
 from sar2opt.provenance import provenance
+from sar2opt.zones import ZonePart, split_zones
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.dry_run else check_mosaic_path(args.out, args.overwrite)
         aoi = load_aoi(args.aoi)
         models = load_models(args.checkpoint)  # fail fast on a bad checkpoint
-        parts = split_by_zone(aoi, cfg.cube.res_m, cfg.cube.epsg)
+        parts = split_zones(aoi, cfg.cube.res_m, cfg.cube.epsg)
         flips = cfg.infer.tta_flips
 
         n_dates, dates_note, groups = _dates_for_plan(cfg, aoi, args)

@@ -27,7 +27,6 @@ from sar2opt.config import Config
 from sar2opt.errors import CatalogError, ConfigError
 from sar2opt.infer.ledger import StoreLock
 from sar2opt.infer.monitor import search_start, store_config, times_to_do, zone_stores
-from sar2opt.infer.plan import ZonePart, split_by_zone
 from sar2opt.infer.publish import publish_store
 from sar2opt.infer.region import (
     COMPLETE_ATTR,
@@ -48,6 +47,7 @@ from sar2opt.infer.region import (
 )
 from sar2opt.infer.store import append_times, read_attrs, update_attrs
 from sar2opt.paths import resolve_output
+from sar2opt.zones import ZonePart, split_zones
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
             aoi = load_aoi(args.aoi)
             models = load_models(args.checkpoint)
             parts = match_parts(
-                split_by_zone(aoi, cfg.cube.res_m, cfg.cube.epsg), stores, attrs, cfg, models
+                split_zones(aoi, cfg.cube.res_m, cfg.cube.epsg), stores, attrs, cfg, models
             )
             since = search_start(attrs)
             found = _acquisitions(cfg, aoi, since[:10], until)

@@ -299,11 +299,6 @@ def band_scaling(
     return scales, offsets
 
 
-def profile_of_catalog(catalog: object, collection: str) -> CollectionProfile:
-    """``profile_for(catalog.stac_url, collection)`` for a ``CatalogSpec``."""
-    return profile_for(catalog.stac_url, collection)
-
-
 def profiles_table() -> list[Mapping[str, object]]:
     """Rows for docs: provider, collection, kind, bands -> assets, signing."""
     return [

@@ -101,9 +101,5 @@ def angular_gain_db(cos_loc: np.ndarray, incidence_deg: float, exponent: np.ndar
     return (10.0 * exponent * np.log10(c / ref)).astype(np.float32)
 
 
-def to_db(linear: np.ndarray) -> np.ndarray:
-    return (10.0 * np.log10(np.maximum(linear, 1e-10))).astype(np.float32)
-
-
 def from_db(db: np.ndarray) -> np.ndarray:
     return np.power(np.float32(10.0), np.asarray(db, np.float32) / np.float32(10.0))

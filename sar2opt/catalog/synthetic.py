@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from shapely.geometry import box
 
 from sar2opt.catalog import clouds, noise, radar
 from sar2opt.catalog.items import (
@@ -56,7 +57,8 @@ from sar2opt.catalog.radar import BARE, FOREST, PASTURE, URBAN, WATER
 from sar2opt.catalog.terrain import TerrainSpec, terrain
 from sar2opt.catalog.tiled import GDAL_CACHE_MB, TiledCog
 from sar2opt.errors import Sar2OptError
-from sar2opt.grid import GridSpec, grid_for_lonlat_bounds
+from sar2opt.grid import GridSpec
+from sar2opt.zones import ZonePart, central_lon, split_zones
 
 CLASS_NAMES = {FOREST: "forest", PASTURE: "pasture", BARE: "bare", WATER: "water", URBAN: "urban"}
 SIGMA0_DB = radar.SIGMA0_DB
@@ -183,12 +185,6 @@ def _utc(d: date, hours: float) -> datetime:
 
 def _round_hours(h: float, step_min: int) -> float:
     return round(h * 60.0 / step_min) * step_min / 60.0
-
-
-def central_lon(epsg: int) -> float:
-    """Central meridian of a UTM zone EPSG (326zz / 327zz); 0 for other codes."""
-    zone = epsg % 100
-    return -183.0 + 6.0 * zone if epsg // 100 in (326, 327) else 0.0
 
 
 def s1_dates(
@@ -774,19 +770,18 @@ def _replace(spec: SynthSpec, **kw) -> SynthSpec:
     return dataclasses.replace(spec, **kw)
 
 
-def zone_bboxes(bbox: Sequence[float]) -> list[tuple[int, tuple[float, float, float, float]]]:
-    """Split a lon/lat bbox (W, S, E, N) at UTM zone edges: [(epsg, sub-bbox), ...]."""
+def check_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
+    """A lon/lat bbox (W, S, E, N) as floats; a ``Sar2OptError`` when it is not one."""
     west, south, east, north = (float(v) for v in bbox)
     if not (-180 <= west < east <= 180 and -80 <= south < north <= 84):
         raise Sar2OptError(f"bbox must be W S E N in degrees with W < E and S < N, got {bbox}")
-    hemi = 32600 if (south + north) / 2 >= 0 else 32700
-    out = []
-    z0 = int((west + 180.0) // 6.0) + 1
-    z1 = int((np.nextafter(east, -np.inf) + 180.0) // 6.0) + 1
-    for zone in range(z0, min(z1, 60) + 1):
-        zw, ze = -180.0 + 6.0 * (zone - 1), -180.0 + 6.0 * zone
-        out.append((hemi + zone, (max(west, zw), south, min(east, ze), north)))
-    return out
+    return west, south, east, north
+
+
+def region_zones(bbox: Sequence[float], res_m: float) -> list[ZonePart]:
+    """The zones and grids of a bbox: ``split_zones``, as a cube build or an inference run of
+    the same AOI cuts it, so their grids and the generated scenes line up."""
+    return split_zones(box(*check_bbox(bbox)), res_m)
 
 
 def generate_region(
@@ -798,21 +793,19 @@ def generate_region(
 ) -> list[dict]:
     """``sar2opt synth``: every acquisition between ``start`` and ``end`` over a lon/lat bbox.
 
-    A bbox spanning UTM zones gives one grid (and one item set, ids suffixed ``_UTM{zone}{N|S}``)
-    per zone; pixels of one zone agree with any other request in that zone.
+    The bbox is split by ``region_zones``: one grid and one item set per zone, ids suffixed
+    ``_UTM<zone name>`` (``_UTM21S``); pixels of one zone agree with any other request there.
     """
     spec = spec or SynthSpec()
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     if last < first:
         raise Sar2OptError(f"end {end} is before start {start}")
     items: list[dict] = []
-    for epsg, sub in zone_bboxes(bbox):
-        grid = grid_for_lonlat_bounds(sub, spec.res_m, epsg=epsg)
-        s1 = s1_dates(first, last, epsg=epsg, spec=spec)
-        s2 = s2_dates(first, last, epsg=epsg, spec=spec)
+    for part in region_zones(bbox, spec.res_m):
+        s1 = s1_dates(first, last, epsg=part.epsg, spec=spec)
+        s2 = s2_dates(first, last, epsg=part.epsg, spec=spec)
         if not s1 and not s2:
             raise Sar2OptError(f"no Sentinel-1 or Sentinel-2 date between {start} and {end}")
-        suffix = f"_UTM{epsg % 100}{'N' if epsg // 100 == 326 else 'S'}"
-        items += write_zone(out_dir, grid, s1, s2, spec, id_suffix=suffix)
+        items += write_zone(out_dir, part.grid, s1, s2, spec, id_suffix=f"_UTM{part.name}")
     write_catalog(items, out_dir)
     return items

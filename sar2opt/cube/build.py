@@ -6,7 +6,7 @@ clear pixel near the radar date instead of one whole, often cloudy, image.
 
 ``search_inputs`` fixes the time axis and the items once; ``assemble`` turns them into pixels
 on any grid. ``build_cube`` runs both on the AOI's grid in memory; the tiled builder
-(``sar2opt.cube.continental``) runs ``assemble`` per tile with the items that meet it, so a
+(``sar2opt.cube.tiled_build``) runs ``assemble`` per tile with the items that meet it, so a
 tile holds exactly the pixels ``build_cube`` gives for the same window.
 """
 
@@ -256,7 +256,7 @@ def build_cube(
 
     Bands: SAR (dB), optical (reflectance), ``clear``, then ``dem`` (metres) when
     ``catalog.dem_collection`` is set, then ``prior_<band>`` when ``spec.prior_days > 0``.
-    In memory, for one grid: large AOIs go through ``sar2opt.cube.continental``.
+    In memory, for one grid: large AOIs go through ``sar2opt.cube.tiled_build``.
     """
     grid = grid_for_aoi(aoi, spec.res_m, spec.epsg)
     query = CubeQuery(tuple(round(v, 6) for v in aoi.bounds), start, end)

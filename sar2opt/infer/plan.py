@@ -1,4 +1,4 @@
-"""The region plan: UTM zones, a block lattice per zone, and the ``--dry-run`` figures.
+"""The region plan: a block lattice per UTM zone, and the ``--dry-run`` figures.
 
 Output is written by *block*: a regular lattice of ``block_px = tile_px - overlap_px`` square
 chunks. Each block is predicted from a ``tile_px`` window centred on it (``halo_px`` =
@@ -6,182 +6,28 @@ chunks. Each block is predicted from a ``tile_px`` window centred on it (``halo_
 block (the window's core) is written. Blocks are therefore Zarr chunks: every writer owns its
 chunks, nothing is accumulated for the region, and a block is the unit of the resume ledger.
 
-Blocks are enumerated row by row from the AOI's intersection with each row strip, so a
-continental AOI is counted (and streamed) without a list of all its tiles in memory.
+The zone split, the lattice and its row-by-row walk (a continental AOI is counted and streamed
+without a list of all its blocks in memory) are ``sar2opt.zones``, shared with the cube.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import shapely
-from shapely.geometry import box
-from shapely.geometry.base import BaseGeometry
-
-from sar2opt.grid import GridSpec, grid_for_lonlat_bounds
 from sar2opt.infer.tiles import MULTIPLE
+from sar2opt.zones import Lattice, ZonePart, count_blocks, to_grid_crs
 
 
 @dataclass(frozen=True)
-class BlockLattice:
-    """Output blocks (= Zarr chunks) of ``block_px`` on ``grid``, read via ``tile_px`` windows."""
-
-    grid: GridSpec
-    tile_px: int
-    overlap_px: int
+class BlockLattice(Lattice):
+    """The inference lattice: ``sar2opt.zones.Lattice`` with ``tile_px`` a multiple of
+    ``MULTIPLE`` (the windows the model sees). Stored in store attrs via ``to_dict``."""
 
     def __post_init__(self) -> None:
         if self.tile_px <= 0 or self.tile_px % MULTIPLE:
             raise ValueError(f"tile_px must be a positive multiple of {MULTIPLE}")
-        if not 0 <= self.overlap_px < self.tile_px:
-            raise ValueError(f"overlap_px must be in [0, tile_px), got {self.overlap_px}")
-
-    @property
-    def block_px(self) -> int:
-        return self.tile_px - self.overlap_px
-
-    @property
-    def halo_px(self) -> int:
-        return self.overlap_px // 2
-
-    @property
-    def n_rows(self) -> int:
-        return math.ceil(self.grid.height / self.block_px)
-
-    @property
-    def n_cols(self) -> int:
-        return math.ceil(self.grid.width / self.block_px)
-
-    def core(self, bi: int, bj: int) -> tuple[int, int, int, int]:
-        """(row0, col0, row1, col1) of block (bi, bj), clipped to the grid (half-open)."""
-        s = self.block_px
-        h, w = self.grid.shape
-        return bi * s, bj * s, min((bi + 1) * s, h), min((bj + 1) * s, w)
-
-    def window(self, bi: int, bj: int) -> tuple[int, int, int, int]:
-        """(row, col, height, width) read and predicted for block (bi, bj), inside the grid."""
-        h, w = self.grid.shape
-        r, rh = _window_1d(bi, self.block_px, self.tile_px, self.halo_px, h)
-        c, cw = _window_1d(bj, self.block_px, self.tile_px, self.halo_px, w)
-        return r, c, rh, cw
-
-    def to_dict(self) -> dict:
-        return {"grid": self.grid.to_dict(), "tile_px": self.tile_px, "overlap_px": self.overlap_px}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> BlockLattice:
-        return cls(GridSpec.from_dict(d["grid"]), int(d["tile_px"]), int(d["overlap_px"]))
-
-
-def _window_1d(b: int, block: int, tile: int, halo: int, size: int) -> tuple[int, int]:
-    """Start and length of the window of block ``b`` along an axis of ``size`` px.
-
-    The window is ``tile`` long, starts ``halo`` before the block and is shifted inward at
-    the axis ends; an axis shorter than ``tile`` is read whole (the predictor pads it).
-    """
-    if size <= tile:
-        return 0, size
-    start = min(max(b * block - halo, 0), size - tile)
-    return start, tile
-
-
-def blocks_by_row(
-    lattice: BlockLattice, geom: BaseGeometry | None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Per block row ``bi``: the sorted columns ``bj`` whose core meets ``geom`` (grid CRS).
-
-    ``None`` means every block. Works strip by strip (a row of blocks at a time): the
-    intersection of the geometry with the strip gives x intervals, turned into columns.
-    """
-    g = lattice.grid
-    s, res = lattice.block_px, g.res_m
-    for bi in range(lattice.n_rows):
-        if geom is None:
-            yield bi, np.arange(lattice.n_cols)
-            continue
-        r0, _, r1, _ = lattice.core(bi, 0)
-        ymax, ymin = g.bounds[3] - r0 * res, g.bounds[3] - r1 * res
-        piece = geom.intersection(box(g.bounds[0], ymin, g.bounds[2], ymax))
-        if piece.is_empty:
-            continue
-        cols = np.zeros(lattice.n_cols, bool)
-        for part in getattr(piece, "geoms", [piece]):
-            if part.is_empty:
-                continue
-            x0, _, x1, _ = part.bounds
-            c0 = max(int(math.floor((x0 - g.bounds[0]) / (s * res))), 0)
-            c1 = min(int(math.floor((x1 - g.bounds[0]) / (s * res))), lattice.n_cols - 1)
-            cols[c0 : c1 + 1] = True
-        if cols.any():
-            yield bi, np.flatnonzero(cols)
-
-
-def count_blocks(lattice: BlockLattice, geom: BaseGeometry | None) -> int:
-    """Number of blocks ``blocks_by_row`` yields, without keeping them."""
-    return sum(len(cols) for _, cols in blocks_by_row(lattice, geom))
-
-
-def to_grid_crs(geom_lonlat: BaseGeometry, epsg: int, densify_deg: float = 0.05) -> BaseGeometry:
-    """A lon/lat geometry in ``EPSG:epsg``, densified so long edges stay faithful."""
-    from pyproj import Transformer
-
-    tr = Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
-    return shapely.transform(
-        geom_lonlat.segmentize(densify_deg),
-        lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])),
-    )
-
-
-@dataclass(frozen=True)
-class ZonePart:
-    """The part of the AOI one output store covers: its CRS, grid and lon/lat geometry."""
-
-    name: str
-    epsg: int
-    grid: GridSpec
-    aoi: BaseGeometry
-
-
-def utm_zone_numbers(aoi: BaseGeometry) -> list[int]:
-    """UTM zone numbers (1-60) whose 6° lon band the AOI meets."""
-    w, _, e, _ = aoi.bounds
-    z0, z1 = int((w + 180) // 6) + 1, int((min(e, 179.999999) + 180) // 6) + 1
-    out = []
-    for z in range(max(z0, 1), min(z1, 60) + 1):
-        lon0 = -180 + 6 * (z - 1)
-        if aoi.intersects(box(lon0, -90, lon0 + 6, 90)):
-            out.append(z)
-    return out
-
-
-def split_by_zone(aoi: BaseGeometry, res_m: float, epsg: int | None = None) -> list[ZonePart]:
-    """One ``ZonePart`` per UTM zone the AOI meets, or one part when it meets a single zone.
-
-    An AOI inside one zone (or any AOI with a fixed ``epsg``) keeps the single grid of
-    ``grid_for_aoi`` (UTM zone of its centre), so small AOIs behave as before. A larger AOI
-    gets one grid per zone in that zone's own CRS (south or north by the part's centre): no
-    pixel is resampled across zones and areas stay true to within 0.1 %.
-    """
-    from sar2opt.aoi import grid_for_aoi
-
-    zones = utm_zone_numbers(aoi)
-    if epsg is not None or len(zones) <= 1:
-        grid = grid_for_aoi(aoi, res_m, epsg)
-        return [ZonePart(f"EPSG{grid.epsg}", grid.epsg, grid, aoi)]
-    parts = []
-    for z in zones:
-        lon0 = -180 + 6 * (z - 1)
-        part = aoi.intersection(box(lon0, -90, lon0 + 6, 90))
-        if part.is_empty or part.area == 0:
-            continue
-        south = part.centroid.y < 0
-        zepsg = (32700 if south else 32600) + z
-        grid = grid_for_lonlat_bounds(part.bounds, res_m, zepsg)
-        parts.append(ZonePart(f"{z:02d}{'S' if south else 'N'}", zepsg, grid, part))
-    return parts
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

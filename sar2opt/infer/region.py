@@ -25,7 +25,7 @@ from shapely.ops import unary_union
 from sar2opt.config import Config, InferSpec
 from sar2opt.errors import ConfigError, Sar2OptError
 from sar2opt.infer.ledger import TileLedger
-from sar2opt.infer.plan import BlockLattice, ZonePart, blocks_by_row, to_grid_crs
+from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import TilePredictor
 from sar2opt.infer.run import (
     CompositeSpec,
@@ -40,6 +40,7 @@ from sar2opt.infer.run import (
 from sar2opt.infer.store import shard_blocks
 from sar2opt.profiles import profile_for
 from sar2opt.runtime import init_ray
+from sar2opt.zones import ZonePart, blocks_by_row, to_grid_crs
 
 __all__ = ["init_ray"]  # re-exported: the jobs start Ray through this module
 

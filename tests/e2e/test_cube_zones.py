@@ -65,13 +65,13 @@ def test_two_zone_aoi_builds_one_store_per_zone(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     zones = json.loads((out / "zones.json").read_text())
     assert len(zones) == 2
-    stores = sorted(out.glob("zone=*.zarr"))
-    assert [p.name for p in stores] == ["zone=32721.zarr", "zone=32722.zarr"]
+    stores = sorted(out.glob("*.zarr"))
+    assert [p.name for p in stores] == ["21S.zarr", "22S.zarr"]
     west_edge = {}
     for p in stores:
         cube = xr.open_zarr(p)["cube"]
         epsg = cube.rio.crs.to_epsg()
-        assert p.name == f"zone={epsg}.zarr"
+        assert p.name == f"{epsg - 32700}S.zarr"
         assert cube.dims == ("time", "band", "y", "x") and cube.sizes["time"] >= 1
         sar = cube.sel(band="vv").values
         # each zone store holds real backscatter over its own part of the AOI

@@ -6,67 +6,59 @@ from shapely.geometry import Polygon, box
 
 from sar2opt.aoi import grid_for_aoi, load_aoi
 from sar2opt.config import CubeSpec
-from sar2opt.cube.tiles import (
-    TileLattice,
-    check_tiling,
-    format_plan,
-    plan_zones,
-    split_zones,
-    tiles_meeting,
-    to_grid_crs,
-    utm_zone_numbers,
-)
+from sar2opt.cube.tiles import check_tiling, format_plan, plan_zones
 from sar2opt.errors import ConfigError
 from sar2opt.grid import GridSpec
+from sar2opt.zones import Lattice, blocks_meeting, split_zones, to_grid_crs, utm_zone_numbers
 from tests.conftest import SHARED_DATA
 
 AMAZON = SHARED_DATA / "aoi" / "amazon.geojson"
 needs_amazon = pytest.mark.skipif(not AMAZON.is_file(), reason=f"{AMAZON} not found")
 
 
-def test_lattice_windows_partition_the_grid_and_halo_is_clipped():
+def test_lattice_cores_partition_the_grid_and_halo_is_clipped():
     grid = GridSpec(32721, 10.0, (0, 0, 15000, 10000))  # 1000 x 1500 px
-    lat = TileLattice(grid, 256)
+    lat = Lattice(grid, 256)  # cube tiles: no overlap, core = tile
     assert (lat.n_rows, lat.n_cols) == (4, 6)
     cover = np.zeros(grid.shape, int)
     for r in range(lat.n_rows):
         for c in range(lat.n_cols):
-            r0, c0, h, w = lat.window(r, c)
-            cover[r0 : r0 + h, c0 : c0 + w] += 1
+            r0, c0, r1, c1 = lat.core(r, c)
+            cover[r0:r1, c0:c1] += 1
     assert (cover == 1).all()  # every pixel in exactly one tile
-    assert lat.window(3, 5) == (768, 1280, 232, 220)
-    assert lat.read_window(0, 0, 3) == (0, 0, 259, 259)
-    assert lat.read_window(1, 1, 3) == (253, 253, 262, 262)
-    assert lat.read_window(3, 5, 3) == (765, 1277, 235, 223)
+    assert lat.core(3, 5) == (768, 1280, 1000, 1500)
+    assert lat.halo(0, 0, 3) == (0, 0, 259, 259)
+    assert lat.halo(1, 1, 3) == (253, 253, 262, 262)
+    assert lat.halo(3, 5, 3) == (765, 1277, 235, 223)
     with pytest.raises(IndexError):
-        lat.window(4, 0)
+        lat.core(4, 0)
 
 
-def test_tiles_meeting_matches_a_tile_by_tile_check():
+def test_blocks_meeting_matches_a_tile_by_tile_check():
     grid = GridSpec(32721, 10.0, (0, 0, 20000, 20000))
-    lat = TileLattice(grid, 300)
+    lat = Lattice(grid, 300)
     # an L shape with a hole, and a separate island
     shape_ = Polygon(
         [(1000, 1000), (15000, 1000), (15000, 6000), (6000, 6000), (6000, 18000), (1000, 18000)],
         holes=[[(2000, 2000), (4500, 2000), (4500, 4500), (2000, 4500)]],
     ).union(box(17000, 17000, 17500, 19990))
-    fast = set(tiles_meeting(lat, shape_))
+    fast = set(blocks_meeting(lat, shape_))
     slow = set()
     for r in range(lat.n_rows):
         for c in range(lat.n_cols):
-            r0, c0, h, w = lat.window(r, c)
-            if box(*grid.window_bounds(r0, c0, h, w)).intersection(shape_).area > 0:
+            r0, c0, r1, c1 = lat.core(r, c)
+            if box(*grid.window_bounds(r0, c0, r1 - r0, c1 - c0)).intersection(shape_).area > 0:
                 slow.add((r, c))
     # strips may include tiles inside a hole's x-interval; never miss one that meets the shape
     assert slow <= fast
     assert len(fast - slow) <= 8
-    assert len(tiles_meeting(lat, None)) == lat.n_rows * lat.n_cols
+    assert len(blocks_meeting(lat, None)) == lat.n_rows * lat.n_cols
 
 
 def test_small_aoi_keeps_the_grid_build_cube_uses():
     aoi = box(-55.03, -5.03, -54.97, -4.97)
     (zone,) = split_zones(aoi, 10.0)
-    assert zone.grid == grid_for_aoi(aoi, 10.0) and zone.name == "zone=32721"
+    assert zone.grid == grid_for_aoi(aoi, 10.0) and zone.name == "21S"
     # across the 21/22 boundary (-54°): two grids, each in its own zone, each its own part
     aoi2 = box(-54.05, -5.02, -53.95, -4.98)
     zones = split_zones(aoi2, 10.0)
@@ -130,7 +122,7 @@ def test_dry_run_prints_the_zone_plan_without_a_catalog(capsys):
     out = capsys.readouterr().out
     assert out.startswith("6 zone(s), tiles of 2048 px")
     for epsg in range(32718, 32724):
-        assert f"zone={epsg}:" in out
+        assert f"  {epsg - 32700}S (EPSG:{epsg}): grid" in out
     expected = plan_zones(load_aoi(AMAZON), CubeSpec(tile_px=2048))
     assert f"total: {sum(len(p.tiles) for p in expected)} tiles" in out
     assert format_plan(expected, 7)[-1] in out  # 2 SAR + 4 optical + clear

@@ -11,7 +11,7 @@ import zarr
 from shapely.geometry import box
 
 from sar2opt.config import CatalogSpec, CubeSpec
-from sar2opt.cube import build, continental
+from sar2opt.cube import build, tiled_build
 from sar2opt.cube.clean_s1 import db_to_linear
 from sar2opt.grid import GridSpec, lonlat_bounds
 from tests.unit.test_cube_load import _item, _tif
@@ -89,7 +89,7 @@ def reference(items, tmp_path_factory):
 
 
 def _tiled(aoi, out, spec=SPEC, **kw):
-    return continental.build_tiled(
+    return tiled_build.build_tiled(
         aoi, *DATES, catalog=CAT, spec=spec, out=out, log=lambda *_: None, **kw
     )
 
@@ -110,7 +110,7 @@ def test_tiled_build_has_the_pixels_of_build_cube(reference):
     ds = xr.open_zarr(out)
     _same(ref, ds)
     assert ds.attrs["build"]["status"] == "complete"
-    assert not (out / continental.TILE_DIR).exists()
+    assert not (out / tiled_build.TILE_DIR).exists()
     assert ds.cube.encoding["chunks"] == (1, 6, 8, 8)
     # the second pass saw only the west frame: the east half is NaN there, not zero
     vv = ds.cube.sel(band="vv").values
@@ -127,8 +127,8 @@ def test_tiled_build_has_the_pixels_of_build_cube(reference):
 def test_without_halo_the_tile_borders_would_differ(scene, reference, tmp_path, monkeypatch):
     """Guards the halo test above: it can fail."""
     ref = reference[0]
-    original = continental.tile_tasks
-    monkeypatch.setattr(continental, "tile_tasks", lambda b, halo_px: original(b, 0))
+    original = tiled_build.tile_tasks
+    monkeypatch.setattr(tiled_build, "tile_tasks", lambda b, halo_px: original(b, 0))
     _tiled(scene, tmp_path / "cube.zarr")
     ds = xr.open_zarr(tmp_path / "cube.zarr")
     assert not np.array_equal(ds.cube.values, ref.cube.values, equal_nan=True)
@@ -136,7 +136,7 @@ def test_without_halo_the_tile_borders_would_differ(scene, reference, tmp_path, 
 
 def test_interrupted_build_resumes_to_the_same_cube(scene, reference, tmp_path, monkeypatch):
     calls = []
-    real = continental.run_tile
+    real = tiled_build.run_tile
 
     def failing(task, *a):
         if len(calls) == 3:
@@ -144,17 +144,17 @@ def test_interrupted_build_resumes_to_the_same_cube(scene, reference, tmp_path, 
         calls.append(task.key)
         return real(task, *a)
 
-    monkeypatch.setattr(continental, "run_tile", failing)
+    monkeypatch.setattr(tiled_build, "run_tile", failing)
     out = tmp_path / "cube.zarr"
     with pytest.raises(RuntimeError, match="worker lost"):
         _tiled(scene, out)
-    assert continental.output_status(out) == "incomplete"
-    assert continental.done_tiles(out) == set(calls) and len(calls) == 3
-    monkeypatch.setattr(continental, "run_tile", real)
+    assert tiled_build.output_status(out) == "incomplete"
+    assert tiled_build.done_tiles(out) == set(calls) and len(calls) == 3
+    monkeypatch.setattr(tiled_build, "run_tile", real)
     res = _tiled(scene, out)
     assert (res.tiles_total, res.tiles_run) == (8, 5)
     _same(xr.open_zarr(reference[1]), xr.open_zarr(out))
-    assert continental.output_status(out) == "complete"
+    assert tiled_build.output_status(out) == "complete"
 
 
 def test_complete_is_refused_other_request_is_refused_overwrite_replaces(
@@ -162,13 +162,13 @@ def test_complete_is_refused_other_request_is_refused_overwrite_replaces(
 ):
     out = tmp_path / "cube.zarr"
     shutil.copytree(reference[1], out)
-    with pytest.raises(continental.OutputExistsError, match="--overwrite"):
+    with pytest.raises(tiled_build.OutputExistsError, match="--overwrite"):
         _tiled(scene, out)
     # an incomplete store of another request (other settings) is not resumed
     group = zarr.open_group(str(out), mode="r+", use_consolidated=False)
     group.attrs["build"] = dict(group.attrs["build"]) | {"status": "incomplete"}
     other = replace(SPEC, max_dt_days=3)
-    with pytest.raises(continental.OutputExistsError, match="another request"):
+    with pytest.raises(tiled_build.OutputExistsError, match="another request"):
         _tiled(scene, out, spec=other)
     res = _tiled(scene, out, spec=other, overwrite=True)
     assert res.tiles_run == 8
@@ -186,10 +186,10 @@ def test_sharded_store_has_one_shard_per_tile(scene, reference, tmp_path):
 
 
 def test_tile_tasks_carry_only_the_items_meeting_them(scene):
-    plan = continental.plan_zones(scene, SPEC)[0]
+    plan = tiled_build.plan_zones(scene, SPEC)[0]
     inputs = build.search_inputs(scene, *DATES, catalog=CAT, spec=SPEC)
-    zb = continental.ZoneBuild(plan, inputs, Path("unused.zarr"), "x")
-    tasks = {t.key: t for t in continental.tile_tasks(zb, 2)}
+    zb = tiled_build.ZoneBuild(plan, inputs, Path("unused.zarr"), "x")
+    tasks = {t.key: t for t in tiled_build.tile_tasks(zb, 2)}
     assert len(tasks) == 8
     # pass 1 has frames (west, east), pass 2 (west); S2 items cover everything
     assert tasks["0_0"].s1 == ((0,), (0,))

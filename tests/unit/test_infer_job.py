@@ -15,7 +15,7 @@ import xarray as xr
 
 from sar2opt.errors import CatalogError
 from sar2opt.infer.ledger import TileLedger
-from sar2opt.infer.plan import BlockLattice, blocks_by_row
+from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import TilePredictor, predict
 from sar2opt.infer.region import one_line, user_error
 from sar2opt.infer.run import (
@@ -26,6 +26,7 @@ from sar2opt.infer.run import (
     strip_tasks,
 )
 from sar2opt.infer.store import create_store
+from sar2opt.zones import blocks_by_row
 from tests.unit.infer_fakes import GRID, META, NORM, H, W, fake_read, fake_sar, tiny_net
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,17 +8,9 @@ from shapely.geometry import box
 
 from sar2opt.aoi import load_aoi
 from sar2opt.grid import GridSpec
-from sar2opt.infer.plan import (
-    BlockLattice,
-    blocks_by_row,
-    count_blocks,
-    estimate_dates,
-    format_plan,
-    make_plan,
-    split_by_zone,
-    to_grid_crs,
-)
+from sar2opt.infer.plan import BlockLattice, estimate_dates, format_plan, make_plan
 from sar2opt.infer.publish import output_items
+from sar2opt.zones import blocks_by_row, count_blocks, split_zones, to_grid_crs
 from tests.conftest import SHARED_DATA
 
 AMAZON = SHARED_DATA / "aoi" / "amazon.geojson"
@@ -59,7 +51,7 @@ def test_blocks_by_row_keeps_only_blocks_meeting_the_geometry() -> None:
 @pytest.mark.skipif(not AMAZON.is_file(), reason="shared AOI not found")
 def test_amazon_dry_run_plan_per_utm_zone() -> None:
     aoi = load_aoi(AMAZON)
-    parts = split_by_zone(aoi, 10.0)
+    parts = split_zones(aoi, 10.0)
     assert [p.name for p in parts] == ["18S", "19S", "20S", "21S", "22S", "23S"]
     assert [p.epsg for p in parts] == list(range(32718, 32724))
     plan = make_plan(
@@ -84,10 +76,10 @@ def test_small_aoi_keeps_single_centre_zone_grid() -> None:
 
     aoi = box(-54.05, -6.05, -53.95, -5.95)  # straddles the 21/22 border at -54
     aoi2 = box(-55.2, -6.05, -55.1, -5.95)
-    assert len(split_by_zone(aoi2, 10.0)) == 1
-    assert split_by_zone(aoi2, 10.0)[0].grid == grid_for_aoi(aoi2, 10.0)
-    assert len(split_by_zone(aoi, 10.0, epsg=32721)) == 1
-    parts = split_by_zone(aoi, 10.0)
+    assert len(split_zones(aoi2, 10.0)) == 1
+    assert split_zones(aoi2, 10.0)[0].grid == grid_for_aoi(aoi2, 10.0)
+    assert len(split_zones(aoi, 10.0, epsg=32721)) == 1
+    parts = split_zones(aoi, 10.0)
     assert [p.epsg for p in parts] == [32721, 32722]
     assert sum(to_grid_crs(p.aoi, p.epsg).area for p in parts) == pytest.approx(
         to_grid_crs(aoi, 32721).area, rel=2e-3

@@ -18,7 +18,7 @@ import xarray as xr
 
 from sar2opt.infer.composite import SOURCE_SYNTH
 from sar2opt.infer.ledger import TileLedger, parse_ledger
-from sar2opt.infer.plan import BlockLattice, blocks_by_row
+from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import TilePredictor, predict
 from sar2opt.infer.run import (
     StripWorker,
@@ -29,6 +29,7 @@ from sar2opt.infer.run import (
     strip_tasks,
 )
 from sar2opt.infer.store import create_store
+from sar2opt.zones import blocks_by_row
 from tests.unit.infer_fakes import GRID, META, NORM, RF, H, W, fake_read, fake_sar, tiny_net
 
 ROOT = Path(__file__).resolve().parents[2]

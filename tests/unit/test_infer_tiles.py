@@ -16,7 +16,7 @@ import torch
 import xarray as xr
 
 from sar2opt.grid import GridSpec
-from sar2opt.infer.plan import BlockLattice, blocks_by_row
+from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import TilePredictor, predict
 from sar2opt.infer.run import (
     block_tasks,
@@ -29,6 +29,7 @@ from sar2opt.infer.run import (
 from sar2opt.infer.store import create_store
 from sar2opt.infer.tiles import round_up
 from sar2opt.models.unet import UNetGenerator
+from sar2opt.zones import blocks_by_row
 
 NORM = {
     "sar_mean": [-12.0, -19.0],

@@ -14,11 +14,11 @@ from sar2opt.catalog import noise
 from sar2opt.catalog.items import DEM_COLLECTION
 from sar2opt.catalog.synthetic import (
     SynthSpec,
+    check_bbox,
     generate_region,
     generate_scene,
     s1_dates,
     s2_dates,
-    zone_bboxes,
 )
 from sar2opt.catalog.terrain import TerrainSpec
 from sar2opt.cli import main
@@ -112,13 +112,12 @@ def test_revisit_lattices_do_not_depend_on_the_period():
     ]
 
 
-def test_zone_split_and_errors():
-    assert zone_bboxes([-55.1, -5.1, -54.9, -4.9]) == [(32721, (-55.1, -5.1, -54.9, -4.9))]
-    z = zone_bboxes([-54.5, 1.0, -53.0, 2.0])
-    assert [e for e, _ in z] == [32621, 32622]
-    assert z[0][1] == (-54.5, 1.0, -54.0, 2.0) and z[1][1] == (-54.0, 1.0, -53.0, 2.0)
+def test_bbox_errors():
+    assert check_bbox([-55.1, -5.1, -54.9, -4.9]) == (-55.1, -5.1, -54.9, -4.9)
     with pytest.raises(Sar2OptError, match="bbox"):
-        zone_bboxes([-54.0, -5.0, -55.0, -4.0])
+        check_bbox([-54.0, -5.0, -55.0, -4.0])
+    with pytest.raises(Sar2OptError, match="bbox"):
+        check_bbox([-54.0, -85.0, -53.0, -4.0])
     with pytest.raises(Sar2OptError, match="band"):
         SynthSpec(s2_bands=("B99",))
 

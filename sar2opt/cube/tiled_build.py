@@ -1,6 +1,6 @@
 """Tiled, resumable cube builds: per-zone Zarr stores written tile by tile, on Ray or serially.
 
-1. Plan (``sar2opt.cube.tiles``): zones, grids, tiles, from the AOI alone.
+1. Plan (``sar2opt.cube.tiles`` on ``sar2opt.zones``): zones, grids, tiles, from the AOI alone.
 2. Search once for the whole AOI (``search_inputs``); per zone, the S1 passes that meet it
    are its time axis, fixed before any pixel is written, so every tile shares it (a tile that
    no frame of a pass covers is NaN there).
@@ -11,9 +11,10 @@
 5. When all tiles of a zone are marked, its attrs say ``build.status = complete``.
 
 Layout: an AOI in one zone writes one store at ``out`` (what ``build_cube`` always wrote); an
-AOI across zones writes a directory ``out`` holding ``zone=<epsg>.zarr`` per zone and
-``zones.json``: the zones have different CRSs and coordinates, so each is a complete cube on
-its own that ``xr.open_zarr`` (training, evaluation) reads unchanged.
+AOI across zones writes a directory ``out`` holding ``<zone>.zarr`` per zone (``21S.zarr``,
+named by ``sar2opt.zones.zone_name``) and ``zones.json``: the zones have different CRSs and
+coordinates, so each is a complete cube on its own that ``xr.open_zarr`` (training,
+evaluation) reads unchanged.
 """
 
 from __future__ import annotations
@@ -43,9 +44,10 @@ from sar2opt.cube.build import (
     inputs_from_items,
     search_inputs,
 )
-from sar2opt.cube.tiles import Window, ZonePlan, plan_zones
+from sar2opt.cube.tiles import ZonePlan, plan_zones
 from sar2opt.errors import Sar2OptError
 from sar2opt.grid import GridSpec, lonlat_bounds
+from sar2opt.zones import Window
 
 TILE_DIR = "_tiles"
 ZONES_FILE = "zones.json"
@@ -139,7 +141,8 @@ def tile_tasks(build: ZoneBuild, halo_px: int) -> list[TileTask]:
     s2_index, dem_index = ItemIndex(inputs.s2_items), ItemIndex(inputs.dem_items)
     tasks = []
     for row, col in plan.tiles:
-        read = plan.lattice.read_window(row, col, halo_px)
+        r0, c0, r1, c1 = plan.lattice.core(row, col)
+        read = plan.lattice.halo(row, col, halo_px)
         footprint = box(*lonlat_bounds(plan.zone.grid.subgrid(*read)))
         tasks.append(
             TileTask(
@@ -148,7 +151,7 @@ def tile_tasks(build: ZoneBuild, halo_px: int) -> list[TileTask]:
                 grid=plan.zone.grid,
                 row=row,
                 col=col,
-                window=plan.lattice.window(row, col),
+                window=(r0, c0, r1 - r0, c1 - c0),
                 read=read,
                 s1=tuple(ix.meeting(footprint) for ix in s1_index),
                 s2=s2_index.meeting(footprint),
