@@ -4,7 +4,7 @@
         --start 2023-07-01 --end 2023-08-31 --out out/cube.zarr
 
 The cube is written tile by tile (``cube.tile_px``). An AOI inside one UTM zone gives one
-store at ``--out``; an AOI across zones gives a directory ``--out`` with ``zone=<epsg>.zarr``
+store at ``--out``; an AOI across zones gives a directory ``--out`` with ``<zone>.zarr`` (``21S``)
 per zone. Re-running into an incomplete output resumes it (finished tiles are skipped); a
 complete one is refused unless ``--overwrite``. ``--dry-run`` prints the tile plan and stops.
 Under ``ray job submit`` (RAY_ADDRESS set) or with ``--executor ray`` tiles run as Ray tasks.

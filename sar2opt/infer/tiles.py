@@ -1,8 +1,9 @@
 """Tile sizes for the generator: windows are multiples of ``MULTIPLE`` px.
 
-The tiling itself is ``sar2opt.infer.plan.BlockLattice`` (blocks = Zarr chunks, each predicted
-from a window with ``overlap_px // 2`` of context on every side and written core only); the
-predictor pads a window to the model's own ``stride`` (``predictor.model_stride``).
+The tiling itself is ``sar2opt.infer.plan.BlockLattice``: the shared ``sar2opt.zones.Lattice``
+with ``tile_px`` a multiple of ``MULTIPLE`` (blocks = Zarr chunks, each predicted from a window
+with ``overlap_px // 2`` of context on every side and written core only); the predictor pads a
+window to the model's own ``stride`` (``predictor.model_stride``).
 """
 
 from __future__ import annotations
