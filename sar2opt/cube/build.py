@@ -5,9 +5,11 @@ the clear S2 observations within ±``max_dt_days`` (nearest first), so training 
 clear pixel near the radar date instead of one whole, often cloudy, image.
 
 ``search_inputs`` fixes the time axis and the items once; ``assemble`` turns them into pixels
-on any grid. ``build_cube`` runs both on the AOI's grid in memory; the tiled builder
-(``sar2opt.cube.tiled_build``) runs ``assemble`` per tile with the items that meet it, so a
-tile holds exactly the pixels ``build_cube`` gives for the same window.
+on any grid: ``load_pixels`` reads them (a stackstac graph, or the windowed COG reader of
+``window_load``: the same values), ``compose`` cleans and pairs them. ``build_cube`` runs both
+on the AOI's grid in memory through stackstac; the tiled builder (``sar2opt.cube.tiled_build``)
+runs them per tile with the items that meet it, through the windowed reader, so a tile holds
+exactly the pixels ``build_cube`` gives for the same window.
 """
 
 from __future__ import annotations
