@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sar2opt.ops import box_sum
+
 #: Side of the square window for the local-mean features (pixels): 5 px = 50 m at 10 m,
 #: enough to average speckle while keeping field edges.
 LOCAL_MEAN_PX = 5
@@ -31,14 +33,9 @@ def local_mean(x: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
     vals = np.pad(np.where(ok, x, 0.0), r)
     cnt = np.pad(ok.astype("float64"), r)
 
-    def box(a: np.ndarray) -> np.ndarray:
-        s = np.pad(a.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        w = win_px
-        return s[w:, w:] - s[:-w, w:] - s[w:, :-w] + s[:-w, :-w]
-
-    n = box(cnt)
+    n = box_sum(cnt, win_px)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, box(vals) / n, np.nan)
+        return np.where(n > 0, box_sum(vals, win_px) / n, np.nan)
 
 
 def sar_features(sar_db: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:

@@ -19,6 +19,7 @@ import numpy as np
 
 from sar2opt.evaluate.baselines import constant_colour, ridge_baseline
 from sar2opt.evaluate.metrics import mae, psnr, rmse, sam_deg, ssim_map
+from sar2opt.ops import dilate
 
 #: Metrics every method gets, in table order; all are "lower is better" except PSNR and SSIM.
 METRICS = ("mae", "rmse", "psnr_db", "ssim", "sam_deg")
@@ -42,16 +43,6 @@ class Scene:
     clear: np.ndarray
     bands: tuple[str, ...]
     times: tuple[str, ...]
-
-
-def dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    """Square (Chebyshev) dilation of a 2-D boolean mask by ``px`` pixels."""
-    m = np.asarray(mask, dtype=bool)
-    if px <= 0:
-        return m.copy()
-    w = 2 * px + 1
-    s = np.pad(np.pad(m.astype("int64"), px).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    return (s[w:, w:] - s[:-w, w:] - s[w:, :-w] + s[:-w, :-w]) > 0
 
 
 def block_split(
