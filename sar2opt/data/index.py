@@ -2,7 +2,7 @@
 
 Training reads patches lazily from the cube store (``sar2opt.data.stream``); what it needs
 up front is only *where* the usable patches are. :func:`build_patch_index` scans the cube one
-date and one strip of block rows at a time (summed-area tables, as ``extract_patches`` does)
+date and one strip of block rows at a time (summed-area tables, ``sar2opt.ops``)
 and returns a small ``pandas.DataFrame``, never the patches themselves.
 
 Columns (``INDEX_COLUMNS``):
@@ -22,9 +22,10 @@ of one place land on both sides. Instead the grid is cut into ``block_px`` squar
 least one block. A patch lies wholly inside one block (stride grid anchored at the block
 origin) and is dropped when fewer than ``gap_px`` (default ``patch_px``) pixels separate it
 from a block of another split, so two patches of different splits are at least ``gap_px``
-apart, and every date of one place has the same split. Patches are valid under the rules of
-``extract_patches``: clear fraction >= ``min_clear_frac``, no non-finite SAR / DEM / prior
-value, no non-finite optical value at a clear pixel.
+apart, and every date of one place has the same split. A patch is valid when its clear
+fraction is >= ``min_clear_frac`` and it has no non-finite SAR / DEM / prior value and no
+non-finite optical value at a clear pixel (the rules of the in-memory reference cutter in
+``tests/unit/patch_reference.py``).
 
 :func:`index_hash` fingerprints an index (stored in checkpoints, so a run says which patches
 it saw); :func:`split_counts` counts patches per split.

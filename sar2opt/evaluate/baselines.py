@@ -17,7 +17,6 @@ from sar2opt.ops import box_sum
 #: Side of the square window for the local-mean features (pixels): 5 px = 50 m at 10 m,
 #: enough to average speckle while keeping field edges.
 LOCAL_MEAN_PX = 5
-FEATURE_NAMES = ("vv", "vh", "vv-vh", "vv_mean", "vh_mean", "vv-vh_mean")
 
 
 def local_mean(x: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
@@ -99,6 +98,45 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> Ridge:
     return Ridge(mu, sd, coef, ym, float(alpha))
 
 
+def feature_stack(sar_db: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
+    """(T, 6, H, W) :func:`sar_features` of (T, 2, H, W) VV, VH dB."""
+    return np.stack([sar_features(s, win_px) for s in sar_db])
+
+
+@dataclass(frozen=True)
+class SarRidge:
+    """A ridge from :func:`sar_features` (window ``win_px``) to optical bands."""
+
+    ridge: Ridge
+    win_px: int = LOCAL_MEAN_PX
+
+    def predict(self, sar_db: np.ndarray) -> np.ndarray:
+        """(T, 2, H, W) VV, VH dB -> (T, C, H, W) float32; NaN where a feature is NaN."""
+        return self.predict_features(feature_stack(sar_db, self.win_px))
+
+    def predict_features(self, feats: np.ndarray) -> np.ndarray:
+        """The same from :func:`feature_stack` (T, F, H, W) computed once already."""
+        return np.moveaxis(self.ridge.predict(np.moveaxis(feats, 1, 0)), 0, 1).astype("float32")
+
+
+def fit_sar_ridge(
+    sar_db: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    alpha: float = 1.0,
+    win_px: int = LOCAL_MEAN_PX,
+    feats: np.ndarray | None = None,
+) -> SarRidge:
+    """The ridge baseline fitted on the ``mask`` pixels: ``sar_db`` (T, 2, H, W), ``truth``
+    (T, C, H, W) reflectance, ``mask`` (T, H, W) boolean (T dates of a scene, or T patches).
+    ``feats``: the :func:`feature_stack` of ``sar_db`` when the caller has it."""
+    feats = feature_stack(sar_db, win_px) if feats is None else feats
+    m = np.asarray(mask, dtype=bool)
+    x = np.moveaxis(feats, 1, 0)[:, m]
+    y = np.moveaxis(np.asarray(truth, dtype="float64"), 1, 0)[:, m]
+    return SarRidge(fit_ridge(x, y, alpha), win_px)
+
+
 def ridge_baseline(
     sar_db: np.ndarray,
     truth: np.ndarray,
@@ -111,9 +149,5 @@ def ridge_baseline(
     ``sar_db`` (T, 2, H, W), ``truth`` (T, C, H, W), ``train_mask`` (T, H, W) (clear and in
     a training block). One fit over all T dates: pass T = 1 slices for a per-date fit.
     """
-    feats = np.stack([sar_features(s, win_px) for s in sar_db])  # (T, F, H, W)
-    m = np.asarray(train_mask, dtype=bool)
-    x = np.moveaxis(feats, 1, 0)[:, m]
-    y = np.moveaxis(np.asarray(truth, dtype="float64"), 1, 0)[:, m]
-    model = fit_ridge(x, y, alpha)
-    return np.moveaxis(model.predict(np.moveaxis(feats, 1, 0)), 0, 1).astype("float32")
+    feats = feature_stack(sar_db, win_px)
+    return fit_sar_ridge(sar_db, truth, train_mask, alpha, win_px, feats).predict_features(feats)
