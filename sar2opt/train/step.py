@@ -56,9 +56,9 @@ class LossSpec:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
 
     @classmethod
-    def from_train(cls, tr: TrainSpec | dict) -> LossSpec:
-        d = tr if isinstance(tr, dict) else tr.__dict__
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+    def from_train(cls, tr: TrainSpec) -> LossSpec:
+        """The step's share of the train spec."""
+        return cls(**{k: getattr(tr, k) for k in cls.__dataclass_fields__})
 
 
 def _autocast(x: torch.Tensor, enabled: bool) -> contextlib.AbstractContextManager:
