@@ -112,10 +112,7 @@ class SarRidge:
 
     def predict(self, sar_db: np.ndarray) -> np.ndarray:
         """(T, 2, H, W) VV, VH dB -> (T, C, H, W) float32; NaN where a feature is NaN."""
-        return self.predict_features(feature_stack(sar_db, self.win_px))
-
-    def predict_features(self, feats: np.ndarray) -> np.ndarray:
-        """The same from :func:`feature_stack` (T, F, H, W) computed once already."""
+        feats = feature_stack(sar_db, self.win_px)
         return np.moveaxis(self.ridge.predict(np.moveaxis(feats, 1, 0)), 0, 1).astype("float32")
 
 
@@ -125,29 +122,13 @@ def fit_sar_ridge(
     mask: np.ndarray,
     alpha: float = 1.0,
     win_px: int = LOCAL_MEAN_PX,
-    feats: np.ndarray | None = None,
 ) -> SarRidge:
-    """The ridge baseline fitted on the ``mask`` pixels: ``sar_db`` (T, 2, H, W), ``truth``
-    (T, C, H, W) reflectance, ``mask`` (T, H, W) boolean (T dates of a scene, or T patches).
-    ``feats``: the :func:`feature_stack` of ``sar_db`` when the caller has it."""
-    feats = feature_stack(sar_db, win_px) if feats is None else feats
+    """The ridge baseline fitted on the ``mask`` pixels: ``sar_db`` (T, 2, H, W) VV, VH dB,
+    ``truth`` (T, C, H, W) reflectance, ``mask`` (T, H, W) boolean, e.g. clear and in a
+    training block. T dates of a scene (one fit over all: pass T = 1 slices for a per-date
+    fit) or T patches."""
+    feats = feature_stack(sar_db, win_px)
     m = np.asarray(mask, dtype=bool)
     x = np.moveaxis(feats, 1, 0)[:, m]
     y = np.moveaxis(np.asarray(truth, dtype="float64"), 1, 0)[:, m]
     return SarRidge(fit_ridge(x, y, alpha), win_px)
-
-
-def ridge_baseline(
-    sar_db: np.ndarray,
-    truth: np.ndarray,
-    train_mask: np.ndarray,
-    alpha: float = 1.0,
-    win_px: int = LOCAL_MEAN_PX,
-) -> np.ndarray:
-    """Fit on the training pixels of one scene and predict it all.
-
-    ``sar_db`` (T, 2, H, W), ``truth`` (T, C, H, W), ``train_mask`` (T, H, W) (clear and in
-    a training block). One fit over all T dates: pass T = 1 slices for a per-date fit.
-    """
-    feats = feature_stack(sar_db, win_px)
-    return fit_sar_ridge(sar_db, truth, train_mask, alpha, win_px, feats).predict_features(feats)

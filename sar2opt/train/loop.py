@@ -32,7 +32,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from sar2opt.config import Config, ModelSpec, TrainSpec, config_to_dict
+from sar2opt.config import Config, config_to_dict
 from sar2opt.data.inputs import input_channels, input_keys
 from sar2opt.models import build_discriminator, build_generator
 from sar2opt.train.checkpoint import (
@@ -181,14 +181,6 @@ class WorkerConfig:
     batch_size: int
     run_uri: str
 
-    @property
-    def model(self) -> ModelSpec:
-        return self.config.model
-
-    @property
-    def train(self) -> TrainSpec:
-        return self.config.train
-
 
 #: The key of the WorkerConfig in ``train_loop_config``: Ray records that as a run setting and
 #: wants a dict, so the typed config travels as its one value.
@@ -237,20 +229,20 @@ def join_group(wc: WorkerConfig) -> Worker:
     """Rank, world size, device and precision of this worker."""
     ctx = ray.train.get_context()
     device = ray.train.torch.get_device()
-    precision = resolve_precision(wc.train.precision, device.type, cpu_supports_bf16())
+    precision = resolve_precision(wc.config.train.precision, device.type, cpu_supports_bf16())
     return Worker(
         ctx.get_world_rank(), ctx.get_world_size(), device, precision,
-        wc.train.channels_last, batch_keys(wc.model.input_set),
+        wc.config.train.channels_last, batch_keys(wc.config.model.input_set),
     )  # fmt: skip
 
 
 def build_nets(wc: WorkerConfig) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """G and D from the registry, seeded alike on every worker (DDP also broadcasts rank 0's
     weights); D is None for a non-adversarial model."""
-    spec = wc.model
+    spec = wc.config.model
     co = len(wc.out_bands)
     in_ch, dem_ch = input_channels(spec.input_set, len(wc.in_bands), co)
-    torch.manual_seed(wc.train.seed)
+    torch.manual_seed(wc.config.train.seed)
     return build_generator(spec, in_ch, co, dem_ch), build_discriminator(spec, in_ch + co)
 
 
@@ -263,7 +255,7 @@ def restore(
     The best value and bad-epoch count of early stopping continue; patience and min_delta
     follow this config.
     """
-    stopper = EarlyStopping(wc.train.patience, wc.train.min_delta)
+    stopper = EarlyStopping(wc.config.train.patience, wc.config.train.min_delta)
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return Progress(0, 0, [], stopper), None
@@ -290,7 +282,7 @@ def make_optimisers(
         disc = None if disc is None else disc.to(memory_format=torch.channels_last)
     gen = ray.train.torch.prepare_model(gen)
     disc = None if disc is None else ray.train.torch.prepare_model(disc)
-    lr = wc.train.lr
+    lr = wc.config.train.lr
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = None if disc is None else torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     if state is not None:
@@ -302,7 +294,7 @@ def make_optimisers(
 
 def set_lr(nets: Nets, wc: WorkerConfig, epoch: int) -> float:
     """The epoch's learning rate (a function of the epoch alone), set on both optimisers."""
-    tr = wc.train
+    tr = wc.config.train
     lr = float(tr.lr) * lr_factor(epoch, tr.epochs, tr.lr_schedule, tr.warmup_epochs)
     for o in (nets.opt_g, nets.opt_d):
         for g in [] if o is None else o.param_groups:
@@ -317,8 +309,8 @@ def train_epoch(
     sample count ``n``, the time spent waiting for batches (``wait_s``, ``first_wait_s``:
     the epoch's pipeline start-up) and ``train_s``; and the step count after the epoch."""
     t0 = time.perf_counter()
-    rng = np.random.default_rng([int(wc.train.seed), w.rank, epoch])
-    losses = LossSpec.from_train(wc.train)
+    rng = np.random.default_rng([int(wc.config.train.seed), w.rank, epoch])
+    losses = LossSpec.from_train(wc.config.train)
     bs = wc.batch_size
     sums = {**dict.fromkeys(LOSS_KEYS, 0.0), "n": 0.0, "wait_s": 0.0, "first_wait_s": 0.0}
     # drop_last: every worker holds the same row count (equal split), so the same number
@@ -346,7 +338,7 @@ def train_epoch(
         batch = _memory_format(augment({k: batch[k] for k in w.keys}, rng), w.channels_last)
         out = gan_step(
             nets.gen, nets.disc, nets.opt_g, nets.opt_d, batch, amp=w.amp, step=step,
-            losses=losses, input_set=wc.model.input_set,
+            losses=losses, input_set=wc.config.model.input_set,
         )  # fmt: skip
         step += 1
         n = batch["sar"].shape[0]
@@ -367,7 +359,12 @@ def validate(wc: WorkerConfig, w: Worker, gen: torch.nn.Module, shard: object) -
     ):
         b = _memory_format({k: batch[k] for k in w.keys}, w.channels_last)
         ev = eval_sums(
-            bare, b, norm["opt_mean"], norm["opt_std"], input_set=wc.model.input_set, amp=w.amp
+            bare,
+            b,
+            norm["opt_mean"],
+            norm["opt_std"],
+            input_set=wc.config.model.input_set,
+            amp=w.amp,
         )
         for k in VAL_SUM_KEYS:
             vsums[k] += ev[k]
@@ -405,7 +402,7 @@ def log_epoch(wc: WorkerConfig, metrics: dict, best: bool) -> None:
     log.info(
         "epoch %d/%d  lr %.2e  g_l1 %.4f  d_loss %.4f  val MAE %.4f  PSNR %.2f dB  "
         "SSIM %.3f  %.1f samples/s  data %.0f%%  %.1f s%s",
-        metrics["epoch"], wc.train.epochs, metrics["lr"], metrics["g_l1"], metrics["d_loss"],
+        metrics["epoch"], wc.config.train.epochs, metrics["lr"], metrics["g_l1"], metrics["d_loss"],
         metrics["val_mae_refl"], metrics["val_psnr_db"], metrics["val_ssim"],
         metrics["samples_per_s"], 100 * metrics["data_frac"], metrics["epoch_s"],
         "  (best)" if best else "",
@@ -419,11 +416,11 @@ def save(wc: WorkerConfig, w: Worker, nets: Nets, progress: Progress, metrics: d
         ray.train.report(metrics)
         return
     meta = {
-        "model": config_to_dict(wc.model),
+        "model": config_to_dict(wc.config.model),
         "in_bands": list(wc.in_bands),
         "out_bands": list(wc.out_bands),
         "norm": wc.norm,
-        "input_set": wc.model.input_set,
+        "input_set": wc.config.model.input_set,
         "aux_bands": wc.aux_bands,
         "config": config_to_dict(wc.config),
         "git_sha": wc.git_sha,
@@ -463,7 +460,7 @@ def run_worker(wc: WorkerConfig) -> list[dict]:
     gen, disc = build_nets(wc)
     progress, state = restore(wc, gen, disc)
     nets = make_optimisers(wc, w, gen, disc, state)
-    epochs = wc.train.epochs
+    epochs = wc.config.train.epochs
     if w.rank == 0:
         what = f"resuming after epoch {progress.epoch}" if state is not None else "starting"
         log.info(

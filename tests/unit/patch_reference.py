@@ -38,14 +38,9 @@ def split_columns(width: int, spec: PatchSpec) -> int:
 
 
 def extract_patches(
-    cube: xr.DataArray,
-    sar_bands: Sequence[str],
-    opt_bands: Sequence[str],
-    spec: PatchSpec,
-    input_set: str = "S",
-    dem_band: str = DEM_BAND,
-    prior_bands: Sequence[str] | None = None,
-) -> dict[str, np.ndarray]:
+    cube: xr.DataArray, sar_bands: Sequence[str], opt_bands: Sequence[str], spec: PatchSpec,
+    input_set: str = "S", dem_band: str = DEM_BAND, prior_bands: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
     """Patches of ``cube`` (time, band, y, x) whose clear fraction is >= ``spec.min_clear_frac``.
 
     Returns float32 ``sar`` (N, Cs, P, P), ``opt`` (N, Co, P, P), ``mask`` (N, 1, P, P) (1 =
