@@ -201,7 +201,7 @@ def quicklook(
     colour-mapped field with a colour bar (NaN shown grey)."""
     from matplotlib.figure import Figure
 
-    from sar2opt.evaluate.quicklook import _pct, _rgba
+    from sar2opt.evaluate.quicklook import percentile_limits, to_rgba
 
     fig = Figure(figsize=(5, 4.6), dpi=100, layout="constrained")
     ax = fig.subplots()
@@ -213,13 +213,13 @@ def quicklook(
         chans = [np.asarray(da.sel(band=b).values, float) for b in rgb]
         if any(c.ndim != 2 for c in chans):
             raise AnalysisError(f"quicklook needs one (y, x) slice, got dims {da.dims}")
-        lim = _pct(np.concatenate([c.ravel() for c in chans]), percentiles)
-        ax.imshow(_rgba(chans, [lim] * 3), interpolation="nearest")
+        lim = percentile_limits(np.concatenate([c.ravel() for c in chans]), percentiles)
+        ax.imshow(to_rgba(chans, [lim] * 3), interpolation="nearest")
     else:
         arr = np.asarray(da.values, float)
         if arr.ndim != 2:
             raise AnalysisError(f"quicklook needs one (y, x) slice, got dims {da.dims}")
-        lo, hi = _pct(arr, percentiles)
+        lo, hi = percentile_limits(arr, percentiles)
         im = ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=str(da.name or ""))
     ax.set_xticks([])

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sar2opt.ops import dilate
+
 VISIBLE = ("B02", "B03", "B04")
 
 
@@ -42,18 +44,6 @@ def cloud_shadow_mask(
     if dilate_px > 0:
         flagged = dilate(flagged, dilate_px)
     return flagged | nodata
-
-
-def dilate(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """Binary dilation over the last two axes with a (2r+1)² square (numpy only)."""
-    out = mask.copy()
-    h, w = mask.shape[-2:]
-    r = radius_px
-    padded = np.pad(mask, [(0, 0)] * (mask.ndim - 2) + [(r, r), (r, r)])
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            out |= padded[..., r + dy : r + dy + h, r + dx : r + dx + w]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,8 +77,8 @@ def test_store_config_starts_from_the_recorded_one() -> None:
     recorded = config_to_dict(Config())
     recorded["infer"]["tta_flips"] = 3
     recorded["infer"]["tile_px"] = 128
-    cfg = store_config(recorded, None, ["infer.tile_px=64"])
-    assert cfg.infer.tta_flips == 3 and cfg.infer.tile_px == 64
+    cfg = store_config(recorded, None, ["infer.tile_px=96"])
+    assert cfg.infer.tta_flips == 3 and cfg.infer.tile_px == 96
     recorded["infer"]["no_such_key"] = 1
     with pytest.raises(Sar2OptError, match="recorded config no longer loads"):
         store_config(recorded, None, [])
