@@ -28,13 +28,13 @@ from sar2opt.runtime import init_ray
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     jobkit.add_aoi_args(p)
-    jobkit.add_out_arg(p, "output Zarr store (directory of stores if multi-zone)")
+    jobkit.add_out_arg(
+        p,
+        "output Zarr store (directory of stores if multi-zone)",
+        dry_run_help="print the per-zone tile plan; search nothing",
+    )
     jobkit.add_config_args(p)
     jobkit.add_stac_url_arg(p)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument(
-        "--dry-run", action="store_true", help="print the per-zone tile plan; search nothing"
-    )
     p.add_argument(
         "--executor",
         choices=("auto", "serial", "ray"),

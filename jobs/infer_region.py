@@ -23,21 +23,14 @@ from sar2opt.paths import resolve_output
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     jobkit.add_aoi_args(p)
-    p.add_argument(
-        "--checkpoint", required=True, action="append",
-        help="checkpoint directory (holds model.pt); repeat for an ensemble",
-    )  # fmt: skip
-    jobkit.add_out_arg(p, "output Zarr store (a folder of <zone>.zarr if the AOI spans zones)")
+    jobkit.add_infer_args(p, "checkpoint directory (holds model.pt); repeat for an ensemble")
+    jobkit.add_out_arg(
+        p,
+        "output Zarr store (a folder of <zone>.zarr if the AOI spans zones)",
+        dry_run_help="print the plan (tiles, bytes, GPU-hours) and stop",
+    )
     jobkit.add_config_args(p)
     jobkit.add_stac_url_arg(p)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument(
-        "--dry-run", action="store_true", help="print the plan (tiles, bytes, GPU-hours) and stop"
-    )
-    p.add_argument(
-        "--executor", choices=("ray", "local"), default="ray",
-        help="ray: Ray Data actor pool (default); local: in this process (tiny AOIs, tests)",
-    )  # fmt: skip
     return p.parse_args(argv)
 
 

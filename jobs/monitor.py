@@ -27,18 +27,11 @@ from sar2opt.paths import resolve_output
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     jobkit.add_aoi_args(p, aoi_help="the GeoJSON the store was made for", dates=False)
-    p.add_argument(
-        "--checkpoint", required=True, action="append",
-        help="checkpoint directory the store was made with; repeat for an ensemble",
-    )  # fmt: skip
+    jobkit.add_infer_args(p, "checkpoint directory the store was made with; repeat for an ensemble")
     p.add_argument("--store", required=True, help="mosaic made by jobs/infer_region.py --out")
     p.add_argument("--until", help="last date to search, YYYY-MM-DD (default: today, UTC)")
     jobkit.add_config_args(p)
     jobkit.add_stac_url_arg(p)
-    p.add_argument(
-        "--executor", choices=("ray", "local"), default="ray",
-        help="ray: Ray Data actor pool (default); local: in this process (tiny AOIs, tests)",
-    )  # fmt: skip
     return p.parse_args(argv)
 
 

@@ -58,10 +58,32 @@ def add_aoi_args(
         p.add_argument("--end", required=True, help="last date, YYYY-MM-DD")
 
 
-def add_out_arg(p: argparse.ArgumentParser, help: str, default: str | None = None) -> None:
+def add_out_arg(
+    p: argparse.ArgumentParser,
+    help: str,
+    default: str | None = None,
+    *,
+    dry_run_help: str | None = None,
+) -> None:
     """``--out`` (a Path; required unless ``default``); jobs resolve it with
-    ``sar2opt.paths.resolve_output`` (inside $SAR2OPT_OUTPUT_ROOT when set)."""
+    ``sar2opt.paths.resolve_output`` (inside $SAR2OPT_OUTPUT_ROOT when set). With
+    ``dry_run_help``, also ``--overwrite`` and ``--dry-run`` (what it prints)."""
     p.add_argument("--out", required=default is None, default=default, type=Path, help=help)
+    if dry_run_help:
+        p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+        p.add_argument("--dry-run", action="store_true", help=dry_run_help)
+
+
+def add_infer_args(p: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    """What both inference jobs take: ``--checkpoint`` (repeatable: an ensemble) and
+    ``--executor``."""
+    p.add_argument("--checkpoint", required=True, action="append", help=checkpoint_help)
+    p.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray: Ray Data actor pool (default); local: in this process (tiny AOIs, tests)",
+    )
 
 
 def overrides(args: argparse.Namespace) -> list[str]:

@@ -44,8 +44,7 @@ def store_config(recorded: Mapping, config_path: str | Path | None, overrides: S
             load_config(f.name)
         except ConfigError as e:
             raise ConfigError(
-                f"the store's recorded config no longer loads ({first_line(e)}); "
-                "pass --config"
+                f"the store's recorded config no longer loads ({first_line(e)}); pass --config"
             ) from None
         return load_config(f.name, list(overrides))
 

@@ -237,6 +237,20 @@ def test_tile_predictor_hypotheses_mean_and_spread_match_numpy() -> None:
     assert np.isnan(out["pred"][1, :, 3, 4]).all() and np.nanmax(out["spread"]) > 1e-4
 
 
+def test_two_hypotheses_spread_is_half_their_gap_and_one_says_nothing() -> None:
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(2, 2, 3, padding=1).eval()  # not flip-invariant: flips disagree
+    sar = np.random.default_rng(4).normal(-12, 3, (1, 2, 8, 8)).astype(np.float32)
+    one = TilePredictor.from_model(conv, META, flips=1)({"sar": sar})
+    assert np.isnan(one["spread"]).all() and np.isfinite(one["pred"]).all()
+    two = TilePredictor.from_model(conv, META, flips=2)({"sar": sar})
+    a = predict(conv, sar, NORM)
+    b = np.flip(predict(conv, np.flip(sar, -1), NORM), -1)
+    np.testing.assert_allclose(two["pred"], (a + b) / 2, atol=1e-6)
+    np.testing.assert_allclose(two["spread"], np.abs(a - b).mean(axis=1) / 2, atol=1e-6)
+    assert two["spread"].max() > 1e-4
+
+
 def test_checkpoints_of_other_input_sets_are_refused_with_one_line(monkeypatch) -> None:
     from sar2opt.errors import ConfigError
     from sar2opt.infer.predictor import load_models
