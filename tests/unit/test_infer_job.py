@@ -45,9 +45,7 @@ job = _load_job()
 def ray_local(short_tmp):
     import ray
 
-    tmp = tempfile.mkdtemp(
-        prefix="r", dir=short_tmp
-    )  # short: Ray's socket paths are length-limited
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are capped
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
     )
