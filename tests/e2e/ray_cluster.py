@@ -60,21 +60,35 @@ def start_head(temp: Path, env: dict) -> tuple[subprocess.Popen, str, int]:
         temp / "head.log",
     )
     url = f"http://127.0.0.1:{dash}"
-    wait_http(url, proc, temp / "head.log")
+    wait_http(url, proc, temp / "head.log", auth_headers(env))
     return proc, url, gcs
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    """Wait for the dashboard to answer; Ray 2.60 answers 401 without the token: that is up."""
+def auth_headers(env: dict) -> dict:
+    """The HTTP header that carries the cluster token of ``env`` (as `ray job` CLIs send it)."""
+    return {"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
+
+
+def wait_http(
+    url: str, proc: subprocess.Popen, log: Path, headers: dict, timeout_s: float = 120
+) -> None:
+    """Wait until the dashboard answers an authenticated request with 200.
+
+    Connection errors and 5xx mean "not up yet"; 401/403 with our own token, or any other
+    status, mean the head is not the token-auth head we started: fail at once.
+    """
     import requests
 
     deadline = time.time() + timeout_s
     while True:
         try:
-            if requests.get(f"{url}/api/version", timeout=2).status_code < 500:
-                return
+            r = requests.get(f"{url}/api/version", headers=headers, timeout=2)
         except requests.RequestException:
-            pass
+            r = None
+        if r is not None and r.status_code == 200:
+            return
+        if r is not None and r.status_code < 500:
+            raise RuntimeError(f"ray head answered {r.status_code} to our token: {r.text[:300]}")
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"ray head did not start: {log.read_text()[-3000:]}")
         time.sleep(1)
