@@ -19,12 +19,17 @@ requires_shared_data = pytest.mark.skipif(
 
 
 SLOW_TIMEOUT_S = 1800  # a whole job end to end on a loaded 2-core machine; others: pyproject
+E2E = REPO / "tests" / "e2e"
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
 def pytest_collection_modifyitems(items):
-    """`slow` tests (whole jobs, with their session fixtures) get a longer pytest-timeout than
-    the default of pyproject.toml; an explicit `timeout` marker wins."""
+    """Every test under tests/e2e/ runs whole jobs as processes: it is `slow` (`make test-fast`
+    leaves it out). `slow` tests get a longer pytest-timeout than pyproject's default; an
+    explicit `timeout` marker wins."""
     for item in items:
+        if E2E in Path(item.path).parents and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
