@@ -30,7 +30,13 @@ def token_env() -> dict:
 
 
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """`ray start --block ARGS` in a session of its own (so the whole node can be killed)."""
+    """`ray start --block ARGS` in a session of its own (so the whole node can be killed).
+
+    The node's dashboard agent listens on a free port, not Ray's fixed default (52365): any
+    other Ray on the machine (a test's local one, another user's) would hold that port, and a
+    node without an agent runs no jobs ("No available agent to submit job")."""
+    if not any(a.startswith("--dashboard-agent-listen-port") for a in args):
+        args = [*args, f"--dashboard-agent-listen-port={free_port()}"]
     return subprocess.Popen(
         [RAY, "start", "--block", *args],
         cwd=REPO,
@@ -42,8 +48,9 @@ def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
 
 
 def start_head(temp: Path, env: dict) -> tuple[subprocess.Popen, str, int]:
-    """A head node (GCS, raylet, dashboard, Jobs API) with 2 CPUs: (process, url, gcs port)."""
-    gcs, dash = free_port(), free_port()
+    """A head node (GCS, raylet, dashboard, Jobs API) with 2 CPUs: (process, url, gcs port),
+    returned once the dashboard answers our token and the head's job agent is up."""
+    gcs, dash, agent = free_port(), free_port(), free_port()
     proc = start_node(
         [
             "--head",
@@ -55,12 +62,15 @@ def start_head(temp: Path, env: dict) -> tuple[subprocess.Popen, str, int]:
             f"--temp-dir={temp}",
             "--include-dashboard=true",
             "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={agent}",
         ],
         env,
         temp / "head.log",
     )
     url = f"http://127.0.0.1:{dash}"
-    wait_http(url, proc, temp / "head.log", auth_headers(env))
+    wait_http(f"{url}/api/version", proc, temp / "head.log", auth_headers(env))
+    # the agent that runs submitted jobs (its health check is open, by Ray's design)
+    wait_http(f"http://127.0.0.1:{agent}/api/local_raylet_healthz", proc, temp / "head.log", {})
     return proc, url, gcs
 
 
@@ -72,7 +82,7 @@ def auth_headers(env: dict) -> dict:
 def wait_http(
     url: str, proc: subprocess.Popen, log: Path, headers: dict, timeout_s: float = 120
 ) -> None:
-    """Wait until the dashboard answers an authenticated request with 200.
+    """Wait until ``url`` answers a GET with ``headers`` (our token) with 200.
 
     Connection errors and 5xx mean "not up yet"; 401/403 with our own token, or any other
     status, mean the head is not the token-auth head we started: fail at once.
@@ -82,7 +92,7 @@ def wait_http(
     deadline = time.time() + timeout_s
     while True:
         try:
-            r = requests.get(f"{url}/api/version", headers=headers, timeout=2)
+            r = requests.get(url, headers=headers, timeout=2)
         except requests.RequestException:
             r = None
         if r is not None and r.status_code == 200:
