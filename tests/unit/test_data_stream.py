@@ -157,10 +157,10 @@ def test_stream_order_keeps_read_groups_and_shuffles_them(store) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(short_tmp):
     import ray
 
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-capped
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are length-capped
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp)
     yield ray
     ray.shutdown()
