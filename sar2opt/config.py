@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from sar2opt.errors import ConfigError
+from sar2opt.errors import ConfigError, first_line
 
 # Choices of the specs' string fields. The modules that implement them import torch
 # (sar2opt.models, train.step, train.schedule, data.inputs), so the names live here, where
@@ -394,7 +394,10 @@ def _set_path(data: dict, dotted: str, raw: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {k} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:  # e.g. a Python tag: safe_load refuses it, say so in one line
+        raise ConfigError(f"override {dotted}: value is not valid YAML: {first_line(e)}") from None
 
 
 def load_config(
