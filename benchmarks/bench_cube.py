@@ -1,7 +1,7 @@
 """Cube build throughput against plain rasterio reads and odc-stac, on the synthetic scene.
 
     .venv/bin/python benchmarks/bench_cube.py [--size-km 20.48] [--tile-px 1024] [--repeat 3]
-    pip install -e '.[bench]'       # odc-stac, for its row (otherwise skipped)
+    pip install odc-stac==0.5.3     # for its row (otherwise skipped)
 
 Generates a synthetic scene (``generate_scene``, 4 S1 + 8 S2 dates), serves it as a STAC API
 (``CatalogServer``) and times, on the cube's grid and the same items, in one process:

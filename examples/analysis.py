@@ -16,6 +16,7 @@ import xarray as xr
 from shapely.geometry import box
 
 from sar2opt import analysis as an
+from sar2opt.infer.store import UNCERTAINTY_VAR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ds = xr.open_zarr(args.mosaic)
     opt = an.optical(ds)
-    if an.quality_layer(ds, "uncertainty") is not None:
+    if an.quality_layer(ds, UNCERTAINTY_VAR) is not None:
         opt = an.masked(ds, max_uncertainty=0.05)  # drop pixels the model was unsure of
     name = "ndvi" if "B08" in [str(b) for b in opt.band.values] else "gli"
     idx = an.spectral_index(opt, name)

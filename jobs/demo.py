@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from sar2opt import jobkit
+
 REPO = Path(__file__).resolve().parents[1]
 
 SOURCES = {
@@ -38,8 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", choices=sorted(SOURCES), default="synthetic")
     p.add_argument("--src", help="MultiEarth sample folder (for --source multiearth)")
-    p.add_argument("--out", default="out/demo", help="folder for every output (replaced)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    jobkit.add_out_arg(p, "folder for every output (replaced)", default="out/demo")
+    jobkit.add_config_args(p, config=False)
     return p.parse_args(argv)
 
 
@@ -52,6 +54,7 @@ def _run(step: str, args: list[str]) -> None:
     print(f"=== {step} done in {time.time() - t0:.0f} s", flush=True)
 
 
+@jobkit.entry
 def main(args: argparse.Namespace) -> int:
     from sar2opt.catalog.multiearth import ingest_multiearth
     from sar2opt.catalog.server import CatalogServer
@@ -66,74 +69,37 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True)
     sets = [x for s in args.set for x in ("--set", s)]
     t0 = time.time()
-    try:
-        load_config(REPO / config, args.set)  # a bad config fails here, before any work
-        print(f"=== catalog: {args.source} -> {out / 'catalog'}", flush=True)
-        if args.source == "synthetic":
-            items = generate_scene(out / "catalog")
-        else:
-            if not args.src:
-                raise Sar2OptError("--src is required for --source multiearth")
-            items = ingest_multiearth(Path(args.src), out / "catalog")
-        print(f"    {len(items)} STAC items", flush=True)
-        with CatalogServer(out / "catalog") as server:
-            print(f"=== STAC API serving at {server.url}", flush=True)
-            common = ["--config", config, "--stac-url", server.url, *sets]
-            _run(
-                "build_cube",
-                [
-                    "jobs/build_cube.py",
-                    "--aoi",
-                    aoi,
-                    "--start",
-                    start,
-                    "--end",
-                    end,
-                    "--out",
-                    str(out / "cube.zarr"),
-                    *common,
-                ],
-            )
-            _run(
-                "train",
-                [
-                    "jobs/train.py",
-                    "--cube",
-                    str(out / "cube.zarr"),
-                    "--out",
-                    str(out / "train"),
-                    "--config",
-                    config,
-                    *sets,
-                ],
-            )
-            _run(
-                "infer_region",
-                [
-                    "jobs/infer_region.py",
-                    "--aoi",
-                    aoi,
-                    "--start",
-                    start,
-                    "--end",
-                    end,
-                    "--checkpoint",
-                    str(out / "train" / "checkpoint"),
-                    "--out",
-                    str(out / "mosaic.zarr"),
-                    *common,
-                ],
-            )
-        png, scores = _look(out)
-    except Sar2OptError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    load_config(REPO / config, args.set)  # a bad config fails here, before any work
+    print(f"=== catalog: {args.source} -> {out / 'catalog'}", flush=True)
+    if args.source == "synthetic":
+        items = generate_scene(out / "catalog")
+    else:
+        if not args.src:
+            raise Sar2OptError("--src is required for --source multiearth")
+        items = ingest_multiearth(Path(args.src), out / "catalog")
+    print(f"    {len(items)} STAC items", flush=True)
+    cube, train, mosaic = out / "cube.zarr", out / "train", out / "mosaic.zarr"
+    with CatalogServer(out / "catalog") as server:
+        print(f"=== STAC API serving at {server.url}", flush=True)
+        dates = ["--aoi", aoi, "--start", start, "--end", end]
+        common = ["--config", config, "--stac-url", server.url, *sets]
+        _run("build_cube", ["jobs/build_cube.py", *dates, "--out", str(cube), *common])
+        _run(
+            "train",
+            ["jobs/train.py", "--cube", str(cube), "--out", str(train), "--config", config, *sets],
+        )
+        ckpt = str(train / "checkpoint")
+        _run(
+            "infer_region",
+            ["jobs/infer_region.py", *dates, "--checkpoint", ckpt, "--out", str(mosaic), *common],
+        )
+    png, scores = _look(out)
     (out / "scores.json").write_text(json.dumps(scores, indent=1))
     print(f"\n=== done in {time.time() - t0:.0f} s")
     print(f"catalog    : {out / 'catalog'}")
-    print(f"cube       : {out / 'cube.zarr'}")
-    print(f"checkpoint : {out / 'train' / 'checkpoint'}")
-    print(f"mosaic     : {out / 'mosaic.zarr'}   (xarray.open_zarr)")
+    print(f"cube       : {cube}")
+    print(f"checkpoint : {ckpt}")
+    print(f"mosaic     : {mosaic}   (xarray.open_zarr)")
     print(f"picture    : {png}")
     print(f"scores     : {out / 'scores.json'}")
     return 0
@@ -148,9 +114,10 @@ def _look(out: Path) -> tuple[Path, dict]:
     from sar2opt.evaluate.compare import compare_mosaic_to_cube
     from sar2opt.evaluate.metrics import format_table
     from sar2opt.evaluate.quicklook import write_quicklook
-    from sar2opt.train.checkpoint import load_generator
+    from sar2opt.infer.store import OPTICAL_VAR
+    from sar2opt.train.checkpoint import load_meta
 
-    _, meta = load_generator(out / "train" / "checkpoint")
+    meta = load_meta(out / "train" / "checkpoint")
     patches = config_from_dict(meta["config"], saved=True).patches  # the split it was trained with
     scores = compare_mosaic_to_cube(
         out / "mosaic.zarr", out / "cube.zarr", meta["norm"]["opt_mean"], patches
@@ -161,8 +128,7 @@ def _look(out: Path) -> tuple[Path, dict]:
     )
     print(format_table(scores["rows"]))
 
-    mosaic = xr.open_zarr(out / "mosaic.zarr")
-    pred = mosaic[list(mosaic.data_vars)[0]]
+    pred = xr.open_zarr(out / "mosaic.zarr")[OPTICAL_VAR]
     cube = xr.open_zarr(out / "cube.zarr")["cube"].sel(x=pred.x, y=pred.y, method="nearest")
     clear = cube.sel(band="clear").mean(("y", "x")).values
     t = int(np.argmax(clear))  # the date with the most clear S2 to compare against

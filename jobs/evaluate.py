@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from sar2opt import jobkit
 from sar2opt.errors import Sar2OptError
 
 REFERENCE = "ridge per date (baseline)"
@@ -33,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cube", required=True, type=Path, help="Zarr cube from the cube stage")
     ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory")
-    ap.add_argument("--out", required=True, type=Path, help="folder for report.html, scores.json")
+    jobkit.add_out_arg(ap, "folder for report.html, scores.json")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--block-px", type=int, default=32, help="side of a held-out block")
     ap.add_argument("--val-frac", type=float, default=0.5, help="fraction of candidate blocks")
@@ -83,54 +84,51 @@ def _checkpoint(args: argparse.Namespace, scene) -> tuple[dict, object, list[str
     return {name: fixed_method(pred)}, allowed, [note]
 
 
+@jobkit.entry
 def main(args: argparse.Namespace) -> int:
-    try:
-        if not args.cube.exists():
-            raise EvaluateError(f"cube not found: {args.cube}")
-        if args.checkpoint is not None and not args.checkpoint.exists():
-            raise EvaluateError(f"checkpoint not found: {args.checkpoint}")
-        if not args.seeds:
-            raise EvaluateError("need at least one seed")
-        from sar2opt.evaluate.protocol import (
-            BlockSplitSpec,
-            load_scene,
-            mean_colour_method,
-            ridge_method,
-            run_protocol,
-        )
-        from sar2opt.evaluate.report import write_report
-        from sar2opt.evaluate.residual import ResidualSpec, residual_method
+    if not args.cube.exists():
+        raise EvaluateError(f"cube not found: {args.cube}")
+    if args.checkpoint is not None and not args.checkpoint.exists():
+        raise EvaluateError(f"checkpoint not found: {args.checkpoint}")
+    if not args.seeds:
+        raise EvaluateError("need at least one seed")
+    from sar2opt.evaluate.protocol import (
+        BlockSplitSpec,
+        load_scene,
+        mean_colour_method,
+        ridge_method,
+        run_protocol,
+    )
+    from sar2opt.evaluate.report import write_report
+    from sar2opt.evaluate.residual import ResidualSpec, residual_method
 
-        try:
-            scene = load_scene(str(args.cube))
-            spec = BlockSplitSpec(args.block_px, args.val_frac, args.buffer_px)
-            block_split_check(scene, spec)
-        except (ValueError, KeyError, OSError) as e:
-            raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
-        methods = {
-            MEAN: mean_colour_method(per_date=True),
-            REFERENCE: ridge_method(per_date=True),
-            "ridge pooled (baseline)": ridge_method(per_date=False),
-        }
-        notes: list[str] = []
-        allowed = None
-        metrics_csv = None
-        if args.checkpoint is not None:
-            extra, allowed, more = _checkpoint(args, scene)
-            methods.update(extra)
-            notes += more
-            metrics_csv = args.checkpoint.parent / "metrics.csv"
-        if args.residual_steps > 0:
-            rs = ResidualSpec(ngf=args.residual_ngf, steps=args.residual_steps)
-            methods["SAR + ridge reference: residual U-Net"] = residual_method(rs)
-        notes += _standing_notes(args.cube)
-        try:
-            result = run_protocol(scene, methods, spec, args.seeds, allowed, log=print)
-        except ValueError as e:
-            raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
-    except Sar2OptError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    try:
+        scene = load_scene(str(args.cube))
+        spec = BlockSplitSpec(args.block_px, args.val_frac, args.buffer_px)
+        block_split_check(scene, spec)
+    except (ValueError, KeyError, OSError) as e:
+        raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
+    methods = {
+        MEAN: mean_colour_method(per_date=True),
+        REFERENCE: ridge_method(per_date=True),
+        "ridge pooled (baseline)": ridge_method(per_date=False),
+    }
+    notes: list[str] = []
+    allowed = None
+    metrics_csv = None
+    if args.checkpoint is not None:
+        extra, allowed, more = _checkpoint(args, scene)
+        methods.update(extra)
+        notes += more
+        metrics_csv = args.checkpoint.parent / "metrics.csv"
+    if args.residual_steps > 0:
+        rs = ResidualSpec(ngf=args.residual_ngf, steps=args.residual_steps)
+        methods["SAR + ridge reference: residual U-Net"] = residual_method(rs)
+    notes += _standing_notes(args.cube)
+    try:
+        result = run_protocol(scene, methods, spec, args.seeds, allowed, log=print)
+    except ValueError as e:
+        raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
 
     args.out.mkdir(parents=True, exist_ok=True)
     v = write_report(

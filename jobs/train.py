@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sar2opt.config import load_config
+from sar2opt import jobkit
 from sar2opt.errors import Sar2OptError
 from sar2opt.paths import resolve_output
 from sar2opt.runtime import init_ray
@@ -27,39 +27,31 @@ from sar2opt.runtime import init_ray
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cube", required=True, type=Path, help="Zarr cube from the cube stage")
-    ap.add_argument("--out", required=True, type=Path, help="output directory")
-    ap.add_argument("--config", type=Path, default=None, help="YAML config")
+    jobkit.add_out_arg(ap, "output directory")
+    jobkit.add_config_args(ap)
     ap.add_argument(
         "--storage",
         default=None,
         help="Ray Train storage path, local or s3:// (= --set train.storage_path=...)",
     )
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override"
-    )
     return ap.parse_args(argv)
 
 
+@jobkit.entry
 def main(args: argparse.Namespace) -> int:
-    try:
-        sets = list(args.set)
-        if args.storage:
-            sets.append(f"train.storage_path={args.storage}")
-        cfg = load_config(args.config, sets)
-        args.out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when that is set
-        if not args.cube.exists():
-            raise Sar2OptError(f"cube not found: {args.cube}")
+    if args.storage:
+        args.set = [*args.set, f"train.storage_path={args.storage}"]
+    cfg = jobkit.load_job_config(args)
+    out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when that is set
+    if not args.cube.exists():
+        raise Sar2OptError(f"cube not found: {args.cube}")
 
-        from sar2opt.train.trainer import train_model
+    from sar2opt.train.trainer import train_model
 
-        # The per-epoch progress lines are log records (workers' prints reach the driver twice).
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        init_ray()  # RAY_ADDRESS set -> that cluster; otherwise a private local one
-        ckpt = train_model(args.cube, args.out, cfg)
-    except Sar2OptError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(ckpt)
+    # The per-epoch progress lines are log records (workers' prints reach the driver twice).
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    init_ray()  # RAY_ADDRESS set -> that cluster; otherwise a private local one
+    print(train_model(args.cube, out, cfg))
     return 0
 
 

@@ -23,9 +23,7 @@ import numpy as np
 import xarray as xr
 
 from sar2opt.errors import Sar2OptError
-
-MOSAIC_VAR = "optical"
-QUALITY_LAYERS = ("uncertainty", "source")
+from sar2opt.infer.store import OPTICAL_VAR, QUALITY_VARS, SOURCE_VAR, UNCERTAINTY_VAR
 
 
 class AnalysisError(Sar2OptError):
@@ -65,8 +63,8 @@ INDICES: dict[str, Callable[[xr.DataArray], xr.DataArray]] = {
 
 def optical(obj: xr.Dataset | xr.DataArray) -> xr.DataArray:
     """The reflectance (time, band, y, x) of a mosaic Dataset/DataArray, quality bands dropped."""
-    da = obj[MOSAIC_VAR] if isinstance(obj, xr.Dataset) else obj
-    keep = [b for b in da.band.values if str(b) not in (*QUALITY_LAYERS, "clear", "vv", "vh")]
+    da = obj[OPTICAL_VAR] if isinstance(obj, xr.Dataset) else obj
+    keep = [b for b in da.band.values if str(b) not in (*QUALITY_VARS, "clear", "vv", "vh")]
     return da.sel(band=keep)
 
 
@@ -75,7 +73,7 @@ def quality_layer(obj: xr.Dataset | xr.DataArray, name: str) -> xr.DataArray | N
     if isinstance(obj, xr.Dataset) and name in obj.data_vars:
         q = obj[name]
         return q.isel(band=0, drop=True) if "band" in q.dims else q
-    da = obj[MOSAIC_VAR] if isinstance(obj, xr.Dataset) else obj
+    da = obj[OPTICAL_VAR] if isinstance(obj, xr.Dataset) else obj
     if name in [str(b) for b in da.band.values]:
         return da.sel(band=name, drop=True)
     return None
@@ -94,14 +92,14 @@ def masked(
     da = optical(obj)
     keep = xr.ones_like(da.isel(band=0, drop=True), dtype=bool)
     if max_uncertainty is not None:
-        u = quality_layer(obj, "uncertainty")
+        u = quality_layer(obj, UNCERTAINTY_VAR)
         if u is None:
-            raise AnalysisError("store has no 'uncertainty' layer to mask by")
+            raise AnalysisError(f"store has no {UNCERTAINTY_VAR!r} layer to mask by")
         keep = keep & (u <= max_uncertainty)
     if sources is not None:
-        s = quality_layer(obj, "source")
+        s = quality_layer(obj, SOURCE_VAR)
         if s is None:
-            raise AnalysisError("store has no 'source' layer to mask by")
+            raise AnalysisError(f"store has no {SOURCE_VAR!r} layer to mask by")
         keep = keep & s.isin(list(sources))
     return da.where(keep)
 
@@ -201,7 +199,7 @@ def quicklook(
     colour-mapped field with a colour bar (NaN shown grey)."""
     from matplotlib.figure import Figure
 
-    from sar2opt.evaluate.quicklook import _pct, _rgba
+    from sar2opt.evaluate.quicklook import percentile_limits, to_rgba
 
     fig = Figure(figsize=(5, 4.6), dpi=100, layout="constrained")
     ax = fig.subplots()
@@ -213,13 +211,13 @@ def quicklook(
         chans = [np.asarray(da.sel(band=b).values, float) for b in rgb]
         if any(c.ndim != 2 for c in chans):
             raise AnalysisError(f"quicklook needs one (y, x) slice, got dims {da.dims}")
-        lim = _pct(np.concatenate([c.ravel() for c in chans]), percentiles)
-        ax.imshow(_rgba(chans, [lim] * 3), interpolation="nearest")
+        lim = percentile_limits(np.concatenate([c.ravel() for c in chans]), percentiles)
+        ax.imshow(to_rgba(chans, [lim] * 3), interpolation="nearest")
     else:
         arr = np.asarray(da.values, float)
         if arr.ndim != 2:
             raise AnalysisError(f"quicklook needs one (y, x) slice, got dims {da.dims}")
-        lo, hi = _pct(arr, percentiles)
+        lo, hi = percentile_limits(arr, percentiles)
         im = ax.imshow(arr, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=str(da.name or ""))
     ax.set_xticks([])

@@ -1,7 +1,9 @@
 """Configuration: YAML -> frozen dataclasses, one per stage, that reject unknown keys.
 
 Library functions take one of these specs (or explicit arguments); only ``jobs/`` sees the
-whole ``Config``. ``load_config(path, overrides)`` applies ``section.key=value`` overrides.
+whole ``Config``. ``load_config(path, overrides)`` applies ``section.key=value`` overrides
+and validates every section (choices, sizes, fractions) before any work starts; this module
+imports neither torch nor Ray, so a typo fails in well under a second.
 """
 
 from __future__ import annotations
@@ -14,7 +16,25 @@ from pathlib import Path
 
 import yaml
 
-from sar2opt.errors import ConfigError
+from sar2opt.errors import ConfigError, first_line
+
+# Choices of the specs' string fields. The modules that implement them import torch
+# (sar2opt.models, train.step, train.schedule, data.inputs), so the names live here, where
+# load_config can check them without it; tests/unit/test_grid_config_aoi.py checks that each
+# registry's keys equal its tuple, and the other modules import these tuples.
+GENERATOR_NAMES = ("unet", "pix2pixhd", "spade", "sardinet", "attention", "restormer")
+DISCRIMINATOR_NAMES = ("patchgan", "multiscale", "none")  # none: reconstruction only
+REFINER_NAMES = ("none", "restormer")
+DEM_FUSIONS = ("early", "intermediate", "late")
+INPUT_SET_NAMES = ("S", "SD", "SO", "SOD")
+RECON_LOSSES = ("l1", "mse_mae")
+GAN_MODES = ("vanilla", "lsgan", "hinge")
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "bf16", "fp32")
+#: Inference windows are multiples of this (sar2opt.infer.tiles.MULTIPLE: 5-level U-Net).
+INFER_TILE_MULTIPLE = 32
+#: Test-time flips per checkpoint at most (sar2opt.infer.predictor.FLIPS).
+MAX_TTA_FLIPS = 4
 
 # Where `make demo` serves the local catalog; the same setting points at Planetary Computer
 # (https://planetarycomputer.microsoft.com/api/stac/v1) or Earth Search in production.
@@ -233,7 +253,8 @@ def config_from_dict(data: dict | None, *, saved: bool = False) -> Config:
 
     ``saved``: the config stored in a checkpoint or store by an earlier version, whose
     retired keys (``RETIRED_KEYS``) are dropped; in a config a person wrote they are an error
-    that says what replaced them."""
+    that says what replaced them. A config a person wrote is also validated
+    (:func:`validate_config`); a saved one is a record, read as it was written."""
     data = dict(data or {})
     for section, keys in RETIRED_KEYS.items():
         old = [k for k in keys if isinstance(data.get(section), dict) and k in data[section]]
@@ -242,7 +263,128 @@ def config_from_dict(data: dict | None, *, saved: bool = False) -> Config:
             raise ConfigError(why)
         if old:
             data[section] = {k: v for k, v in data[section].items() if k not in keys}
-    return _build(Config, data, "")
+    cfg = _build(Config, data, "")
+    return cfg if saved else validate_config(cfg)
+
+
+# --- validation: every spec checked at load time, so a typo fails before any work ----------
+
+
+def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {key} {value!r}; choices: {', '.join(allowed)}")
+
+
+def _at_least(spec: object, section: str, minimum: float, *names: str) -> None:
+    for name in names:
+        v = getattr(spec, name)
+        if v is not None and v < minimum:
+            raise ConfigError(f"{section}.{name} must be >= {minimum:g}, got {v}")
+
+
+def _positive(spec: object, section: str, *names: str) -> None:
+    for name in names:
+        v = getattr(spec, name)
+        if v is not None and not v > 0:
+            raise ConfigError(f"{section}.{name} must be > 0, got {v}")
+
+
+def _fraction(spec: object, section: str, *names: str) -> None:
+    for name in names:
+        v = getattr(spec, name)
+        if not 0 <= v <= 1:
+            raise ConfigError(f"{section}.{name} must be in [0, 1], got {v}")
+
+
+def check_catalog(spec: CatalogSpec) -> None:
+    """Non-empty URL, collections and band lists; a positive timeout."""
+    for name in ("stac_url", "s1_collection", "s2_collection", "sar_bands", "opt_bands"):
+        if not getattr(spec, name):
+            raise ConfigError(f"catalog.{name} must not be empty")
+    _positive(spec, "catalog", "timeout_s")
+
+
+def check_cube(spec: CubeSpec) -> None:
+    """Positive sizes, thresholds in range; tiles own whole chunks."""
+    _positive(spec, "cube", "res_m", "epsg", "chunk_px", "tile_px", "cpus_per_tile")
+    _at_least(spec, "cube", 0, "max_dt_days", "shadow_brightness", "cloud_dilate_px")
+    _at_least(spec, "cube", 0, "prior_days")
+    _fraction(spec, "cube", "cloud_brightness", "cloud_whiteness")
+    if spec.tile_px % spec.chunk_px:
+        raise ConfigError(
+            f"cube.tile_px ({spec.tile_px}) must be a positive multiple of cube.chunk_px "
+            f"({spec.chunk_px}) so that no two tiles write one Zarr chunk"
+        )
+
+
+def check_patches(spec: PatchSpec) -> None:
+    """Positive sizes, fractions that leave a training split, blocks that hold a patch."""
+    _positive(spec, "patches", "patch_px", "stride_px")
+    _fraction(spec, "patches", "min_clear_frac", "val_frac", "test_frac")
+    if spec.val_frac + spec.test_frac >= 1:
+        raise ConfigError(
+            "patches.val_frac + patches.test_frac must be < 1 (the rest trains), got "
+            f"{spec.val_frac} + {spec.test_frac}"
+        )
+    if spec.block_px is not None and spec.block_px < spec.patch_px:
+        raise ConfigError(
+            f"patches.block_px ({spec.block_px}) must be at least patches.patch_px "
+            f"({spec.patch_px})"
+        )
+    _at_least(spec, "patches", 0, "gap_px")
+
+
+def check_model(spec: ModelSpec) -> None:
+    """Registry names and positive sizes."""
+    _choice("model.generator", spec.generator, GENERATOR_NAMES)
+    _choice("model.discriminator", spec.discriminator, DISCRIMINATOR_NAMES)
+    _choice("model.refine", spec.refine, REFINER_NAMES)
+    _choice("model.dem_fusion", spec.dem_fusion, DEM_FUSIONS)
+    _choice("model.input_set", spec.input_set, INPUT_SET_NAMES)
+    _at_least(spec, "model", 1, "ngf", "ndf", "depth", "n_blocks", "n_scales")
+    if not 0 <= spec.dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {spec.dropout}")
+
+
+def check_train(spec: TrainSpec) -> None:
+    """Loss, GAN mode, schedule and precision names; counts and weights in range."""
+    _choice("train.loss", spec.loss, RECON_LOSSES)
+    _choice("train.gan_mode", spec.gan_mode, GAN_MODES)
+    _choice("train.lr_schedule", spec.lr_schedule, LR_SCHEDULES)
+    _choice("train.precision", spec.precision, PRECISIONS)
+    _at_least(spec, "train", 1, "epochs", "batch_size", "d_every", "num_workers", "num_to_keep")
+    _at_least(spec, "train", 0, "lr", "lambda_l1", "w_mse", "w_mae", "lambda_fm", "grad_clip")
+    _at_least(spec, "train", 0, "warmup_epochs", "patience", "min_delta", "cpus_per_worker")
+    _at_least(spec, "train", -1, "max_failures")  # -1: Ray retries forever
+    if not spec.run_name:
+        raise ConfigError("train.run_name must not be empty")
+
+
+def check_infer(spec: InferSpec) -> None:
+    """Windows on the generator's lattice; counts that keep the actor pool moving."""
+    if spec.tile_px <= 0 or spec.tile_px % INFER_TILE_MULTIPLE:
+        raise ConfigError(
+            f"infer.tile_px must be a positive multiple of {INFER_TILE_MULTIPLE}, got "
+            f"{spec.tile_px}"
+        )
+    if not 0 <= spec.overlap_px < spec.tile_px:
+        raise ConfigError(f"infer.overlap_px must be in [0, tile_px), got {spec.overlap_px}")
+    _at_least(spec, "infer", 1, "batch_size", "num_actors", "read_blocks", "calls_per_actor")
+    _at_least(spec, "infer", 0, "cpus_per_actor", "gpus_per_actor", "composite_max_dt_days")
+    _positive(spec, "infer", "gpu_tiles_per_s", "s1_revisit_days", "s2_revisit_days")
+    if not 1 <= spec.tta_flips <= MAX_TTA_FLIPS:
+        raise ConfigError(f"infer.tta_flips must be in 1..{MAX_TTA_FLIPS}, got {spec.tta_flips}")
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check every section (ConfigError naming the key and what it allows); return ``cfg``."""
+    check_catalog(cfg.catalog)
+    check_cube(cfg.cube)
+    check_patches(cfg.patches)
+    check_model(cfg.model)
+    check_train(cfg.train)
+    check_infer(cfg.infer)
+    return cfg
 
 
 def _set_path(data: dict, dotted: str, raw: str) -> None:
@@ -252,7 +394,10 @@ def _set_path(data: dict, dotted: str, raw: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {k} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:  # e.g. a Python tag: safe_load refuses it, say so in one line
+        raise ConfigError(f"override {dotted}: value is not valid YAML: {first_line(e)}") from None
 
 
 def load_config(

@@ -15,3 +15,9 @@ class AOIError(Sar2OptError):
 
 class CatalogError(Sar2OptError):
     """The STAC catalog is unreachable or has no data for the request."""
+
+
+def first_line(err: BaseException) -> str:
+    """First line of an error's message: Ray appends retry notes to errors raised in workers."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

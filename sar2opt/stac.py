@@ -80,20 +80,74 @@ def search_aoi(
     return [it for it in items if item_intersects(it, aoi)]
 
 
-def search_s1(catalog: CatalogSpec, aoi: BaseGeometry, start: str, end: str) -> list[dict]:
-    """Sentinel-1 items over the AOI; a clear ``CatalogError`` when there are none.
+def search_s1(
+    catalog: CatalogSpec, aoi: BaseGeometry, start: str, end: str, *, required: bool = True
+) -> list[dict]:
+    """Sentinel-1 items over the AOI; a clear ``CatalogError`` when there are none and
+    ``required`` (else none: nothing new to monitor).
 
     Radar-geometry collections (GRD) are refused before searching.
     """
     profiles.require_geocoded(profiles.profile_for(catalog.stac_url, catalog.s1_collection))
     items = search_aoi(catalog, catalog.s1_collection, aoi, start, end)
-    if not items:
+    if not items and required:
         w, s, e, n = (round(v, 4) for v in aoi.bounds)
         raise CatalogError(
             f"no Sentinel-1 acquisitions ({catalog.s1_collection}) intersect the AOI "
             f"({w}, {s}, {e}, {n}) between {start} and {end} in {catalog.stac_url}"
         )
     return items
+
+
+def search_s2_near(
+    catalog: CatalogSpec, aoi: BaseGeometry, start: str, end: str, max_dt_days: float
+) -> list[dict]:
+    """S2 items within ``max_dt_days`` of some day from ``start`` to ``end`` (the window
+    widened on both sides): what can stand in for a synthesis; none when ``max_dt_days`` <= 0."""
+    if max_dt_days <= 0:
+        return []
+    return search_aoi(
+        catalog,
+        catalog.s2_collection,
+        aoi,
+        shift_day(start, -max_dt_days),
+        shift_day(end, max_dt_days),
+    )
+
+
+def items_near(items: Sequence[dict], iso: str, max_dt_days: float) -> list[dict]:
+    """The ``items`` dated within ±``max_dt_days`` of ``iso``."""
+    import pandas as pd
+
+    t0 = pd.Timestamp(iso)
+    day = pd.Timedelta(days=1)
+    return [
+        it
+        for it in items
+        if abs((pd.Timestamp(it["properties"]["datetime"]) - t0) / day) <= max_dt_days
+    ]
+
+
+def footprint(items: Sequence[dict]) -> BaseGeometry | None:
+    """Union of the items' footprints (lon/lat); None when an item has no geometry."""
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    geoms = [it.get("geometry") for it in items]
+    if any(g is None for g in geoms):
+        return None
+    return unary_union([shape(g) for g in geoms])
+
+
+def shift_day(day: str, days: float) -> str:
+    """``day`` (YYYY-MM-DD...) moved by ``days``, rounded away from zero to whole days."""
+    import datetime as dt
+    import math
+
+    d = dt.date.fromisoformat(day[:10]) + dt.timedelta(
+        days=math.copysign(math.ceil(abs(days)), days)
+    )
+    return d.isoformat()
 
 
 def normalise_item(item: dict) -> dict:

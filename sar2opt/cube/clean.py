@@ -12,6 +12,8 @@ from functools import reduce
 
 import numpy as np
 
+from sar2opt.ops import dilate
+
 VISIBLE = ("B02", "B03", "B04")
 
 
@@ -53,27 +55,6 @@ def cloud_shadow_mask(
     if dilate_px > 0:
         flagged = dilate(flagged, dilate_px)
     return (flagged | nodata).reshape(*lead, h, w)
-
-
-def dilate(mask: np.ndarray, radius_px: int) -> np.ndarray:
-    """Binary dilation over the last two axes with a (2r+1)² square (numpy only).
-
-    The square is the product of a row and a column segment, so the dilation runs as two 1-D
-    passes (4r + 2 shifted ORs instead of (2r + 1)²), with the same result."""
-    r = radius_px
-    if r <= 0:
-        return mask.copy()
-    h, w = mask.shape[-2:]
-    lead = [(0, 0)] * (mask.ndim - 2)
-    padded = np.pad(mask, lead + [(0, 0), (r, r)])
-    rows = padded[..., :, 0:w].copy()
-    for dx in range(1, 2 * r + 1):
-        rows |= padded[..., :, dx : dx + w]
-    padded = np.pad(rows, lead + [(r, r), (0, 0)])
-    out = padded[..., 0:h, :].copy()
-    for dy in range(1, 2 * r + 1):
-        out |= padded[..., dy : dy + h, :]
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

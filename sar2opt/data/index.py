@@ -2,7 +2,7 @@
 
 Training reads patches lazily from the cube store (``sar2opt.data.stream``); what it needs
 up front is only *where* the usable patches are. :func:`build_patch_index` scans the cube one
-date and one strip of block rows at a time (summed-area tables, as ``extract_patches`` does)
+date and one strip of block rows at a time (summed-area tables, ``sar2opt.ops``)
 and returns a small ``pandas.DataFrame``, never the patches themselves.
 
 Columns (``INDEX_COLUMNS``):
@@ -22,9 +22,10 @@ of one place land on both sides. Instead the grid is cut into ``block_px`` squar
 least one block. A patch lies wholly inside one block (stride grid anchored at the block
 origin) and is dropped when fewer than ``gap_px`` (default ``patch_px``) pixels separate it
 from a block of another split, so two patches of different splits are at least ``gap_px``
-apart, and every date of one place has the same split. Patches are valid under the rules of
-``extract_patches``: clear fraction >= ``min_clear_frac``, no non-finite SAR / DEM / prior
-value, no non-finite optical value at a clear pixel.
+apart, and every date of one place has the same split. A patch is valid when its clear
+fraction is >= ``min_clear_frac`` and it has no non-finite SAR / DEM / prior value and no
+non-finite optical value at a clear pixel (the rules of the in-memory reference cutter in
+``tests/unit/patch_reference.py``).
 
 :func:`index_hash` fingerprints an index (stored in checkpoints, so a run says which patches
 it saw); :func:`split_counts` counts patches per split.
@@ -42,6 +43,7 @@ from affine import Affine
 
 from sar2opt.config import PatchSpec
 from sar2opt.data.patches import CLEAR_BAND, DEM_BAND, PRIOR_PREFIX, PatchError
+from sar2opt.ops import summed_area, window_sum
 
 SPLITS = ("train", "val", "test")
 INDEX_COLUMNS = (
@@ -151,8 +153,7 @@ def candidate_patches(
     ok = np.ones(len(r), dtype=bool)
     for s in range(len(SPLITS)):
         other = ((labels != UNASSIGNED) & (labels != s)).astype(np.int64)
-        sat = np.pad(other.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        near = sat[i1 + 1, j1 + 1] - sat[i0, j1 + 1] - sat[i1 + 1, j0] + sat[i0, j0]
+        near = window_sum(summed_area(other), i0, j0, i1 + 1, j1 + 1)
         ok &= (code != s) | (near == 0)
     block = bi * labels.shape[1] + bj
     return r[ok], c[ok], block[ok], code[ok]
@@ -229,15 +230,11 @@ def build_patch_index(
             opt_ok = np.isfinite(arr[cs : cs + co]).all(axis=0) | ~clear
             aux_ok = np.isfinite(arr[cs + co + 1 :]).all(axis=0)
             bad = (~sar_ok | ~opt_ok | ~aux_ok).astype(np.int64)
-            sat_clear = np.pad(clear.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-            sat_bad = np.pad(bad.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
             r, c = r_all[in_strip] - y0, c_all[in_strip]
-
-            def wsum(sat: np.ndarray, r: np.ndarray = r, c: np.ndarray = c) -> np.ndarray:
-                return sat[r + p, c + p] - sat[r, c + p] - sat[r + p, c] + sat[r, c]
-
-            frac = wsum(sat_clear) / (p * p)
-            ok = (wsum(sat_bad) == 0) & (frac >= spec.min_clear_frac)
+            n_clear = window_sum(summed_area(clear.astype(np.int64)), r, c, r + p, c + p)
+            frac = n_clear / (p * p)
+            n_bad = window_sum(summed_area(bad), r, c, r + p, c + p)
+            ok = (n_bad == 0) & (frac >= spec.min_clear_frac)
             if not ok.any():
                 continue
             parts.append(

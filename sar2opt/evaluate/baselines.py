@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sar2opt.ops import box_sum
+
 #: Side of the square window for the local-mean features (pixels): 5 px = 50 m at 10 m,
 #: enough to average speckle while keeping field edges.
 LOCAL_MEAN_PX = 5
-FEATURE_NAMES = ("vv", "vh", "vv-vh", "vv_mean", "vh_mean", "vv-vh_mean")
 
 
 def local_mean(x: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
@@ -31,14 +32,9 @@ def local_mean(x: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
     vals = np.pad(np.where(ok, x, 0.0), r)
     cnt = np.pad(ok.astype("float64"), r)
 
-    def box(a: np.ndarray) -> np.ndarray:
-        s = np.pad(a.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        w = win_px
-        return s[w:, w:] - s[:-w, w:] - s[w:, :-w] + s[:-w, :-w]
-
-    n = box(cnt)
+    n = box_sum(cnt, win_px)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, box(vals) / n, np.nan)
+        return np.where(n > 0, box_sum(vals, win_px) / n, np.nan)
 
 
 def sar_features(sar_db: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
@@ -102,21 +98,37 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> Ridge:
     return Ridge(mu, sd, coef, ym, float(alpha))
 
 
-def ridge_baseline(
+def feature_stack(sar_db: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
+    """(T, 6, H, W) :func:`sar_features` of (T, 2, H, W) VV, VH dB."""
+    return np.stack([sar_features(s, win_px) for s in sar_db])
+
+
+@dataclass(frozen=True)
+class SarRidge:
+    """A ridge from :func:`sar_features` (window ``win_px``) to optical bands."""
+
+    ridge: Ridge
+    win_px: int = LOCAL_MEAN_PX
+
+    def predict(self, sar_db: np.ndarray) -> np.ndarray:
+        """(T, 2, H, W) VV, VH dB -> (T, C, H, W) float32; NaN where a feature is NaN."""
+        feats = feature_stack(sar_db, self.win_px)
+        return np.moveaxis(self.ridge.predict(np.moveaxis(feats, 1, 0)), 0, 1).astype("float32")
+
+
+def fit_sar_ridge(
     sar_db: np.ndarray,
     truth: np.ndarray,
-    train_mask: np.ndarray,
+    mask: np.ndarray,
     alpha: float = 1.0,
     win_px: int = LOCAL_MEAN_PX,
-) -> np.ndarray:
-    """Fit on the training pixels of one scene and predict it all.
-
-    ``sar_db`` (T, 2, H, W), ``truth`` (T, C, H, W), ``train_mask`` (T, H, W) (clear and in
-    a training block). One fit over all T dates: pass T = 1 slices for a per-date fit.
-    """
-    feats = np.stack([sar_features(s, win_px) for s in sar_db])  # (T, F, H, W)
-    m = np.asarray(train_mask, dtype=bool)
+) -> SarRidge:
+    """The ridge baseline fitted on the ``mask`` pixels: ``sar_db`` (T, 2, H, W) VV, VH dB,
+    ``truth`` (T, C, H, W) reflectance, ``mask`` (T, H, W) boolean, e.g. clear and in a
+    training block. T dates of a scene (one fit over all: pass T = 1 slices for a per-date
+    fit) or T patches."""
+    feats = feature_stack(sar_db, win_px)
+    m = np.asarray(mask, dtype=bool)
     x = np.moveaxis(feats, 1, 0)[:, m]
     y = np.moveaxis(np.asarray(truth, dtype="float64"), 1, 0)[:, m]
-    model = fit_ridge(x, y, alpha)
-    return np.moveaxis(model.predict(np.moveaxis(feats, 1, 0)), 0, 1).astype("float32")
+    return SarRidge(fit_ridge(x, y, alpha), win_px)

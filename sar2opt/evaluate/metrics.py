@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sar2opt.ops import box_sum
+
 # Reflectance units: PSNR is stated against a data range of 1.0 (reflectance 0-1).
 DATA_RANGE = 1.0
 
@@ -84,17 +86,6 @@ def format_table(rows: list[dict]) -> str:
 #: K2 = 0.03, sample (N-1) covariances: the defaults of scikit-image's structural_similarity.
 SSIM_WIN_PX = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
-
-
-def box_sum(x: np.ndarray, win_px: int) -> np.ndarray:
-    """Sum of every ``win_px`` x ``win_px`` window of a 2-D array ('valid' positions only).
-
-    Summed-area table: O(H·W) whatever the window, and no SciPy needed.
-    """
-    x = np.asarray(x, dtype="float64")
-    s = np.pad(x.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    w = win_px
-    return s[w:, w:] - s[:-w, w:] - s[w:, :-w] + s[:-w, :-w]
 
 
 def ssim_map(

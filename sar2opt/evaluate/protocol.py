@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sar2opt.evaluate.baselines import constant_colour, ridge_baseline
+from sar2opt.evaluate.baselines import constant_colour, fit_sar_ridge
 from sar2opt.evaluate.metrics import mae, psnr, rmse, sam_deg, ssim_map
+from sar2opt.ops import dilate
 
 #: Metrics every method gets, in table order; all are "lower is better" except PSNR and SSIM.
 METRICS = ("mae", "rmse", "psnr_db", "ssim", "sam_deg")
@@ -42,16 +43,6 @@ class Scene:
     clear: np.ndarray
     bands: tuple[str, ...]
     times: tuple[str, ...]
-
-
-def dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    """Square (Chebyshev) dilation of a 2-D boolean mask by ``px`` pixels."""
-    m = np.asarray(mask, dtype=bool)
-    if px <= 0:
-        return m.copy()
-    w = 2 * px + 1
-    s = np.pad(np.pad(m.astype("int64"), px).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    return (s[w:, w:] - s[:-w, w:] - s[w:, :-w] + s[:-w, :-w]) > 0
 
 
 def block_split(
@@ -139,18 +130,15 @@ def mean_colour_method(per_date: bool = True) -> Method:
 def ridge_method(per_date: bool = True, alpha: float = 1.0) -> Method:
     """Ridge from VV, VH, VV-VH and local means, fitted on the training pixels."""
 
+    def fit_predict(sar_db: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return fit_sar_ridge(sar_db, truth, mask, alpha).predict(sar_db)
+
     def run(scene: Scene, train: np.ndarray, seed: int) -> np.ndarray:
         tm = scene.clear & train[None]
         if not per_date:
-            return ridge_baseline(scene.sar_db, scene.truth, tm, alpha)
-        return np.concatenate(
-            [
-                ridge_baseline(
-                    scene.sar_db[i : i + 1], scene.truth[i : i + 1], tm[i : i + 1], alpha
-                )
-                for i in range(scene.truth.shape[0])
-            ]
-        )
+            return fit_predict(scene.sar_db, scene.truth, tm)
+        dates = [slice(i, i + 1) for i in range(scene.truth.shape[0])]
+        return np.concatenate([fit_predict(scene.sar_db[d], scene.truth[d], tm[d]) for d in dates])
 
     return run
 

@@ -19,7 +19,8 @@ def _stretch(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip((x - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
 
 
-def _pct(values: np.ndarray, p: tuple[float, float]) -> tuple[float, float]:
+def percentile_limits(values: np.ndarray, p: tuple[float, float]) -> tuple[float, float]:
+    """(lo, hi) stretch limits: the ``p`` percentiles of the finite values ((0, 1) if none)."""
     v = values[np.isfinite(values)]
     if v.size == 0:
         return 0.0, 1.0
@@ -27,7 +28,7 @@ def _pct(values: np.ndarray, p: tuple[float, float]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _rgba(channels: Sequence[np.ndarray], limits: Sequence[tuple[float, float]]) -> np.ndarray:
+def to_rgba(channels: Sequence[np.ndarray], limits: Sequence[tuple[float, float]]) -> np.ndarray:
     """(H, W, 4) image; NaN pixels transparent so the panel background shows no-data."""
     rgb = np.stack(
         [_stretch(c, lo, hi) for c, (lo, hi) in zip(channels, limits, strict=True)], axis=-1
@@ -41,7 +42,7 @@ def sar_false_colour(sar_db: np.ndarray, p: tuple[float, float] = (2, 98)) -> np
     """R = VV, G = VH, B = VV/VH ratio (dB difference), each stretched on its percentiles."""
     vv, vh = np.asarray(sar_db[0], float), np.asarray(sar_db[1], float)
     chans = [vv, vh, vv - vh]
-    return _rgba(chans, [_pct(c, p) for c in chans])
+    return to_rgba(chans, [percentile_limits(c, p) for c in chans])
 
 
 def write_quicklook(
@@ -76,18 +77,18 @@ def write_quicklook(
     pred_rgb = [np.asarray(pred[i], float) for i in idx]
     truth_rgb = [np.asarray(truth[i], float) for i in idx] if truth is not None else None
     pool = np.concatenate([c.ravel() for c in pred_rgb + (truth_rgb or [])])
-    lim = _pct(pool, percentiles)
+    lim = percentile_limits(pool, percentiles)
 
     panels: list[tuple[np.ndarray, str, dict]] = [
         (sar_false_colour(sar_db, percentiles), _caption("S1 VV | VH | VV/VH", sar_time), {}),
-        (_rgba(pred_rgb, [lim] * 3), _caption("predicted B04/B03/B02", sar_time), {}),
+        (to_rgba(pred_rgb, [lim] * 3), _caption("predicted B04/B03/B02", sar_time), {}),
     ]
     if truth is not None:
         with warnings.catch_warnings():  # all-NaN pixels (no data) stay NaN, quietly
             warnings.simplefilter("ignore", RuntimeWarning)
             err = np.nanmean(np.abs(np.asarray(pred, float) - np.asarray(truth, float)), axis=0)
         panels.append(
-            (_rgba(truth_rgb, [lim] * 3), _caption("Sentinel-2 B04/B03/B02", truth_time), {})
+            (to_rgba(truth_rgb, [lim] * 3), _caption("Sentinel-2 B04/B03/B02", truth_time), {})
         )
         panels.append((err, "mean |pred - S2| (reflectance)", {"cmap": "magma", "vmin": 0.0}))
 

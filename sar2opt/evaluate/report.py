@@ -17,7 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from sar2opt.evaluate.protocol import METRICS, ProtocolResult, Scene
-from sar2opt.evaluate.quicklook import RGB_BANDS, _pct, _rgba, sar_false_colour
+from sar2opt.evaluate.quicklook import (
+    RGB_BANDS,
+    percentile_limits,
+    sar_false_colour,
+    to_rgba,
+)
 
 HIGHER_IS_BETTER = {"psnr_db", "ssim"}
 LABELS = {
@@ -136,11 +141,13 @@ def tiles_figure(
     if len(idx) < 3:
         idx = [0, min(1, len(bands) - 1), min(2, len(bands) - 1)]
     truth = np.where(scene.clear[t][None], scene.truth[t], np.nan)[win]
-    lim = _pct(np.concatenate([truth[idx].ravel(), preds[names[0]][t][idx][win].ravel()]), (2, 98))
+    lim = percentile_limits(
+        np.concatenate([truth[idx].ravel(), preds[names[0]][t][idx][win].ravel()]), (2, 98)
+    )
     panels = [(sar_false_colour(scene.sar_db[t][win]), "S1 VV | VH | VV-VH", {})]
     for n in names:
-        panels.append((_rgba(list(preds[n][t][idx][win]), [lim] * 3), n, {}))
-    panels.append((_rgba(list(truth[idx]), [lim] * 3), "Sentinel-2 (clear pixels)", {}))
+        panels.append((to_rgba(list(preds[n][t][idx][win]), [lim] * 3), n, {}))
+    panels.append((to_rgba(list(truth[idx]), [lim] * 3), "Sentinel-2 (clear pixels)", {}))
     err = np.nanmean(np.abs(preds[names[0]][t][win] - truth), axis=0)
     panels.append((err, f"|{names[0]} - S2|", {"cmap": "magma", "vmin": 0.0}))
     fig = Figure(figsize=(2.6 * len(panels), 3.2), dpi=90, layout="constrained")

@@ -15,24 +15,6 @@ SOURCE_SYNTH = 2  # predicted from Sentinel-1
 SOURCE_MEANINGS = {SOURCE_NODATA: "no data", SOURCE_S2: "sentinel-2", SOURCE_SYNTH: "synthesis"}
 
 
-def hypothesis_stats(preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (B, C, H, W) and spread (B, H, W) over hypotheses ``preds`` (K, B, C, H, W).
-
-    Spread is the population standard deviation over the K hypotheses, averaged over
-    bands (reflectance units); NaN with a single hypothesis, which says nothing about
-    spread.
-    """
-    preds = np.asarray(preds, dtype=np.float32)
-    if preds.ndim != 5:
-        raise ValueError(f"preds must be (K, B, C, H, W), got {preds.shape}")
-    mean = preds.mean(axis=0)
-    if preds.shape[0] < 2:
-        spread = np.full(mean.shape[:1] + mean.shape[2:], np.nan, np.float32)
-    else:
-        spread = preds.std(axis=0).mean(axis=1).astype(np.float32)
-    return mean.astype(np.float32), spread
-
-
 def nearest_clear(
     obs: np.ndarray, clear: np.ndarray, dt_days: np.ndarray, max_dt_days: float
 ) -> tuple[np.ndarray, np.ndarray]:

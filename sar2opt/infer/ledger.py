@@ -14,9 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sar2opt.errors import Sar2OptError
-
-#: The ledger's file name inside an output store.
-LEDGER_FILE = "_sar2opt_ledger.txt"
+from sar2opt.infer.store import LEDGER_FILE, lock_path
 
 BlockKey = tuple[str, int, int]
 
@@ -74,7 +72,7 @@ class TileLedger:
 
 
 class StoreLock:
-    """Exclusive, non-blocking ``flock`` on ``<store>.lock`` for the life of a ``with`` block.
+    """Exclusive, non-blocking ``flock`` on ``store.lock_path`` for the life of a ``with`` block.
 
     The kernel drops the lock when the holder dies, so a killed run never blocks the next.
     POSIX file systems only (not S3): on object stores run one writer per store (the
@@ -82,8 +80,8 @@ class StoreLock:
     """
 
     def __init__(self, store: str | Path) -> None:
-        store = Path(store)
-        self.path = store.with_name(store.name + ".lock")
+        self.store = Path(store)
+        self.path = lock_path(store)
         self._fd: int | None = None
 
     def __enter__(self) -> StoreLock:
@@ -94,7 +92,7 @@ class StoreLock:
         except BlockingIOError:
             os.close(fd)
             raise StoreLockedError(
-                f"another run is writing {self.path.with_suffix('')}; try again when it ends"
+                f"another run is writing {self.store}; try again when it ends"
             ) from None
         self._fd = fd
         return self

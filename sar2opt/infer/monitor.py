@@ -3,52 +3,26 @@
 ``jobs/monitor.py`` appends the acquisitions newer than a store's last time step. The rules
 here are pure (strings in, strings out) so the resume and "up to date" cases are tested on
 real timestamps. An append is made crash-safe in three commits: the times to do are written
-to the store's ``pending_times`` first, then the time axis grows (``store.append_times``,
-whose commit is ``times_iso``), then the blocks are filled (the ledger), and only then is
-``pending_times`` cleared. A run killed anywhere is finished by the next one.
+to the store's ``PENDING_ATTR`` first, then the time axis grows (``store.append_times``,
+whose commit is ``TIMES_ATTR``), then the blocks are filled (the ledger), and only then is
+``PENDING_ATTR`` cleared. A run killed anywhere is finished by the next one.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from sar2opt.errors import Sar2OptError
-
-
-class StoreMissingError(Sar2OptError):
-    """The store to monitor does not exist (or is an unfinished infer_region run)."""
+from sar2opt.errors import ConfigError, first_line
+from sar2opt.infer.store import PENDING_ATTR, TIMES_ATTR
 
 
 def _ts(iso: str) -> pd.Timestamp:
     t = pd.Timestamp(iso)
     return t.tz_convert("UTC") if t.tzinfo else t.tz_localize("UTC")
-
-
-def zone_stores(root: str | Path) -> list[Path]:
-    """The Zarr store(s) behind ``--store``: itself, or the ``<zone>.zarr`` inside a folder.
-
-    Monitoring only appends to a finished mosaic: a missing one must first be made by
-    ``jobs/infer_region.py`` (which fixes the grid, the settings and the first dates).
-    """
-    root = Path(root)
-    if (root / "zarr.json").is_file():
-        return [root]
-    zones = sorted(p for p in root.glob("*.zarr") if (p / "zarr.json").is_file())
-    if zones:
-        return zones
-    partial = root.with_name(root.name + ".partial")
-    if partial.exists():
-        raise StoreMissingError(
-            f"{root} is not finished ({partial} holds a partial run): run jobs/infer_region.py "
-            "again with the same arguments to finish it, then monitor"
-        )
-    raise StoreMissingError(
-        f"no mosaic store at {root}: create it first with jobs/infer_region.py "
-        "(--aoi, --start, --end, --checkpoint, --out), then monitor appends to it"
-    )
 
 
 def store_config(recorded: Mapping, config_path: str | Path | None, overrides: Sequence[str]):
@@ -60,7 +34,6 @@ def store_config(recorded: Mapping, config_path: str | Path | None, overrides: S
     import yaml
 
     from sar2opt.config import load_config
-    from sar2opt.errors import ConfigError
 
     if config_path is not None:
         return load_config(config_path, list(overrides))
@@ -71,8 +44,7 @@ def store_config(recorded: Mapping, config_path: str | Path | None, overrides: S
             load_config(f.name)
         except ConfigError as e:
             raise ConfigError(
-                f"the store's recorded config no longer loads ({str(e).splitlines()[0]}); "
-                "pass --config"
+                f"the store's recorded config no longer loads ({first_line(e)}); pass --config"
             ) from None
         return load_config(f.name, list(overrides))
 
@@ -82,8 +54,8 @@ def search_start(zones: Sequence[Mapping]) -> str:
     time step (zones hold the same times, unless a run died between two zones)."""
     starts = []
     for attrs in zones:
-        pending = list(attrs.get("pending_times") or [])
-        times = list(attrs["times_iso"])
+        pending = list(attrs.get(PENDING_ATTR) or [])
+        times = list(attrs[TIMES_ATTR])
         starts.append(min(pending, key=_ts) if pending else times[-1])
     return min(starts, key=_ts)
 
@@ -94,7 +66,7 @@ def times_to_do(
     """(times to fill, times to append first) for one zone store.
 
     ``found``: acquisition times (ISO) the catalog returned from ``search_start`` on;
-    ``zone_times``: the store's ``times_iso``; ``pending``: its unfinished appended times.
+    ``zone_times``: the store's ``TIMES_ATTR``; ``pending``: its unfinished appended times.
     Only acquisitions strictly after the store's last time step are new (an acquisition
     that turns up later with an older date would break the sorted time axis: it is left out).
     Both come in time order, each once (the time axis stays sorted).
@@ -107,3 +79,13 @@ def times_to_do(
             todo.append(t)
     to_append = [t for t in todo if t not in set(zone_times)]
     return todo, to_append
+
+
+def until_day(arg: str | None) -> str:
+    """The last day to search: ``arg`` (YYYY-MM-DD) checked, or today (UTC)."""
+    if arg is None:
+        return dt.datetime.now(dt.timezone.utc).date().isoformat()
+    try:
+        return dt.date.fromisoformat(arg).isoformat()
+    except ValueError:
+        raise ConfigError(f"--until must be a date YYYY-MM-DD, got {arg!r}") from None

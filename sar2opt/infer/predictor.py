@@ -1,23 +1,81 @@
-"""The generator on a batch of SAR tiles, for Ray Data.
+"""The generator on a batch of SAR tiles, and the checkpoint ensemble it runs.
 
-``TilePredictor`` is a callable class, so ``map_batches`` runs it in a pool of actors that
-each load the checkpoint once; SAR is read beside them by cheap tasks (``sar2opt.infer.read``).
+``load_models`` reads what the checkpoints of an ensemble agree on from their metadata (no
+generator built); ``TilePredictor`` loads them, once per actor (``run.StripWorker``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sar2opt.errors import ConfigError
 from sar2opt.infer.tiles import MULTIPLE, round_up
+
+#: Model input sets the inference reads (SAR only: no DEM or prior is read per block yet).
+INFER_INPUT_SETS: tuple[str, ...] = ("S",)
 
 #: Test-time flips over (H, W) axes of a (B, C, H, W) batch: each one is a hypothesis.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+@dataclass(frozen=True)
+class Models:
+    """The checkpoints of an ensemble and what they agree on."""
+
+    checkpoints: tuple[str, ...]
+    sha256: tuple[str, ...]
+    in_bands: tuple[str, ...]
+    out_bands: tuple[str, ...]
+    model: dict
+    git_sha: str | None
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, so a mosaic names the exact weights that produced it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_models(checkpoints: Sequence[str | Path]) -> Models:
+    """Read every checkpoint's metadata (fail fast on a missing or unusable one) and check
+    they share bands; no generator is built here (the actors do that)."""
+    from sar2opt.train import checkpoint
+
+    metas = []
+    for c in checkpoints:
+        meta = checkpoint.load_meta(c)
+        input_set = meta.get("input_set") or (meta.get("model") or {}).get("input_set") or "S"
+        if input_set not in INFER_INPUT_SETS:
+            raise ConfigError(
+                f"checkpoint {c} was trained on input set {input_set}; inference supports "
+                f"{', '.join(INFER_INPUT_SETS)} (SAR only) for now"
+            )
+        metas.append(meta)
+    m0 = metas[0]
+    for c, m in zip(checkpoints, metas, strict=True):
+        if list(m["in_bands"]) != list(m0["in_bands"]) or list(m["out_bands"]) != list(
+            m0["out_bands"]
+        ):
+            raise ConfigError(f"checkpoint {c} has other bands than {checkpoints[0]}")
+    return Models(
+        tuple(str(Path(c).resolve()) for c in checkpoints),
+        tuple(sha256_file(Path(c) / checkpoint.MODEL_FILE) for c in checkpoints),
+        tuple(m0["in_bands"]),
+        tuple(m0["out_bands"]),
+        dict(m0.get("model") or {}),
+        m0.get("git_sha"),
+    )
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -14,7 +14,17 @@ from pathlib import Path
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
-STAC_DIR = "stac"
+from sar2opt.infer.store import (
+    CHECKPOINT_SHA256_ATTR,
+    GRID_ATTR,
+    OPTICAL_VAR,
+    S1_IDS_ATTR,
+    STAC_DIR,
+    TIMES_ATTR,
+    VARS,
+    read_attrs,
+)
+
 COLLECTION = "sar2opt-mosaic"
 
 
@@ -30,9 +40,9 @@ def output_items(
     The asset is the Zarr store (href ``..`` from the item); ``sar2opt:time_index`` says
     which slice of its ``time`` axis the item is, and ``sar2opt:s1_item_ids`` which inputs.
     """
-    times = list(attrs["times_iso"])
-    s1_ids = list(attrs.get("s1_item_ids") or [[] for _ in times])
-    epsg = int(attrs["grid"]["epsg"])
+    times = list(attrs[TIMES_ATTR])
+    s1_ids = list(attrs.get(S1_IDS_ATTR) or [[] for _ in times])
+    epsg = int(attrs[GRID_ATTR]["epsg"])
     idx = range(len(times)) if time_indices is None else time_indices
     items = []
     for t in idx:
@@ -54,14 +64,14 @@ def output_items(
                     "sar2opt:time_index": int(t),
                     "sar2opt:s1_item_ids": list(s1_ids[t]) if t < len(s1_ids) else [],
                     "sar2opt:bands": list(bands),
-                    "sar2opt:checkpoint_sha256": attrs.get("checkpoint_sha256"),
+                    "sar2opt:checkpoint_sha256": attrs.get(CHECKPOINT_SHA256_ATTR),
                 },
                 "assets": {
                     "zarr": {
                         "href": "..",
                         "type": "application/vnd+zarr",
                         "roles": ["data"],
-                        "title": "optical/source/uncertainty (time, band, y, x) Zarr v3",
+                        "title": f"{'/'.join(VARS)} (time, band, y, x) Zarr v3",
                     }
                 },
                 "links": [{"rel": "collection", "href": "collection.json"}],
@@ -72,13 +82,11 @@ def output_items(
 
 def publish_store(store: str | Path, aoi_lonlat: BaseGeometry) -> list[Path]:
     """Write (or refresh) the items of every time step and the collection; their paths."""
-    from sar2opt.infer.store import read_attrs
+    import xarray as xr
 
     store = Path(store)
     attrs = read_attrs(store)
-    import xarray as xr
-
-    bands = [str(b) for b in xr.open_zarr(store)["band"].values]
+    bands = [str(b) for b in xr.open_zarr(store)[OPTICAL_VAR]["band"].values]
     items = output_items(store.name, attrs, aoi_lonlat, bands)
     d = store / STAC_DIR
     d.mkdir(exist_ok=True)
@@ -91,7 +99,7 @@ def publish_store(store: str | Path, aoi_lonlat: BaseGeometry) -> list[Path]:
         p = d / f"{it['id']}.json"
         p.write_text(json.dumps(it, indent=1))
         paths.append(p)
-    times = list(attrs["times_iso"])
+    times = list(attrs[TIMES_ATTR])
     collection = {
         "type": "Collection",
         "stac_version": "1.1.0",

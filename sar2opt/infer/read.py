@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
@@ -271,3 +272,22 @@ def close_all() -> None:
             _open.popitem()[1].close()
         _blocks.clear()
         _blocks_bytes = 0
+
+
+@dataclass(frozen=True)
+class CatalogSar:
+    """The SAR a fill reads (``run.SarSource``): the catalog's COGs, ``items_by_time[t]``
+    the frames of time step ``t`` (``profile``: the S1 collection's, so assets are re-keyed
+    and signed here, in the reading worker)."""
+
+    grid: GridSpec
+    items_by_time: tuple[tuple[dict, ...], ...]
+    bands: tuple[str, ...]
+    profile: CollectionProfile | None = None
+
+    def read(self, t: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        """SAR (Cs, h, w) dB of time step ``t`` over ``window`` (row, col, height, width)."""
+        r, c, h, w = window
+        return read_sar_db(
+            self.items_by_time[t], self.grid.subgrid(r, c, h, w), self.bands, self.profile
+        )

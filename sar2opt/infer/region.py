@@ -1,285 +1,140 @@
-"""Orchestration shared by ``jobs/infer_region.py`` and ``jobs/monitor.py``.
+"""Inference over a region: what ``jobs/infer_region.py`` and ``jobs/monitor.py`` run.
 
-A region is one or more ``ZonePart`` stores. ``fill_zone`` fills given time steps of one
-store: tasks are the blocks that meet the AOI and the acquisition's footprint, minus those in
-the ledger; the pipeline writes chunks; the driver appends the ledger. Nothing here holds
-more than one zone's task list (a few ints per block).
+A region is one or more zone stores (``store``'s layout). ``infer_region`` makes them:
+search S1, print the plan, create (or resume) each zone's store in ``<out>.partial``, fill
+it, rename it into place. ``monitor_region`` appends the acquisitions a finished mosaic
+lacks. Both hand their zones to ``run_zones`` (fill, mark complete, publish), which fills a
+zone with ``fill_zone``: tasks are the blocks that meet the AOI and the acquisition's
+footprint, minus those in the ledger; the pipeline writes chunks; the driver appends the
+ledger. Nothing here holds more than one zone's task list (a few ints per block).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import datetime as dt
-import hashlib
-import json
-import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import functools
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import unary_union
 
-from sar2opt.config import Config, InferSpec
-from sar2opt.errors import ConfigError, Sar2OptError
-from sar2opt.infer.ledger import TileLedger
-from sar2opt.infer.plan import BlockLattice
-from sar2opt.infer.predictor import TilePredictor
+from sar2opt.config import Config, check_infer, config_to_dict
+from sar2opt.errors import CatalogError, ConfigError, first_line
+from sar2opt.infer import store as st
+from sar2opt.infer.ledger import StoreLock, TileLedger
+from sar2opt.infer.monitor import search_start, store_config, times_to_do, until_day
+from sar2opt.infer.plan import BlockLattice, RunPlan, estimate_dates, format_plan, make_plan
+from sar2opt.infer.predictor import Models, TilePredictor, load_models
+from sar2opt.infer.publish import publish_store
+from sar2opt.infer.read import CatalogSar
 from sar2opt.infer.run import (
+    ActorPool,
     CompositeSpec,
+    FillJob,
+    Strip,
     block_tasks,
     drain,
-    finish_block_rows,
-    read_sar_strip,
     run_local,
     run_ray,
     strip_tasks,
 )
-from sar2opt.infer.store import shard_blocks
 from sar2opt.profiles import profile_for
+from sar2opt.provenance import provenance
 from sar2opt.runtime import init_ray
-from sar2opt.zones import ZonePart, blocks_by_row, to_grid_crs
+from sar2opt.stac import footprint, items_near, search_s1, search_s2_near
+from sar2opt.zones import ZonePart, blocks_by_row, split_zones, to_grid_crs
 
-__all__ = ["init_ray"]  # re-exported: the jobs start Ray through this module
+Log = Callable[[str], None]
 
-#: Attribute saying a store holds every block of every time step it lists.
-COMPLETE_ATTR = "sar2opt_complete"
-#: Model input sets the inference reads (SAR only: no DEM or prior is read per block yet).
-INFER_INPUT_SETS: tuple[str, ...] = ("S",)
-#: Time steps appended by the monitor whose blocks are not all written yet.
-PENDING_ATTR = "pending_times"
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 @dataclass(frozen=True)
-class Models:
-    """The checkpoints of the ensemble and what they agree on."""
+class Region:
+    """What every run over an AOI needs: the config, the AOI, its zone parts, the models."""
 
-    checkpoints: tuple[str, ...]
-    sha256: tuple[str, ...]
-    in_bands: tuple[str, ...]
-    out_bands: tuple[str, ...]
-    model: dict
-    git_sha: str | None
+    cfg: Config
+    aoi: BaseGeometry
+    parts: tuple[ZonePart, ...]
+    models: Models
 
+    @classmethod
+    def open(cls, cfg: Config, aoi_path: str | Path, checkpoints: Sequence[str | Path]) -> Region:
+        """Check the settings, read the AOI and the checkpoints' metadata (fail fast)."""
+        from sar2opt.aoi import load_aoi
 
-def load_models(checkpoints: Sequence[str | Path]) -> Models:
-    """Load every checkpoint once (fail fast on a bad one) and check they share bands."""
-    from sar2opt.infer.mosaic import sha256_file
-    from sar2opt.train.checkpoint import MODEL_FILE, load_generator
+        check_infer(cfg.infer)  # configs read back from a store skip load_config's checks
+        aoi = load_aoi(aoi_path)
+        models = load_models(checkpoints)
+        return cls(cfg, aoi, tuple(split_zones(aoi, cfg.cube.res_m, cfg.cube.epsg)), models)
 
-    metas = []
-    for c in checkpoints:
-        _, meta = load_generator(c)
-        input_set = meta.get("input_set") or (meta.get("model") or {}).get("input_set") or "S"
-        if input_set not in INFER_INPUT_SETS:
-            raise ConfigError(
-                f"checkpoint {c} was trained on input set {input_set}; inference supports "
-                f"{', '.join(INFER_INPUT_SETS)} (SAR only) for now"
-            )
-        metas.append(meta)
-    m0 = metas[0]
-    for c, m in zip(checkpoints, metas, strict=True):
-        if list(m["in_bands"]) != list(m0["in_bands"]) or list(m["out_bands"]) != list(
-            m0["out_bands"]
-        ):
-            raise ConfigError(f"checkpoint {c} has other bands than {checkpoints[0]}")
-    return Models(
-        tuple(str(Path(c).resolve()) for c in checkpoints),
-        tuple(sha256_file(Path(c) / MODEL_FILE) for c in checkpoints),
-        tuple(m0["in_bands"]),
-        tuple(m0["out_bands"]),
-        dict(m0.get("model") or {}),
-        m0.get("git_sha"),
-    )
+    def settings(self, part: ZonePart) -> dict:
+        """What a zone store's pixels depend on besides the dates (``store.same_run``)."""
+        spec = self.cfg.infer
+        return {
+            "grid": part.grid.to_dict(),
+            "tile_px": spec.tile_px,
+            "overlap_px": spec.overlap_px,
+            "sha256": list(self.models.sha256),
+            "flips": spec.tta_flips,
+            "composite_max_dt_days": spec.composite_max_dt_days,
+            "out_bands": list(self.models.out_bands),
+        }
+
+    def s2_items(self, start: str, end: str) -> list[dict]:
+        """S2 items that can replace the synthesis from ``start`` to ``end`` (none when the
+        composite is off)."""
+        c = self.cfg
+        return search_s2_near(c.catalog, self.aoi, start, end, c.infer.composite_max_dt_days)
 
 
-def footprint(items: Sequence[dict]) -> BaseGeometry | None:
-    """Union of the items' footprints (lon/lat); None when an item has no geometry."""
-    geoms = [it.get("geometry") for it in items]
-    if any(g is None for g in geoms):
-        return None
-    return unary_union([shape(g) for g in geoms])
+@dataclass(frozen=True)
+class ZoneRun:
+    """One zone store's share of a run: fill time steps ``t_indices`` of its time axis
+    ``times`` from the S1 frames ``s1_groups`` (one group per step), then set ``done``."""
 
-
-def s2_near(s2_items: Sequence[dict], iso: str, max_dt_days: float) -> list[dict]:
-    """S2 items within ±``max_dt_days`` of ``iso``."""
-    import pandas as pd
-
-    t0 = pd.Timestamp(iso)
-    out = []
-    for it in s2_items:
-        dt = abs((pd.Timestamp(it["properties"]["datetime"]) - t0) / pd.Timedelta(days=1))
-        if dt <= max_dt_days:
-            out.append(it)
-    return out
-
-
-def run_settings(part: ZonePart, cfg: Config, models: Models, flips: int) -> dict:
-    """The settings a store's pixels depend on (besides the dates): ``run_fingerprint``'s input."""
-    return {
-        "grid": part.grid.to_dict(),
-        "tile_px": cfg.infer.tile_px,
-        "overlap_px": cfg.infer.overlap_px,
-        "sha256": list(models.sha256),
-        "flips": flips,
-        "composite_max_dt_days": cfg.infer.composite_max_dt_days,
-        "out_bands": list(models.out_bands),
-    }
-
-
-def run_fingerprint(part: ZonePart, cfg: Config, models: Models, flips: int) -> str:
-    """What must match for a partial store to be resumed (not the dates: the monitor adds)."""
-    doc = run_settings(part, cfg, models, flips)
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def settings_diff(old: dict, new: dict) -> list[str]:
-    """Keys of ``run_settings`` whose values differ (for an error that says what)."""
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-
-
-# ---------------------------------------------------------------------------------------------
-# what both jobs (infer_region, monitor) do around the pipeline
-
-
-def check_infer_spec(spec: InferSpec) -> None:
-    """Reject tiling/actor settings that would crash or hang deep inside Ray."""
-    from sar2opt.infer.tiles import MULTIPLE
-
-    if spec.tile_px <= 0 or spec.tile_px % MULTIPLE:
-        raise ConfigError(
-            f"infer.tile_px must be a positive multiple of {MULTIPLE}, got {spec.tile_px}"
-        )
-    if not 0 <= spec.overlap_px < spec.tile_px:
-        raise ConfigError(f"infer.overlap_px must be in [0, tile_px), got {spec.overlap_px}")
-    if min(spec.batch_size, spec.num_actors, spec.read_blocks, spec.calls_per_actor) < 1:
-        raise ConfigError(
-            "infer.batch_size, infer.num_actors, infer.read_blocks and infer.calls_per_actor "
-            "must be >= 1"
-        )
-    if spec.cpus_per_actor < 0 or spec.gpus_per_actor < 0:
-        raise ConfigError("infer.cpus_per_actor and infer.gpus_per_actor must be >= 0")
-
-
-def with_stac_url(cfg: Config, stac_url: str | None) -> Config:
-    """``cfg`` with ``catalog.stac_url`` replaced when ``stac_url`` is given."""
-    if not stac_url:
-        return cfg
-    return dataclasses.replace(cfg, catalog=dataclasses.replace(cfg.catalog, stac_url=stac_url))
-
-
-def shift_day(day: str, days: float) -> str:
-    """``day`` (YYYY-MM-DD...) moved by ``days``, rounded away from zero to whole days."""
-    d = dt.date.fromisoformat(day[:10]) + dt.timedelta(
-        days=math.copysign(math.ceil(abs(days)), days)
-    )
-    return d.isoformat()
-
-
-def user_error(exc: BaseException) -> Sar2OptError | None:
-    """The Sar2OptError behind a Ray wrapper (worker errors arrive as causes/subclasses)."""
-    seen = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        cause = getattr(e, "cause", None)  # RayTaskError: the worker's original exception
-        if isinstance(cause, BaseException) and id(cause) not in seen:
-            e = cause
-            continue
-        if isinstance(e, Sar2OptError):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def add_infer_args(p: argparse.ArgumentParser, *, aoi_help: str, checkpoint_help: str) -> None:
-    """The arguments ``jobs/infer_region.py`` and ``jobs/monitor.py`` share (same names,
-    same meaning): AOI, checkpoints, config, overrides, catalog URL, executor."""
-    p.add_argument("--aoi", required=True, help=aoi_help)
-    p.add_argument("--checkpoint", required=True, action="append", help=checkpoint_help)
-    p.add_argument("--config", help="YAML config (see jobs/configs/)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--stac-url", help="STAC API endpoint (overrides catalog.stac_url)")
-    p.add_argument(
-        "--executor",
-        choices=("ray", "local"),
-        default="ray",
-        help="ray: Ray Data actor pool (default); local: in this process (tiny AOIs, tests)",
-    )
-
-
-def search_composite_s2(cfg: Config, aoi: BaseGeometry, start: str, end: str) -> list[dict]:
-    """S2 items that can replace the synthesis from ``start`` to ``end`` (the composite
-    window wider on both sides); none when the composite is off."""
-    comp = cfg.infer.composite_max_dt_days
-    if comp <= 0:
-        return []
-    from sar2opt.stac import search_aoi
-
-    return search_aoi(
-        cfg.catalog,
-        cfg.catalog.s2_collection,
-        aoi,
-        shift_day(start, -comp),
-        shift_day(end, comp),
-    )
-
-
-def one_line(err: BaseException) -> str:
-    """First line of the message: Ray appends retry notes to errors raised in workers."""
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
-def store_strips(store: Path, blocks: Sequence[dict], read_blocks: int) -> list[dict]:
-    """``strip_tasks`` for ``store``: one task per shard, at the width the store was created
-    with (``read_blocks`` may have changed since: a narrower strip would give a shard two
-    writers); a store without shards takes strips of ``read_blocks``."""
-    k = shard_blocks(store)
-    return strip_tasks(blocks, k if k > 1 else read_blocks)
+    part: ZonePart
+    store: Path
+    times: tuple[str, ...]
+    t_indices: tuple[int, ...]
+    s1_groups: tuple[tuple[dict, ...], ...]
+    done: Mapping = field(default_factory=lambda: {st.COMPLETE_ATTR: True})
 
 
 def fill_zone(
-    store: Path,
-    part: ZonePart,
-    cfg: Config,
-    models: Models,
-    times: Sequence[str],
-    t_indices: Sequence[int],
-    s1_groups: Sequence[Sequence[dict]],
+    region: Region,
+    zone: ZoneRun,
     s2_items: Sequence[dict],
     *,
     executor: str = "ray",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, int]:
-    """Write the missing blocks of time steps ``t_indices``; (blocks written, blocks total).
-
-    ``s1_groups[k]`` are the S1 items of ``times[t_indices[k]]``.
-    """
+    """Write the missing blocks of the zone's time steps; (blocks written, blocks total)."""
+    cfg, models, part = region.cfg, region.models, zone.part
     spec = cfg.infer
     lat = BlockLattice(part.grid, spec.tile_px, spec.overlap_px)
-    aoi_lonlat = part.aoi
-    ledger = TileLedger(store)
-    group_of = dict(zip(t_indices, s1_groups, strict=True))
+    group_of = dict(zip(zone.t_indices, zone.s1_groups, strict=True))
 
     def blocks_for_t(t: int):
         fp = footprint(group_of[t])
-        geom = aoi_lonlat if fp is None else aoi_lonlat.intersection(fp)
+        geom = part.aoi if fp is None else part.aoi.intersection(fp)
         return blocks_by_row(lat, to_grid_crs(geom, part.epsg)) if not geom.is_empty else []
 
-    done = ledger.done()
-    blocks = block_tasks(times, t_indices, blocks_for_t, done)
+    ledger = TileLedger(zone.store)
+    blocks = block_tasks(zone.times, zone.t_indices, blocks_for_t, ledger.done())
     total = len(blocks)
-    rows = store_strips(store, blocks, spec.read_blocks)
+    strips = store_strips(zone.store, blocks, spec.read_blocks)
     del blocks
-    items_by_time = [list(group_of.get(t, [])) for t in range(len(times))]
-    comp = None
-    s2_by_time: list[list[dict]] = [[] for _ in times]
+    if not strips:
+        return 0, 0
+    composite, s2_by_time = None, ()
     if spec.composite_max_dt_days > 0:
         c = cfg.cube
-        comp = CompositeSpec(
+        composite = CompositeSpec(
             spec.composite_max_dt_days,
             tuple(cfg.catalog.opt_bands),
             c.cloud_brightness,
@@ -288,53 +143,287 @@ def fill_zone(
             c.cloud_dilate_px,
             profile_for(cfg.catalog.stac_url, cfg.catalog.s2_collection),
         )
-        s2_by_time = [
-            s2_near(s2_items, times[t], spec.composite_max_dt_days) if t in group_of else []
-            for t in range(len(times))
-        ]
-    read_kwargs = {
-        "lattice": lat.to_dict(),
-        "items_by_time": items_by_time,
-        "bands": list(models.in_bands),
-        "profile": profile_for(cfg.catalog.stac_url, cfg.catalog.s1_collection),
-    }
-    finish_kwargs = {
-        "store": str(store),
-        "lattice": lat.to_dict(),
-        "s2_by_time": s2_by_time,
-        "out_bands": list(models.out_bands),
-        "composite": comp,
-    }
+        s2_by_time = tuple(
+            tuple(items_near(s2_items, zone.times[t], spec.composite_max_dt_days))
+            if t in group_of
+            else ()
+            for t in range(len(zone.times))
+        )
+    sar = CatalogSar(
+        part.grid,
+        tuple(tuple(group_of.get(t, ())) for t in range(len(zone.times))),
+        models.in_bands,
+        profile_for(cfg.catalog.stac_url, cfg.catalog.s1_collection),
+    )
+    job = FillJob(
+        str(zone.store), lat, sar, spec.batch_size, models.out_bands, s2_by_time, composite
+    )
     device = "cuda" if spec.gpus_per_actor > 0 else "cpu"
-    if not rows:
-        return 0, 0
+    make_predictor = functools.partial(
+        TilePredictor, list(models.checkpoints), device, spec.tta_flips
+    )
     if executor == "local":
-        finished = run_local(
-            rows,
-            batch_size=spec.batch_size,
-            read_fn=read_sar_strip,
-            read_kwargs=read_kwargs,
-            predictor=TilePredictor(list(models.checkpoints), device, spec.tta_flips),
-            finish_fn=finish_block_rows,
-            finish_kwargs=finish_kwargs,
-        )
+        finished = run_local(strips, job, make_predictor)
     else:
-        finished = run_ray(
-            rows,
-            batch_size=spec.batch_size,
-            num_actors=spec.num_actors,
-            cpus_per_actor=spec.cpus_per_actor,
-            gpus_per_actor=spec.gpus_per_actor,
-            read_fn=read_sar_strip,
-            read_kwargs=read_kwargs,
-            predictor_cls=TilePredictor,
-            predictor_kwargs={
-                "checkpoint_dir": list(models.checkpoints),
-                "device": device,
-                "flips": spec.tta_flips,
-            },
-            finish_fn=finish_block_rows,
-            finish_kwargs=finish_kwargs,
-            calls_per_actor=spec.calls_per_actor,
+        pool = ActorPool(
+            spec.num_actors, spec.cpus_per_actor, spec.gpus_per_actor, spec.calls_per_actor
         )
+        finished = run_ray(strips, job, make_predictor, pool)
     return drain(finished, ledger, total, progress), total
+
+
+def store_strips(store: Path, blocks: Sequence, read_blocks: int) -> list[Strip]:
+    """``strip_tasks`` for ``store``: one task per shard, at the width the store was created
+    with (``read_blocks`` may have changed since: a narrower strip would give a shard two
+    writers); a store without shards takes strips of ``read_blocks``."""
+    k = st.shard_blocks(store)
+    return strip_tasks(blocks, k if k > 1 else read_blocks)
+
+
+def run_zones(
+    region: Region,
+    zones: Sequence[ZoneRun],
+    s2_items: Sequence[dict],
+    *,
+    executor: str = "ray",
+    name: str = "infer",
+    log: Log = _print,
+) -> None:
+    """Fill each zone (on Ray, started here if it is not up, or ``executor="local"``), then
+    record it done (``ZoneRun.done``) and publish its STAC items."""
+    t0 = time.monotonic()
+    for zone in zones:
+        if executor == "ray":
+            init_ray()
+        last = [0.0]
+
+        def progress(done: int, total: int, zn: str = zone.part.name, last=last) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 5 or done == total:
+                last[0] = now
+                log(f"{name}: zone {zn} tiles {done}/{total}  ({now - t0:.0f} s)")
+
+        wrote, _ = fill_zone(region, zone, s2_items, executor=executor, progress=progress)
+        log(f"{name}: zone {zone.part.name} wrote {wrote} tiles")
+        st.update_attrs(zone.store, zone.done)
+        publish_store(zone.store, zone.part.aoi)
+
+
+# ---------------------------------------------------------------------------------------------
+# the two flows
+
+
+def plan_region(
+    region: Region, start: str, end: str
+) -> tuple[RunPlan, list[tuple[str, list[dict]]] | None]:
+    """The dry-run plan and the S1 acquisitions (ISO time, frames) it counted; when the
+    catalog cannot be searched the dates are estimated and the acquisitions are None."""
+    from sar2opt.cube.load import group_acquisitions
+
+    cfg, models = region.cfg, region.models
+    spec = cfg.infer
+    try:
+        groups = group_acquisitions(search_s1(cfg.catalog, region.aoi, start, end))
+        n_dates, note = len(groups), f"S1 acquisitions found in {cfg.catalog.stac_url}"
+    except CatalogError as e:
+        groups, n_dates = None, estimate_dates(start, end, spec.s1_revisit_days)
+        note = f"estimated, one per {spec.s1_revisit_days:g} days: {first_line(e)[:80]}"
+    comp = spec.composite_max_dt_days
+    plan = make_plan(
+        list(region.parts),
+        tile_px=spec.tile_px,
+        overlap_px=spec.overlap_px,
+        dates=n_dates,
+        dates_note=note,
+        sar_bands=len(models.in_bands),
+        out_bands=len(models.out_bands),
+        hypotheses=len(models.checkpoints) * spec.tta_flips,
+        s2_per_date=(2 * comp / spec.s2_revisit_days) if comp > 0 else 0.0,
+        opt_in_bands=len(cfg.catalog.opt_bands),
+        gpu_tiles_per_s=spec.gpu_tiles_per_s,
+    )
+    return plan, groups
+
+
+def infer_region(
+    region: Region,
+    out: Path,
+    start: str,
+    end: str,
+    *,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    executor: str = "ray",
+    log: Log = _print,
+) -> list[Path]:
+    """Predict every S1 acquisition from ``start`` to ``end`` into the mosaic ``out``
+    (``store``'s layout); its zone stores. ``dry_run``: print the plan only."""
+    t0 = time.monotonic()
+    cfg, models = region.cfg, region.models
+    plan, groups = plan_region(region, start, end)
+    log(format_plan(plan))
+    if dry_run:
+        return []
+    if groups is None:  # the plan could not search: now it is an error
+        search_s1(cfg.catalog, region.aoi, start, end)
+    times = [iso for iso, _ in groups]
+    s2_items = region.s2_items(start, end)
+    attrs = provenance("infer")
+    attrs.update(
+        {
+            "model": models.model,
+            "checkpoint": models.checkpoints[0],
+            "checkpoints": list(models.checkpoints),
+            st.CHECKPOINT_SHA256_ATTR: models.sha256[0],
+            "checkpoints_sha256": list(models.sha256),
+            "checkpoint_git_sha": models.git_sha,
+            st.CONFIG_ATTR: config_to_dict(cfg),
+            "in_bands": list(models.in_bands),
+            st.S1_IDS_ATTR: [[it["id"] for it in members] for _, members in groups],
+            "start": start,
+            st.END_ATTR: end,
+            "hypotheses": len(models.checkpoints) * cfg.infer.tta_flips,
+            "tta_flips": cfg.infer.tta_flips,
+            st.COMPLETE_ATTR: False,
+        }
+    )
+    settings = [region.settings(p) for p in region.parts]
+    with StoreLock(out):  # the same lock as monitor_region: one writer per output
+        names = [p.name for p in region.parts]
+        stores = st.open_work(out, names, settings, times, overwrite)
+        for part, store, zs in zip(region.parts, stores, settings, strict=True):
+            if store.exists():
+                log(f"infer: resuming {store}")
+                continue
+            zattrs = {**attrs, **st.run_attrs(zs), st.ZONE_ATTR: part.name}
+            zattrs["aoi_bounds_lonlat"] = list(part.aoi.bounds)
+            st.create_store(
+                store, part.grid, times, models.out_bands, zattrs, plan.block_px,
+                shard_blocks=cfg.infer.read_blocks,
+            )  # fmt: skip
+        every = tuple(range(len(times)))
+        groups_ = tuple(tuple(members) for _, members in groups)
+        zones = [
+            ZoneRun(part, store, tuple(times), every, groups_)
+            for part, store in zip(region.parts, stores, strict=True)
+        ]
+        run_zones(region, zones, s2_items, executor=executor, name="infer", log=log)
+        st.finish(out)
+    final = st.zone_paths(out, names)
+    for store in final:
+        log(f"mosaic: {store}  {st.describe(store)}  ({time.monotonic() - t0:.0f} s)")
+    return final
+
+
+def match_parts(region: Region, stores: Sequence[Path], attrs: Sequence[Mapping]) -> list[ZonePart]:
+    """The zone part of each store; a ConfigError naming what differs from the store's run."""
+    parts = region.parts
+    by_name = {p.name: p for p in parts}
+    out = []
+    for store, a in zip(stores, attrs, strict=True):
+        part = parts[0] if len(parts) == len(stores) == 1 else by_name.get(a.get(st.ZONE_ATTR, ""))
+        if part is None or len(parts) != len(stores):
+            where = store.parent if len(stores) > 1 else store
+            raise ConfigError(
+                f"the AOI splits into zones {sorted(by_name)} but {where} holds other zones: "
+                "pass the AOI the store was made for"
+            )
+        settings = region.settings(part)
+        if not st.same_run(a, settings):
+            what = st.settings_diff(a, settings)
+            raise ConfigError(
+                f"{store} was made with other "
+                + (", ".join(what) if what else "settings (AOI, grid, checkpoints, tiles)")
+                + ": pass the AOI, --checkpoint and settings of the run that made it"
+            )
+        out.append(part)
+    return out
+
+
+def monitor_region(
+    root: Path,
+    aoi_path: str | Path,
+    checkpoints: Sequence[str | Path],
+    *,
+    until: str | None = None,
+    config_path: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    executor: str = "ray",
+    log: Log = _print,
+) -> list[Path]:
+    """Append the S1 acquisitions after the last time step of the mosaic at ``root`` (up to
+    ``until``, default today) and fill them; the stores that grew. The run repeats the
+    settings the store recorded (``config_path``/``overrides`` replace them, but what the
+    pixels depend on must match)."""
+    t0 = time.monotonic()
+    stores = st.zone_stores(root)
+    until = until_day(until)
+    with StoreLock(root):  # the same lock as infer_region's output
+        attrs = [st.read_attrs(s) for s in stores]
+        cfg = store_config(attrs[0].get(st.CONFIG_ATTR) or {}, config_path, overrides)
+        region = Region.open(cfg, aoi_path, checkpoints)
+        parts = match_parts(region, stores, attrs)
+        since = search_start(attrs)
+        found = _acquisitions(region, since[:10], until)
+        plans = [
+            times_to_do(list(found), a[st.TIMES_ATTR], a.get(st.PENDING_ATTR) or []) for a in attrs
+        ]
+        if not any(todo for todo, _ in plans):
+            log(
+                f"monitor: up to date: no Sentinel-1 acquisition after {since} "
+                f"until {until} in {cfg.catalog.stac_url}"
+            )
+            return []
+        gone = sorted({t for todo, _ in plans for t in todo if t not in found})
+        if gone:
+            raise CatalogError(
+                f"time step {gone[0]} of an unfinished monitor run is no longer in "
+                f"{cfg.catalog.stac_url}"
+            )
+        s2_items = region.s2_items(since, until)
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        zones = []
+        for part, store, a, (todo, to_append) in zip(parts, stores, attrs, plans, strict=True):
+            if not todo:
+                continue
+            log(f"monitor: zone {part.name} time steps to do: {', '.join(todo)}")
+            st.update_attrs(store, {st.PENDING_ATTR: todo, st.COMPLETE_ATTR: False})
+            if to_append:
+                ids = list(a.get(st.S1_IDS_ATTR) or [])
+                ids += [[it["id"] for it in found[t]] for t in to_append]
+                st.append_times(store, to_append, {st.S1_IDS_ATTR: ids})
+            times = st.read_attrs(store)[st.TIMES_ATTR]
+            done = {
+                st.PENDING_ATTR: [],
+                st.COMPLETE_ATTR: True,
+                st.END_ATTR: max(str(a.get(st.END_ATTR, "")), until),
+                "monitored_utc": now,
+            }
+            zones.append(
+                ZoneRun(
+                    part,
+                    store,
+                    tuple(times),
+                    tuple(times.index(t) for t in todo),
+                    tuple(tuple(found[t]) for t in todo),
+                    done,
+                )
+            )
+        run_zones(region, zones, s2_items, executor=executor, name="monitor", log=log)
+    for zone in zones:
+        n = len(st.read_attrs(zone.store)[st.TIMES_ATTR])
+        log(
+            f"mosaic: {zone.store}  appended {len(zone.t_indices)} time step(s), {n} in all  "
+            f"({time.monotonic() - t0:.0f} s)"
+        )
+    return [z.store for z in zones]
+
+
+def _acquisitions(region: Region, start: str, end: str) -> dict[str, list[dict]]:
+    """S1 acquisitions (ISO time of the pass -> its frames) over the AOI, none when none."""
+    from sar2opt.cube.load import group_acquisitions
+
+    if start > end:
+        return {}
+    items = search_s1(region.cfg.catalog, region.aoi, start, end, required=False)
+    return dict(group_acquisitions(items))

@@ -1,22 +1,33 @@
-"""The output store written block by block: Zarr v3, one chunk per (time, block), no accumulator.
+"""The mosaic store: its layout (variables, attributes, paths) and every write to it.
 
-``create_store`` writes only metadata and coordinates (the data variables are lazy NaN that
-are never computed); ``write_block`` fills one chunk of every variable; unwritten chunks
-read as the fill value (NaN / source 0), so blocks outside the AOI cost no storage.
-Chunks are one block wide and carry all bands of one time step, so no two blocks ever
-share a chunk. With ``shard_blocks`` > 1 the chunks of ``shard_blocks`` neighbouring blocks
-of a block row are one shard (one file): zarr's cost is per stored object (~2 ms of its
-async machinery each, more than compressing the block), and the pipeline gives each task
-whole shards (``run.strip_tasks``), so still no two writers share one.
+This module is the one place that knows what a mosaic store is; everything else imports its
+names. A store is Zarr v3, one chunk per (time, block), no accumulator:
 
-Variables, in this order (readers take the first as the image):
-``optical`` (time, band, y, x) float32, ``source`` (time, y, x) uint8 (see
-``composite.SOURCE_MEANINGS``), ``uncertainty`` (time, y, x) float32.
+* variables, in this order (readers take the first as the image): ``optical`` (time, band,
+  y, x) float32, ``source`` (time, y, x) uint8 (``composite.SOURCE_MEANINGS``),
+  ``uncertainty`` (time, y, x) float32;
+* ``create_store`` writes only metadata and coordinates (the variables are lazy NaN that are
+  never computed); ``write_block`` fills one chunk of every variable; unwritten chunks read
+  as the fill value (NaN / source 0), so blocks outside the AOI cost no storage. Chunks are
+  one block wide and carry all bands of one time step, so no two blocks share a chunk. With
+  ``shard_blocks`` > 1 the chunks of ``shard_blocks`` neighbouring blocks of a block row are
+  one shard (one file): zarr's cost is per stored object (~2 ms of its async machinery
+  each, more than compressing the block), and the pipeline gives each task whole shards
+  (``run.strip_tasks``), so still no two writers share one;
+* paths: an AOI in one UTM zone is one store at ``<out>``; across zones ``<out>`` is a folder
+  of ``<zone>.zarr``. A run writes into ``<out>.partial`` and ``finish`` renames it into
+  place; ``<out>.lock`` is the writers' lock (``ledger.StoreLock``), ``_sar2opt_ledger.txt``
+  inside a store the blocks written (``ledger.TileLedger``), ``stac/`` its STAC items;
+* resume: a store records the settings its pixels depend on (``SETTINGS_ATTR``) and their
+  fingerprint; ``same_run`` is the one test of whether a store may be resumed or appended to.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -25,15 +36,195 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sar2opt.errors import Sar2OptError
 from sar2opt.grid import GridSpec
 from sar2opt.infer.composite import SOURCE_MEANINGS
-from sar2opt.infer.mosaic import MOSAIC_VAR, _times
 
 if TYPE_CHECKING:  # imported where used: the actors only write chunks, with zarr
     import xarray as xr
 
+#: Data variables, in store order (the first is the image).
+OPTICAL_VAR = "optical"
 SOURCE_VAR = "source"
 UNCERTAINTY_VAR = "uncertainty"
+VARS = (OPTICAL_VAR, SOURCE_VAR, UNCERTAINTY_VAR)
+#: Layers that say how far to trust ``optical`` (analysis masks by them).
+QUALITY_VARS = (UNCERTAINTY_VAR, SOURCE_VAR)
+
+#: Attributes every store has.
+GRID_ATTR = "grid"  # GridSpec.to_dict()
+TIMES_ATTR = "times_iso"  # the time axis as written; its update commits an append
+BLOCK_PX_ATTR = "block_px"
+SHARD_BLOCKS_ATTR = "shard_blocks"
+#: Attributes of a run: what made the store and whether it is finished.
+SETTINGS_ATTR = "run_settings"  # what the pixels depend on besides the dates
+FINGERPRINT_ATTR = "run_fingerprint"  # hash of SETTINGS_ATTR
+COMPLETE_ATTR = "sar2opt_complete"  # every block of every time step listed is written
+PENDING_ATTR = "pending_times"  # time steps appended by the monitor, not all written yet
+ZONE_ATTR = "zone"
+CONFIG_ATTR = "config"  # the run's Config as a dict
+S1_IDS_ATTR = "s1_item_ids"  # per time step, the S1 items read
+CHECKPOINT_SHA256_ATTR = "checkpoint_sha256"
+END_ATTR = "end"  # last date searched
+
+#: Names beside and inside a store.
+ZARR_SUFFIX = ".zarr"
+PARTIAL_SUFFIX = ".partial"
+LOCK_SUFFIX = ".lock"
+LEDGER_FILE = "_sar2opt_ledger.txt"
+STAC_DIR = "stac"
+
+
+class MosaicExistsError(Sar2OptError, FileExistsError):
+    """The output is already there (or holds another run) and ``overwrite`` was not asked for."""
+
+
+class StoreMissingError(Sar2OptError):
+    """The store to append to does not exist (or is an unfinished infer_region run)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# paths
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where a run writes before ``finish`` renames it to ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + PARTIAL_SUFFIX)
+
+
+def lock_path(out: str | Path) -> Path:
+    """The writers' lock file of ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + LOCK_SUFFIX)
+
+
+def zone_paths(root: str | Path, zones: Sequence[str]) -> list[Path]:
+    """The store of each zone under ``root``: ``root`` itself for one zone, else
+    ``root/<zone>.zarr``."""
+    root = Path(root)
+    return [root] if len(zones) == 1 else [root / f"{z}{ZARR_SUFFIX}" for z in zones]
+
+
+def zone_stores(root: str | Path) -> list[Path]:
+    """The finished store(s) at ``root``: itself, or the ``<zone>.zarr`` inside a folder.
+
+    Appending needs a finished mosaic: a missing one must first be made by
+    ``jobs/infer_region.py`` (which fixes the grid, the settings and the first dates).
+    """
+    root = Path(root)
+    if (root / "zarr.json").is_file():
+        return [root]
+    zones = sorted(p for p in root.glob(f"*{ZARR_SUFFIX}") if (p / "zarr.json").is_file())
+    if zones:
+        return zones
+    partial = partial_path(root)
+    if partial.exists():
+        raise StoreMissingError(
+            f"{root} is not finished ({partial} holds a partial run): run jobs/infer_region.py "
+            "again with the same arguments to finish it, then monitor"
+        )
+    raise StoreMissingError(
+        f"no mosaic store at {root}: create it first with jobs/infer_region.py "
+        "(--aoi, --start, --end, --checkpoint, --out), then monitor appends to it"
+    )
+
+
+def check_output(out: str | Path, overwrite: bool = False) -> Path:
+    """Fail early (before hours of inference) if ``out`` exists and may not be replaced."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise MosaicExistsError(f"output {out} exists; pass --overwrite to replace it")
+    return out
+
+
+def finish(out: str | Path) -> Path:
+    """Rename the run's ``<out>.partial`` to ``out``, atomically: a previous ``out`` is
+    replaced only now that the new one is complete, and put back if the rename fails."""
+    out = Path(out)
+    work = partial_path(out)
+    if not out.exists():
+        os.replace(work, out)
+        return out
+    old = out.with_name(out.name + f".old-{os.getpid()}")
+    os.replace(out, old)
+    try:
+        os.replace(work, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# resume
+
+
+def fingerprint(settings: Mapping) -> str:
+    """Short hash of a run's settings (JSON, sorted keys)."""
+    return hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_attrs(settings: Mapping) -> dict:
+    """The attributes that record a run's settings in its store (``same_run`` reads them)."""
+    return {SETTINGS_ATTR: dict(settings), FINGERPRINT_ATTR: fingerprint(settings)}
+
+
+def same_run(attrs: Mapping, settings: Mapping, times: Sequence[str] | None = None) -> bool:
+    """Whether a store with ``attrs`` was made with ``settings`` (and, when given, has
+    exactly the time steps ``times``): then it may be resumed or appended to."""
+    if attrs.get(FINGERPRINT_ATTR) != fingerprint(settings):
+        return False
+    return times is None or list(attrs.get(TIMES_ATTR) or []) == list(times)
+
+
+def settings_diff(attrs: Mapping, settings: Mapping) -> list[str]:
+    """Keys of ``settings`` whose values differ from the store's (for an error that says
+    what); empty when the store does not record them."""
+    old = attrs.get(SETTINGS_ATTR)
+    if not isinstance(old, Mapping):
+        return []
+    return sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+
+
+def open_work(
+    out: str | Path,
+    zones: Sequence[str],
+    settings: Sequence[Mapping],
+    times: Sequence[str],
+    overwrite: bool = False,
+) -> list[Path]:
+    """The store of each zone inside ``<out>.partial``. A partial run there with the same
+    settings and dates is kept, to be resumed; another is removed with ``overwrite`` and
+    refused without."""
+    work = partial_path(out)
+    stores = zone_paths(work, zones)
+    other = [
+        s
+        for s, st in zip(stores, settings, strict=True)
+        if s.exists() and not same_run(read_attrs(s), st, times)
+    ]
+    if other and not overwrite:
+        raise MosaicExistsError(
+            f"{work} holds a partial run with other settings or dates; "
+            "pass --overwrite to start again"
+        )
+    if other:
+        shutil.rmtree(work)
+    return stores
+
+
+# ---------------------------------------------------------------------------------------------
+# the arrays
+
+
+def time_coords(times: Sequence[str]) -> np.ndarray:
+    """ISO times (any offset, 'Z') -> naive UTC datetime64[ns], as the cube stores them."""
+    import pandas as pd
+
+    idx = pd.to_datetime(list(times), utc=True, format="ISO8601")
+    return idx.tz_convert(None).to_numpy(dtype="datetime64[ns]")
 
 
 def store_dataset(
@@ -57,14 +248,14 @@ def store_dataset(
     bh, bw = min(block_px, h), min(block_px, w)
     sw = min(bw * shard_blocks, w)  # dask chunks: whole shards (xarray checks that)
     coords = {
-        "time": _times(times),
+        "time": time_coords(times),
         "band": np.array([str(b) for b in bands], dtype=object),
         "y": grid.ys(),
         "x": grid.xs(),
     }
     ds = xr.Dataset(
         {
-            MOSAIC_VAR: (
+            OPTICAL_VAR: (
                 ("time", "band", "y", "x"),
                 da.full((nt, nb, h, w), np.nan, dtype="float32", chunks=(1, nb, bh, sw)),
                 {"long_name": "surface reflectance (composite or prediction)", "units": "1"},
@@ -92,21 +283,21 @@ def store_dataset(
         coords=coords,
     )
     ds = ds.rio.write_crs(f"EPSG:{grid.epsg}").rio.write_transform(grid.transform)
-    for name in (MOSAIC_VAR, UNCERTAINTY_VAR):
+    for name in (OPTICAL_VAR, UNCERTAINTY_VAR):
         ds[name] = ds[name].rio.write_nodata(np.nan, encoded=False)
     # ``source`` keeps no _FillValue attr: xarray would decode its 0 (no data) to NaN and the
     # flags to float; unwritten chunks still read 0 (the array's fill value).
-    for name in (MOSAIC_VAR, SOURCE_VAR, UNCERTAINTY_VAR):
+    for name in VARS:
         ds[name].encoding["coordinates"] = "spatial_ref"  # keep .rio.crs on plain open_zarr
-        lead = (1, nb) if name == MOSAIC_VAR else (1,)
+        lead = (1, nb) if name == OPTICAL_VAR else (1,)
         ds[name].encoding["chunks"] = (*lead, bh, bw)
         if shard_blocks > 1:
             ds[name].encoding["shards"] = (*lead, bh, bw * shard_blocks)
     ds.attrs.update(dict(attrs or {}))
-    ds.attrs["grid"] = grid.to_dict()
-    ds.attrs["times_iso"] = [str(t) for t in times]
-    ds.attrs["block_px"] = int(block_px)
-    ds.attrs["shard_blocks"] = int(shard_blocks)
+    ds.attrs[GRID_ATTR] = grid.to_dict()
+    ds.attrs[TIMES_ATTR] = [str(t) for t in times]
+    ds.attrs[BLOCK_PX_ATTR] = int(block_px)
+    ds.attrs[SHARD_BLOCKS_ATTR] = int(shard_blocks)
     return ds
 
 
@@ -137,7 +328,7 @@ def create_store(
 
 def shard_blocks(path: str | Path) -> int:
     """Blocks of a block row per shard of the store (1 for stores written before sharding)."""
-    return int(read_attrs(path).get("shard_blocks", 1))
+    return int(read_attrs(path).get(SHARD_BLOCKS_ATTR, 1))
 
 
 def read_attrs(path: str | Path) -> dict:
@@ -160,7 +351,7 @@ def update_attrs(path: str | Path, attrs: Mapping) -> None:
 
 
 def time_length(path: str | Path) -> int:
-    """Length of the store's ``time`` array (may exceed ``times_iso`` after a killed append)."""
+    """Length of the store's ``time`` array (may exceed ``TIMES_ATTR`` after a killed append)."""
     meta = json.loads((Path(path) / "time" / "zarr.json").read_text())
     return int(meta["shape"][0])
 
@@ -186,19 +377,19 @@ def append_times(path: str | Path, times: Sequence[str], attrs: Mapping | None =
     import xarray as xr
 
     old = read_attrs(path)
-    if time_length(path) > len(old["times_iso"]):
-        truncate_times(path, len(old["times_iso"]))
-    grid = GridSpec.from_dict(old["grid"])
+    if time_length(path) > len(old[TIMES_ATTR]):
+        truncate_times(path, len(old[TIMES_ATTR]))
+    grid = GridSpec.from_dict(old[GRID_ATTR])
     bands = list(xr.open_zarr(path)["band"].values)
-    k = int(old.get("shard_blocks", 1))  # the store's layout: the new steps get the same
-    ds = store_dataset(grid, times, bands, None, int(old["block_px"]), k)
+    k = int(old.get(SHARD_BLOCKS_ATTR, 1))  # the store's layout: the new steps get the same
+    ds = store_dataset(grid, times, bands, None, int(old[BLOCK_PX_ATTR]), k)
     ds = ds.drop_vars(["band", "y", "x", "spatial_ref"])
     ds.attrs = old  # to_zarr rewrites the group's attrs: keep them (times_iso still the old)
     for name in ds.data_vars:  # the store has them; xarray refuses to write _FillValue twice
         ds[name].attrs = {}
     _to_zarr(ds, Path(path), append_dim="time")
-    n0 = len(old["times_iso"])
-    update_attrs(path, {**dict(attrs or {}), "times_iso": [*old["times_iso"], *map(str, times)]})
+    n0 = len(old[TIMES_ATTR])
+    update_attrs(path, {**dict(attrs or {}), TIMES_ATTR: [*old[TIMES_ATTR], *map(str, times)]})
     return list(range(n0, n0 + len(times)))
 
 
@@ -221,7 +412,7 @@ def write_block(
     uncertainty (h, w), at the core window ``(row0, col0, row1, col1)``."""
     g = _group(str(path))
     r0, c0, r1, c1 = core
-    g[MOSAIC_VAR][t, :, r0:r1, c0:c1] = np.asarray(optical, np.float32)
+    g[OPTICAL_VAR][t, :, r0:r1, c0:c1] = np.asarray(optical, np.float32)
     g[SOURCE_VAR][t, r0:r1, c0:c1] = np.asarray(source, np.uint8)
     g[UNCERTAINTY_VAR][t, r0:r1, c0:c1] = np.asarray(uncertainty, np.float32)
 
@@ -259,3 +450,15 @@ def write_blocks(
             np.concatenate([np.asarray(b[4], np.float32) for b in run], axis=-1),
         )
         i = j
+
+
+def describe(path: str | Path) -> str:
+    """Dims of the image and its valid fraction; the latter only for stores small enough to
+    scan in about a second (a 40 km scene took 6 s to re-read: longer than the job's start)."""
+    import xarray as xr
+
+    da = xr.open_zarr(path)[OPTICAL_VAR]
+    text = f"dims {dict(da.sizes)}"
+    if da.size <= 2e7:
+        text += f"  valid {float(np.isfinite(da.values).mean()):.1%}"
+    return text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sar2opt.config import GAN_MODES
+
 
 def _masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of err (N, C, H, W) over pixels with mask (N, 1, H, W) > 0, all channels."""
@@ -38,9 +40,6 @@ def weighted_mse_mae(
     """w_mse * MSE + w_mae * MAE: MSE punishes large colour errors, MAE keeps edges sharp."""
     d = pred - target
     return w_mse * _masked_mean(d * d, mask) + w_mae * _masked_mean(d.abs(), mask)
-
-
-GAN_MODES = ("vanilla", "lsgan", "hinge")
 
 
 def adversarial_loss(

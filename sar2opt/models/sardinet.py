@@ -24,11 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sar2opt.config import ModelSpec
+from sar2opt.config import DEM_FUSIONS, ModelSpec
 from sar2opt.errors import ConfigError
 from sar2opt.models.common import check_size
-
-FUSIONS = ("early", "intermediate", "late")
 
 
 class SeparableConv(nn.Sequential):
@@ -106,8 +104,10 @@ class SARDINet(nn.Module):
         fusion: str = "early",
     ) -> None:
         super().__init__()
-        if fusion not in FUSIONS:
-            raise ConfigError(f"unknown model.dem_fusion {fusion!r}; choices: {', '.join(FUSIONS)}")
+        if fusion not in DEM_FUSIONS:
+            raise ConfigError(
+                f"unknown model.dem_fusion {fusion!r}; choices: {', '.join(DEM_FUSIONS)}"
+            )
         self.fusion = fusion if dem_ch else "early"  # no DEM: nothing to fuse apart
         self.dem_ch = dem_ch if self.fusion != "early" else 0
         self.depth, self.stride = depth, 2**depth

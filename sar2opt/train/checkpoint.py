@@ -96,16 +96,29 @@ def save_untrained_checkpoint(
     return save_checkpoint(dir, gen, meta)
 
 
-def load_generator(dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the generator through the registry, load its weights, return (model.eval(), meta)."""
+def _read(dir: str | Path, device: str = "cpu", mmap: bool = False) -> tuple[dict, dict]:
+    """``model.pt`` (weights_only) and its meta, checked to hold ``REQUIRED_META``."""
     path = Path(dir) / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     meta = ckpt.get("meta", {})
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise CheckpointError(f"checkpoint {path} meta lacks {missing}")
+    return ckpt, meta
+
+
+def load_meta(dir: str | Path) -> dict:
+    """The checkpoint's metadata, without building its generator (the weights are only
+    memory-mapped, not read)."""
+    return _read(dir, mmap=True)[1]
+
+
+def load_generator(dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the generator through the registry, load its weights, return (model.eval(), meta)."""
+    path = Path(dir) / MODEL_FILE
+    ckpt, meta = _read(dir, device)
     spec = config_from_dict({"model": meta["model"]}).model
     # The input set (S by default: checkpoints older than input sets) sets the channels.
     in_ch, dem_ch = input_channels(spec.input_set, len(meta["in_bands"]), len(meta["out_bands"]))

@@ -1,6 +1,9 @@
 """The Ray Train worker loop: data shards -> augmentation -> gan_step -> validation -> report.
 
-Runs on every worker of a ``TorchTrainer``. G and D are wrapped in DDP by
+Runs on every worker of a ``TorchTrainer``, configured by one typed :class:`WorkerConfig`.
+In order: :func:`join_group`, :func:`build_nets`, :func:`restore`, :func:`make_optimisers`,
+then per epoch :func:`set_lr`, :func:`train_epoch`, :func:`validate`,
+:func:`epoch_metrics` and :func:`save`. G and D are wrapped in DDP by
 ``prepare_model``; per-epoch losses and validation sums are all-reduced so every worker sees
 the same global numbers and takes the same early-stopping decision. Rank 0 alone writes the
 checkpoint (model.pt + train_state.pt), metrics.csv and TensorBoard events; every worker
@@ -20,6 +23,7 @@ import logging
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +32,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from sar2opt.config import ModelSpec
+from sar2opt.config import Config, config_to_dict
 from sar2opt.data.inputs import input_channels, input_keys
 from sar2opt.models import build_discriminator, build_generator
 from sar2opt.train.checkpoint import (
@@ -156,206 +160,342 @@ def _quiet_report_logs() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
-def train_loop_per_worker(config: dict) -> list[dict]:
-    """Train G and D up to ``config["train"]["epochs"]`` epochs; rank 0 returns the history.
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every Train worker needs, typed; it crosses the Ray boundary pickled.
 
-    ``config`` (plain types): ``model`` and ``train`` (spec dicts), ``in_bands``,
-    ``out_bands``, ``norm`` ({sar,opt,dem}_{mean,std} lists), ``aux_bands`` (cube bands of
-    the extra inputs: {"prior": [...], "dem": [...]}), ``config`` (full resolved config),
-    ``git_sha``, ``index_hash`` (of the patch index), ``batch_size`` (per worker) and
-    ``run_uri`` (the run's storage directory, for metrics.csv and TensorBoard).
-    Stops early after ``train.patience`` epochs without val MAE improving by ``min_delta``.
+    ``config`` is the resolved run config: its ``model`` and ``train`` specs drive the loop
+    and the whole of it goes into every checkpoint. ``norm``: the train split's
+    {sar,opt[,dem]}_{mean,std} lists; ``aux_bands``: cube bands of the extra inputs
+    ({"prior": [...], "dem": [...]}); ``index_hash``: of the patch index; ``batch_size``:
+    per worker; ``run_uri``: the run's storage directory (metrics.csv, TensorBoard).
     """
-    _quiet_report_logs()
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    tr = config["train"]
-    spec = ModelSpec(**config["model"])
-    cs, co = len(config["in_bands"]), len(config["out_bands"])
-    keys = batch_keys(spec.input_set)
-    in_ch, dem_ch = input_channels(spec.input_set, cs, co)
-    losses = LossSpec.from_train(tr)
-    device = ray.train.torch.get_device()
-    precision = resolve_precision(tr.get("precision", "auto"), device.type, cpu_supports_bf16())
-    amp = precision == "bf16"
-    channels_last = bool(tr.get("channels_last", False))
-    epochs = int(tr["epochs"])
 
-    torch.manual_seed(tr["seed"])  # same init everywhere; DDP also broadcasts rank 0's weights
-    gen_m = build_generator(spec, in_ch, co, dem_ch)
-    disc_m = build_discriminator(spec, in_ch + co)  # None: non-adversarial model
-    stopper = EarlyStopping(int(tr.get("patience", 0)), float(tr.get("min_delta", 0.0)))
-    start_epoch, step, history, state = 0, 0, [], None
+    config: Config
+    in_bands: tuple[str, ...]
+    out_bands: tuple[str, ...]
+    norm: dict[str, list[float]]
+    aux_bands: dict[str, list[str]]
+    git_sha: str
+    index_hash: str
+    batch_size: int
+    run_uri: str
+
+
+#: The key of the WorkerConfig in ``train_loop_config``: Ray records that as a run setting and
+#: wants a dict, so the typed config travels as its one value.
+WORKER_KEY = "worker"
+
+
+@dataclass(frozen=True)
+class Worker:
+    """This worker's place in the group and what it computes with."""
+
+    rank: int
+    world: int
+    device: torch.device
+    precision: str  # bf16 | fp32, resolved for the device
+    channels_last: bool
+    keys: tuple[str, ...]  # batch keys the model reads
+
+    @property
+    def amp(self) -> bool:
+        return self.precision == "bf16"
+
+
+@dataclass
+class Nets:
+    """G and D (DDP-wrapped by ``prepare_model``; D None for non-adversarial models) and
+    their optimisers."""
+
+    gen: torch.nn.Module
+    disc: torch.nn.Module | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+
+
+@dataclass
+class Progress:
+    """Where the run stands: the last finished epoch, the step count, the metric history
+    and the early-stopping state (restored from a checkpoint when resuming)."""
+
+    epoch: int
+    step: int
+    history: list[dict]
+    stopper: EarlyStopping
+
+
+def join_group(wc: WorkerConfig) -> Worker:
+    """Rank, world size, device and precision of this worker."""
+    ctx = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    precision = resolve_precision(wc.config.train.precision, device.type, cpu_supports_bf16())
+    return Worker(
+        ctx.get_world_rank(), ctx.get_world_size(), device, precision,
+        wc.config.train.channels_last, batch_keys(wc.config.model.input_set),
+    )  # fmt: skip
+
+
+def build_nets(wc: WorkerConfig) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """G and D from the registry, seeded alike on every worker (DDP also broadcasts rank 0's
+    weights); D is None for a non-adversarial model."""
+    spec = wc.config.model
+    co = len(wc.out_bands)
+    in_ch, dem_ch = input_channels(spec.input_set, len(wc.in_bands), co)
+    torch.manual_seed(wc.config.train.seed)
+    return build_generator(spec, in_ch, co, dem_ch), build_discriminator(spec, in_ch + co)
+
+
+def restore(
+    wc: WorkerConfig, gen: torch.nn.Module, disc: torch.nn.Module | None
+) -> tuple[Progress, dict | None]:
+    """Load G and D from ``ray.train.get_checkpoint()`` if there is one; return the progress
+    and the checkpoint's train state (None on a fresh start).
+
+    The best value and bad-epoch count of early stopping continue; patience and min_delta
+    follow this config.
+    """
+    stopper = EarlyStopping(wc.config.train.patience, wc.config.train.min_delta)
     ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            g_state, _ = load_checkpoint_weights(d)
-            state = load_train_state(d)
-        gen_m.load_state_dict(g_state)
-        if disc_m is not None and state.get("disc") is not None:
-            disc_m.load_state_dict(state["disc"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        history = list(state["history"])
-        # Best value and bad-epoch count continue; patience/min_delta follow this config.
-        stopper = EarlyStopping.from_dict(
-            {**state["early_stop"], "patience": stopper.patience, "min_delta": stopper.min_delta}
-        )
-    if channels_last:
-        gen_m = gen_m.to(memory_format=torch.channels_last)
-        disc_m = None if disc_m is None else disc_m.to(memory_format=torch.channels_last)
-    gen = ray.train.torch.prepare_model(gen_m)
-    disc = None if disc_m is None else ray.train.torch.prepare_model(disc_m)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=tr["lr"], betas=(0.5, 0.999))
-    opt_d = None
-    if disc is not None:
-        opt_d = torch.optim.Adam(disc.parameters(), lr=tr["lr"], betas=(0.5, 0.999))
+    if ckpt is None:
+        return Progress(0, 0, [], stopper), None
+    with ckpt.as_directory() as d:
+        g_state, _ = load_checkpoint_weights(d)
+        state = load_train_state(d)
+    gen.load_state_dict(g_state)
+    if disc is not None and state.get("disc") is not None:
+        disc.load_state_dict(state["disc"])
+    stopper = EarlyStopping.from_dict(
+        {**state["early_stop"], "patience": stopper.patience, "min_delta": stopper.min_delta}
+    )
+    return Progress(int(state["epoch"]), int(state["step"]), list(state["history"]), stopper), state
+
+
+def make_optimisers(
+    wc: WorkerConfig, w: Worker, gen: torch.nn.Module, disc: torch.nn.Module | None,
+    state: dict | None,
+) -> Nets:  # fmt: skip
+    """channels_last if asked, DDP through ``prepare_model``, Adam (beta1 0.5, as pix2pix)
+    for G and D; the optimiser states restored when resuming."""
+    if w.channels_last:
+        gen = gen.to(memory_format=torch.channels_last)
+        disc = None if disc is None else disc.to(memory_format=torch.channels_last)
+    gen = ray.train.torch.prepare_model(gen)
+    disc = None if disc is None else ray.train.torch.prepare_model(disc)
+    lr = wc.config.train.lr
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = None if disc is None else torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     if state is not None:
         opt_g.load_state_dict(state["opt_g"])
         if opt_d is not None and state.get("opt_d") is not None:
             opt_d.load_state_dict(state["opt_d"])
-    if rank == 0:
-        what = f"resuming after epoch {start_epoch}" if state is not None else "starting"
+    return Nets(gen, disc, opt_g, opt_d)
+
+
+def set_lr(nets: Nets, wc: WorkerConfig, epoch: int) -> float:
+    """The epoch's learning rate (a function of the epoch alone), set on both optimisers."""
+    tr = wc.config.train
+    lr = float(tr.lr) * lr_factor(epoch, tr.epochs, tr.lr_schedule, tr.warmup_epochs)
+    for o in (nets.opt_g, nets.opt_d):
+        for g in [] if o is None else o.param_groups:
+            g["lr"] = lr
+    return lr
+
+
+def train_epoch(
+    wc: WorkerConfig, w: Worker, nets: Nets, shard: object, epoch: int, step: int
+) -> tuple[dict[str, float], int]:
+    """One pass over this worker's shard: augment, ``gan_step``. Returns the loss sums, the
+    sample count ``n``, the time spent waiting for batches (``wait_s``, ``first_wait_s``:
+    the epoch's pipeline start-up) and ``train_s``; and the step count after the epoch."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([int(wc.config.train.seed), w.rank, epoch])
+    losses = LossSpec.from_train(wc.config.train)
+    bs = wc.batch_size
+    sums = {**dict.fromkeys(LOSS_KEYS, 0.0), "n": 0.0, "wait_s": 0.0, "first_wait_s": 0.0}
+    # drop_last: every worker holds the same row count (equal split), so the same number
+    # of batches -> DDP collectives stay in step; and no batch of 1 for BatchNorm.
+    batches = iter(
+        shard.iter_torch_batches(
+            batch_size=bs,
+            dtypes=torch.float32,
+            device=w.device,
+            drop_last=True,
+            prefetch_batches=4,  # read ahead while the step runs: data out of step time
+            local_shuffle_buffer_size=16 * bs,  # mixes read groups of 128 neighbours
+            local_shuffle_seed=int(rng.integers(2**31)),
+        )
+    )
+    while True:
+        tw = time.perf_counter()
+        batch = next(batches, None)
+        waited = time.perf_counter() - tw
+        sums["wait_s"] += waited
+        if sums["n"] == 0:  # the epoch's pipeline start-up, reported apart
+            sums["first_wait_s"] += waited
+        if batch is None:
+            break
+        batch = _memory_format(augment({k: batch[k] for k in w.keys}, rng), w.channels_last)
+        out = gan_step(
+            nets.gen, nets.disc, nets.opt_g, nets.opt_d, batch, amp=w.amp, step=step,
+            losses=losses, input_set=wc.config.model.input_set,
+        )  # fmt: skip
+        step += 1
+        n = batch["sar"].shape[0]
+        for k in LOSS_KEYS:
+            sums[k] += out[k] * n
+        sums["n"] += n
+    sums["train_s"] = time.perf_counter() - t0
+    return sums, step
+
+
+def validate(wc: WorkerConfig, w: Worker, gen: torch.nn.Module, shard: object) -> dict:
+    """Validation sums (``VAL_SUM_KEYS``) over this worker's shard of the val split."""
+    vsums = dict.fromkeys(VAL_SUM_KEYS, 0.0)
+    bare = unwrap(gen)  # no DDP wrapper: evaluation needs no collectives
+    norm = wc.norm
+    for batch in shard.iter_torch_batches(
+        batch_size=wc.batch_size, dtypes=torch.float32, device=w.device
+    ):
+        b = _memory_format({k: batch[k] for k in w.keys}, w.channels_last)
+        ev = eval_sums(
+            bare,
+            b,
+            norm["opt_mean"],
+            norm["opt_std"],
+            input_set=wc.config.model.input_set,
+            amp=w.amp,
+        )
+        for k in VAL_SUM_KEYS:
+            vsums[k] += ev[k]
+    return vsums
+
+
+def epoch_metrics(
+    w: Worker, epoch: int, lr: float, sums: dict, vsums: dict, progress: Progress, t0: float
+) -> dict:
+    """The epoch's row of metrics.csv from all workers' sums; updates early stopping."""
+    g = _allreduce_sums({**sums, **{f"val_{k}": v for k, v in vsums.items()}}, w.device)
+    n = max(g["n"], 1.0)
+    val = val_metrics({k: g[f"val_{k}"] for k in VAL_SUM_KEYS})
+    progress.stopper = progress.stopper.update(epoch, val["val_mae_refl"])
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        **{k: g[k] / n for k in LOSS_KEYS},
+        **val,
+        "best_epoch": progress.stopper.best_epoch,
+        "samples_per_s": g["n"] / max(sums["train_s"], 1e-9),
+        # Time waiting for the next batch / time of the training pass, over all workers.
+        "data_frac": g["wait_s"] / max(g["train_s"], 1e-9),
+        # The same without each epoch's first batch (Ray Data starting the epoch's reads).
+        "data_frac_steady": (g["wait_s"] - g["first_wait_s"])
+        / max(g["train_s"] - g["first_wait_s"], 1e-9),
+        "epoch_s": time.perf_counter() - t0,
+        "world_size": w.world,
+        "stopped": progress.stopper.stop,
+    }
+
+
+def log_epoch(wc: WorkerConfig, metrics: dict, best: bool) -> None:
+    """The one progress line per epoch (rank 0)."""
+    log.info(
+        "epoch %d/%d  lr %.2e  g_l1 %.4f  d_loss %.4f  val MAE %.4f  PSNR %.2f dB  "
+        "SSIM %.3f  %.1f samples/s  data %.0f%%  %.1f s%s",
+        metrics["epoch"], wc.config.train.epochs, metrics["lr"], metrics["g_l1"], metrics["d_loss"],
+        metrics["val_mae_refl"], metrics["val_psnr_db"], metrics["val_ssim"],
+        metrics["samples_per_s"], 100 * metrics["data_frac"], metrics["epoch_s"],
+        "  (best)" if best else "",
+    )  # fmt: skip
+
+
+def save(wc: WorkerConfig, w: Worker, nets: Nets, progress: Progress, metrics: dict) -> None:
+    """Rank 0 writes the epoch's checkpoint (model.pt + train_state.pt) and reports it with
+    the metrics; the other workers report the metrics (``report`` is a barrier)."""
+    if w.rank != 0:
+        ray.train.report(metrics)
+        return
+    meta = {
+        "model": config_to_dict(wc.config.model),
+        "in_bands": list(wc.in_bands),
+        "out_bands": list(wc.out_bands),
+        "norm": wc.norm,
+        "input_set": wc.config.model.input_set,
+        "aux_bands": wc.aux_bands,
+        "config": config_to_dict(wc.config),
+        "git_sha": wc.git_sha,
+        "index_hash": wc.index_hash,
+        "epoch": progress.epoch,
+        "batch_size_per_worker": wc.batch_size,
+        "precision": w.precision,
+        "metrics": metrics,
+    }
+    state = {
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "disc": None if nets.disc is None else unwrap(nets.disc).state_dict(),
+        "opt_g": nets.opt_g.state_dict(),
+        "opt_d": None if nets.opt_d is None else nets.opt_d.state_dict(),
+        "early_stop": progress.stopper.to_dict(),
+        "history": progress.history,
+    }
+    with tempfile.TemporaryDirectory() as d:
+        save_checkpoint(d, nets.gen, meta)
+        save_train_state(d, state)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def train_loop_per_worker(config: dict[str, WorkerConfig]) -> list[dict]:
+    """Ray Train entry point: :func:`run_worker` on ``config[WORKER_KEY]``."""
+    return run_worker(config[WORKER_KEY])
+
+
+def run_worker(wc: WorkerConfig) -> list[dict]:
+    """Train G and D up to ``train.epochs`` epochs; rank 0 returns the metric history.
+
+    Stops early after ``train.patience`` epochs without val MAE improving by ``min_delta``.
+    """
+    _quiet_report_logs()
+    w = join_group(wc)
+    gen, disc = build_nets(wc)
+    progress, state = restore(wc, gen, disc)
+    nets = make_optimisers(wc, w, gen, disc, state)
+    epochs = wc.config.train.epochs
+    if w.rank == 0:
+        what = f"resuming after epoch {progress.epoch}" if state is not None else "starting"
         log.info(
             "train: %s of %d; %d worker(s) on %s, %s, channels_last=%s",
-            what, epochs, world, device, precision, channels_last,
+            what, epochs, w.world, w.device, w.precision, w.channels_last,
         )  # fmt: skip
-    if stopper.stop:
-        if rank == 0:
-            log.info("train: already stopped early at epoch %d", start_epoch)
-        return history
+    if progress.stopper.stop:
+        if w.rank == 0:
+            log.info("train: already stopped early at epoch %d", progress.epoch)
+        return progress.history
 
-    norm = config["norm"]
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    bs = int(config["batch_size"])
-    run_log = RunLog(config["run_uri"]) if rank == 0 else None
-
-    for epoch in range(start_epoch + 1, epochs + 1):
-        lr = float(tr["lr"]) * lr_factor(
-            epoch, epochs, tr.get("lr_schedule", "constant"), int(tr.get("warmup_epochs", 0))
-        )
-        for o in (opt_g, opt_d):
-            for g in [] if o is None else o.param_groups:
-                g["lr"] = lr
-        rng = np.random.default_rng([int(tr["seed"]), rank, epoch])
+    run_log = RunLog(wc.run_uri) if w.rank == 0 else None
+    for epoch in range(progress.epoch + 1, epochs + 1):
         t0 = time.perf_counter()
-        sums = {**dict.fromkeys(LOSS_KEYS, 0.0), "n": 0.0, "wait_s": 0.0, "first_wait_s": 0.0}
-        # drop_last: every worker holds the same row count (equal split), so the same number
-        # of batches -> DDP collectives stay in step; and no batch of 1 for BatchNorm.
-        batches = iter(
-            train_shard.iter_torch_batches(
-                batch_size=bs,
-                dtypes=torch.float32,
-                device=device,
-                drop_last=True,
-                prefetch_batches=4,  # read ahead while the step runs: data out of step time
-                local_shuffle_buffer_size=16 * bs,  # mixes read groups of 128 neighbours
-                local_shuffle_seed=int(rng.integers(2**31)),
-            )
-        )
-        while True:
-            tw = time.perf_counter()
-            batch = next(batches, None)
-            waited = time.perf_counter() - tw
-            sums["wait_s"] += waited
-            if sums["n"] == 0:  # the epoch's pipeline start-up, reported apart
-                sums["first_wait_s"] += waited
-            if batch is None:
-                break
-            batch = _memory_format(augment({k: batch[k] for k in keys}, rng), channels_last)
-            out = gan_step(
-                gen, disc, opt_g, opt_d, batch, amp=amp, step=step, losses=losses,
-                input_set=spec.input_set,
-            )  # fmt: skip
-            step += 1
-            n = batch["sar"].shape[0]
-            for k in LOSS_KEYS:
-                sums[k] += out[k] * n
-            sums["n"] += n
-        train_s = time.perf_counter() - t0
-        sums["train_s"] = train_s
-
-        vsums = dict.fromkeys(VAL_SUM_KEYS, 0.0)
-        bare = unwrap(gen)  # no DDP wrapper: evaluation needs no collectives
-        for batch in val_shard.iter_torch_batches(
-            batch_size=bs, dtypes=torch.float32, device=device
-        ):
-            b = _memory_format({k: batch[k] for k in keys}, channels_last)
-            ev = eval_sums(
-                bare, b, norm["opt_mean"], norm["opt_std"], input_set=spec.input_set, amp=amp
-            )
-            for k in VAL_SUM_KEYS:
-                vsums[k] += ev[k]
-
-        g = _allreduce_sums({**sums, **{f"val_{k}": v for k, v in vsums.items()}}, device)
-        n = max(g["n"], 1.0)
-        val = val_metrics({k: g[f"val_{k}"] for k in VAL_SUM_KEYS})
-        stopper = stopper.update(epoch, val["val_mae_refl"])
-        metrics = {
-            "epoch": epoch,
-            "lr": lr,
-            **{k: g[k] / n for k in LOSS_KEYS},
-            **val,
-            "best_epoch": stopper.best_epoch,
-            "samples_per_s": g["n"] / max(train_s, 1e-9),
-            # Time waiting for the next batch / time of the training pass, over all workers.
-            "data_frac": g["wait_s"] / max(g["train_s"], 1e-9),
-            # The same without each epoch's first batch (Ray Data starting the epoch's reads).
-            "data_frac_steady": (g["wait_s"] - g["first_wait_s"])
-            / max(g["train_s"] - g["first_wait_s"], 1e-9),
-            "epoch_s": time.perf_counter() - t0,
-            "world_size": world,
-            "stopped": stopper.stop,
-        }
-        history.append(metrics)
-        if rank == 0:
-            log.info(
-                "epoch %d/%d  lr %.2e  g_l1 %.4f  d_loss %.4f  val MAE %.4f  PSNR %.2f dB  "
-                "SSIM %.3f  %.1f samples/s  data %.0f%%  %.1f s%s",
-                epoch, epochs, lr, metrics["g_l1"], metrics["d_loss"], val["val_mae_refl"],
-                val["val_psnr_db"], val["val_ssim"], metrics["samples_per_s"],
-                100 * metrics["data_frac"], metrics["epoch_s"],
-                "  (best)" if stopper.best_epoch == epoch else "",
-            )  # fmt: skip
-            run_log.epoch(metrics, history)
-            meta = {
-                "model": config["model"],
-                "in_bands": config["in_bands"],
-                "out_bands": config["out_bands"],
-                "norm": norm,
-                "input_set": spec.input_set,
-                "aux_bands": config.get("aux_bands", {}),
-                "config": config["config"],
-                "git_sha": config["git_sha"],
-                "index_hash": config.get("index_hash"),
-                "epoch": epoch,
-                "batch_size_per_worker": bs,
-                "precision": precision,
-                "metrics": metrics,
-            }
-            state = {
-                "epoch": epoch,
-                "step": step,
-                "disc": None if disc is None else unwrap(disc).state_dict(),
-                "opt_g": opt_g.state_dict(),
-                "opt_d": None if opt_d is None else opt_d.state_dict(),
-                "early_stop": stopper.to_dict(),
-                "history": history,
-            }
-            with tempfile.TemporaryDirectory() as d:
-                save_checkpoint(d, gen, meta)
-                save_train_state(d, state)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-        else:
-            ray.train.report(metrics)
-        if stopper.stop:
-            if rank == 0:
+        lr = set_lr(nets, wc, epoch)
+        sums, progress.step = train_epoch(wc, w, nets, train_shard, epoch, progress.step)
+        vsums = validate(wc, w, nets.gen, val_shard)
+        metrics = epoch_metrics(w, epoch, lr, sums, vsums, progress, t0)
+        progress.epoch = epoch
+        progress.history.append(metrics)
+        if run_log is not None:
+            log_epoch(wc, metrics, best=progress.stopper.best_epoch == epoch)
+            run_log.epoch(metrics, progress.history)
+        save(wc, w, nets, progress, metrics)
+        if progress.stopper.stop:
+            if w.rank == 0:
+                s = progress.stopper
                 log.info(
                     "train: early stop at epoch %d: val MAE has not improved for %d epochs "
                     "(best %.4f at epoch %d)",
-                    epoch, stopper.patience, stopper.best, stopper.best_epoch,
+                    epoch, s.patience, s.best, s.best_epoch,
                 )  # fmt: skip
             break
     if run_log is not None:
         run_log.close()
-    return history
+    return progress.history

@@ -11,10 +11,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from sar2opt.config import LR_SCHEDULES, PRECISIONS
 from sar2opt.errors import ConfigError
 
-LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("auto", "bf16", "fp32")
 #: CPUs left to Ray Data's read tasks on a CPU-only node, at least (auto cpus_per_worker).
 DATA_CPUS_MIN = 0.5
 

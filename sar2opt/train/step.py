@@ -16,19 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from sar2opt.config import TrainSpec
+from sar2opt.config import GAN_MODES, RECON_LOSSES, TrainSpec
 from sar2opt.data.inputs import model_input
 from sar2opt.data.normalise import denormalise
 from sar2opt.errors import ConfigError
 from sar2opt.models.losses import (
-    GAN_MODES,
     adversarial_loss,
     feature_matching,
     l1_loss,
     weighted_mse_mae,
 )
 
-RECON_LOSSES = ("l1", "mse_mae")
 LOSS_KEYS = ("d_loss", "g_adv", "g_fm", "g_rec", "g_l1", "g_total")
 
 
@@ -47,7 +45,9 @@ class LossSpec:
 
     def __post_init__(self) -> None:
         if self.loss not in RECON_LOSSES:
-            raise ConfigError(f"unknown train.loss {self.loss!r}; choices: l1, mse_mae")
+            raise ConfigError(
+                f"unknown train.loss {self.loss!r}; choices: {', '.join(RECON_LOSSES)}"
+            )
         if self.gan_mode not in GAN_MODES:
             raise ConfigError(f"unknown train.gan_mode {self.gan_mode!r}; choices: {GAN_MODES}")
         if self.d_every < 1:
@@ -56,9 +56,9 @@ class LossSpec:
             raise ConfigError(f"train.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
 
     @classmethod
-    def from_train(cls, tr: TrainSpec | dict) -> LossSpec:
-        d = tr if isinstance(tr, dict) else tr.__dict__
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+    def from_train(cls, tr: TrainSpec) -> LossSpec:
+        """The step's share of the train spec."""
+        return cls(**{k: getattr(tr, k) for k in cls.__dataclass_fields__})
 
 
 def _autocast(x: torch.Tensor, enabled: bool) -> contextlib.AbstractContextManager:

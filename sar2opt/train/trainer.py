@@ -4,8 +4,9 @@ Normalisation statistics come from the training split only. The run lives under
 ``RunConfig(storage_path, name)`` (local or ``s3://``): re-running the same job with the
 same storage path and run name resumes it from its latest checkpoint. After training, the
 BEST checkpoint (lowest validation MAE) is copied to ``out/checkpoint`` and scored on the
-held-out test patches next to the constant train-mean colour and a ridge fit from the SAR,
-so the model's number never stands alone.
+held-out test patches next to the constant train-mean colour and a ridge fit from the SAR
+(``sar2opt.evaluate.holdout``), so the model's number never stands alone. The workers get
+the run as one typed ``loop.WorkerConfig``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import ray
 import ray.data
@@ -28,24 +28,26 @@ from ray.train.torch import TorchTrainer
 
 from sar2opt.config import Config, config_to_dict
 from sar2opt.data.index import build_patch_index, index_hash, split_counts
-from sar2opt.data.inputs import model_input, uses_dem, uses_prior
-from sar2opt.data.normalise import denormalise
+from sar2opt.data.inputs import uses_dem, uses_prior
 from sar2opt.data.patches import DEM_BAND, PRIOR_PREFIX, PatchError
-from sar2opt.data.stream import norm_stats, patch_dataset, read_patches
+from sar2opt.data.stream import norm_stats, patch_dataset
 from sar2opt.errors import Sar2OptError
-from sar2opt.evaluate.baselines import fit_ridge, sar_features
-from sar2opt.evaluate.metrics import ssim_map
+from sar2opt.evaluate.holdout import format_scores, score_checkpoint
 from sar2opt.provenance import git_sha
 from sar2opt.train.checkpoint import load_generator
-from sar2opt.train.loop import METRIC_COLUMNS, train_loop_per_worker, write_metrics_csv
+from sar2opt.train.loop import (
+    METRIC_COLUMNS,
+    WORKER_KEY,
+    WorkerConfig,
+    train_loop_per_worker,
+    write_metrics_csv,
+)
 from sar2opt.train.schedule import auto_cpus_per_worker
 
 __all__ = ["METRIC_COLUMNS", "TrainError", "train_model"]
 
-SCORE_CHUNK = 64  # test patches read and scored at a time
 ROWS_PER_READ = 128  # patches per Ray Data read task: neighbours share the store's chunks
 SCORE_ATTR = "val_mae_refl"  # the best checkpoint has the lowest validation MAE
-RIDGE_MAX_PATCHES = 64  # training patches the ridge baseline is fitted on (pixels add up)
 log = logging.getLogger(__name__)
 
 
@@ -72,62 +74,6 @@ def aux_bands(attrs: dict, opt_bands: list[str], input_set: str) -> dict[str, li
     if uses_dem(input_set):
         out["dem"] = [str(attrs.get("dem_band") or DEM_BAND)]
     return out
-
-
-def predict(gen: torch.nn.Module, sar: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Generator output for normalised model inputs (N, C, P, P), on CPU, in eval mode."""
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(sar), batch_size):
-            outs.append(gen(torch.from_numpy(sar[i : i + batch_size])).numpy())
-    return np.concatenate(outs)
-
-
-def patch_sums(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Additive error sums of reflectance patches on clear pixels (see :func:`sums_to_scores`).
-
-    ``pred``/``truth`` (N, C, P, P), ``mask`` (N, 1, P, P). ``abs_err``/``sq_err`` sum over
-    clear pixels x bands (``n_px`` of them, ``n_clear`` pixels); ``ssim_sum``/``ssim_n`` over
-    each patch's fully clear SSIM windows (``evaluate.metrics.ssim_map``), so no window
-    straddles two patches. Sums add over chunks: the test split is scored chunk by chunk.
-    """
-    m = mask[:, 0] > 0
-    err = np.moveaxis(np.asarray(pred, "float64") - truth, 1, 0)[:, m]
-    maps = [ssim_map(pred[i], truth[i], m[i]) for i in range(len(pred))]
-    return {
-        "abs_err": float(np.abs(err).sum()),
-        "sq_err": float((err**2).sum()),
-        "n_px": float(err.size),
-        "n_clear": float(m.sum()),
-        "ssim_sum": float(sum(np.nansum(s) for s in maps)),
-        "ssim_n": float(sum(np.isfinite(s).sum() for s in maps)),
-    }
-
-
-def sums_to_scores(s: dict[str, float]) -> dict:
-    """MAE, RMSE, PSNR (dB, data range 1: reflectance) and SSIM from :func:`patch_sums`."""
-    mse = s["sq_err"] / s["n_px"]
-    return {
-        "mae": s["abs_err"] / s["n_px"],
-        "rmse": float(np.sqrt(mse)),
-        "psnr_db": float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse)),
-        "ssim": s["ssim_sum"] / s["ssim_n"] if s["ssim_n"] else float("nan"),
-        "pixels": int(s["n_clear"]),
-    }
-
-
-def ridge_patches(sar_db_fit: np.ndarray, opt_fit: np.ndarray, mask_fit: np.ndarray):
-    """The per-pixel ridge baseline on patches: fit VV, VH, VV-VH and their local means to the
-    clear pixels of ``*_fit`` (N, C, P, P; SAR in dB, optical in reflectance); return a
-    function (M, 2, P, P) SAR dB -> (M, C, P, P) reflectance."""
-    feats = np.stack([sar_features(s) for s in sar_db_fit])  # (N, 6, P, P)
-    m = mask_fit[:, 0] > 0
-    model = fit_ridge(np.moveaxis(feats, 1, 0)[:, m], np.moveaxis(opt_fit, 1, 0)[:, m])
-
-    def predict_db(x: np.ndarray) -> np.ndarray:
-        return np.stack([model.predict(sar_features(s)) for s in x]).astype("float32")
-
-    return predict_db
 
 
 @dataclass(frozen=True)
@@ -262,22 +208,20 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
     if prev is not None:
         check_resumable(prev, model_dict, data.index_hash, where)
         print(f"resuming run {where} after epoch {prev.get('epoch')}", flush=True)
-    loop_config = {
-        "model": model_dict,
-        "train": config_to_dict(tr),
-        "in_bands": sar_bands,
-        "out_bands": opt_bands,
-        "norm": data.norm,
-        "aux_bands": aux,
-        "config": config_to_dict(cfg),
-        "git_sha": git_sha(),
-        "index_hash": data.index_hash,
-        "batch_size": batch_size,
-        "run_uri": where,
-    }
+    worker = WorkerConfig(
+        config=cfg,
+        in_bands=tuple(sar_bands),
+        out_bands=tuple(opt_bands),
+        norm=data.norm,
+        aux_bands=aux,
+        git_sha=git_sha(),
+        index_hash=data.index_hash,
+        batch_size=batch_size,
+        run_uri=where,
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config={WORKER_KEY: worker},
         scaling_config=ScalingConfig(
             num_workers=nw,
             use_gpu=tr.use_gpu,
@@ -307,83 +251,13 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
 
     history = result.return_value or []
     write_metrics_csv(out_dir / "metrics.csv", history)
-    scores = score_checkpoint(ckpt_dir, data, seed=tr.seed)
+    gen, meta = load_generator(ckpt_dir)  # what inference loads
+    scores = score_checkpoint(
+        gen, meta, data.cube_path, data.index, data.read_kw, index_hash=data.index_hash,
+        seed=tr.seed,
+    )  # fmt: skip
     scores["stopped_early"] = bool(history and history[-1].get("stopped"))
     scores["epochs_run"] = int(history[-1]["epoch"]) if history else 0
     (out_dir / "test_scores.json").write_text(json.dumps(scores, indent=2))
     print(format_scores(scores), flush=True)
     return ckpt_dir
-
-
-def score_checkpoint(ckpt_dir: Path, data: TrainData, seed: int = 0) -> dict:
-    """The saved checkpoint (what inference loads) vs. the baselines on the test patches.
-
-    Reads the test split (the validation split if the index has no test patches) chunk by
-    chunk, so memory stays flat however large it is. Baselines: the constant train-mean
-    colour and, for VV/VH models, a ridge fit on up to RIDGE_MAX_PATCHES training patches.
-    """
-    gen, meta = load_generator(ckpt_dir)
-    input_set = meta.get("input_set", "S")
-    norm = meta["norm"]
-    om, os_ = np.asarray(norm["opt_mean"]), np.asarray(norm["opt_std"])
-    sm, ss = np.asarray(norm["sar_mean"]), np.asarray(norm["sar_std"])
-    idx = data.index
-    split = "test" if data.counts.get("test", 0) else "val"
-    rows = idx[idx["split"] == split]
-    ridge = None
-    if len(meta["in_bands"]) == 2:
-        train = idx[idx["split"] == "train"]
-        rng = np.random.default_rng(seed)
-        fit_rows = train.iloc[np.sort(rng.permutation(len(train))[:RIDGE_MAX_PATCHES])]
-        f = read_patches(data.cube_path, fit_rows, **data.read_kw)
-        ridge = ridge_patches(
-            denormalise(f["sar"], sm, ss), denormalise(f["opt"], om, os_), f["mask"],
-        )  # fmt: skip
-    names = ["model", "baseline: train mean colour"] + (["baseline: ridge on SAR"] if ridge else [])
-    sums: dict[str, dict[str, float]] = {n: {} for n in names}
-    per_band = np.zeros((2, len(om)))
-    for i in range(0, len(rows), SCORE_CHUNK):
-        t = read_patches(data.cube_path, rows.iloc[i : i + SCORE_CHUNK], **data.read_kw)
-        mask = t["mask"]
-        truth = denormalise(t["opt"], om, os_)
-        preds = {
-            "model": denormalise(predict(gen, model_input(t, input_set).numpy()), om, os_),
-            "baseline: train mean colour": np.broadcast_to(
-                om.reshape(1, -1, 1, 1), truth.shape
-            ).astype(np.float32),
-        }
-        if ridge is not None:
-            preds["baseline: ridge on SAR"] = ridge(denormalise(t["sar"], sm, ss))
-        for n, pr in preds.items():
-            for k, v in patch_sums(pr, truth, mask).items():
-                sums[n][k] = sums[n].get(k, 0.0) + v
-        m = np.broadcast_to(mask > 0, truth.shape)
-        per_band += [
-            np.where(m, np.abs(preds["model"] - truth), 0).sum((0, 2, 3)),
-            m.sum((0, 2, 3)),
-        ]
-    return {
-        "split": split,
-        "n_patches": int(len(rows)),
-        "epoch": meta["epoch"],
-        "index_hash": data.index_hash,
-        "rows": {n: sums_to_scores(s) for n, s in sums.items()},
-        "model_mae_per_band": dict(
-            zip(meta["out_bands"], (per_band[0] / np.maximum(per_band[1], 1)).tolist(), strict=True)
-        ),
-    }
-
-
-def format_scores(scores: dict) -> str:
-    """The side-by-side table the job prints."""
-    lines = [
-        f"=== {scores['split']} split, {scores['n_patches']} patches, best epoch "
-        f"{scores['epoch']}, reflectance units",
-        f"{'':30s} {'MAE':>8s} {'RMSE':>8s} {'PSNR dB':>8s} {'SSIM':>6s} {'pixels':>9s}",
-    ]
-    for name, r in scores["rows"].items():
-        lines.append(
-            f"{name:30s} {r['mae']:8.4f} {r['rmse']:8.4f} {r['psnr_db']:8.2f} {r['ssim']:6.3f} "
-            f"{r['pixels']:9d}"
-        )
-    return "\n".join(lines)

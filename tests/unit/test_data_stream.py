@@ -15,8 +15,9 @@ import sar2opt.data.stream as stream
 from sar2opt.config import PatchSpec
 from sar2opt.data.index import build_patch_index
 from sar2opt.data.normalise import band_stats, normalise
-from sar2opt.data.patches import PatchError, extract_patches
+from sar2opt.data.patches import PatchError
 from sar2opt.data.stream import norm_stats, patch_dataset, read_patches, stream_order
+from tests.unit.patch_reference import extract_patches
 from tests.unit.test_data_index import OPT, PRIOR, SAR, SPEC, make_cube
 
 AUX = {"prior": PRIOR, "dem": ["dem"]}
@@ -156,10 +157,10 @@ def test_stream_order_keeps_read_groups_and_shuffles_them(store) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(short_tmp):
     import ray
 
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-capped
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are length-capped
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp)
     yield ray
     ray.shutdown()

@@ -8,8 +8,8 @@ import pytest
 from sar2opt.evaluate.baselines import (
     constant_colour,
     fit_ridge,
+    fit_sar_ridge,
     local_mean,
-    ridge_baseline,
     sar_features,
 )
 
@@ -68,5 +68,5 @@ def test_constant_colour_and_ridge_baseline_on_a_scene():
     opt = (0.1 + 0.01 * vv)[:, None]  # (1, 1, H, W)
     train = np.zeros((1, 16, 16), bool)
     train[:, :, :8] = True
-    pred = ridge_baseline(sar, opt, train, alpha=1e-9)
+    pred = fit_sar_ridge(sar, opt, train, alpha=1e-9).predict(sar)
     np.testing.assert_allclose(pred[:, :, :, 8:], opt[:, :, :, 8:], atol=1e-5)

@@ -9,7 +9,6 @@ from sar2opt.evaluate.metrics import (
     SSIM_K1,
     SSIM_K2,
     best_of_n,
-    box_sum,
     class_scores,
     region_scores,
     sam_deg,
@@ -18,12 +17,6 @@ from sar2opt.evaluate.metrics import (
 )
 
 C1, C2 = SSIM_K1**2, SSIM_K2**2
-
-
-def test_box_sum_small_case():
-    x = np.arange(9.0).reshape(3, 3)
-    # 2x2 windows: [0+1+3+4, 1+2+4+5], [3+4+6+7, 4+5+7+8]
-    assert box_sum(x, 2).tolist() == [[8.0, 12.0], [20.0, 24.0]]
 
 
 def test_ssim_constant_images_is_luminance_ratio():

@@ -9,7 +9,6 @@ from sar2opt.evaluate.protocol import (
     BlockSplitSpec,
     Scene,
     block_split,
-    dilate,
     fixed_method,
     mean_colour_method,
     mean_std,
@@ -17,14 +16,7 @@ from sar2opt.evaluate.protocol import (
     run_protocol,
     scores,
 )
-
-
-def test_dilate_square():
-    m = np.zeros((5, 5), bool)
-    m[2, 2] = True
-    d = dilate(m, 1)
-    assert d.sum() == 9 and d[1:4, 1:4].all()
-    assert (dilate(m, 0) == m).all()
+from sar2opt.ops import dilate
 
 
 def test_block_split_disjoint_fraction_buffer_and_seeds():

@@ -1,4 +1,4 @@
-"""Composite rules on numbers: nearest clear S2 within ±days, else synthesis; spread."""
+"""Composite rules on numbers: nearest clear S2 within ±days, else synthesis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from sar2opt.infer.composite import (
     SOURCE_S2,
     SOURCE_SYNTH,
     compose,
-    hypothesis_stats,
     nearest_clear,
 )
 
@@ -37,13 +36,3 @@ def test_compose_source_codes() -> None:
     assert src.tolist() == [[SOURCE_S2, SOURCE_SYNTH], [SOURCE_S2, SOURCE_SYNTH]]
     out, src = compose(pred, s2, np.zeros((2, 2), bool))
     assert src[1, 0] == SOURCE_NODATA and np.isnan(out[0, 1, 0])
-
-
-def test_hypothesis_stats_mean_and_band_averaged_std() -> None:
-    a = np.zeros((1, 2, 1, 1), np.float32)
-    b = np.array([0.2, 0.4], np.float32).reshape(1, 2, 1, 1)
-    mean, spread = hypothesis_stats(np.stack([a, b]))
-    np.testing.assert_allclose(mean[0, :, 0, 0], [0.1, 0.2])
-    np.testing.assert_allclose(spread[0, 0, 0], (0.1 + 0.2) / 2)  # std of two = half the gap
-    _, single = hypothesis_stats(a[None])
-    assert np.isnan(single).all()

@@ -1,5 +1,5 @@
 """The Ray Data pipeline of ``sar2opt.infer.run`` (local Ray, fake reader/model) and the error
-paths of jobs/infer_region.py."""
+paths of jobs/infer_region.py (``sar2opt.jobkit.entry``)."""
 
 from __future__ import annotations
 
@@ -13,21 +13,25 @@ import pytest
 import torch
 import xarray as xr
 
-from sar2opt.errors import CatalogError
+from sar2opt.errors import CatalogError, first_line
 from sar2opt.infer.ledger import TileLedger
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import TilePredictor, predict
-from sar2opt.infer.region import one_line, user_error
-from sar2opt.infer.run import (
-    block_tasks,
-    drain,
-    finish_block_rows,
-    run_ray,
-    strip_tasks,
-)
+from sar2opt.infer.run import ActorPool, FillJob, Strip, block_tasks, drain, run_ray, strip_tasks
 from sar2opt.infer.store import create_store
+from sar2opt.jobkit import user_error
 from sar2opt.zones import blocks_by_row
-from tests.unit.infer_fakes import GRID, META, NORM, H, W, fake_read, fake_sar, tiny_net
+from tests.unit.infer_fakes import (
+    GRID,
+    META,
+    NORM,
+    FailingSar,
+    FakeSar,
+    H,
+    W,
+    fake_sar,
+    tiny_net,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,9 +47,10 @@ job = _load_job()
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-limited
+def ray_local(short_tmp):
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are capped
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
     )
@@ -67,16 +72,11 @@ def test_ray_pipeline_writes_every_block_of_the_tile_free_prediction(ray_local, 
     blocks = block_tasks(times, [0, 1], lambda t: blocks_by_row(lat, None), set())
     seen = []
     ledger = TileLedger(store)
-    finished = run_ray(
-        strip_tasks(blocks, 2), batch_size=4, num_actors=1, cpus_per_actor=0.5,
-        gpus_per_actor=0.0, read_fn=fake_read, read_kwargs={"lattice": lat.to_dict()},
-        predictor_cls=FakePredictor, predictor_kwargs={"device": "cpu"},
-        finish_fn=finish_block_rows,
-        finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
-    )  # fmt: skip
+    job = FillJob(str(store), lat, FakeSar(), batch_size=4)
+    finished = run_ray(strip_tasks(blocks, 2), job, FakePredictor, ActorPool(cpus_per_actor=0.5))
     assert drain(finished, ledger, len(blocks), lambda d, n: seen.append((d, n))) == len(blocks)
     assert seen[-1] == (len(blocks), len(blocks)) == (24, 24)  # 3 x 4 blocks, 2 dates
-    assert ledger.done() == {(b["time"], b["bi"], b["bj"]) for b in blocks}
+    assert ledger.done() == {b.key for b in blocks}
     data = xr.open_zarr(store)["optical"].values
     assert data.shape == (2, 1, H, W) and np.isfinite(data).all()
     for t in range(2):
@@ -86,29 +86,14 @@ def test_ray_pipeline_writes_every_block_of_the_tile_free_prediction(ray_local, 
     assert not np.allclose(data[0], data[1])  # each row went to its own time slot
 
 
-def test_worker_catalog_error_is_unwrapped(ray_local) -> None:
-    def failing_read(strip: dict) -> list[dict]:
-        raise CatalogError("asset https://example/x.tif is unreachable")
-
+def test_worker_catalog_error_is_unwrapped(ray_local, tmp_path) -> None:
+    strip = Strip(0, "2023-07-03T05:43:12Z", 0, (0, 1))
+    job = FillJob(str(tmp_path / "m.zarr"), BlockLattice(GRID, 128, 32), FailingSar())
     with pytest.raises(Exception) as info:  # noqa: B017 - Ray decides the wrapper type
-        list(
-            run_ray(
-                [{"t": 0, "time": "2023-07-03T05:43:12Z", "bi": 0, "bjs": [0, 1]}],
-                batch_size=4,
-                num_actors=1,
-                cpus_per_actor=0.5,
-                gpus_per_actor=0.0,
-                read_fn=failing_read,
-                read_kwargs={},
-                predictor_cls=FakePredictor,
-                predictor_kwargs={"device": "cpu"},
-                finish_fn=finish_block_rows,
-                finish_kwargs={},
-            )  # fmt: skip
-        )
+        list(run_ray([strip], job, FakePredictor, ActorPool(cpus_per_actor=0.5)))
     err = user_error(info.value)
     assert isinstance(err, CatalogError)
-    assert one_line(err) == "asset https://example/x.tif is unreachable"
+    assert first_line(err) == "asset https://example/x.tif is unreachable"
 
 
 def _args(tmp_path: Path, **kw) -> list[str]:

@@ -10,19 +10,15 @@ from sar2opt.config import Config, config_to_dict
 from sar2opt.errors import Sar2OptError
 from sar2opt.grid import GridSpec
 from sar2opt.infer import store as store_mod
-from sar2opt.infer.monitor import (
-    StoreMissingError,
-    search_start,
-    store_config,
-    times_to_do,
-    zone_stores,
-)
+from sar2opt.infer.monitor import search_start, store_config, times_to_do, until_day
 from sar2opt.infer.store import (
+    StoreMissingError,
     append_times,
     create_store,
     read_attrs,
     time_length,
     write_block,
+    zone_stores,
 )
 
 T = ["2023-07-01T09:15:00Z", "2023-07-13T09:15:00Z", "2023-07-25T09:15:00Z", "2023-08-06T09:15:00Z"]
@@ -73,12 +69,21 @@ def test_zone_stores_finds_a_single_store_or_a_folder_of_zones(tmp_path) -> None
     assert zone_stores(tmp_path / "multi") == [a, b]
 
 
+def test_until_is_a_checked_day_or_today() -> None:
+    import datetime as dt
+
+    assert until_day("2023-08-31") == "2023-08-31"
+    assert until_day(None) == dt.datetime.now(dt.timezone.utc).date().isoformat()
+    with pytest.raises(Sar2OptError, match="--until must be a date"):
+        until_day("31/08/2023")
+
+
 def test_store_config_starts_from_the_recorded_one() -> None:
     recorded = config_to_dict(Config())
     recorded["infer"]["tta_flips"] = 3
     recorded["infer"]["tile_px"] = 128
-    cfg = store_config(recorded, None, ["infer.tile_px=64"])
-    assert cfg.infer.tta_flips == 3 and cfg.infer.tile_px == 64
+    cfg = store_config(recorded, None, ["infer.tile_px=96"])
+    assert cfg.infer.tta_flips == 3 and cfg.infer.tile_px == 96
     recorded["infer"]["no_such_key"] = 1
     with pytest.raises(Sar2OptError, match="recorded config no longer loads"):
         store_config(recorded, None, [])

@@ -98,9 +98,9 @@ def test_tile_predictor_call_passes_keys_through() -> None:
 
 
 def test_tile_predictor_loads_checkpoint_once(tmp_path) -> None:
-    ckpt = pytest.importorskip("sar2opt.train.checkpoint")
     from sar2opt.config import ModelSpec, config_to_dict
     from sar2opt.models import build_generator
+    from sar2opt.train import checkpoint as ckpt
 
     spec = ModelSpec(ngf=4, depth=5)
     gen = build_generator(spec, 2, 2)
@@ -211,9 +211,14 @@ def test_predict_pads_to_the_models_stride_not_32() -> None:
     assert model_stride(Recorder()) == 32
 
 
-def test_tile_predictor_hypotheses_mean_and_spread_match_numpy() -> None:
-    from sar2opt.infer.composite import hypothesis_stats
+def hypothesis_stats(preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: mean (B, C, H, W) and spread (B, H, W) over hypotheses ``preds``
+    (K, B, C, H, W): the population std over K, averaged over bands."""
+    preds = np.asarray(preds, dtype=np.float32)
+    return preds.mean(axis=0), preds.std(axis=0).mean(axis=1).astype(np.float32)
 
+
+def test_tile_predictor_hypotheses_mean_and_spread_match_numpy() -> None:
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(2, 2, 3, padding=1).eval()
     sar = np.random.default_rng(3).normal(-12, 3, (2, 2, 32, 64)).astype(np.float32)
@@ -232,12 +237,54 @@ def test_tile_predictor_hypotheses_mean_and_spread_match_numpy() -> None:
     assert np.isnan(out["pred"][1, :, 3, 4]).all() and np.nanmax(out["spread"]) > 1e-4
 
 
+def test_two_hypotheses_spread_is_half_their_gap_and_one_says_nothing() -> None:
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(2, 2, 3, padding=1).eval()  # not flip-invariant: flips disagree
+    sar = np.random.default_rng(4).normal(-12, 3, (1, 2, 8, 8)).astype(np.float32)
+    one = TilePredictor.from_model(conv, META, flips=1)({"sar": sar})
+    assert np.isnan(one["spread"]).all() and np.isfinite(one["pred"]).all()
+    two = TilePredictor.from_model(conv, META, flips=2)({"sar": sar})
+    a = predict(conv, sar, NORM)
+    b = np.flip(predict(conv, np.flip(sar, -1), NORM), -1)
+    np.testing.assert_allclose(two["pred"], (a + b) / 2, atol=1e-6)
+    np.testing.assert_allclose(two["spread"], np.abs(a - b).mean(axis=1) / 2, atol=1e-6)
+    assert two["spread"].max() > 1e-4
+
+
 def test_checkpoints_of_other_input_sets_are_refused_with_one_line(monkeypatch) -> None:
     from sar2opt.errors import ConfigError
-    from sar2opt.infer.region import load_models
+    from sar2opt.infer.predictor import load_models
     from sar2opt.train import checkpoint
 
     meta = dict(META, input_set="SD", model={"input_set": "SD"})
-    monkeypatch.setattr(checkpoint, "load_generator", lambda c: (None, meta))
+    monkeypatch.setattr(checkpoint, "load_meta", lambda c: meta)
     with pytest.raises(ConfigError, match="input set SD; inference supports S"):
         load_models(["/ckpt"])
+
+
+def test_load_models_reads_metadata_without_building_generators(tmp_path, monkeypatch) -> None:
+    from sar2opt.config import Config, ModelSpec
+    from sar2opt.infer.predictor import load_models, sha256_file
+    from sar2opt.train import checkpoint
+
+    ckpt = checkpoint.save_untrained_checkpoint(
+        tmp_path / "c", Config(model=ModelSpec(ngf=8, depth=5)), git_sha="test"
+    )
+
+    def no_build(*a, **k):
+        raise AssertionError("a generator was built")
+
+    monkeypatch.setattr(checkpoint, "build_generator", no_build)
+    models = load_models([ckpt, ckpt])
+    assert models.in_bands == ("vv", "vh") and models.out_bands == ("B02", "B03", "B04", "B08")
+    assert models.sha256 == (sha256_file(ckpt / "model.pt"),) * 2 and models.git_sha == "test"
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint"):
+        load_models([tmp_path / "none"])
+
+
+def test_sha256_file(tmp_path) -> None:
+    from sar2opt.infer.predictor import sha256_file
+
+    p = tmp_path / "model.pt"
+    p.write_bytes(b"abc")
+    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -10,8 +10,14 @@ from sar2opt.cube.clean_s1 import db_to_linear
 from sar2opt.cube.load import load_sar
 from sar2opt.grid import GridSpec, lonlat_bounds
 from sar2opt.infer.plan import BlockLattice
-from sar2opt.infer.read import mosaic_last_on_top, overlap_1d, pixel_offset, read_sar_db
-from sar2opt.infer.run import read_sar_strip, strip_tasks
+from sar2opt.infer.read import (
+    CatalogSar,
+    mosaic_last_on_top,
+    overlap_1d,
+    pixel_offset,
+    read_sar_db,
+)
+from sar2opt.infer.run import Block, Strip, strip_tasks, strip_tiles, strip_window
 
 SCENE = GridSpec(32721, 10.0, (700_000.0, 9_500_000.0, 701_200.0, 9_500_800.0))  # 80 x 120 px
 
@@ -39,13 +45,13 @@ def test_mosaic_last_on_top_fills_holes_from_below() -> None:
 
 
 def test_strip_tasks_take_every_block_of_a_column_of_a_block_row() -> None:
-    rows = [{"t": 0, "time": "a", "bi": 0, "bj": j} for j in (0, 1, 2, 4, 5)]
-    rows += [{"t": 0, "time": "a", "bi": 1, "bj": 0}, {"t": 1, "time": "b", "bi": 1, "bj": 1}]
-    got = [(s["t"], s["bi"], s["bjs"]) for s in strip_tasks(rows, 2)]
+    rows = [Block(0, "a", 0, j) for j in (0, 1, 2, 4, 5)]
+    rows += [Block(0, "a", 1, 0), Block(1, "b", 1, 1)]
+    got = [(s.t, s.bi, list(s.bjs)) for s in strip_tasks(rows, 2)]
     # time by time, down each column of 2-block strips, then the next column
     assert got == [(0, 0, [0, 1]), (0, 1, [0]), (0, 0, [2]), (0, 0, [4, 5]), (1, 1, [1])]
     # a gap (block 3 done or outside the AOI) does not split a column: one writer per shard
-    got = [(s["t"], s["bi"], s["bjs"]) for s in strip_tasks(rows, 8)]
+    got = [(s.t, s.bi, list(s.bjs)) for s in strip_tasks(rows, 8)]
     assert got == [(0, 0, [0, 1, 2, 4, 5]), (0, 1, [0]), (1, 1, [1])]
     with pytest.raises(ValueError):
         strip_tasks(rows, 0)
@@ -53,10 +59,10 @@ def test_strip_tasks_take_every_block_of_a_column_of_a_block_row() -> None:
 
 def test_strip_tasks_cut_on_columns_of_strips_and_keep_the_time_order() -> None:
     # a row starting at block 3 is cut at block 4, so its strips line up with the shards
-    rows = [{"t": 5, "time": "late", "bi": 0, "bj": j} for j in range(3, 10)]
-    rows += [{"t": 5, "time": "late", "bi": 1, "bj": j} for j in range(0, 10)]
-    rows += [{"t": 2, "time": "early", "bi": 0, "bj": 0}]  # times keep the order given
-    got = [(s["t"], s["bi"], s["bjs"]) for s in strip_tasks(rows, 4)]
+    rows = [Block(5, "late", 0, j) for j in range(3, 10)]
+    rows += [Block(5, "late", 1, j) for j in range(0, 10)]
+    rows += [Block(2, "early", 0, 0)]  # times keep the order given
+    got = [(s.t, s.bi, list(s.bjs)) for s in strip_tasks(rows, 4)]
     assert got == [
         (5, 0, [3]),
         (5, 1, [0, 1, 2, 3]),
@@ -137,16 +143,14 @@ def test_resampled_reads_match_stackstac(frames) -> None:
 
 def test_strip_read_equals_block_reads(frames) -> None:
     lat = BlockLattice(SCENE, 32, 8)  # 24 px blocks, windows of 32 px
-    items = [frames]
-    kw = {"lattice": lat.to_dict(), "items_by_time": items, "bands": ["vv", "vh"]}
-    strip = {"t": 0, "time": "x", "bi": 1, "bjs": [1, 2, 4]}  # a gap: block 3 is done
-    rows = read_sar_strip(strip, **kw)
-    assert [r["bj"] for r in rows] == [1, 2, 4]
-    for r in rows:
-        (single,) = read_sar_strip({"t": 0, "time": "x", "bi": 1, "bjs": [r["bj"]]}, **kw)
-        one = single["sar"]
-        assert r["sar"].shape == (2, 32, 32)
-        np.testing.assert_array_equal(r["sar"], one)
+    sar = CatalogSar(SCENE, ((*frames,),), ("vv", "vh"))
+    strip = Strip(0, "x", 1, (1, 2, 4))  # a gap: block 3 is done
+    tiles = strip_tiles(lat, strip, sar.read(0, strip_window(lat, 1, strip.bjs)))
+    assert len(tiles) == 3
+    for bj, tile in zip(strip.bjs, tiles, strict=True):
+        one = sar.read(0, lat.window(1, bj))
+        assert tile.shape == (2, 32, 32)
+        np.testing.assert_array_equal(tile, one)
 
 
 def _tif(path, data: np.ndarray, nodata=None, mask: np.ndarray | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,16 +23,18 @@ from sar2opt.infer.ledger import TileLedger, parse_ledger
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import TilePredictor, predict
 from sar2opt.infer.run import (
+    ActorPool,
+    FillJob,
+    Strip,
     StripWorker,
     block_tasks,
     drain,
-    finish_block_rows,
     run_local,
     strip_tasks,
 )
 from sar2opt.infer.store import create_store
 from sar2opt.zones import blocks_by_row
-from tests.unit.infer_fakes import GRID, META, NORM, RF, H, W, fake_read, fake_sar, tiny_net
+from tests.unit.infer_fakes import GRID, META, NORM, RF, FakeSar, H, W, fake_sar, tiny_net
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMES = ["2023-07-03T05:43:12Z", "2023-07-15T05:43:14Z"]
@@ -44,15 +48,9 @@ def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> in
         create_store(store, GRID, TIMES, ["B04"], {"run": "test"}, lat.block_px)
     ledger = TileLedger(store)
     rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), ledger.done())
-    finished = run_local(
-        strip_tasks(rows, 3),
-        batch_size=4,
-        read_fn=fake_read,
-        read_kwargs={"lattice": lat.to_dict(), "delay_s": delay_s},
-        predictor=TilePredictor.from_model(tiny_net(), META, flips=2),
-        finish_fn=finish_block_rows,
-        finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
-    )
+    job = FillJob(str(store), lat, FakeSar(delay_s), batch_size=4)
+    predictor = TilePredictor.from_model(tiny_net(), META, flips=2)
+    finished = run_local(strip_tasks(rows, 3), job, lambda: predictor)
 
     def stop(done: int, total: int) -> None:
         if stop_after is not None and done >= stop_after:
@@ -111,7 +109,7 @@ def test_sigkill_half_way_then_resume_is_identical(tmp_path, reference) -> None:
     store = tmp_path / "m.zarr"
     code = (
         "import sys; from pathlib import Path; import tests.unit.test_infer_resume as m; "
-        "m.fill(Path(sys.argv[1]), delay_s=0.05)"
+        "m.fill(Path(sys.argv[1]), delay_s=0.15)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(store)], cwd=ROOT)
     ledger = TileLedger(store)
@@ -177,29 +175,24 @@ def test_strip_worker_threads_overlap_reads_never_forwards_and_match_serial(
         def __call__(self, batch: dict) -> dict:
             return super().__call__(self.call(batch))
 
-    worker = StripWorker(
-        predictor_cls=CountingPredictor, predictor_kwargs={},
-        read_fn=live.wrap("read", fake_read),
-        read_kwargs={"lattice": lat.to_dict(), "delay_s": 0.01},
-        finish_fn=finish_block_rows,
-        finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
-        batch_size=4,
-    )  # fmt: skip
+    reader = FakeSar(0.03)
+    sar = SimpleNamespace(read=live.wrap("read", reader.read))  # a SarSource, counted
+    worker = StripWorker(FillJob(str(store), lat, sar, batch_size=4), CountingPredictor)
 
-    def call(s: dict) -> dict:  # one strip per call, in Ray Data's numpy batch format
+    def call(s: Strip) -> dict:  # one strip per call, in Ray Data's numpy batch format
         return worker(
             {
-                "t": np.array([s["t"]]),
-                "time": np.array([s["time"]], dtype=object),
-                "bi": np.array([s["bi"]]),
-                "bjs": np.array([np.array(s["bjs"]), None], dtype=object)[:1],
+                "t": np.array([s.t]),
+                "time": np.array([s.time], dtype=object),
+                "bi": np.array([s.bi]),
+                "bjs": np.array([np.array(s.bjs), None], dtype=object)[:1],
             }
         )
 
     with ThreadPoolExecutor(3) as pool:
         outs = list(pool.map(call, strip_tasks(rows, 3)))
     got = [(str(t), int(i), int(j)) for o in outs for t, i, j in zip(*o.values(), strict=True)]
-    assert sorted(got) == sorted((r["time"], r["bi"], r["bj"]) for r in rows)  # once each
+    assert sorted(got) == sorted(r.key for r in rows)  # once each
     assert live.peak["forward"] == 1  # one model call at a time: the predictor's lock
     assert live.peak["predict"] >= 2  # ... while another batch's flips and statistics run
     assert live.peak["read"] >= 2  # while other strips are read (all three start reading)
@@ -233,8 +226,9 @@ class DyingPredictor(TilePredictor):
 
 
 @pytest.mark.slow
-def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference) -> None:
-    ray = pytest.importorskip("ray")
+def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference, short_tmp) -> None:
+    import ray
+
     from sar2opt.infer.run import run_ray
 
     store = tmp_path / "m.zarr"
@@ -243,19 +237,14 @@ def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference)
     flag = tmp_path / "die"
     flag.touch()
     rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), set())
-    tmp = __import__("tempfile").mkdtemp(prefix="r", dir="/tmp")
+    tmp = __import__("tempfile").mkdtemp(prefix="r", dir=short_tmp)
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
     )
     try:
-        finished = run_ray(
-            strip_tasks(rows, 3), batch_size=4, num_actors=1, cpus_per_actor=0.5,
-            gpus_per_actor=0.0,
-            read_fn=fake_read, read_kwargs={"lattice": lat.to_dict()},
-            predictor_cls=DyingPredictor, predictor_kwargs={"flag": str(flag)},
-            finish_fn=finish_block_rows,
-            finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
-        )  # fmt: skip
+        job = FillJob(str(store), lat, FakeSar(), batch_size=4)
+        make = functools.partial(DyingPredictor, str(flag))
+        finished = run_ray(strip_tasks(rows, 3), job, make, ActorPool(cpus_per_actor=0.5))
         assert drain(finished, TileLedger(store), len(rows)) == 70
     finally:
         ray.shutdown()

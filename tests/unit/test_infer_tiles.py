@@ -18,14 +18,7 @@ import xarray as xr
 from sar2opt.grid import GridSpec
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import TilePredictor, predict
-from sar2opt.infer.run import (
-    block_tasks,
-    finish_block_rows,
-    run_local,
-    split_strip,
-    strip_tasks,
-    strip_window,
-)
+from sar2opt.infer.run import FillJob, block_tasks, run_local, strip_tasks
 from sar2opt.infer.store import create_store
 from sar2opt.infer.tiles import round_up
 from sar2opt.models.unet import UNetGenerator
@@ -61,10 +54,10 @@ def _unet() -> torch.nn.Module:
     return net.eval()
 
 
-def _read(strip: dict, *, lattice: dict) -> list[dict]:
-    lat = BlockLattice.from_dict(lattice)
-    r, c, h, w = strip_window(lat, int(strip["bi"]), strip["bjs"])
-    return split_strip(strip, lat, _sar()[:, r : r + h, c : c + w])
+class _Sar:  # run.SarSource over _sar()
+    def read(self, t: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        r, c, h, w = window
+        return _sar()[:, r : r + h, c : c + w]
 
 
 def _mosaic(tmp_path, net: torch.nn.Module, overlap_px: int) -> np.ndarray:
@@ -73,15 +66,9 @@ def _mosaic(tmp_path, net: torch.nn.Module, overlap_px: int) -> np.ndarray:
     store = tmp_path / f"m{overlap_px}.zarr"
     create_store(store, GRID, [TIME], META["out_bands"], {}, lat.block_px)
     blocks = block_tasks([TIME], [0], lambda t: blocks_by_row(lat, None), set())
-    done = run_local(
-        strip_tasks(blocks, 8),
-        batch_size=4,
-        read_fn=_read,
-        read_kwargs={"lattice": lat.to_dict()},
-        predictor=TilePredictor.from_model(net, META, flips=1),
-        finish_fn=finish_block_rows,
-        finish_kwargs={"store": str(store), "lattice": lat.to_dict()},
-    )
+    predictor = TilePredictor.from_model(net, META, flips=1)
+    job = FillJob(str(store), lat, _Sar(), batch_size=4)
+    done = run_local(strip_tasks(blocks, 8), job, lambda: predictor)
     assert sum(len(b) for b in done) == lat.n_rows * lat.n_cols
     return xr.open_zarr(store)["optical"].values[0]
 

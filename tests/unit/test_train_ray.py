@@ -69,10 +69,10 @@ def write_cube(path: Path, n_t: int = 4, size: int = 192, seed: int = 0, aux: bo
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(short_tmp):
     import ray
 
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-capped
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are length-capped
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=True
     )

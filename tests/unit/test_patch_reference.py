@@ -1,4 +1,5 @@
-"""Patch extraction: counts on a cube with known clouds, spatial split, NaN handling."""
+"""The in-memory patch reference: counts on a cube with known clouds, spatial split, NaN
+handling, input sets."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 import xarray as xr
 
 from sar2opt.config import PatchSpec
-from sar2opt.data.patches import PatchError, extract_patches, split_columns
+from sar2opt.data.patches import PatchError
+from tests.unit.patch_reference import extract_patches, split_columns
 
 SAR, OPT = ["vv", "vh"], ["B02", "B03", "B04", "B08"]
 
