@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 # Python 3.11+, every wheel's hash). torch's dependencies are those of its CPU build.
 lock: setup
 	printf 'pip\nsetuptools>=77\n' | UV_PYTHON_DOWNLOADS=never $(BIN)/uv pip compile \
-	  pyproject.toml - --extra dev --extra pc --universal --python-version 3.11 \
+	  pyproject.toml - --extra dev --extra pc --extra bench --universal --python-version 3.11 \
 	  --generate-hashes --no-emit-package torch --index-strategy unsafe-best-match \
 	  $(TORCH_FROM) --constraint <(echo torch==$(TORCH)+cpu) \
 	  --custom-compile-command 'make lock' --output-file $(LOCK) $(UPGRADE)
