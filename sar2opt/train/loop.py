@@ -53,8 +53,8 @@ KEYS = ("sar", "opt", "mask")
 #: One row per epoch in metrics.csv (the run's and the job's), in this order.
 METRIC_COLUMNS = (
     "epoch", "lr", *LOSS_KEYS, "val_l1", "val_mae_refl", "val_psnr_db", "val_ssim",
-    "best_epoch", "samples_per_s", "data_frac", "data_frac_steady", "data_frac_open",
-    "stream_open_s", "epoch_s", "world_size",
+    "best_epoch", "samples_per_s", "data_frac", "data_frac_steady", "stream_open_s", "epoch_s",
+    "world_size",
 )  # fmt: skip
 METRICS_FILE = "metrics.csv"
 TB_DIR = "tensorboard"
@@ -462,11 +462,9 @@ def epoch_metrics(
         # The same without each epoch's first batch (Ray Data starting the epoch's reads).
         "data_frac_steady": (g["wait_s"] - g["first_wait_s"])
         / max(g["train_s"] - g["first_wait_s"], 1e-9),
-        # The same had each stream been opened at the start of its pass (before TrainFeed).
-        "data_frac_open": (g["wait_s"] - g["first_wait_s"] + g["stream_open_s"])
-        / max(g["train_s"] - g["first_wait_s"] + g["stream_open_s"], 1e-9),
-        # The stream's start-up (open to first batch), mean over workers; overlapped with the
-        # previous epoch's validation and checkpoint, so only its unhidden part is in data_frac.
+        # The stream's start-up (open to first batch), mean over workers; with open_ahead it
+        # overlaps the previous epoch's validation and checkpoint, and only its unhidden part
+        # is in data_frac.
         "stream_open_s": g["stream_open_s"] / w.world,
         "epoch_s": time.perf_counter() - t0,
         "world_size": w.world,
@@ -551,7 +549,8 @@ def run_worker(wc: WorkerConfig) -> list[dict]:
     feed = TrainFeed(
         ray.train.get_dataset_shard("train"), wc.batch_size, w.device, wc.config.train.seed, w.rank
     )
-    if progress.epoch < epochs:
+    ahead = wc.config.train.open_ahead  # false: each epoch opens its stream in its pass
+    if ahead and progress.epoch < epochs:
         feed.open(progress.epoch + 1)  # behind the model set-up below
     nets = make_optimisers(wc, w, gen, disc, state)
     val_shard = ray.train.get_dataset_shard("val")
@@ -560,7 +559,7 @@ def run_worker(wc: WorkerConfig) -> list[dict]:
         t0 = time.perf_counter()
         lr = set_lr(nets, wc, epoch)
         sums, progress.step = train_epoch(wc, w, nets, feed, epoch, progress.step)
-        if epoch < epochs:  # the next epoch's stream starts behind validation and the checkpoint
+        if ahead and epoch < epochs:  # the next epoch's stream opens behind validation + save
             feed.open(epoch + 1)
         vsums = validate(wc, w, nets.gen, val_shard)
         metrics = epoch_metrics(w, epoch, lr, sums, vsums, progress, t0)
