@@ -139,11 +139,12 @@ def main() -> None:
     ray.init(
         address="local", include_dashboard=False, _temp_dir=str(tmp / "ray"), log_to_driver=False
     )
-    results = [
-        median_of([run(cube, tmp / f"out{w}-{a}-{i}", w, a, args) for i in range(args.repeats)])
-        for w in args.workers
-        for a in (False, True)
-    ]
+    runs: dict[tuple[int, bool], list[dict]] = {}
+    for w in args.workers:
+        for i in range(args.repeats):  # modes alternate: a load change hits both alike
+            for a in (False, True):
+                runs.setdefault((w, a), []).append(run(cube, tmp / f"out{w}-{a}-{i}", w, a, args))
+    results = [median_of(r) for r in runs.values()]
     ray.shutdown()
 
     sha = subprocess.run(
