@@ -17,7 +17,13 @@ from sar2opt.config import PatchSpec
 from sar2opt.data.index import build_patch_index
 from sar2opt.data.normalise import band_stats, normalise
 from sar2opt.data.patches import PatchError
-from sar2opt.data.stream import norm_stats, patch_dataset, read_patches, stream_order
+from sar2opt.data.stream import (
+    cache_split,
+    norm_stats,
+    patch_dataset,
+    read_patches,
+    stream_order,
+)
 from sar2opt.train.loop import TrainFeed, epoch_rng
 from tests.unit.patch_reference import extract_patches
 from tests.unit.test_data_index import OPT, PRIOR, SAR, SPEC, make_cube
@@ -231,9 +237,13 @@ def test_train_feed_opens_ahead_with_the_epochs_seed_and_reraises() -> None:
 
 
 @pytest.mark.slow
-def test_train_feed_shuffles_each_epoch_and_serves_each_patch_once(ray_local, store) -> None:
-    """Two workers' shards as Ray Train makes them (streaming_split, equal): per epoch every
-    kept patch comes exactly once over both workers, and the next epoch in another order."""
+@pytest.mark.parametrize("cached", [False, True])
+def test_train_feed_shuffles_each_epoch_and_serves_each_patch_once(
+    ray_local, store, cached: bool
+) -> None:
+    """Two workers' shards as Ray Train makes them (streaming_split, equal), streamed from the
+    store or cached: per epoch every kept patch comes exactly once over both workers, and the
+    next epoch in another order."""
     from concurrent.futures import ThreadPoolExecutor
 
     path, _, idx = store
@@ -245,6 +255,9 @@ def test_train_feed_shuffles_each_epoch_and_serves_each_patch_once(ray_local, st
         path, rows, sar_bands=SAR, opt_bands=OPT, aux={}, norm=NORM, patch_px=P,
         rows_per_read=8, num_cpus=0.25, shuffle_seed=1,
     )  # fmt: skip
+    if cached:
+        ds = cache_split(ds, shuffle_seed=1)
+        assert ds.count() == len(rows)  # count() executes: the cache holds every patch once
     bs, world = 4, 2
     feeds = [
         TrainFeed(s, bs, torch.device("cpu"), seed=0, rank=r)
