@@ -142,6 +142,9 @@ class TrainSpec:
     # CPUs each Train worker holds; 0 = auto (leave some for Ray Data's read tasks, which
     # otherwise starve on a small node). Fractions are fine.
     cpus_per_worker: float = 0.0
+    # Open each epoch's data stream while the previous epoch validates and saves (false: at
+    # the start of the epoch's training pass, which then waits Ray Data's start-up).
+    open_ahead: bool = True
     max_failures: int = 1  # worker-group restarts from the latest checkpoint before giving up
     # Ray Train storage (local path or s3://...); None = <out>/ray_results. A re-run with the
     # same storage_path and run_name resumes from the run's latest checkpoint.
