@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real data lives, and a throw-away local Ray."""
+"""Shared fixtures (a short temp dir for Ray, markers and timeouts); shared helpers live in
+``tests/helpers``."""
 
 from __future__ import annotations
 
@@ -9,14 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
-MULTIEARTH = SHARED_DATA / "multiearth_sample"
-
-requires_shared_data = pytest.mark.skipif(
-    not MULTIEARTH.is_dir(), reason=f"real sample not found at {MULTIEARTH}"
-)
-
+from tests.helpers.data import REPO
 
 SLOW_TIMEOUT_S = 1800  # a whole job end to end on a loaded 2-core machine; others: pyproject
 E2E = REPO / "tests" / "e2e"

@@ -10,7 +10,7 @@ from sar2opt.cube.tiles import format_plan, plan_zones
 from sar2opt.errors import ConfigError
 from sar2opt.grid import GridSpec
 from sar2opt.zones import Lattice, blocks_meeting, split_zones, to_grid_crs, utm_zone_numbers
-from tests.conftest import SHARED_DATA
+from tests.helpers.data import SHARED_DATA
 
 AMAZON = SHARED_DATA / "aoi" / "amazon.geojson"
 needs_amazon = pytest.mark.skipif(not AMAZON.is_file(), reason=f"{AMAZON} not found")

@@ -25,8 +25,8 @@ from sar2opt.data.stream import (
     stream_order,
 )
 from sar2opt.train.loop import TrainFeed, epoch_rng
-from tests.unit.patch_reference import extract_patches
-from tests.unit.test_data_index import OPT, PRIOR, SAR, SPEC, make_cube
+from tests.helpers.cubes import OPT, PRIOR, SAR, SPEC, make_cube
+from tests.helpers.patch_reference import extract_patches
 
 AUX = {"prior": PRIOR, "dem": ["dem"]}
 NORM = {  # arbitrary but realistic statistics
