@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sar2opt import config
@@ -139,3 +141,37 @@ def test_a_typo_fails_fast_without_torch_or_ray() -> None:
     assert "error: unknown train.gan_mode 'lsgna'; choices: vanilla, lsgan, hinge" in out
     assert "heavy []" in out
     assert float(out.split("seconds ")[1].split()[0]) < 1.0
+
+
+def test_config_defaults_overrides_and_unknown_keys(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: 3\ncatalog:\n  opt_bands: [B02, B03, B04]\n")
+    cfg = load_config(p, ["train.lr=0.001", "cube.epsg=32721"])
+    assert cfg.train.epochs == 3 and cfg.train.lr == 0.001 and cfg.cube.epsg == 32721
+    assert cfg.catalog.opt_bands == ("B02", "B03", "B04")
+    assert config_to_dict(cfg)["catalog"]["opt_bands"] == ["B02", "B03", "B04"]
+    with pytest.raises(ConfigError, match="unknown key.*epoch"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="unknown key.*trian"):
+        load_config(None, ["trian.epochs=3"])
+    with pytest.raises(ConfigError, match="integer"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().train.epochs = 5  # type: ignore[misc]
+
+
+def test_config_float_fields_accept_ints():
+    cfg = load_config(None, ["cube.max_dt_days=3"])
+    assert cfg.cube.max_dt_days == 3.0 and isinstance(cfg.cube.max_dt_days, float)
+    assert np.isclose(cfg.cube.res_m, 10.0)
+
+
+def test_retired_key_is_dropped_from_saved_configs_and_explained_in_new_ones():
+    # checkpoints written before infer.inflight_mb was removed still load
+    saved = config_to_dict(Config())
+    saved["infer"]["inflight_mb"] = 256.0
+    assert config_from_dict(saved, saved=True) == Config()
+    with pytest.raises(ConfigError, match="infer.inflight_mb was removed: .*calls_per_actor"):
+        load_config(None, ["infer.inflight_mb=256"])

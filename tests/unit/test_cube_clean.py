@@ -1,10 +1,11 @@
+"""S2 pixel test (cloud, shadow, no-data) and dilation, on known pixels and real clouds."""
+
 import warnings
 
 import numpy as np
 import pytest
 
 from sar2opt.config import CubeSpec
-from sar2opt.cube.align import composite_nearest_clear, pair_s1_s2
 from sar2opt.cube.clean import cloud_shadow_mask, dilate
 from tests.helpers.data import MULTIEARTH, requires_shared_data
 
@@ -61,33 +62,6 @@ def test_pixel_test_finds_real_clouds_that_qa60_misses():
     # every really bright white pixel of the cloudy scene is flagged
     white = (cloudy.mean(0) > 0.25) & (cloudy.min(0) / cloudy.max(0) > 0.85)
     assert white.sum() > 1000 and m_cloudy[white].all()
-
-
-def test_pair_s1_s2_nearest_first_within_window():
-    s1 = np.array(["2019-06-08", "2019-06-20", "2019-07-02"], dtype="datetime64[D]")
-    s2 = np.array(["2019-06-06", "2019-06-11", "2019-07-01", "2019-07-11"], dtype="datetime64[D]")
-    assert pair_s1_s2(s1, s2, 6) == [[0, 1], [], [2]]
-    assert pair_s1_s2(s1, s2, 12) == [[0, 1], [1, 2], [2, 3]]
-    # tie: 3 days before and after -> earlier first
-    assert (
-        pair_s1_s2(np.array(["2019-06-09"], "datetime64[D]"), s2[:2] + np.array([0, 1]), 5)[0][0]
-        == 0
-    )
-
-
-def test_composite_takes_nearest_clear_pixel():
-    opt = np.stack([np.full((2, 2, 2), v, "float32") for v in (1.0, 2.0, 3.0)])
-    clear = np.array(
-        [
-            [[False, True], [False, False]],
-            [[True, True], [False, False]],
-            [[True, True], [True, False]],
-        ]
-    )
-    comp, ok, src = composite_nearest_clear(opt, clear, [1, 0, 2])
-    assert src.tolist() == [[1, 1], [2, -1]]
-    assert comp[0].tolist()[0] == [2.0, 2.0] and comp[0, 1, 0] == 3.0 and np.isnan(comp[0, 1, 1])
-    assert ok.tolist() == [[True, True], [True, False]]
 
 
 @pytest.mark.parametrize("radius", [1, 3])
