@@ -191,7 +191,11 @@ def test_strip_worker_threads_overlap_reads_never_forwards_and_match_serial(
 
     with ThreadPoolExecutor(3) as pool:
         outs = list(pool.map(call, strip_tasks(rows, 3)))
-    got = [(str(t), int(i), int(j)) for o in outs for t, i, j in zip(*o.values(), strict=True)]
+    got = [
+        (str(t), int(i), int(j))
+        for o in outs
+        for t, i, j in zip(o["time"], o["bi"], o["bj"], strict=True)
+    ]
     assert sorted(got) == sorted(r.key for r in rows)  # once each
     assert live.peak["forward"] == 1  # one model call at a time: the predictor's lock
     assert live.peak["predict"] >= 2  # ... while another batch's flips and statistics run
