@@ -80,7 +80,7 @@ def auth_headers(env: dict) -> dict:
 
 
 def wait_http(
-    url: str, proc: subprocess.Popen, log: Path, headers: dict, timeout_s: float = 120
+    url: str, proc: subprocess.Popen, log: Path, headers: dict, timeout_s: float = 600
 ) -> None:
     """Wait until ``url`` answers a GET with ``headers`` (our token) with 200.
 

@@ -35,7 +35,7 @@ def ray_head():
         proc, url, gcs = start_head(temp, env)
         # where `ray start` tells this machine its cluster is (host: the node's own IP); it
         # writes that file once the node is up, a moment after the dashboard answers
-        found, deadline = temp / "ray_current_cluster", time.time() + 60
+        found, deadline = temp / "ray_current_cluster", time.time() + 300
         while not found.exists() and time.time() < deadline:
             time.sleep(0.2)
         address = found.read_text().strip()
@@ -61,7 +61,7 @@ def test_job_submit_gives_the_same_mosaic(syn_catalog, tiny_ckpt, small_clean, r
     assert_same_store(submitted, small_clean["out"])
 
 
-def _wait_job(url: str, headers: dict, job_id: str, timeout_s: float = 180) -> dict:
+def _wait_job(url: str, headers: dict, job_id: str, timeout_s: float = 600) -> dict:
     deadline = time.time() + timeout_s
     while True:
         info = requests.get(f"{url}/api/jobs/{job_id}", headers=headers, timeout=10).json()
