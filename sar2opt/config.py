@@ -170,6 +170,9 @@ class InferSpec:
     read_blocks: int = 8
     # Strips one actor works on at once (threads: one predicts, the others read or write).
     calls_per_actor: int = 3
+    # Custom Ray resources each actor requests, e.g. {infer_node: 1} with `ray start
+    # --resources='{"infer_node": 4}'` on the nodes meant for inference (CPU/GPU: the keys above).
+    actor_resources: dict[str, float] = field(default_factory=dict)
     # Hypotheses per tile = checkpoints x test-time flips (1-4); their spread is `uncertainty`.
     tta_flips: int = 2
     # Cloud-free composite: keep a clear S2 pixel within +-days of each S1 date (0 = off).
@@ -198,6 +201,13 @@ def _coerce(value: object, tp: object, where: str) -> object:
             return None
         non_none = [a for a in args if a is not type(None)]
         return _coerce(value, non_none[0], where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {
+            _coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}.{k}")
+            for k, v in value.items()
+        }
     if origin is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
@@ -377,6 +387,14 @@ def check_infer(spec: InferSpec) -> None:
     _positive(spec, "infer", "gpu_tiles_per_s", "s1_revisit_days", "s2_revisit_days")
     if not 1 <= spec.tta_flips <= MAX_TTA_FLIPS:
         raise ConfigError(f"infer.tta_flips must be in 1..{MAX_TTA_FLIPS}, got {spec.tta_flips}")
+    for name, amount in spec.actor_resources.items():
+        if not name or name in ("CPU", "GPU", "memory"):
+            raise ConfigError(
+                f"infer.actor_resources: {name!r} is not a custom resource name "
+                "(CPUs and GPUs: infer.cpus_per_actor, infer.gpus_per_actor)"
+            )
+        if not amount > 0:
+            raise ConfigError(f"infer.actor_resources.{name} must be > 0, got {amount}")
 
 
 def validate_config(cfg: Config) -> Config:

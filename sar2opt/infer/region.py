@@ -166,8 +166,9 @@ def fill_zone(
         finished = run_local(strips, job, make_predictor)
     else:
         pool = ActorPool(
-            spec.num_actors, spec.cpus_per_actor, spec.gpus_per_actor, spec.calls_per_actor
-        )
+            spec.num_actors, spec.cpus_per_actor, spec.gpus_per_actor, spec.calls_per_actor,
+            tuple(sorted(spec.actor_resources.items())),
+        )  # fmt: skip
         finished = run_ray(strips, job, make_predictor, pool)
     return drain(finished, ledger, total, progress), total
 

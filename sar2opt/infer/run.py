@@ -76,6 +76,7 @@ class ActorPool:
     cpus_per_actor: float = 0.5
     gpus_per_actor: float = 0.0
     calls_per_actor: int = 3  # strips one actor works on at once (threads)
+    resources: tuple[tuple[str, float], ...] = ()  # custom Ray resources per actor
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,8 +293,12 @@ class StripWorker:
     """
 
     def __init__(self, job: FillJob, make_predictor: Callable[[], Predict]) -> None:
+        import ray
+
         self.job = job
         self.predictor = make_predictor()
+        # where the strips were done: run_ray's per-node summary (the job's own record)
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done: list[BlockKey] = []
@@ -304,6 +309,7 @@ class StripWorker:
             "time": np.array([k[0] for k in done], dtype=object),
             "bi": np.array([k[1] for k in done], dtype=np.int64),
             "bj": np.array([k[2] for k in done], dtype=np.int64),
+            "node": np.array([self.node] * len(done), dtype=object),
         }
 
 
@@ -345,12 +351,18 @@ def run_ray(
         ),
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor or None,
+        **({"resources": dict(pool.resources)} if pool.resources else {}),
     )
+    by_node: dict[str, int] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for node in batch["node"]:
+            by_node[str(node)] = by_node.get(str(node), 0) + 1
         yield [
             (str(t), int(bi), int(bj))
             for t, bi, bj in zip(batch["time"], batch["bi"], batch["bj"], strict=True)
         ]
+    for node, n in sorted(by_node.items()):  # where the work ran (a lost node's share too)
+        print(f"ray: blocks done on node {node}: {n}", flush=True)
 
 
 def drain(

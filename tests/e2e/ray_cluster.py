@@ -80,7 +80,7 @@ def auth_headers(env: dict) -> dict:
 
 
 def wait_http(
-    url: str, proc: subprocess.Popen, log: Path, headers: dict, timeout_s: float = 120
+    url: str, proc: subprocess.Popen, log: Path, headers: dict, timeout_s: float = 600
 ) -> None:
     """Wait until ``url`` answers a GET with ``headers`` (our token) with 200.
 
@@ -115,6 +115,29 @@ def stop_node(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+def cluster_nodes(url: str, env: dict) -> list[dict]:
+    """The cluster's nodes as Ray's state API lists them (node_id, state, resources_total, ...),
+    asked with our token; [] while the dashboard cannot answer."""
+    import requests
+
+    try:
+        r = requests.get(f"{url}/api/v0/nodes", headers=auth_headers(env), timeout=10)
+    except requests.RequestException:
+        return []
+    if r.status_code != 200:
+        return []
+    return list(r.json()["data"]["result"]["result"])
+
+
+def alive_with(url: str, env: dict, resource: str) -> list[str]:
+    """Ids of the ALIVE nodes that offer ``resource``."""
+    return [
+        n["node_id"]
+        for n in cluster_nodes(url, env)
+        if n.get("state") == "ALIVE" and resource in (n.get("resources_total") or {})
+    ]
 
 
 def submit_cmd(url: str, script: str, args: list) -> list[str]:

@@ -1,33 +1,36 @@
 """jobs/monitor.py on the synthetic catalog: infer the first two S1 dates, monitor to the end,
 and the store equals a one-shot run over all four; a second monitor adds nothing; a run while
-another holds the store's lock is refused."""
+another holds the store's lock is refused; a monitor SIGKILLed mid-append is finished by the
+next one; of two monitors started at once, one works and the other is refused."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from tests.e2e.conftest import REPO, run_job, write_json
+from tests.e2e.conftest import (
+    PY,
+    REPO,
+    SMALL_AOI,
+    assert_same_store,
+    ledger_done,
+    one_error_line,
+    run_job,
+    wait_for,
+    write_json,
+)
 
 pytestmark = pytest.mark.slow
-
-# ~2.6 km square inside the synthetic scene: 2 x 2 blocks of 224 px, so the test stays short
-SMALL_AOI = {
-    "type": "Polygon",
-    "coordinates": [
-        [
-            [-55.012, -5.012],
-            [-54.988, -5.012],
-            [-54.988, -4.988],
-            [-55.012, -4.988],
-            [-55.012, -5.012],
-        ]
-    ],
-}
+UNTIL = "2023-08-31"
 
 
 def _infer(aoi, ckpt, url, out, end, *extra):
@@ -42,10 +45,12 @@ def _infer(aoi, ckpt, url, out, end, *extra):
     )
 
 
+def _monitor_cmd(aoi, ckpt, store, *extra) -> list:
+    return ["jobs/monitor.py", "--aoi", aoi, "--checkpoint", ckpt, "--store", store, *extra]
+
+
 def _monitor(aoi, ckpt, store, *extra):
-    return run_job(
-        ["jobs/monitor.py", "--aoi", aoi, "--checkpoint", ckpt, "--store", store, *extra]
-    )
+    return run_job(_monitor_cmd(aoi, ckpt, store, *extra))
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +62,15 @@ def runs(syn_catalog, tiny_ckpt, tmp_path_factory):
     r = _infer(aoi, tiny_ckpt, url, full, "2023-08-31")
     assert r.returncode == 0, r.stdout + r.stderr
     store = root / "mon.zarr"
-    r = _infer(aoi, tiny_ckpt, url, store, "2023-07-20")  # S1: 07-01 and 07-13
+    # S1: 07-01 and 07-13; one block per task, so a monitor on it can be stopped half-way
+    r = _infer(aoi, tiny_ckpt, url, store, "2023-07-20", "--set", "infer.read_blocks=1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(xr.open_zarr(store).time) == 2
-    first = _monitor(aoi, tiny_ckpt, store, "--until", "2023-08-31", "--executor", "local")
+    base = root / "base.zarr"  # the two-date store, for the tests that monitor it again
+    shutil.copytree(store, base)
+    first = _monitor(aoi, tiny_ckpt, store, "--until", UNTIL, "--executor", "local")
     assert first.returncode == 0, first.stdout + first.stderr
-    return {"aoi": aoi, "store": store, "full": full, "first": first}
+    return {"aoi": aoi, "store": store, "full": full, "first": first, "base": base}
 
 
 def test_monitor_appends_new_dates_equal_to_a_one_shot_run(runs) -> None:
@@ -137,3 +145,74 @@ def test_monitor_without_a_store_says_to_run_infer_region(runs, tiny_ckpt, tmp_p
     assert monitor.main(monitor.parse_args([*args, "--store", str(tmp_path / "none.zarr")])) == 2
     assert "jobs/infer_region.py" in _error_line(capsys)
     assert not (tmp_path / "none.zarr").exists()
+
+
+def _copy_base(runs, tmp_path):
+    store = tmp_path / "mon.zarr"
+    shutil.copytree(runs["base"], store)
+    return store
+
+
+def test_monitor_killed_mid_append_is_finished_by_the_next_run(runs, tiny_ckpt, tmp_path):
+    """SIGKILL jobs/monitor.py once it has written some blocks of the new time steps; the
+    same command again does only the missing blocks, and the store is bit-identical to the
+    uninterrupted monitor run's (every variable, the time axis, the S1 items)."""
+    store = _copy_base(runs, tmp_path)
+    before = len(ledger_done(store))
+    new = len(ledger_done(runs["store"])) - before  # blocks the monitor adds
+    cmd = _monitor_cmd(runs["aoi"], tiny_ckpt, store, "--until", UNTIL, "--executor", "local")
+    log = tmp_path / "run1.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(
+            [PY, *map(str, cmd)], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for("2 new blocks", lambda: len(ledger_done(store)) >= before + 2, proc, log=log)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = len(ledger_done(store)) - before
+    assert 2 <= killed_at < new, (killed_at, new, log.read_text()[-3000:])
+    attrs = xr.open_zarr(store).attrs
+    assert len(attrs["pending_times"]) == 2 and attrs["sar2opt_complete"] is False
+
+    r = run_job(cmd)  # the same command
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    wrote = [int(n) for n in re.findall(r"monitor: zone \S+ wrote (\d+) tiles", r.stdout)]
+    assert wrote == [new - killed_at], (wrote, r.stdout[-3000:])  # only the missing ones
+    assert_same_store(store, runs["store"])
+    done, want = xr.open_zarr(store).attrs, xr.open_zarr(runs["store"]).attrs
+    assert done["pending_times"] == [] and done["sar2opt_complete"] is True
+    assert done["s1_item_ids"] == want["s1_item_ids"]
+    assert done["times_iso"] == want["times_iso"]
+
+
+def test_two_monitors_started_at_once_one_works_one_is_refused(runs, tiny_ckpt, tmp_path):
+    """Two jobs/monitor.py processes on one store at the same moment: exactly one appends,
+    the other exits 2 with its one `error:` line, and the store is the single run's."""
+    store = _copy_base(runs, tmp_path)
+    cmd = _monitor_cmd(runs["aoi"], tiny_ckpt, store, "--until", UNTIL, "--executor", "local")
+    procs = [
+        subprocess.Popen(
+            [PY, *map(str, cmd)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=900)
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, 2], [(r.returncode, r.stdout[-1500:], r.stderr[-1500:]) for r in results]
+    ok, refused = sorted(results, key=lambda r: r.returncode)
+    assert "appended 2 time step(s), 4 in all" in ok.stdout
+    assert "another run is writing" in one_error_line(refused)
+    assert "Traceback" not in refused.stderr
+    assert_same_store(store, runs["store"])
+    assert xr.open_zarr(store).attrs["pending_times"] == []

@@ -56,6 +56,9 @@ BAD = [
     ("infer.num_actors=0", "infer.num_actors", ">= 1"),
     ("infer.gpus_per_actor=-1", "infer.gpus_per_actor", ">= 0"),
     ("infer.tta_flips=5", "infer.tta_flips", "1..4"),
+    ("infer.actor_resources={CPU: 1}", "infer.actor_resources", "not a custom resource"),
+    ("infer.actor_resources={infer_node: 0}", "infer.actor_resources.infer_node", "> 0"),
+    ("infer.actor_resources=[infer_node]", "infer.actor_resources", "mapping"),
 ]
 
 
@@ -83,6 +86,7 @@ GOOD = [
     "cube.tile_px=2048",
     "infer.tile_px=128",
     "infer.tta_flips=1",
+    "infer.actor_resources={infer_node: 0.5}",
 ]
 
 
