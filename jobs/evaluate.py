@@ -87,13 +87,13 @@ def _checkpoint(args: argparse.Namespace, scene) -> tuple[dict, object, list[str
 
 @jobkit.entry
 def main(args: argparse.Namespace) -> int:
+    args.out = jobkit.output_path(args, "evaluate")  # in the root; a user's folder is refused
     if not args.cube.exists():
         raise EvaluateError(f"cube not found: {args.cube}")
     if args.checkpoint is not None and not args.checkpoint.exists():
         raise EvaluateError(f"checkpoint not found: {args.checkpoint}")
     if not args.seeds:
         raise EvaluateError("need at least one seed")
-    args.out = jobkit.output_path(args, "evaluate")  # in the root; a user's folder is refused
     from sar2opt.evaluate.protocol import (
         BlockSplitSpec,
         load_scene,

@@ -197,11 +197,13 @@ def _chain(exc: BaseException):
         e = e.__cause__ or e.__context__
 
 
-def _environment_error(chain: list[BaseException]) -> Sar2OptError | None:
-    """A full disk or an unreadable catalog asset found in ``chain``, as a user error."""
+def _environment_error(chain: list[BaseException], out: object = None) -> Sar2OptError | None:
+    """A full disk or an unreadable catalog asset found in ``chain``, as a user error;
+    ``out``: the job's output, named when the failed write does not say which file."""
     for e in chain:
         if isinstance(e, OSError) and e.errno in _FULL:
-            where = f" writing {e.filename}" if e.filename else ""
+            file = e.filename or out
+            where = f" writing {file}" if file else ""
             return DiskFullError(f"{_FULL[e.errno]}{where}: free space or choose another --out")
     raster = [e for e in chain if type(e).__module__.startswith("rasterio")]
     if not raster:
@@ -215,14 +217,15 @@ def _environment_error(chain: list[BaseException]) -> Sar2OptError | None:
     return AssetReadError(f"cannot read a catalog asset: {first_line(raster[-1])}")
 
 
-def user_error(exc: BaseException) -> Sar2OptError | None:
-    """The Sar2OptError behind ``exc`` (also behind Ray's wrappers), or a full disk or an
-    unreadable catalog asset behind it, as one; None: a bug."""
+def user_error(exc: BaseException, out: object = None) -> Sar2OptError | None:
+    """The Sar2OptError behind ``exc`` (also behind Ray's wrappers), or a full disk (writing
+    ``out``, unless the error names its file) or an unreadable catalog asset behind it, as
+    one; None: a bug."""
     chain = list(_chain(exc))
     for e in chain:
         if isinstance(e, Sar2OptError):
             return e
-    return _environment_error(chain)
+    return _environment_error(chain, out)
 
 
 def _ray_up() -> bool:
@@ -240,7 +243,7 @@ def entry(main: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
             check_dates(args)  # first: a bad date must not wait for a catalog
             return main(args)
         except Exception as e:  # noqa: BLE001 - Ray wraps worker errors; unwrap the user's
-            err = user_error(e)
+            err = user_error(e, getattr(args, "out", None) or getattr(args, "store", None))
             if err is None:
                 raise
             print(f"error: {first_line(err)}", file=sys.stderr)
