@@ -55,8 +55,7 @@ def test_url_credentials_stay_out_of_the_config():
 
 
 def test_disk_full_is_a_user_error():
-    err = jobkit.user_error(RuntimeError("x").with_traceback(None))
-    assert err is None  # a plain bug keeps its traceback
+    assert jobkit.user_error(RuntimeError("x")) is None  # a plain bug keeps its traceback
     try:
         try:
             raise OSError(errno.ENOSPC, "No space left on device", "/out/x.zarr/c/0")
