@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from sar2opt.errors import ConfigError
+from sar2opt.errors import ConfigError, first_line
 
 # Choices of the specs' string fields. The modules that implement them import torch
 # (sar2opt.models, train.step, train.schedule, data.inputs), so the names live here, where
@@ -142,6 +142,9 @@ class TrainSpec:
     # CPUs each Train worker holds; 0 = auto (leave some for Ray Data's read tasks, which
     # otherwise starve on a small node). Fractions are fine.
     cpus_per_worker: float = 0.0
+    # Open each epoch's data stream while the previous epoch validates and saves (false: at
+    # the start of the epoch's training pass, which then waits Ray Data's start-up).
+    open_ahead: bool = True
     max_failures: int = 1  # worker-group restarts from the latest checkpoint before giving up
     # Ray Train storage (local path or s3://...); None = <out>/ray_results. A re-run with the
     # same storage_path and run_name resumes from the run's latest checkpoint.
@@ -394,7 +397,10 @@ def _set_path(data: dict, dotted: str, raw: str) -> None:
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {k} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:  # e.g. a Python tag: safe_load refuses it, say so in one line
+        raise ConfigError(f"override {dotted}: value is not valid YAML: {first_line(e)}") from None
 
 
 def load_config(

@@ -1,27 +1,40 @@
-"""Shared fixtures: where the real data lives, and a throw-away local Ray."""
+"""Shared fixtures (a short temp dir for Ray, markers and timeouts); shared helpers live in
+``tests/helpers``."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
-MULTIEARTH = SHARED_DATA / "multiearth_sample"
+from tests.helpers.data import REPO
 
-requires_shared_data = pytest.mark.skipif(
-    not MULTIEARTH.is_dir(), reason=f"real sample not found at {MULTIEARTH}"
-)
+SLOW_TIMEOUT_S = 1800  # a whole job end to end on a loaded 2-core machine; others: pyproject
+E2E = REPO / "tests" / "e2e"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` deselects
+def pytest_collection_modifyitems(items):
+    """Every test under tests/e2e/ runs whole jobs as processes: it is `slow` (`make test-fast`
+    leaves it out). `slow` tests get a longer pytest-timeout than pyproject's default; an
+    explicit `timeout` marker wins."""
+    for item in items:
+        if E2E in Path(item.path).parents and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
 
 
 @pytest.fixture(scope="session")
 def short_tmp():
-    """Ray's socket paths must stay short: a temp dir directly under /tmp."""
+    """Ray's socket paths must stay short: a temp dir directly under /tmp, for the Ray temp
+    dirs of the tests (``tempfile.mkdtemp(dir=short_tmp)``); removed with them at the end."""
     d = tempfile.mkdtemp(prefix="s2o-", dir="/tmp")
     yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -25,22 +25,36 @@ def pair_s1_s2(
 
 
 def composite_nearest_clear(
-    opt: np.ndarray, clear: np.ndarray, order: Sequence[int]
+    opt: np.ndarray,
+    clear: np.ndarray,
+    order: Sequence[int],
+    *,
+    out: np.ndarray | None = None,
+    ok: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per pixel, the first clear S2 observation in ``order`` (nearest in time first).
 
     opt (time, band, y, x), clear (time, y, x) boolean. Returns (composite (band, y, x) with
     NaN where no clear pixel, clear (y, x) boolean, source (y, x) int: index into ``opt``'s
-    time axis of the pixel used, -1 where none).
+    time axis of the pixel used, -1 where none). ``out`` and ``ok`` (optional) receive the
+    composite and the clear flag in place (e.g. slices of a cube block).
     """
     _, nb, h, w = opt.shape
-    out = np.full((nb, h, w), np.nan, dtype="float32")
+    if out is None:
+        out = np.empty((nb, h, w), dtype="float32")
+    out[...] = np.nan
+    taken = np.zeros((h, w), dtype=bool)
     source = np.full((h, w), -1, dtype="int16")
     for i in order:
-        take = clear[i] & (source < 0)
-        out[:, take] = opt[i][:, take]
-        source[take] = i
-    return out, source >= 0, source
+        take = clear[i] & ~taken
+        np.copyto(out, opt[i], where=take)
+        np.copyto(source, np.int16(i), where=take)
+        taken |= take
+        if taken.all():  # every pixel has its nearest clear observation
+            break
+    if ok is not None:
+        ok[...] = taken
+    return out, taken, source
 
 
 def pair_prior(

@@ -5,9 +5,11 @@ the clear S2 observations within ±``max_dt_days`` (nearest first), so training 
 clear pixel near the radar date instead of one whole, often cloudy, image.
 
 ``search_inputs`` fixes the time axis and the items once; ``assemble`` turns them into pixels
-on any grid. ``build_cube`` runs both on the AOI's grid in memory; the tiled builder
-(``sar2opt.cube.tiled_build``) runs ``assemble`` per tile with the items that meet it, so a
-tile holds exactly the pixels ``build_cube`` gives for the same window.
+on any grid: ``load_pixels`` reads them (a stackstac graph, or the windowed COG reader of
+``window_load``: the same values), ``compose`` cleans and pairs them. ``build_cube`` runs both
+on the AOI's grid in memory through stackstac; the tiled builder (``sar2opt.cube.tiled_build``)
+runs them per tile with the items that meet it, through the windowed reader, so a tile holds
+exactly the pixels ``build_cube`` gives for the same window.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sar2opt.config import CatalogSpec, CubeSpec, config_to_dict
 from sar2opt.cube.align import composite_nearest_clear, pair_prior, pair_s1_s2
 from sar2opt.cube.clean import cloud_shadow_mask
 from sar2opt.cube.load import group_acquisitions, load_dem, load_optical, load_sar
+from sar2opt.cube.window_load import read_dem, read_optical, read_sar_step
 from sar2opt.errors import CatalogError
 from sar2opt.grid import GridSpec
 from sar2opt.profiles import profile_for, require_geocoded
@@ -129,54 +132,115 @@ def pairing(inputs: CubeInputs, spec: CubeSpec) -> tuple[list[list[int]], list[l
     return pairs, priors
 
 
-def assemble(
+#: How ``assemble`` reads pixels: a stackstac graph and one dask run (lazy loading, the
+#: in-memory ``build_cube``), or the windowed COG reader with no dask (``window_load``, the
+#: tiled build). Both give the same values.
+READERS = ("stackstac", "windows")
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """The inputs of one grid, loaded and in physical units, before cleaning and pairing.
+
+    ``sar`` (time, band, y, x) dB, NaN where a step has no frame; ``opt`` (S2 item, band, y, x)
+    reflectance or ``None`` without S2 items; ``dem`` (y, x) metres or ``None`` without a DEM.
+    """
+
+    sar: np.ndarray
+    opt: np.ndarray | None
+    dem: np.ndarray | None
+
+
+def load_pixels(
     grid: GridSpec,
+    inputs: CubeInputs,
+    *,
+    catalog: CatalogSpec,
+    spec: CubeSpec,
+    reader: str = "stackstac",
+) -> Pixels:
+    """Read ``inputs`` onto ``grid`` (no cleaning): the I/O half of ``assemble``."""
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
+    s1_profile = profile_for(catalog.stac_url, catalog.s1_collection)
+    s2_profile = profile_for(catalog.stac_url, catalog.s2_collection)
+    nt, (h, w) = len(inputs.times), grid.shape
+    sar = np.full((nt, len(catalog.sar_bands), h, w), np.nan, dtype="float32")
+    opt = None
+    if reader == "windows":
+        for t, g in enumerate(inputs.s1_groups):
+            if g:
+                sar[t] = read_sar_step(list(g), grid, catalog.sar_bands, s1_profile)
+        if inputs.s2_items:
+            opt = read_optical(list(inputs.s2_items), grid, catalog.opt_bands, s2_profile)
+    else:
+        import dask
+
+        lazy = {
+            t: load_sar(
+                list(g), grid, catalog.sar_bands, chunk_px=spec.chunk_px, profile=s1_profile
+            ).isel(time=0)
+            for t, g in enumerate(inputs.s1_groups)
+            if g
+        }
+        opt_lazy = (
+            load_optical(
+                list(inputs.s2_items),
+                grid,
+                catalog.opt_bands,
+                chunk_px=spec.chunk_px,
+                profile=s2_profile,
+            ).data
+            if inputs.s2_items
+            else None
+        )
+        # one dask run for every read of the grid: the threads overlap S1 and S2 I/O
+        *sar_steps, opt = dask.compute(*[a.data for a in lazy.values()], opt_lazy)
+        for t, arr in zip(lazy, sar_steps, strict=True):
+            sar[t] = arr
+    dem = None
+    if catalog.dem_collection:
+        dem_profile = profile_for(catalog.stac_url, catalog.dem_collection)
+        if not inputs.dem_items:  # a tile beyond every DEM item
+            dem = np.full((h, w), np.nan, dtype="float32")
+        elif reader == "windows":
+            dem = read_dem(list(inputs.dem_items), grid, dem_profile)
+        else:
+            dem = load_dem(
+                list(inputs.dem_items), grid, chunk_px=spec.chunk_px, profile=dem_profile
+            )
+    return Pixels(sar, opt, dem)
+
+
+def compose(
+    pixels: Pixels,
     inputs: CubeInputs,
     *,
     catalog: CatalogSpec,
     spec: CubeSpec,
     log=print,
 ) -> np.ndarray:
-    """Load, clean and pair ``inputs`` on ``grid``: float32 (time, band, y, x) in ``cube_bands``
-    order. Pure in its pixels: the same window of a larger grid gives the same values."""
-    import dask
+    """Clean and pair loaded pixels: float32 (time, band, y, x) in ``cube_bands`` order.
 
-    s1_profile = profile_for(catalog.stac_url, catalog.s1_collection)
-    s2_profile = profile_for(catalog.stac_url, catalog.s2_collection)
-    nt, (h, w) = len(inputs.times), grid.shape
-    n_sar, n_opt = len(catalog.sar_bands), len(catalog.opt_bands)
-
-    sar_out = np.full((nt, n_sar, h, w), np.nan, dtype="float32")
-    lazy = {
-        t: load_sar(
-            list(g), grid, catalog.sar_bands, chunk_px=spec.chunk_px, profile=s1_profile
-        ).isel(time=0)
-        for t, g in enumerate(inputs.s1_groups)
-        if g
-    }
-    opt_lazy = (
-        load_optical(
-            list(inputs.s2_items),
-            grid,
-            catalog.opt_bands,
-            chunk_px=spec.chunk_px,
-            profile=s2_profile,
-        ).data
-        if inputs.s2_items
-        else None
+    ``log=None`` skips the per-date statistics (tiles of a batch build)."""
+    nt, n_sar, h, w = pixels.sar.shape
+    n_opt = len(catalog.opt_bands)
+    bands = cube_bands(catalog, spec)
+    out = np.empty((nt, len(bands), h, w), dtype="float32")
+    out[:, :n_sar] = pixels.sar
+    opt_out = out[:, n_sar : n_sar + n_opt]
+    clear_out = out[:, n_sar + n_opt]
+    opt_out[:] = np.nan
+    clear_out[:] = 0
+    prior_out = (
+        out[:, bands.index(PRIOR_PREFIX + catalog.opt_bands[0]) :] if spec.prior_days > 0 else None
     )
-    # one dask run for every read of the grid: the threads overlap S1 and S2 I/O
-    *sar_steps, opt_values = dask.compute(*[a.data for a in lazy.values()], opt_lazy)
-    for t, arr in zip(lazy, sar_steps, strict=True):
-        sar_out[t] = arr
-
-    opt_out = np.full((nt, n_opt, h, w), np.nan, dtype="float32")
-    clear_out = np.zeros((nt, h, w), dtype="float32")
-    prior_out = np.full((nt, n_opt, h, w), np.nan, dtype="float32")
+    if prior_out is not None:
+        prior_out[:] = np.nan
     pairs, priors = pairing(inputs, spec)
-    if opt_values is not None:
+    if pixels.opt is not None:
         flagged = cloud_shadow_mask(
-            opt_values,
+            pixels.opt,
             catalog.opt_bands,
             cloud_brightness=spec.cloud_brightness,
             cloud_whiteness=spec.cloud_whiteness,
@@ -184,35 +248,42 @@ def assemble(
             dilate_px=spec.cloud_dilate_px,
         )
         clear = ~flagged
-        for i, s2_frac in enumerate(clear.mean(axis=(1, 2))):
-            log(f"  S2 {inputs.s2_items[i]['id']}: {100 * s2_frac:.0f}% clear")
+        if log is not None:
+            for i, s2_frac in enumerate(clear.mean(axis=(1, 2))):
+                log(f"  S2 {inputs.s2_items[i]['id']}: {100 * s2_frac:.0f}% clear")
         for t, order in enumerate(pairs):
-            comp, ok, _ = composite_nearest_clear(opt_values, clear, order)
-            opt_out[t] = comp
-            clear_out[t] = ok
+            composite_nearest_clear(pixels.opt, clear, order, out=opt_out[t], ok=clear_out[t])
         for t, order in enumerate(priors):
             if order:
-                prior_out[t] = composite_nearest_clear(opt_values, clear, order)[0]
-    for t in range(nt):
-        log(
-            f"  S1 {inputs.times[t][:10]}: {len(pairs[t])} S2 within "
-            f"±{spec.max_dt_days:g} d, {100 * clear_out[t].mean():.0f}% clear pixels"
-        )
-
-    parts = [sar_out, opt_out, clear_out[:, None]]
-    if catalog.dem_collection:
-        dem_profile = profile_for(catalog.stac_url, catalog.dem_collection)
-        if inputs.dem_items:
-            dem = load_dem(
-                list(inputs.dem_items), grid, chunk_px=spec.chunk_px, profile=dem_profile
+                composite_nearest_clear(pixels.opt, clear, order, out=prior_out[t])
+    if log is not None:
+        for t in range(nt):
+            log(
+                f"  S1 {inputs.times[t][:10]}: {len(pairs[t])} S2 within "
+                f"±{spec.max_dt_days:g} d, {100 * clear_out[t].mean():.0f}% clear pixels"
             )
+    if catalog.dem_collection:
+        if log is not None and inputs.dem_items:
+            dem = pixels.dem
             log(f"DEM: {len(inputs.dem_items)} items, {np.nanmin(dem):.0f}..{np.nanmax(dem):.0f} m")
-        else:  # a tile beyond every DEM item
-            dem = np.full((h, w), np.nan, dtype="float32")
-        parts.append(np.broadcast_to(dem, (nt, 1, h, w)))
-    if spec.prior_days > 0:
-        parts.append(prior_out)
-    return np.concatenate(parts, axis=1).astype("float32", copy=False)
+        out[:, bands.index(DEM_BAND)] = pixels.dem
+    return out
+
+
+def assemble(
+    grid: GridSpec,
+    inputs: CubeInputs,
+    *,
+    catalog: CatalogSpec,
+    spec: CubeSpec,
+    log=print,
+    reader: str = "stackstac",
+) -> np.ndarray:
+    """Load, clean and pair ``inputs`` on ``grid``: float32 (time, band, y, x) in ``cube_bands``
+    order. Pure in its pixels: the same window of a larger grid gives the same values, and
+    either ``reader`` gives the same values."""
+    pixels = load_pixels(grid, inputs, catalog=catalog, spec=spec, reader=reader)
+    return compose(pixels, inputs, catalog=catalog, spec=spec, log=log)
 
 
 def cube_attrs(

@@ -8,6 +8,7 @@ are very dark. Thresholds come from ``CubeSpec`` and were checked on the real sa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import reduce
 
 import numpy as np
 
@@ -33,17 +34,27 @@ def cloud_shadow_mask(
     idx = [list(bands).index(b) for b in VISIBLE if b in bands]
     if len(idx) < 2:
         raise ValueError(f"cloud test needs at least two of {VISIBLE}, got {list(bands)}")
-    vis = np.take(opt, idx, axis=-3)
-    nodata = np.isnan(opt).any(axis=-3)
-    vis = np.where(np.isnan(vis), 0.0, vis)
-    brightness = vis.mean(axis=-3)
-    whiteness = vis.min(axis=-3) / np.maximum(vis.max(axis=-3), 1e-6)
-    cloud = (brightness > cloud_brightness) & (whiteness > cloud_whiteness)
-    shadow = brightness < shadow_brightness
-    flagged = cloud | shadow
+    # one image at a time, band by band: the same float32 operations as on the whole stack
+    # (sum in band order, then / count; min/max exact), without stack-sized temporaries
+    *lead, nb, h, w = opt.shape
+    images = opt.reshape(-1, nb, h, w)
+    flagged = np.empty((len(images), h, w), dtype=bool)
+    nodata = np.empty((len(images), h, w), dtype=bool)
+    for k, img in enumerate(images):
+        nan = np.isnan(img)
+        nodata[k] = nan.any(axis=0)
+        vis = [np.where(nan[i], 0.0, img[i]) for i in idx]
+        total = vis[0] + vis[1]
+        for v in vis[2:]:
+            total += v
+        brightness = total / np.float32(len(vis))
+        lo, hi = reduce(np.minimum, vis), reduce(np.maximum, vis)
+        whiteness = lo / np.maximum(hi, 1e-6)
+        cloud = (brightness > cloud_brightness) & (whiteness > cloud_whiteness)
+        flagged[k] = cloud | (brightness < shadow_brightness)
     if dilate_px > 0:
         flagged = dilate(flagged, dilate_px)
-    return flagged | nodata
+    return (flagged | nodata).reshape(*lead, h, w)
 
 
 # ---------------------------------------------------------------------------------------------

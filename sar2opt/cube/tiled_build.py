@@ -6,7 +6,9 @@
    no frame of a pass covers is NaN there).
 3. Create each zone's store: metadata, coordinates and attrs, an all-NaN ``cube``.
 4. One ``TileTask`` per tile (a frozen dataclass naming its window and the indices of the
-   items that meet it) runs ``build.assemble`` and writes its own chunks, then a marker
+   items that meet it) reads its pixels through the windowed COG reader (``window_load``:
+   no dask graph per tile), cleans and pairs them (``build.compose``: what ``build_cube``
+   does on the whole grid) and writes its own chunks, then a marker
    ``_tiles/<row>_<col>`` (after its data). A re-run skips marked tiles.
 5. When all tiles of a zone are marked, its attrs say ``build.status = complete``.
 
@@ -26,6 +28,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,11 +40,13 @@ from sar2opt.config import CatalogSpec, CubeSpec, config_to_dict
 from sar2opt.cube.build import (
     CubeInputs,
     CubeQuery,
-    assemble,
+    Pixels,
+    compose,
     cube_attrs,
     cube_bands,
     cube_dataarray,
     inputs_from_items,
+    load_pixels,
     search_inputs,
 )
 from sar2opt.cube.tiles import ZonePlan, plan_zones
@@ -52,6 +57,9 @@ from sar2opt.zones import Window
 TILE_DIR = "_tiles"
 ZONES_FILE = "zones.json"
 INCOMPLETE, COMPLETE = "incomplete", "complete"
+#: Tiles read through the windowed COG reader (no dask graph per tile); "stackstac" reads
+#: the same values the way ``build_cube`` does (kept for comparison, ``bench_cube.py``).
+DEFAULT_READER = "windows"
 
 
 class OutputExistsError(Sar2OptError):
@@ -294,23 +302,49 @@ class TileResult:
     seconds: float
 
 
-def run_tile(
-    task: TileTask, inputs: CubeInputs, catalog: CatalogSpec, spec: CubeSpec
-) -> TileResult:
-    """Load, clean and pair one tile (with its halo), crop it and write it: one unit of work."""
-    t0 = time.perf_counter()
-    data = assemble(
+def load_tile(
+    task: TileTask, inputs: CubeInputs, catalog: CatalogSpec, spec: CubeSpec, reader: str
+) -> Pixels:
+    """Read one tile's inputs (with its halo): the I/O half of a tile."""
+    return load_pixels(
         task.grid.subgrid(*task.read),
         task_inputs(task, inputs),
         catalog=catalog,
         spec=spec,
-        log=lambda *_: None,
+        reader=reader,
     )
+
+
+def finish_tile(
+    task: TileTask, inputs: CubeInputs, pixels: Pixels, catalog: CatalogSpec, spec: CubeSpec
+) -> int:
+    """Clean and pair a loaded tile, crop its halo and write it; returns the bytes written."""
+    data = compose(pixels, task_inputs(task, inputs), catalog=catalog, spec=spec, log=None)
     r0, c0, h, w = task.window
     dr, dc = r0 - task.read[0], c0 - task.read[1]
     block = np.ascontiguousarray(data[:, :, dr : dr + h, dc : dc + w])
     write_tile(task, block)
-    return TileResult(task.zone, task.key, block.nbytes, time.perf_counter() - t0)
+    return block.nbytes
+
+
+def run_tile(
+    task: TileTask,
+    inputs: CubeInputs,
+    catalog: CatalogSpec,
+    spec: CubeSpec,
+    reader: str = DEFAULT_READER,
+    pixels: Future | None = None,
+) -> TileResult:
+    """Load, clean and pair one tile (with its halo), crop it and write it: one unit of work.
+
+    ``pixels``: the tile's inputs being read already (a future of ``load_tile``: the serial
+    runner reads the next tile while this one is cleaned and written)."""
+    t0 = time.perf_counter()
+    loaded = pixels.result() if pixels is not None else None
+    if loaded is None:
+        loaded = load_tile(task, inputs, catalog, spec, reader)
+    nbytes = finish_tile(task, inputs, loaded, catalog, spec)
+    return TileResult(task.zone, task.key, nbytes, time.perf_counter() - t0)
 
 
 class Progress:
@@ -341,9 +375,28 @@ def run_serial(
     catalog: CatalogSpec,
     spec: CubeSpec,
     progress: Progress,
+    reader: str = DEFAULT_READER,
 ) -> None:
-    for task in tasks:
-        progress.tick(run_tile(task, inputs[task.zone], catalog, spec))
+    """Tiles in order, in this process; the next tile is read in a thread while this one is
+    cleaned, paired and written (GDAL's decoding and Zarr's compression release the GIL)."""
+    if not tasks:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-read") as pool:
+
+        def read_ahead(t: TileTask) -> Future:
+            return pool.submit(load_tile, t, inputs[t.zone], catalog, spec, reader)
+
+        ahead = read_ahead(tasks[0])
+        for i, task in enumerate(tasks):
+            current = ahead
+            ahead = read_ahead(tasks[i + 1]) if i + 1 < len(tasks) else None
+            try:
+                progress.tick(run_tile(task, inputs[task.zone], catalog, spec, reader, current))
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                raise
+            del current
 
 
 def run_ray(
@@ -352,6 +405,7 @@ def run_ray(
     catalog: CatalogSpec,
     spec: CubeSpec,
     progress: Progress,
+    reader: str = DEFAULT_READER,
 ) -> None:
     """Ray tasks of ``cpus_per_tile`` CPUs each; zone inputs go to the object store once;
     at most two tasks per schedulable slot are in flight so the driver stays small."""
@@ -366,7 +420,7 @@ def run_ray(
     while queue or pending:
         while queue and len(pending) < limit:
             t = queue.pop(0)
-            pending.append(remote.remote(t, refs[t.zone], catalog, spec))
+            pending.append(remote.remote(t, refs[t.zone], catalog, spec, reader))
         ready, pending = ray.wait(pending, num_returns=1)
         progress.tick(ray.get(ready[0]))
 
@@ -428,10 +482,12 @@ def build_tiled(
     out: str | Path,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
+    reader: str = DEFAULT_READER,
 ) -> BuildResult:
     """Build (or resume) the cube of ``aoi`` into ``out``, tile by tile.
 
     Tiles run as Ray tasks when Ray is initialised, else one after another in this process.
+    ``reader`` (``build.READERS``) is how tiles read pixels; both give the same cube.
     An incomplete ``out`` from the same request is resumed (marked tiles are skipped); one
     from another request, or a complete one, is refused unless ``overwrite``.
     """
@@ -498,7 +554,7 @@ def build_tiled(
     progress = Progress(total, total - len(tasks), log)
     zone_in = {b.plan.zone.name: b.inputs for b in builds}
     runner = run_ray if ray_is_initialized() else run_serial
-    runner(tasks, zone_in, catalog, spec, progress)
+    runner(tasks, zone_in, catalog, spec, progress, reader)
 
     for b in builds:
         if store_status(b.store) != COMPLETE:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 from shapely.geometry.base import BaseGeometry
 
-from sar2opt.config import CubeSpec
-from sar2opt.errors import ConfigError
+from sar2opt.config import CubeSpec, check_cube
 from sar2opt.zones import Lattice, ZonePart, blocks_meeting, split_zones, to_grid_crs
 
 
@@ -34,20 +33,9 @@ class ZonePlan:
         )
 
 
-def check_tiling(spec: CubeSpec) -> None:
-    """Tiles must own whole chunks: ``tile_px`` a positive multiple of ``chunk_px``."""
-    if spec.chunk_px <= 0 or spec.tile_px <= 0 or spec.tile_px % spec.chunk_px:
-        raise ConfigError(
-            f"cube.tile_px ({spec.tile_px}) must be a positive multiple of cube.chunk_px "
-            f"({spec.chunk_px}) so that no two tiles write one Zarr chunk"
-        )
-    if spec.cpus_per_tile <= 0:
-        raise ConfigError(f"cube.cpus_per_tile must be > 0, got {spec.cpus_per_tile}")
-
-
 def plan_zones(aoi: BaseGeometry, spec: CubeSpec) -> list[ZonePlan]:
     """Zones, grids and tiles of a build, from the AOI and the cube spec alone."""
-    check_tiling(spec)
+    check_cube(spec)  # a spec built in code skips load_config's checks
     plans = []
     for zone in split_zones(aoi, spec.res_m, spec.epsg):
         lattice = Lattice(zone.grid, spec.tile_px)

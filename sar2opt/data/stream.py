@@ -21,6 +21,11 @@ dict, computed once over the train split and stored with the checkpoint.
 
 Data tasks ask for a fraction of a CPU (``num_cpus``): Train workers hold whole CPUs, and on
 a small machine whole-CPU read tasks would never be scheduled.
+
+Every epoch re-executes the dataset: a seeded train stream takes its index blocks (groups of
+neighbouring patches) in a new order each epoch. A split small enough for the object store
+(:func:`cache_split`, bounded by a byte budget) is read once and then served from memory in a
+new block order each epoch; a larger one keeps streaming from the store.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ AUX_KEYS = ("prior", "dem")  # extra inputs, in the cube-band order the reader u
 WINDOW_FACTOR = 4.0  # read one bounding window per date when <= this x the patches' area
 BATCHES_PER_BLOCK = 4  # read batches per Ray block of index rows: parallelism vs. overhead
 STATS_BATCH = 64  # patches read per step by norm_stats
+CACHE_BLOCK_ROWS = 16  # patches per block of a cached split: the unit of per-epoch reordering
 
 
 def _store_array(cube_path: str | Path) -> tuple[object, list[str]]:
@@ -302,7 +308,9 @@ def patch_dataset(
 ) -> ray.data.Dataset:
     """A streaming Ray Dataset of normalised patches for the rows of ``index`` (module doc).
 
-    Pass one split's rows. The dataset holds index rows only (time, row, col); the patches are
+    Pass one split's rows. With ``shuffle_seed`` the read groups are shuffled once
+    (:func:`stream_order`) and their blocks reordered at every execution (epoch). The
+    dataset holds index rows only (time, row, col); the patches are
     read by ``map_batches`` tasks of ``num_cpus`` CPUs, ``rows_per_read`` patches per read.
     Row order across tasks is not preserved unless the DataContext asks for it. Read tasks
     in flight are capped by the free CPUs / ``num_cpus`` and by ``concurrency`` when given:
@@ -320,7 +328,10 @@ def patch_dataset(
     rows = index[["time", "row", "col"]].iloc[order].reset_index(drop=True).astype(np.int64)
     step = rows_per_read * BATCHES_PER_BLOCK
     dfs = [rows.iloc[i : i + step] for i in range(0, len(rows), step)]
-    return ray.data.from_pandas(dfs).map_batches(
+    ds = ray.data.from_pandas(dfs)
+    if shuffle_seed is not None:
+        ds = epoch_block_order(ds, shuffle_seed)
+    return ds.map_batches(
         _read_batch,
         batch_size=rows_per_read,
         batch_format="numpy",
@@ -336,3 +347,28 @@ def patch_dataset(
             "patch_px": int(patch_px),
         },
     )
+
+
+def epoch_block_order(ds: ray.data.Dataset, seed: int) -> ray.data.Dataset:
+    """``ds`` with its blocks in a new order at every execution (each epoch), reproducible
+    from ``seed`` (Ray reseeds with the execution index)."""
+    from ray.data import RandomSeedConfig
+
+    return ds.randomize_block_order(seed=RandomSeedConfig(seed=seed, reseed_after_execution=True))
+
+
+def patch_bytes(n_channels: int, patch_px: int) -> int:
+    """Bytes of one float32 patch of ``n_channels`` (sar, opt, mask and aux together)."""
+    return 4 * n_channels * patch_px * patch_px
+
+
+def cache_split(ds: ray.data.Dataset, shuffle_seed: int | None) -> ray.data.Dataset:
+    """The split read once into the object store: the caller checks that it fits.
+
+    Opening a streamed epoch costs Ray Data a new pass over the Zarr store (read tasks,
+    ~1.5 s on a small split); a cached one only hands out blocks. The cache is cut into
+    blocks of ``CACHE_BLOCK_ROWS`` patches, reordered every epoch when ``shuffle_seed`` is
+    given (the loop's local shuffle buffer then mixes rows across blocks).
+    """
+    cached = ds.repartition(target_num_rows_per_block=CACHE_BLOCK_ROWS).materialize()
+    return cached if shuffle_seed is None else epoch_block_order(cached, shuffle_seed)

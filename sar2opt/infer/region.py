@@ -20,7 +20,7 @@ from pathlib import Path
 
 from shapely.geometry.base import BaseGeometry
 
-from sar2opt.config import Config, InferSpec, config_to_dict
+from sar2opt.config import Config, check_infer, config_to_dict
 from sar2opt.errors import CatalogError, ConfigError, first_line
 from sar2opt.infer import store as st
 from sar2opt.infer.ledger import StoreLock, TileLedger
@@ -53,25 +53,6 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def check_infer_spec(spec: InferSpec) -> None:
-    """Reject tiling/actor settings that would crash or hang deep inside Ray."""
-    from sar2opt.infer.tiles import MULTIPLE
-
-    if spec.tile_px <= 0 or spec.tile_px % MULTIPLE:
-        raise ConfigError(
-            f"infer.tile_px must be a positive multiple of {MULTIPLE}, got {spec.tile_px}"
-        )
-    if not 0 <= spec.overlap_px < spec.tile_px:
-        raise ConfigError(f"infer.overlap_px must be in [0, tile_px), got {spec.overlap_px}")
-    if min(spec.batch_size, spec.num_actors, spec.read_blocks, spec.calls_per_actor) < 1:
-        raise ConfigError(
-            "infer.batch_size, infer.num_actors, infer.read_blocks and infer.calls_per_actor "
-            "must be >= 1"
-        )
-    if spec.cpus_per_actor < 0 or spec.gpus_per_actor < 0:
-        raise ConfigError("infer.cpus_per_actor and infer.gpus_per_actor must be >= 0")
-
-
 def check_bands(cfg: Config, models: Models) -> None:
     """The checkpoints read SAR bands the catalog config gives and, with the S2 composite on,
     predict optical bands it gives: else every block would fail (fail before any output)."""
@@ -102,7 +83,7 @@ class Region:
         """Check the settings, read the AOI and the checkpoints' metadata (fail fast)."""
         from sar2opt.aoi import load_aoi
 
-        check_infer_spec(cfg.infer)
+        check_infer(cfg.infer)  # configs read back from a store skip load_config's checks
         aoi = load_aoi(aoi_path)
         models = load_models(checkpoints)
         check_bands(cfg, models)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 
+from sar2opt.config import INFER_TILE_MULTIPLE
+
 #: Tile sizes (``infer.tile_px``) must be multiples of this: the demo U-Net down-samples 5 times.
-MULTIPLE = 32
+MULTIPLE = INFER_TILE_MULTIPLE  # defined once, with the config check that enforces it
 
 
 def round_up(n: int, multiple: int = MULTIPLE) -> int:

@@ -3,9 +3,11 @@
 Runs on every worker of a ``TorchTrainer``, configured by one typed :class:`WorkerConfig`.
 In order: :func:`join_group`, :func:`build_nets`, :func:`restore`, :func:`make_optimisers`,
 then per epoch :func:`set_lr`, :func:`train_epoch`, :func:`validate`,
-:func:`epoch_metrics` and :func:`save`. G and D are wrapped in DDP by
-``prepare_model``; per-epoch losses and validation sums are all-reduced so every worker sees
-the same global numbers and takes the same early-stopping decision. Rank 0 alone writes the
+:func:`epoch_metrics` and :func:`save`. A :class:`TrainFeed` opens each epoch's data stream
+while the previous epoch validates and saves, so Ray Data's start-up is off the training
+pass. G and D are wrapped in DDP by ``prepare_model``; per-epoch losses and validation sums
+are all-reduced so every worker sees the same global numbers and takes the same
+early-stopping decision. Rank 0 alone writes the
 checkpoint (model.pt + train_state.pt), metrics.csv and TensorBoard events; every worker
 calls ``ray.train.report`` (it is a barrier).
 
@@ -22,7 +24,9 @@ import csv
 import logging
 import math
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +53,13 @@ KEYS = ("sar", "opt", "mask")
 #: One row per epoch in metrics.csv (the run's and the job's), in this order.
 METRIC_COLUMNS = (
     "epoch", "lr", *LOSS_KEYS, "val_l1", "val_mae_refl", "val_psnr_db", "val_ssim",
-    "best_epoch", "samples_per_s", "data_frac", "data_frac_steady", "epoch_s", "world_size",
+    "best_epoch", "samples_per_s", "data_frac", "data_frac_steady", "stream_open_s", "epoch_s",
+    "world_size",
 )  # fmt: skip
 METRICS_FILE = "metrics.csv"
 TB_DIR = "tensorboard"
+PREFETCH_BATCHES = 4  # read ahead while the step runs: data out of step time
+SHUFFLE_BUFFER_BATCHES = 16  # local shuffle buffer, in batches: mixes read groups of neighbours
 
 
 def batch_keys(input_set: str) -> tuple[str, ...]:
@@ -302,30 +309,93 @@ def set_lr(nets: Nets, wc: WorkerConfig, epoch: int) -> float:
     return lr
 
 
+def epoch_rng(seed: int, rank: int, epoch: int) -> tuple[np.random.Generator, int]:
+    """The epoch's augmentation generator of (seed, rank, epoch) and the local shuffle seed,
+    the generator's first draw (so a resumed run repeats both)."""
+    rng = np.random.default_rng([int(seed), rank, epoch])
+    return rng, int(rng.integers(2**31))
+
+
+class TrainFeed:
+    """This worker's training batches, epoch after epoch, each epoch's stream opened ahead.
+
+    Opening an epoch's stream is Ray Data's fixed cost (~1.5 s here, on any split size): the
+    split coordinator waits for every worker, builds a new executor, schedules the first read
+    tasks, and the local shuffle buffer fills before the first batch. :meth:`open` does that
+    in a background thread and pulls the epoch's first batch, so it overlaps the work before
+    the epoch (validation, all-reduce, checkpoint; model set-up for the first epoch);
+    :meth:`batches` then hands the stream over. The data still streams: what is held ahead is
+    one epoch's shuffle buffer and prefetched batches, as during the epoch. Each epoch is a
+    fresh pass of ``streaming_split``, so every patch comes once per epoch across workers,
+    in an order shuffled by the epoch's seed.
+    """
+
+    def __init__(self, shard: object, batch_size: int, device: torch.device, seed: int, rank: int):
+        self.shard, self.batch_size, self.device = shard, batch_size, device
+        self.seed, self.rank = seed, rank
+        self._pending: tuple[int, threading.Thread, dict] | None = None
+        self.open_s = 0.0  # the last epoch's stream start-up, from open() to its first batch
+
+    def _first_batch(self, epoch: int, box: dict) -> None:
+        t0 = time.perf_counter()
+        try:
+            _, shuffle_seed = epoch_rng(self.seed, self.rank, epoch)
+            # drop_last: every worker holds the same row count (equal split), so the same
+            # number of batches -> DDP collectives stay in step; and no batch of 1 for BatchNorm.
+            it = iter(
+                self.shard.iter_torch_batches(
+                    batch_size=self.batch_size,
+                    dtypes=torch.float32,
+                    device=self.device,
+                    drop_last=True,
+                    prefetch_batches=PREFETCH_BATCHES,
+                    local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * self.batch_size,
+                    local_shuffle_seed=shuffle_seed,
+                )
+            )
+            box["first"], box["it"] = next(it, None), it
+        except BaseException as e:  # noqa: BLE001 - re-raised by batches() in the loop's thread
+            box["error"] = e
+        box["open_s"] = time.perf_counter() - t0
+
+    def open(self, epoch: int) -> None:
+        """Start opening ``epoch``'s stream in the background (every worker must, as with
+        iteration: the split coordinator starts an epoch when all have asked)."""
+        box: dict = {}
+        th = threading.Thread(
+            target=self._first_batch, args=(epoch, box), name=f"train-feed-{epoch}", daemon=True
+        )
+        th.start()
+        self._pending = (epoch, th, box)
+
+    def batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """``epoch``'s batches (opened now unless :meth:`open` already did)."""
+        if self._pending is None or self._pending[0] != epoch:
+            self.open(epoch)
+        _, th, box = self._pending
+        self._pending = None
+        th.join()
+        self.open_s = box["open_s"]
+        if "error" in box:
+            raise box["error"]
+        if box["first"] is None:
+            return
+        yield box["first"]
+        yield from box["it"]
+
+
 def train_epoch(
-    wc: WorkerConfig, w: Worker, nets: Nets, shard: object, epoch: int, step: int
+    wc: WorkerConfig, w: Worker, nets: Nets, feed: TrainFeed, epoch: int, step: int
 ) -> tuple[dict[str, float], int]:
     """One pass over this worker's shard: augment, ``gan_step``. Returns the loss sums, the
-    sample count ``n``, the time spent waiting for batches (``wait_s``, ``first_wait_s``:
-    the epoch's pipeline start-up) and ``train_s``; and the step count after the epoch."""
+    sample count ``n``, the time spent waiting for batches (``wait_s``; ``first_wait_s``: the
+    part of the stream's start-up that :class:`TrainFeed` did not hide), ``stream_open_s``
+    (that start-up, overlapped or not) and ``train_s``; and the step count after the epoch."""
     t0 = time.perf_counter()
-    rng = np.random.default_rng([int(wc.config.train.seed), w.rank, epoch])
+    rng, _ = epoch_rng(wc.config.train.seed, w.rank, epoch)
     losses = LossSpec.from_train(wc.config.train)
-    bs = wc.batch_size
     sums = {**dict.fromkeys(LOSS_KEYS, 0.0), "n": 0.0, "wait_s": 0.0, "first_wait_s": 0.0}
-    # drop_last: every worker holds the same row count (equal split), so the same number
-    # of batches -> DDP collectives stay in step; and no batch of 1 for BatchNorm.
-    batches = iter(
-        shard.iter_torch_batches(
-            batch_size=bs,
-            dtypes=torch.float32,
-            device=w.device,
-            drop_last=True,
-            prefetch_batches=4,  # read ahead while the step runs: data out of step time
-            local_shuffle_buffer_size=16 * bs,  # mixes read groups of 128 neighbours
-            local_shuffle_seed=int(rng.integers(2**31)),
-        )
-    )
+    batches = feed.batches(epoch)
     while True:
         tw = time.perf_counter()
         batch = next(batches, None)
@@ -346,6 +416,7 @@ def train_epoch(
             sums[k] += out[k] * n
         sums["n"] += n
     sums["train_s"] = time.perf_counter() - t0
+    sums["stream_open_s"] = feed.open_s
     return sums, step
 
 
@@ -391,6 +462,10 @@ def epoch_metrics(
         # The same without each epoch's first batch (Ray Data starting the epoch's reads).
         "data_frac_steady": (g["wait_s"] - g["first_wait_s"])
         / max(g["train_s"] - g["first_wait_s"], 1e-9),
+        # The stream's start-up (open to first batch), mean over workers; with open_ahead it
+        # overlaps the previous epoch's validation and checkpoint, and only its unhidden part
+        # is in data_frac.
+        "stream_open_s": g["stream_open_s"] / w.world,
         "epoch_s": time.perf_counter() - t0,
         "world_size": w.world,
         "stopped": progress.stopper.stop,
@@ -459,7 +534,6 @@ def run_worker(wc: WorkerConfig) -> list[dict]:
     w = join_group(wc)
     gen, disc = build_nets(wc)
     progress, state = restore(wc, gen, disc)
-    nets = make_optimisers(wc, w, gen, disc, state)
     epochs = wc.config.train.epochs
     if w.rank == 0:
         what = f"resuming after epoch {progress.epoch}" if state is not None else "starting"
@@ -472,13 +546,21 @@ def run_worker(wc: WorkerConfig) -> list[dict]:
             log.info("train: already stopped early at epoch %d", progress.epoch)
         return progress.history
 
-    train_shard = ray.train.get_dataset_shard("train")
+    feed = TrainFeed(
+        ray.train.get_dataset_shard("train"), wc.batch_size, w.device, wc.config.train.seed, w.rank
+    )
+    ahead = wc.config.train.open_ahead  # false: each epoch opens its stream in its pass
+    if ahead and progress.epoch < epochs:
+        feed.open(progress.epoch + 1)  # behind the model set-up below
+    nets = make_optimisers(wc, w, gen, disc, state)
     val_shard = ray.train.get_dataset_shard("val")
     run_log = RunLog(wc.run_uri) if w.rank == 0 else None
     for epoch in range(progress.epoch + 1, epochs + 1):
         t0 = time.perf_counter()
         lr = set_lr(nets, wc, epoch)
-        sums, progress.step = train_epoch(wc, w, nets, train_shard, epoch, progress.step)
+        sums, progress.step = train_epoch(wc, w, nets, feed, epoch, progress.step)
+        if ahead and epoch < epochs:  # the next epoch's stream opens behind validation + save
+            feed.open(epoch + 1)
         vsums = validate(wc, w, nets.gen, val_shard)
         metrics = epoch_metrics(w, epoch, lr, sums, vsums, progress, t0)
         progress.epoch = epoch

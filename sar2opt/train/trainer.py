@@ -30,7 +30,7 @@ from sar2opt.config import Config, config_to_dict
 from sar2opt.data.index import build_patch_index, index_hash, split_counts
 from sar2opt.data.inputs import uses_dem, uses_prior
 from sar2opt.data.patches import DEM_BAND, PRIOR_PREFIX, PatchError
-from sar2opt.data.stream import norm_stats, patch_dataset
+from sar2opt.data.stream import cache_split, norm_stats, patch_bytes, patch_dataset
 from sar2opt.errors import Sar2OptError
 from sar2opt.evaluate.holdout import format_scores, score_checkpoint
 from sar2opt.provenance import git_sha
@@ -47,6 +47,9 @@ from sar2opt.train.schedule import auto_cpus_per_worker
 __all__ = ["METRIC_COLUMNS", "TrainError", "train_model"]
 
 ROWS_PER_READ = 128  # patches per Ray Data read task: neighbours share the store's chunks
+# Train and val splits are read once into the object store when both fit in this share of
+# it (else they stream from the Zarr store every epoch).
+CACHE_STORE_FRACTION = 0.25
 SCORE_ATTR = "val_mae_refl"  # the best checkpoint has the lowest validation MAE
 log = logging.getLogger(__name__)
 
@@ -87,13 +90,15 @@ class TrainData:
     counts: dict  # patches per split
     index_hash: str
     read_kw: dict  # sar_bands, opt_bands, aux, norm, patch_px: for read_patches
+    cached_mb: float  # train + val held in the object store; 0 = streamed from the store
 
 
 def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, cfg) -> TrainData:
     """Index the cube's patches, compute the train-split statistics, build the datasets.
 
-    Only the index (a few numbers per patch) is held here; the patches stream from the store
-    in Ray Data read tasks of a quarter CPU.
+    Only the index (a few numbers per patch) is held here; the patches are read from the
+    store in Ray Data read tasks of a quarter CPU: once, into the object store, when the train
+    and val splits fit in ``CACHE_STORE_FRACTION`` of it (Ray running), else every epoch.
     """
     index = build_patch_index(
         cube, sar_bands, opt_bands, cfg.patches, input_set=cfg.model.input_set,
@@ -113,7 +118,17 @@ def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, 
         for s in ("train", "val")
         if (index["split"] == s).any()
     }
-    return TrainData(cube_path, index, datasets, norm, split_counts(index), index_hash(index), kw)
+    counts = split_counts(index)
+    channels = len(sar_bands) + len(opt_bands) + 1 + sum(len(v) for v in aux.values())
+    row_bytes = patch_bytes(channels, p)
+    n_rows = sum(counts.get(s, 0) for s in datasets)
+    store = ray.cluster_resources().get("object_store_memory", 0) if ray.is_initialized() else 0
+    cached_mb = 0.0
+    if 0 < n_rows * row_bytes <= CACHE_STORE_FRACTION * store:
+        for s, ds in datasets.items():
+            datasets[s] = cache_split(ds, cfg.train.seed if s == "train" else None)
+        cached_mb = n_rows * row_bytes / 1e6
+    return TrainData(cube_path, index, datasets, norm, counts, index_hash(index), kw, cached_mb)
 
 
 # --- storage: where the run lives, and whether an existing run there is this one -----------
@@ -195,9 +210,11 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
     batch_size = max(1, min(tr.batch_size, data.counts["train"] // nw))
     total_cpus = float(ray.cluster_resources().get("CPU", 1.0)) if ray.is_initialized() else 1.0
     cpus = tr.cpus_per_worker or auto_cpus_per_worker(total_cpus, nw, tr.use_gpu)
+    held = f"cached ({data.cached_mb:.0f} MB)" if data.cached_mb else "streamed"
     print(
         f"patches: {', '.join(f'{v} {k}' for k, v in data.counts.items())} "
-        f"({cfg.patches.patch_px} px), {nw} workers x batch {batch_size}, {cpus:g} CPU each",
+        f"({cfg.patches.patch_px} px, train/val {held}), {nw} workers x batch {batch_size}, "
+        f"{cpus:g} CPU each",
         flush=True,
     )
 

@@ -30,7 +30,13 @@ def token_env() -> dict:
 
 
 def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """`ray start --block ARGS` in a session of its own (so the whole node can be killed)."""
+    """`ray start --block ARGS` in a session of its own (so the whole node can be killed).
+
+    The node's dashboard agent listens on a free port, not Ray's fixed default (52365): any
+    other Ray on the machine (a test's local one, another user's) would hold that port, and a
+    node without an agent runs no jobs ("No available agent to submit job")."""
+    if not any(a.startswith("--dashboard-agent-listen-port") for a in args):
+        args = [*args, f"--dashboard-agent-listen-port={free_port()}"]
     return subprocess.Popen(
         [RAY, "start", "--block", *args],
         cwd=REPO,
@@ -42,8 +48,9 @@ def start_node(args: list[str], env: dict, log: Path) -> subprocess.Popen:
 
 
 def start_head(temp: Path, env: dict) -> tuple[subprocess.Popen, str, int]:
-    """A head node (GCS, raylet, dashboard, Jobs API) with 2 CPUs: (process, url, gcs port)."""
-    gcs, dash = free_port(), free_port()
+    """A head node (GCS, raylet, dashboard, Jobs API) with 2 CPUs: (process, url, gcs port),
+    returned once the dashboard answers our token and the head's job agent is up."""
+    gcs, dash, agent = free_port(), free_port(), free_port()
     proc = start_node(
         [
             "--head",
@@ -55,26 +62,43 @@ def start_head(temp: Path, env: dict) -> tuple[subprocess.Popen, str, int]:
             f"--temp-dir={temp}",
             "--include-dashboard=true",
             "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={agent}",
         ],
         env,
         temp / "head.log",
     )
     url = f"http://127.0.0.1:{dash}"
-    wait_http(url, proc, temp / "head.log")
+    wait_http(f"{url}/api/version", proc, temp / "head.log", auth_headers(env))
+    # the agent that runs submitted jobs (its health check is open, by Ray's design)
+    wait_http(f"http://127.0.0.1:{agent}/api/local_raylet_healthz", proc, temp / "head.log", {})
     return proc, url, gcs
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    """Wait for the dashboard to answer; Ray 2.60 answers 401 without the token: that is up."""
+def auth_headers(env: dict) -> dict:
+    """The HTTP header that carries the cluster token of ``env`` (as `ray job` CLIs send it)."""
+    return {"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"}
+
+
+def wait_http(
+    url: str, proc: subprocess.Popen, log: Path, headers: dict, timeout_s: float = 120
+) -> None:
+    """Wait until ``url`` answers a GET with ``headers`` (our token) with 200.
+
+    Connection errors and 5xx mean "not up yet"; 401/403 with our own token, or any other
+    status, mean the head is not the token-auth head we started: fail at once.
+    """
     import requests
 
     deadline = time.time() + timeout_s
     while True:
         try:
-            if requests.get(f"{url}/api/version", timeout=2).status_code < 500:
-                return
+            r = requests.get(url, headers=headers, timeout=2)
         except requests.RequestException:
-            pass
+            r = None
+        if r is not None and r.status_code == 200:
+            return
+        if r is not None and r.status_code < 500:
+            raise RuntimeError(f"ray head answered {r.status_code} to our token: {r.text[:300]}")
         if proc.poll() is not None or time.time() > deadline:
             raise RuntimeError(f"ray head did not start: {log.read_text()[-3000:]}")
         time.sleep(1)

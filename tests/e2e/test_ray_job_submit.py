@@ -1,35 +1,52 @@
-"""`ray start --head` + `ray job submit -- python jobs/infer_region.py` gives the same mosaic."""
+"""One token-auth Ray head (`ray start --head`) for the module: `ray job submit -- python
+jobs/infer_region.py` gives the same mosaic; the Jobs API refuses requests without the token;
+a job started without RAY_ADDRESS does not join this head, though `ray.init()` would."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import xarray as xr
 
 from tests.e2e.conftest import REPO, run_job, syn_args
-from tests.e2e.ray_cluster import start_head, stop_node, submit_cmd, token_env
+from tests.e2e.ray_cluster import auth_headers, start_head, stop_node, submit_cmd, token_env
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
-    """A real Ray head (GCS, raylet, dashboard, Jobs API) on 127.0.0.1, stopped afterwards."""
-    temp = Path(tempfile.mkdtemp(prefix="s2o-head-", dir="/tmp"))
-    env = token_env()
+    """A real Ray head (GCS, raylet, dashboard, Jobs API) on 127.0.0.1 with a token of its own,
+    stopped afterwards. Its temp dir is this environment's Ray temp dir (RAY_TMPDIR), so a bare
+    `ray.init()` in ``env`` finds it as "the cluster on this machine", like any `ray start`."""
+    root = Path(tempfile.mkdtemp(prefix="s2o-head-", dir="/tmp"))
+    env = token_env() | {"RAY_TMPDIR": str(root)}
+    temp = root / "ray"  # Ray's default temp dir under RAY_TMPDIR: holds ray_current_cluster
+    temp.mkdir()
     proc = None
     try:
-        proc, url, _ = start_head(temp, env)
-        yield {"url": url, "env": env}
+        proc, url, gcs = start_head(temp, env)
+        # where `ray start` tells this machine its cluster is (host: the node's own IP); it
+        # writes that file once the node is up, a moment after the dashboard answers
+        found, deadline = temp / "ray_current_cluster", time.time() + 60
+        while not found.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = found.read_text().strip()
+        assert address.endswith(f":{gcs}"), address
+        yield {"url": url, "env": env, "gcs": address, "temp": root}
     finally:
         if proc is not None:
             stop_node(proc)
-        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_job_submit_gives_the_same_mosaic(syn_catalog, syn_trained, ray_head):
@@ -48,3 +65,63 @@ def test_job_submit_gives_the_same_mosaic(syn_catalog, syn_trained, ray_head):
     va, vb = (ds[list(ds.data_vars)[0]] for ds in (a, b))
     assert va.dims == vb.dims and va.shape == vb.shape
     np.testing.assert_allclose(va.values, vb.values, atol=1e-5, equal_nan=True)
+
+
+def _wait_job(url: str, headers: dict, job_id: str, timeout_s: float = 180) -> dict:
+    deadline = time.time() + timeout_s
+    while True:
+        info = requests.get(f"{url}/api/jobs/{job_id}", headers=headers, timeout=10).json()
+        if info["status"] in ("SUCCEEDED", "FAILED", "STOPPED") or time.time() > deadline:
+            return info
+        time.sleep(0.5)
+
+
+def test_jobs_api_refuses_requests_without_the_token(ray_head, tmp_path):
+    """ShadowRay (CVE-2023-48022): whoever reaches the Jobs API runs code. Without the token
+    (or with another one) the head answers 401/403 and runs nothing; with it, the job runs."""
+    url, ok = ray_head["url"], auth_headers(ray_head["env"])
+    flag = tmp_path / "ran"
+    job = {"entrypoint": f"{sys.executable} -c \"open('{flag}', 'w').close()\""}
+    for headers, want in (({}, 401), ({"Authorization": "Bearer " + "0" * 64}, 403)):
+        assert requests.get(f"{url}/api/jobs/", headers=headers, timeout=10).status_code == want
+        r = requests.post(f"{url}/api/jobs/", json=job, headers=headers, timeout=60)
+        assert r.status_code == want, (r.status_code, r.text[:300])
+    listed = requests.get(f"{url}/api/jobs/", headers=ok, timeout=10)
+    assert listed.status_code == 200
+    assert not [j for j in listed.json() if str(flag) in j["entrypoint"]]  # nothing was queued
+    assert not flag.exists()
+
+    r = requests.post(f"{url}/api/jobs/", json=job, headers=ok, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    info = _wait_job(url, ok, r.json()["submission_id"])
+    assert info["status"] == "SUCCEEDED", json.dumps(info)[:2000]
+    assert flag.exists()
+
+
+GCS_PROBE = "import ray; {init}; print('GCS', ray.get_runtime_context().gcs_address)"
+
+
+def _probe(init: str, env: dict) -> subprocess.CompletedProcess:
+    code = GCS_PROBE.format(init=init)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return r
+
+
+def _gcs(r: subprocess.CompletedProcess) -> str:
+    return next(ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("GCS "))
+
+
+def test_job_without_ray_address_does_not_join_a_foreign_head(ray_head):
+    """A `ray start --head` runs on the machine (this module's head: another user's, or a
+    test's). With RAY_ADDRESS unset, a bare `ray.init()` joins it; sar2opt's init_ray, which
+    every job uses, starts a private local cluster instead and says so on stderr."""
+    env = ray_head["env"]
+    assert "RAY_ADDRESS" not in env
+    assert _gcs(_probe("ray.init()", env)) == ray_head["gcs"]  # the head is there to join
+    r = _probe("from sar2opt.runtime import init_ray; init_ray()", env)
+    assert _gcs(r) != ray_head["gcs"]
+    assert "ray: starting a private local cluster (RAY_ADDRESS is not set)" in r.stderr

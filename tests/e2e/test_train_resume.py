@@ -47,7 +47,7 @@ def _kill_all_with_env(marker: str, timeout_s: float = 60) -> None:
     raise AssertionError(f"processes with {marker} still alive")
 
 
-def test_killed_training_job_resumes_where_it_stopped(tmp_path: Path) -> None:
+def test_killed_training_job_resumes_where_it_stopped(tmp_path: Path, short_tmp: Path) -> None:
     from sar2opt.train.trainer import previous_run_meta
 
     cube, out = tmp_path / "cube.zarr", tmp_path / "out"
@@ -59,7 +59,7 @@ def test_killed_training_job_resumes_where_it_stopped(tmp_path: Path) -> None:
     ):  # fmt: skip
         args += ["--set", s]
     # A fresh local Ray per run, in a short temp dir of its own (socket paths are capped).
-    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": tempfile.mkdtemp(dir="/tmp")}
+    env = {**os.environ, "RAY_ADDRESS": "local", "RAY_TMPDIR": tempfile.mkdtemp(dir=short_tmp)}
 
     # Run 1: its own process group, so SIGKILL takes the driver and its Ray, like a lost node.
     log1 = open(tmp_path / "run1.log", "w")

@@ -81,6 +81,13 @@ def test_kuberay_clusters_use_token_auth_and_internal_services(path):
             assert doc["spec"]["shutdownAfterJobFinishes"] is True
 
 
+@pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: p.name)
+def test_every_ray_version_named_is_the_locked_one(path):
+    """rayVersion fields, also in comments (the CronJob's template), name the locked Ray."""
+    named = re.findall(r"rayVersion:\s*\"?([\d.]+)", path.read_text())
+    assert all(v == _ray_version() for v in named), (named, _ray_version())
+
+
 SECRET_PATTERNS = [
     re.compile(r"AKIA[0-9A-Z]{16}"),  # AWS access key id
     re.compile(r"(?i)(secret|password|subscription[_-]?key)\s*[:=]\s*['\"]?[A-Za-z0-9/+]{16,}"),
@@ -101,17 +108,21 @@ def test_no_credentials_in_configs(path):
         assert not pat.search(text), f"{path} looks like it holds a credential"
 
 
-def test_dockerfile_installs_like_the_readme():
+def test_dockerfile_installs_like_make_setup():
+    """The image installs the lock with hashes, then torch of the Makefile's release (CPU and
+    GPU variants), then the package without resolving anything else."""
     text = (REPO / "infra" / "Dockerfile").read_text()
-    makefile = (REPO / "Makefile").read_text()
-    pin = re.search(r"torch==[\d.]+", makefile).group(0)
-    assert text.count(pin) == 2  # CPU and GPU variants, same release as `make setup`
-    assert "pip install ." in text
+    torch = re.search(r"^TORCH\s*:?=\s*(\S+)", (REPO / "Makefile").read_text(), re.M).group(1)
+    assert text.count(f"torch=={torch} ") == 2  # CPU and GPU variants, same release
+    assert re.search(r"COPY [^\n]*requirements\.lock", text)
+    assert re.search(r"pip install --require-hashes [^\n]*-r requirements\.lock", text)
+    assert re.search(r"pip install --no-deps [^\n]*\"?\.(\[[\w,-]+\])?\"?", text)
     assert re.search(r"^USER (?!root)", text, re.M), "the image must not run as root"
 
 
 def test_terraform_module_declares_bucket_lifecycle_and_gpu_pool():
-    hcl2 = pytest.importorskip("hcl2")
+    import hcl2  # a dev dependency: without it this test fails, it never skips
+
     tf = {}
     for f in sorted((REPO / "infra" / "terraform").glob("*.tf")):
         with open(f) as fh:
@@ -132,6 +143,16 @@ def test_terraform_module_declares_bucket_lifecycle_and_gpu_pool():
 
 
 def _ray_version() -> str:
+    """Ray's version in requirements.lock: what `make setup` and the image install, on every
+    platform and Python (one version, not one per marker)."""
+    text = (REPO / "requirements.lock").read_text()
+    versions = set(re.findall(r"^ray==([^\s;\\]+)", text, re.M))
+    assert len(versions) == 1, f"requirements.lock pins Ray {versions or 'nowhere'}"
+    return versions.pop()
+
+
+def test_cluster_ray_version_is_the_installed_one():
+    """The suite runs on the locked Ray, so what it proves holds on the clusters' Ray."""
     from importlib.metadata import version
 
-    return version("ray")
+    assert version("ray") == _ray_version(), "the venv is not the lock's: run `make setup`"

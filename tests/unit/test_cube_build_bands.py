@@ -9,7 +9,7 @@ from sar2opt.cube import build
 from sar2opt.cube.align import pair_prior
 from sar2opt.cube.clean_s1 import db_to_linear
 from sar2opt.grid import GridSpec, lonlat_bounds
-from tests.unit.test_cube_load import _item, _tif
+from tests.helpers.rasters import make_item, write_tif
 
 GRID = GridSpec(32721, 10.0, (700000, 9500000, 700320, 9500160))  # 16 x 32 px
 
@@ -31,30 +31,34 @@ def scene(tmp_path, monkeypatch):
     for k, day in enumerate(("2023-07-20", "2023-08-01")):
         vv = np.full(GRID.shape, -8.0 - k, "float32")
         a = {
-            p: _tif(tmp_path / f"{p}{k}.tif", db_to_linear(vv - 6 * j), GRID, -32768, "float32")
+            p: write_tif(
+                tmp_path / f"{p}{k}.tif", db_to_linear(vv - 6 * j), GRID, -32768, "float32"
+            )
             for j, p in enumerate(("vv", "vh"))
         }
-        s1.append(_item(f"s1_{k}", f"{day}T09:15:00Z", a, GRID))
+        s1.append(make_item(f"s1_{k}", f"{day}T09:15:00Z", a, GRID))
     s2 = []
     # 07-05 clear (DN 500), 07-10 clear (DN 700), 07-19 clear (DN 900): S1 07-20 pairs with
     # 07-19; its prior (before 07-14, within 20 d) is 07-10 then 07-05
     for k, (day, dn) in enumerate((("2023-07-05", 500), ("2023-07-10", 700), ("2023-07-19", 900))):
         hrefs = {
-            b: _tif(
+            b: write_tif(
                 tmp_path / f"{b}_{k}.tif", np.full(GRID.shape, dn + i, "uint16"), GRID, 0, "uint16"
             )
             for i, b in enumerate(("B02", "B03", "B04"))
         }
         s2.append(
-            _item(f"s2_{k}", f"{day}T14:00:00Z", hrefs, GRID, {"s2:processing_baseline": "03.00"})
+            make_item(
+                f"s2_{k}", f"{day}T14:00:00Z", hrefs, GRID, {"s2:processing_baseline": "03.00"}
+            )
         )
     dem_arr = np.arange(GRID.shape[0] * GRID.shape[1], dtype="float32").reshape(GRID.shape)
     dem_arr[0, 0] = -32767  # Copernicus DEM nodata
     dem = [
-        _item(
+        make_item(
             "dem",
             "2021-04-22T00:00:00Z",
-            {"data": _tif(tmp_path / "dem.tif", dem_arr, GRID, None, "float32")},
+            {"data": write_tif(tmp_path / "dem.tif", dem_arr, GRID, None, "float32")},
             GRID,
         )
     ]

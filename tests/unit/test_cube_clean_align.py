@@ -6,7 +6,7 @@ import pytest
 from sar2opt.config import CubeSpec
 from sar2opt.cube.align import composite_nearest_clear, pair_s1_s2
 from sar2opt.cube.clean import cloud_shadow_mask, dilate
-from tests.conftest import MULTIEARTH, requires_shared_data
+from tests.helpers.data import MULTIEARTH, requires_shared_data
 
 SPEC = CubeSpec()
 KW = dict(

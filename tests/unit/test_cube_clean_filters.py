@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sar2opt.cube import clean
-from tests.conftest import MULTIEARTH, requires_shared_data
+from tests.helpers.data import MULTIEARTH, requires_shared_data
 
 FOREST = [0.02, 0.04, 0.025]
 SOIL = [0.09, 0.12, 0.16]

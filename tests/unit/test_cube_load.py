@@ -2,54 +2,13 @@
 
 import numpy as np
 import pytest
-import rasterio
 
 from sar2opt.cube.clean_s1 import db_to_linear, linear_to_db
 from sar2opt.cube.load import group_acquisitions, load_optical, load_sar
-from sar2opt.grid import GridSpec, lonlat_bounds
+from sar2opt.grid import GridSpec
+from tests.helpers.rasters import make_item, write_tif
 
 GRID = GridSpec(32721, 10.0, (700000, 9500000, 700640, 9500320))  # 32 x 64 px
-
-
-def _tif(path, arr, grid, nodata, dtype):
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        height=arr.shape[-2],
-        width=arr.shape[-1],
-        count=1,
-        dtype=dtype,
-        crs=grid.crs,
-        transform=grid.transform,
-        nodata=nodata,
-    ) as dst:
-        dst.write(arr.astype(dtype), 1)
-    return str(path)
-
-
-def _item(iid, dt, assets, grid, extra=None):
-    w, s, e, n = lonlat_bounds(grid)
-    props = {
-        "datetime": dt,
-        "platform": "sentinel-1a",
-        "sat:orbit_state": "descending",
-        "proj:epsg": grid.epsg,
-        "proj:shape": list(grid.shape),
-        "proj:transform": list(grid.transform)[:6],
-    } | (extra or {})
-    return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "id": iid,
-        "bbox": [w, s, e, n],
-        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
-        "properties": props,
-        "links": [],
-        "assets": {
-            k: {"href": v, "type": "image/tiff", "roles": ["data"]} for k, v in assets.items()
-        },
-    }
 
 
 @pytest.fixture
@@ -64,15 +23,17 @@ def s1_items(tmp_path):
     items = []
     for k, (sub, sl) in enumerate([(west, np.s_[:, :32]), (east, np.s_[:, 32:])]):
         a = {
-            "vv": _tif(tmp_path / f"vv{k}.tif", lin_vv[sl], sub, -32768, "float32"),
-            "vh": _tif(tmp_path / f"vh{k}.tif", db_to_linear(vh_db)[sl], sub, -32768, "float32"),
+            "vv": write_tif(tmp_path / f"vv{k}.tif", lin_vv[sl], sub, -32768, "float32"),
+            "vh": write_tif(
+                tmp_path / f"vh{k}.tif", db_to_linear(vh_db)[sl], sub, -32768, "float32"
+            ),
         }
-        items.append(_item(f"f{k}", f"2023-07-01T09:15:{10 * k:02d}Z", a, sub))
+        items.append(make_item(f"f{k}", f"2023-07-01T09:15:{10 * k:02d}Z", a, sub))
     a = {
-        "vv": _tif(tmp_path / "vv2.tif", db_to_linear(vv_db + 1), GRID, -32768, "float32"),
-        "vh": _tif(tmp_path / "vh2.tif", db_to_linear(vh_db + 1), GRID, -32768, "float32"),
+        "vv": write_tif(tmp_path / "vv2.tif", db_to_linear(vv_db + 1), GRID, -32768, "float32"),
+        "vh": write_tif(tmp_path / "vh2.tif", db_to_linear(vh_db + 1), GRID, -32768, "float32"),
     }
-    items.append(_item("later", "2023-07-13T09:15:00Z", a, GRID))
+    items.append(make_item("later", "2023-07-13T09:15:00Z", a, GRID))
     return items, vv_db, vh_db
 
 
@@ -104,17 +65,17 @@ def test_load_sar_on_a_tile_reads_the_same_pixels(s1_items):
 def test_load_optical_scales_and_applies_baseline_offset(tmp_path):
     dn = np.full(GRID.shape, 1500, "uint16")
     dn[0, :5] = 0  # nodata
-    old = _item(
+    old = make_item(
         "old",
         "2023-07-03T14:00:00Z",
-        {"B02": _tif(tmp_path / "a.tif", dn, GRID, 0, "uint16")},
+        {"B02": write_tif(tmp_path / "a.tif", dn, GRID, 0, "uint16")},
         GRID,
         {"s2:processing_baseline": "03.01"},
     )
-    new = _item(
+    new = make_item(
         "new",
         "2023-07-08T14:00:00Z",
-        {"B02": _tif(tmp_path / "b.tif", dn, GRID, 0, "uint16")},
+        {"B02": write_tif(tmp_path / "b.tif", dn, GRID, 0, "uint16")},
         GRID,
         {"s2:processing_baseline": "05.10"},
     )

@@ -5,12 +5,12 @@ import pytest
 from shapely.geometry import Polygon, box
 
 from sar2opt.aoi import grid_for_aoi, load_aoi
-from sar2opt.config import CubeSpec
-from sar2opt.cube.tiles import check_tiling, format_plan, plan_zones
+from sar2opt.config import CubeSpec, check_cube
+from sar2opt.cube.tiles import format_plan, plan_zones
 from sar2opt.errors import ConfigError
 from sar2opt.grid import GridSpec
 from sar2opt.zones import Lattice, blocks_meeting, split_zones, to_grid_crs, utm_zone_numbers
-from tests.conftest import SHARED_DATA
+from tests.helpers.data import SHARED_DATA
 
 AMAZON = SHARED_DATA / "aoi" / "amazon.geojson"
 needs_amazon = pytest.mark.skipif(not AMAZON.is_file(), reason=f"{AMAZON} not found")
@@ -70,11 +70,11 @@ def test_small_aoi_keeps_the_grid_build_cube_uses():
 
 
 def test_check_tiling_needs_whole_chunks():
-    check_tiling(CubeSpec(tile_px=1024, chunk_px=512))
+    check_cube(CubeSpec(tile_px=1024, chunk_px=512))
     with pytest.raises(ConfigError, match="multiple"):
-        check_tiling(CubeSpec(tile_px=1000, chunk_px=512))
+        check_cube(CubeSpec(tile_px=1000, chunk_px=512))
     with pytest.raises(ConfigError, match="cpus_per_tile"):
-        check_tiling(CubeSpec(cpus_per_tile=0))
+        check_cube(CubeSpec(cpus_per_tile=0))
 
 
 @needs_amazon

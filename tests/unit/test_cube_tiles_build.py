@@ -14,7 +14,7 @@ from sar2opt.config import CatalogSpec, CubeSpec
 from sar2opt.cube import build, tiled_build
 from sar2opt.cube.clean_s1 import db_to_linear
 from sar2opt.grid import GridSpec, lonlat_bounds
-from tests.unit.test_cube_load import _item, _tif
+from tests.helpers.rasters import make_item, write_tif
 
 GRID = GridSpec(32721, 10.0, (700000, 9500000, 700320, 9500160))  # 16 x 32 px
 CAT = CatalogSpec(opt_bands=("B02", "B03", "B04"))
@@ -35,7 +35,7 @@ def items(tmp_path_factory):
     ):
         for sub, tag in frames:
             a = {
-                p: _tif(
+                p: write_tif(
                     tmp_path / f"{p}{k}{tag}.tif",
                     db_to_linear(rng.uniform(-20, -5, sub.shape).astype("float32")),
                     sub,
@@ -45,7 +45,7 @@ def items(tmp_path_factory):
                 for p in ("vv", "vh")
             }
             sec = 0 if tag == "w" else 20
-            s1.append(_item(f"s1_{k}{tag}", f"{day}T09:15:{sec:02d}Z", a, sub))
+            s1.append(make_item(f"s1_{k}{tag}", f"{day}T09:15:{sec:02d}Z", a, sub))
     s2 = []
     for k, day in enumerate(("2023-07-08", "2023-07-12", "2023-07-21")):
         dn = rng.integers(300, 900, (3, *GRID.shape)).astype("uint16")
@@ -56,11 +56,13 @@ def items(tmp_path_factory):
         if k == 1:
             dn[:, 6:9, 5:8] = 4000
         hrefs = {
-            b: _tif(tmp_path / f"{b}_{k}.tif", dn[i], GRID, 0, "uint16")
+            b: write_tif(tmp_path / f"{b}_{k}.tif", dn[i], GRID, 0, "uint16")
             for i, b in enumerate(("B02", "B03", "B04"))
         }
         s2.append(
-            _item(f"s2_{k}", f"{day}T14:00:00Z", hrefs, GRID, {"s2:processing_baseline": "03.00"})
+            make_item(
+                f"s2_{k}", f"{day}T14:00:00Z", hrefs, GRID, {"s2:processing_baseline": "03.00"}
+            )
         )
     return s1, s2
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 
 import sar2opt.data.stream as stream
@@ -16,9 +17,16 @@ from sar2opt.config import PatchSpec
 from sar2opt.data.index import build_patch_index
 from sar2opt.data.normalise import band_stats, normalise
 from sar2opt.data.patches import PatchError
-from sar2opt.data.stream import norm_stats, patch_dataset, read_patches, stream_order
-from tests.unit.patch_reference import extract_patches
-from tests.unit.test_data_index import OPT, PRIOR, SAR, SPEC, make_cube
+from sar2opt.data.stream import (
+    cache_split,
+    norm_stats,
+    patch_dataset,
+    read_patches,
+    stream_order,
+)
+from sar2opt.train.loop import TrainFeed, epoch_rng
+from tests.helpers.cubes import OPT, PRIOR, SAR, SPEC, make_cube
+from tests.helpers.patch_reference import extract_patches
 
 AUX = {"prior": PRIOR, "dem": ["dem"]}
 NORM = {  # arbitrary but realistic statistics
@@ -157,10 +165,10 @@ def test_stream_order_keeps_read_groups_and_shuffles_them(store) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(short_tmp):
     import ray
 
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-capped
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are length-capped
     ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp)
     yield ray
     ray.shutdown()
@@ -188,3 +196,90 @@ def test_patch_dataset_rows_equal_read_patches(ray_local, store) -> None:
             assert row[k].dtype == np.float32
             np.testing.assert_array_equal(row[k], want[k][i], err_msg=k)
     assert seen == set(range(len(rows)))
+
+
+class _Shard:
+    """A stand-in for a Ray Train dataset shard: records how each epoch was opened."""
+
+    def __init__(self, n: int, fail: bool = False) -> None:
+        self.n, self.fail, self.calls = n, fail, []
+
+    def iter_torch_batches(self, **kw):
+        self.calls.append(kw)
+        if self.fail:
+            raise RuntimeError("store gone")
+        return iter([{"sar": torch.full((1,), float(i))} for i in range(self.n)])
+
+
+def test_train_feed_opens_ahead_with_the_epochs_seed_and_reraises() -> None:
+    shard = _Shard(3)
+    feed = TrainFeed(shard, 4, torch.device("cpu"), seed=5, rank=1)
+    feed.open(2)
+    got = [float(b["sar"]) for b in feed.batches(2)]
+    assert got == [0.0, 1.0, 2.0] and len(shard.calls) == 1  # opened once, ahead
+    kw = shard.calls[0]
+    assert kw["local_shuffle_seed"] == epoch_rng(5, 1, 2)[1] != epoch_rng(5, 1, 3)[1]
+    assert kw["batch_size"] == 4 and kw["drop_last"] and kw["local_shuffle_buffer_size"] > 4
+    assert feed.open_s >= 0
+    # An epoch not opened ahead (or another one) is opened on demand.
+    assert (
+        len(list(feed.batches(3))) == 3
+        and shard.calls[1]["local_shuffle_seed"] == (epoch_rng(5, 1, 3)[1])
+    )
+    # The augmentation generator continues after the shuffle seed's draw, as before.
+    rng = np.random.default_rng([5, 1, 2])
+    rng.integers(2**31)
+    assert rng.integers(0, 4, 8).tolist() == epoch_rng(5, 1, 2)[0].integers(0, 4, 8).tolist()
+    bad = TrainFeed(_Shard(1, fail=True), 4, torch.device("cpu"), seed=0, rank=0)
+    bad.open(1)
+    with pytest.raises(RuntimeError, match="store gone"):
+        next(bad.batches(1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cached", [False, True])
+def test_train_feed_shuffles_each_epoch_and_serves_each_patch_once(
+    ray_local, store, cached: bool
+) -> None:
+    """Two workers' shards as Ray Train makes them (streaming_split, equal), streamed from the
+    store or cached: per epoch every kept patch comes exactly once over both workers, and the
+    next epoch in another order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, _, idx = store
+    rows = idx[idx["split"] == "train"]
+    want = read_patches(path, rows, sar_bands=SAR, opt_bands=OPT, aux={}, norm=NORM, patch_px=P)
+    by_sar = {want["sar"][i].tobytes(): i for i in range(len(rows))}
+    assert len(by_sar) == len(rows)
+    ds = patch_dataset(
+        path, rows, sar_bands=SAR, opt_bands=OPT, aux={}, norm=NORM, patch_px=P,
+        rows_per_read=8, num_cpus=0.25, shuffle_seed=1,
+    )  # fmt: skip
+    if cached:
+        ds = cache_split(ds, shuffle_seed=1)
+        assert ds.count() == len(rows)  # count() executes: the cache holds every patch once
+    bs, world = 4, 2
+    feeds = [
+        TrainFeed(s, bs, torch.device("cpu"), seed=0, rank=r)
+        for r, s in enumerate(ds.streaming_split(world, equal=True))
+    ]
+
+    def consume(feed: TrainFeed, epoch: int) -> list[int]:
+        return [by_sar[s.numpy().tobytes()] for b in feed.batches(epoch) for s in b["sar"]]
+
+    seen = {}
+    with ThreadPoolExecutor(world) as pool:
+        for f in feeds:
+            f.open(1)
+        for epoch in (1, 2):
+            seen[epoch] = list(pool.map(consume, feeds, [epoch] * world))
+            if epoch == 1:  # opened while "validating", as the loop does
+                for f in feeds:
+                    f.open(2)
+    per_worker = len(rows) // world // bs * bs  # equal split, then drop_last
+    for epoch, lists in seen.items():
+        assert [len(x) for x in lists] == [per_worker] * world, epoch
+        flat = [i for x in lists for i in x]
+        assert len(set(flat)) == len(flat), f"a patch came twice in epoch {epoch}"
+    for r in range(world):
+        assert seen[1][r] != seen[2][r]  # another order (and mix) in the next epoch

@@ -87,7 +87,7 @@ def test_load_aoi_variants(tmp_path):
 
 
 def test_real_amazon_outline_is_one_valid_polygon():
-    from tests.conftest import SHARED_DATA
+    from tests.helpers.data import SHARED_DATA
 
     path = SHARED_DATA / "aoi" / "amazon.geojson"
     if not path.exists():

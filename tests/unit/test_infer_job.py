@@ -47,9 +47,10 @@ job = _load_job()
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-limited
+def ray_local(short_tmp):
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are capped
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
     )

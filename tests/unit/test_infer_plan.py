@@ -11,7 +11,7 @@ from sar2opt.grid import GridSpec
 from sar2opt.infer.plan import BlockLattice, estimate_dates, format_plan, make_plan
 from sar2opt.infer.publish import output_items
 from sar2opt.zones import blocks_by_row, count_blocks, split_zones, to_grid_crs
-from tests.conftest import SHARED_DATA
+from tests.helpers.data import SHARED_DATA
 
 AMAZON = SHARED_DATA / "aoi" / "amazon.geojson"
 

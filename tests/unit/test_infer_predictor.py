@@ -98,9 +98,9 @@ def test_tile_predictor_call_passes_keys_through() -> None:
 
 
 def test_tile_predictor_loads_checkpoint_once(tmp_path) -> None:
-    ckpt = pytest.importorskip("sar2opt.train.checkpoint")
     from sar2opt.config import ModelSpec, config_to_dict
     from sar2opt.models import build_generator
+    from sar2opt.train import checkpoint as ckpt
 
     spec = ModelSpec(ngf=4, depth=5)
     gen = build_generator(spec, 2, 2)

@@ -226,8 +226,9 @@ class DyingPredictor(TilePredictor):
 
 
 @pytest.mark.slow
-def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference) -> None:
-    ray = pytest.importorskip("ray")
+def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference, short_tmp) -> None:
+    import ray
+
     from sar2opt.infer.run import run_ray
 
     store = tmp_path / "m.zarr"
@@ -236,7 +237,7 @@ def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference)
     flag = tmp_path / "die"
     flag.touch()
     rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), set())
-    tmp = __import__("tempfile").mkdtemp(prefix="r", dir="/tmp")
+    tmp = __import__("tempfile").mkdtemp(prefix="r", dir=short_tmp)
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
     )

@@ -13,7 +13,7 @@ from sar2opt.models.postprocess import (
     laplacian_sharpen,
     wiener_deconvolve,
 )
-from tests.conftest import MULTIEARTH, requires_shared_data
+from tests.helpers.data import MULTIEARTH, requires_shared_data
 
 
 @pytest.fixture(scope="module")

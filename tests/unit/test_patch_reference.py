@@ -9,7 +9,7 @@ import xarray as xr
 
 from sar2opt.config import PatchSpec
 from sar2opt.data.patches import PatchError
-from tests.unit.patch_reference import extract_patches, split_columns
+from tests.helpers.patch_reference import extract_patches, split_columns
 
 SAR, OPT = ["vv", "vh"], ["B02", "B03", "B04", "B08"]
 

@@ -24,7 +24,7 @@ from sar2opt.profiles import (
     scale_offset,
     sign_item,
 )
-from tests.conftest import SHARED_DATA
+from tests.helpers.data import SHARED_DATA
 
 STAC = SHARED_DATA / "stac"
 PC = "https://planetarycomputer.microsoft.com/api/stac/v1"

@@ -15,7 +15,7 @@ from shapely.geometry import box
 from sar2opt.config import CatalogSpec
 from sar2opt.errors import CatalogError
 from sar2opt.stac import item_intersects, search_items, search_s1
-from tests.conftest import SHARED_DATA
+from tests.helpers.data import SHARED_DATA
 
 STAC = SHARED_DATA / "stac"
 PC_ROOT = "https://planetarycomputer.microsoft.com/api/stac/v1"

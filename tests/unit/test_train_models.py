@@ -19,7 +19,7 @@ from sar2opt.data.inputs import INPUT_SETS, input_channels
 from sar2opt.models import build_discriminator, build_generator
 from sar2opt.models.presets import MODELS, preset_specs
 from sar2opt.train.step import LossSpec, gan_step
-from tests.conftest import MULTIEARTH, requires_shared_data
+from tests.helpers.data import MULTIEARTH, requires_shared_data
 
 SMALL = {"ngf": 8, "ndf": 8, "depth": 3, "n_blocks": 2, "dropout": 0.0}
 LOC = "-55.20_-4.39"

@@ -69,10 +69,10 @@ def write_cube(path: Path, n_t: int = 4, size: int = 192, seed: int = 0, aux: bo
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(short_tmp):
     import ray
 
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths are length-capped
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are length-capped
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=True
     )
@@ -82,7 +82,7 @@ def ray_local():
 
 
 @pytest.mark.slow
-def test_train_model_two_workers(ray_local, tmp_path: Path) -> None:
+def test_train_model_two_workers(ray_local, tmp_path: Path, capsys) -> None:
     from sar2opt.train.trainer import train_model
 
     cube = tmp_path / "cube.zarr"
@@ -96,6 +96,7 @@ def test_train_model_two_workers(ray_local, tmp_path: Path) -> None:
         ],
     )  # fmt: skip
     ckpt = train_model(cube, tmp_path / "out", cfg)
+    assert "train/val cached (" in capsys.readouterr().out  # a small split: in the store
 
     assert ckpt == tmp_path / "out" / "checkpoint"
     assert (ckpt / "model.pt").is_file() and (ckpt / "config.yaml").is_file()
@@ -124,10 +125,14 @@ def test_train_model_two_workers(ray_local, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_train_model_non_adversarial_sod(ray_local, tmp_path: Path) -> None:
-    """SARDINet (no discriminator) on SAR + prior + DEM, one worker: the meta says how."""
+def test_train_model_non_adversarial_sod(ray_local, tmp_path: Path, monkeypatch, capsys) -> None:
+    """SARDINet (no discriminator) on SAR + prior + DEM, one worker: the meta says how.
+    The splits stream from the store every epoch (no room to cache them), each epoch's
+    stream opened in its training pass."""
+    import sar2opt.train.trainer as trainer
     from sar2opt.train.trainer import train_model
 
+    monkeypatch.setattr(trainer, "CACHE_STORE_FRACTION", 0.0)
     cube = tmp_path / "cube.zarr"
     write_cube(cube, aux=True)
     cfg = load_config(
@@ -136,10 +141,11 @@ def test_train_model_non_adversarial_sod(ray_local, tmp_path: Path) -> None:
             *SMALL_BLOCKS, "patches.stride_px=32", "model.generator=sardinet",
             "model.discriminator=none", "model.input_set=SOD", "model.dem_fusion=late",
             "model.ngf=8", "model.depth=3", "train.epochs=2", "train.lr=0.002",
-            "train.num_workers=1",
+            "train.num_workers=1", "train.open_ahead=false",
         ],
     )  # fmt: skip
     ckpt = train_model(cube, tmp_path / "out", cfg)
+    assert "train/val streamed)" in capsys.readouterr().out
     gen, meta = load_generator(ckpt)
     assert meta["input_set"] == "SOD" and meta["model"]["dem_fusion"] == "late"
     assert meta["aux_bands"] == {"prior": [f"prior_{b}" for b in OPT], "dem": ["elevation"]}

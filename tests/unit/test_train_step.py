@@ -157,22 +157,41 @@ def test_grad_clip_bounds_the_update() -> None:
         LossSpec(grad_clip=-1.0)
 
 
+def _grads(net: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+
+# Two fp32 computations of the same sums in another order (NHWC kernels block and vectorise
+# differently) differ by ~sqrt(terms) x 2^-24 of their size: ~1e-6 here. 1e-4 of the gradient
+# norm is far above that and far below any change of the maths (a transposed input: ~1).
+GRAD_RTOL = 1e-4
+
+
 def test_channels_last_step_matches_contiguous() -> None:
-    """The same step on NHWC tensors and weights gives the same losses and weights."""
+    """The same step on NHWC tensors and weights gives the same losses and gradients.
+
+    What the kernels guarantee is the maths up to fp32 rounding, so the test compares the
+    losses and both nets' gradients with a tolerance relative to the gradient norm, not weights
+    after Adam: Adam's first update is ~lr x sign(grad), so a gradient entry near 0 flips the
+    update's sign on rounding noise. lr=0 keeps D's update from feeding into G's gradients.
+    """
     sar, opt = synthetic_pairs(4)
-    outs, weights = [], []
+    outs, grads = [], []
     for cl in (False, True):
-        gen, disc, opt_g, opt_d = make_nets()
+        gen, disc, opt_g, opt_d = make_nets(lr=0.0)
         batch = {"sar": sar, "opt": opt}
         if cl:
             gen, disc = (m.to(memory_format=torch.channels_last) for m in (gen, disc))
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
             assert batch["sar"].is_contiguous(memory_format=torch.channels_last)
+            assert next(gen.parameters()).is_contiguous(memory_format=torch.channels_last)
         outs.append(gan_step(gen, disc, opt_g, opt_d, batch))
-        weights.append(torch.cat([p.detach().flatten() for p in gen.parameters()]))
+        grads.append({"gen": _grads(gen), "disc": _grads(disc)})
     for k in outs[0]:
-        assert outs[1][k] == pytest.approx(outs[0][k], rel=1e-4, abs=1e-6)
-    assert torch.allclose(weights[0], weights[1], atol=1e-5)
+        assert outs[1][k] == pytest.approx(outs[0][k], rel=1e-5, abs=1e-7), k
+    for net, g in grads[0].items():
+        err = float((grads[1][net] - g).norm() / g.norm())
+        assert 0 < g.norm() and err <= GRAD_RTOL, (net, err)
 
 
 def test_bf16_autocast_step_on_cpu() -> None:

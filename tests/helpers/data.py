@@ -1,0 +1,15 @@
+"""Where the repository and the real data live, and the mark for tests that need the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+MULTIEARTH = SHARED_DATA / "multiearth_sample"
+
+requires_shared_data = pytest.mark.skipif(
+    not MULTIEARTH.is_dir(), reason=f"real sample not found at {MULTIEARTH}"
+)
