@@ -21,7 +21,6 @@ from sar2opt.aoi import load_aoi
 from sar2opt.cube.build import cube_bands
 from sar2opt.cube.tiled_build import build_tiled, check_output
 from sar2opt.cube.tiles import format_plan, plan_zones
-from sar2opt.paths import resolve_output
 from sar2opt.runtime import init_ray
 
 
@@ -53,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         ):
             print(line)
         return 0
-    out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when set
+    out = jobkit.output_path(args, "cube")  # inside $SAR2OPT_OUTPUT_ROOT; ours to replace
     check_output(out, args.overwrite)
     aoi = load_aoi(args.aoi)
     if args.executor == "ray" or (args.executor == "auto" and os.environ.get("RAY_ADDRESS")):

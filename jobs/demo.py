@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from sar2opt import jobkit
+from sar2opt.paths import claim_folder, remove_own_output, resolve_output
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", choices=sorted(SOURCES), default="synthetic")
     p.add_argument("--src", help="MultiEarth sample folder (for --source multiearth)")
-    jobkit.add_out_arg(p, "folder for every output (replaced)", default="out/demo")
+    jobkit.add_out_arg(
+        p, "folder for every output (an earlier demo folder there is replaced)", default="out/demo"
+    )
     jobkit.add_config_args(p, config=False)
     return p.parse_args(argv)
 
@@ -63,13 +65,12 @@ def main(args: argparse.Namespace) -> int:
     from sar2opt.errors import Sar2OptError
 
     config, aoi, start, end = SOURCES[args.source]
-    out = Path(args.out).resolve()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    load_config(REPO / config, args.set)  # a bad config fails here, before any work
+    out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when set
+    remove_own_output(out, "demo")  # only an earlier demo folder: never a user's files
+    claim_folder(out, "demo")
     sets = [x for s in args.set for x in ("--set", s)]
     t0 = time.time()
-    load_config(REPO / config, args.set)  # a bad config fails here, before any work
     print(f"=== catalog: {args.source} -> {out / 'catalog'}", flush=True)
     if args.source == "synthetic":
         items = generate_scene(out / "catalog")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from sar2opt import jobkit
 from sar2opt.errors import Sar2OptError
+from sar2opt.paths import claim_folder
 
 REFERENCE = "ridge per date (baseline)"
 MEAN = "mean colour per date (baseline)"
@@ -86,6 +87,7 @@ def _checkpoint(args: argparse.Namespace, scene) -> tuple[dict, object, list[str
 
 @jobkit.entry
 def main(args: argparse.Namespace) -> int:
+    args.out = jobkit.output_path(args, "evaluate")  # in the root; a user's folder is refused
     if not args.cube.exists():
         raise EvaluateError(f"cube not found: {args.cube}")
     if args.checkpoint is not None and not args.checkpoint.exists():
@@ -130,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    claim_folder(args.out, "evaluate")
     v = write_report(
         args.out / "report.html",
         title=f"sar2opt evaluation: {args.cube.name}",

@@ -17,7 +17,7 @@ import sys
 from sar2opt import jobkit
 from sar2opt.infer.region import Region, infer_region
 from sar2opt.infer.store import check_output
-from sar2opt.paths import resolve_output
+from sar2opt.paths import check_replaceable, resolve_output
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,6 +39,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = jobkit.load_job_config(args)
     out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when set
     if not args.dry_run:
+        check_replaceable(out, "infer")  # never onto a user's files, even with --overwrite
         check_output(out, args.overwrite)  # before hours of inference
     region = Region.open(cfg, args.aoi, args.checkpoint)
     infer_region(

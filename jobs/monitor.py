@@ -21,7 +21,6 @@ import sys
 
 from sar2opt import jobkit
 from sar2opt.infer.region import monitor_region
-from sar2opt.paths import resolve_output
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,8 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @jobkit.entry
 def main(args: argparse.Namespace) -> int:
+    store = jobkit.output_path(args, "infer", "store")  # in the root; a sar2opt mosaic
     monitor_region(
-        resolve_output(args.store),  # inside $SAR2OPT_OUTPUT_ROOT when set
+        store,
         args.aoi,
         args.checkpoint,
         until=args.until,

@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from sar2opt import jobkit
 from sar2opt.errors import Sar2OptError
-from sar2opt.paths import resolve_output
+from sar2opt.paths import claim_folder, resolve_output
 from sar2opt.runtime import init_ray
 
 
@@ -42,9 +43,14 @@ def main(args: argparse.Namespace) -> int:
     if args.storage:
         args.set = [*args.set, f"train.storage_path={args.storage}"]
     cfg = jobkit.load_job_config(args)
-    out = resolve_output(args.out)  # inside $SAR2OPT_OUTPUT_ROOT when that is set
+    out = jobkit.output_path(args, "train")  # inside $SAR2OPT_OUTPUT_ROOT; ours to reuse
+    storage = cfg.train.storage_path
+    if storage and "://" not in storage:  # a local storage path is an output too
+        train = replace(cfg.train, storage_path=str(resolve_output(storage)))
+        cfg = replace(cfg, train=train)
     if not args.cube.exists():
         raise Sar2OptError(f"cube not found: {args.cube}")
+    claim_folder(out, "train")
 
     from sar2opt.train.trainer import train_model
 

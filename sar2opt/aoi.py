@@ -34,6 +34,10 @@ def load_aoi(path: str | Path) -> BaseGeometry:
     from shapely.ops import unary_union
 
     geom = unary_union(parts) if len(parts) > 1 else parts[0]
+    if geom.is_empty:
+        raise AOIError(f"AOI in {path} is empty")
+    if geom.area == 0:  # a ring whose points lie on a line, or repeat one point
+        raise AOIError(f"AOI in {path} has zero area (its polygon is degenerate)")
     if not geom.is_valid:
         geom = geom.buffer(0)
     if geom.is_empty or geom.area == 0:

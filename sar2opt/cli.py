@@ -1,7 +1,8 @@
 """``sar2opt`` command line: thin argparse front-end over the library functions.
 
 User errors (``Sar2OptError``) print one ``error: ...`` line on stderr and exit 2; anything else is
-a bug and keeps its traceback.
+a bug and keeps its traceback. Dates are checked first (``jobkit.check_dates``); every ``--out``
+is resolved inside $SAR2OPT_OUTPUT_ROOT when that is set (``sar2opt.paths.resolve_output``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sar2opt.errors import Sar2OptError
+from sar2opt.errors import Sar2OptError, first_line
+from sar2opt.paths import resolve_output
 
 
 def _summary(items: list[dict], out: Path) -> str:
@@ -27,7 +29,7 @@ def _summary(items: list[dict], out: Path) -> str:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from sar2opt.catalog.synthetic import generate_scene
 
-    out = Path(args.out)
+    out = resolve_output(args.out)
     items = generate_scene(out, seed=args.seed, size_km=args.size_km)
     print(_summary(items, out))
     return 0
@@ -46,7 +48,7 @@ def _cmd_synth_region(args: argparse.Namespace) -> int:
         s2_bands=tuple(args.s2_bands.split(",")),
         qa60_reliable=args.qa60_reliable,
     )
-    out = Path(args.out)
+    out = resolve_output(args.out)
     items = generate_region(out, args.bbox, args.start, args.end, spec)
     print(_summary(items, out))
     return 0
@@ -88,7 +90,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _cmd_multiearth(args: argparse.Namespace) -> int:
     from sar2opt.catalog.multiearth import ingest_multiearth
 
-    out = Path(args.out)
+    out = resolve_output(args.out)
     items = ingest_multiearth(Path(args.src), out)
     print(_summary(items, out))
     return 0
@@ -149,11 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sar2opt`` console script; returns the exit code."""
+    from sar2opt.jobkit import check_dates
+
     args = build_parser().parse_args(argv)
     try:
+        check_dates(args)
         return int(args.func(args))
     except Sar2OptError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
 
 

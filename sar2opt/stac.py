@@ -33,9 +33,11 @@ def search_items(
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
+    from sar2opt.credentials import client_args
+
     datetime = f"{_day_start(start)}/{_day_end(end)}"
     try:
-        client = Client.open(catalog.stac_url, timeout=catalog.timeout_s)
+        client = Client.open(**client_args(catalog.stac_url), timeout=catalog.timeout_s)
         search = client.search(
             collections=[collection],
             bbox=list(bbox_lonlat),

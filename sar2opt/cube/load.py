@@ -65,6 +65,9 @@ def load_stack(
         chunksize=chunk_px,
         snap_bounds=False,
         xy_coords="center",
+        # stackstac reads an asset that answers 404 as NaN by default: a silent hole in the
+        # cube. A missing asset is an error (one line from the job kit), like in inference.
+        errors_as_nodata=(),
     )
     if arr.shape[-2:] != grid.shape:  # guard the one-grid promise
         raise AssertionError(f"stackstac returned {arr.shape[-2:]}, grid is {grid.shape}")

@@ -53,6 +53,22 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
+def check_bands(cfg: Config, models: Models) -> None:
+    """The checkpoints read SAR bands the catalog config gives and, with the S2 composite on,
+    predict optical bands it gives: else every block would fail (fail before any output)."""
+    cat, ck = cfg.catalog, models.checkpoints[0]
+    if not set(models.in_bands) <= set(cat.sar_bands):
+        raise ConfigError(
+            f"checkpoint {ck} was trained on SAR bands {list(models.in_bands)} but the catalog "
+            f"config gives {list(cat.sar_bands)} (catalog.sar_bands)"
+        )
+    if cfg.infer.composite_max_dt_days > 0 and not set(models.out_bands) <= set(cat.opt_bands):
+        raise ConfigError(
+            f"checkpoint {ck} predicts {list(models.out_bands)} but the catalog config's optical "
+            f"bands are {list(cat.opt_bands)} (catalog.opt_bands): the S2 composite needs them"
+        )
+
+
 @dataclass(frozen=True)
 class Region:
     """What every run over an AOI needs: the config, the AOI, its zone parts, the models."""
@@ -70,6 +86,7 @@ class Region:
         check_infer(cfg.infer)  # configs read back from a store skip load_config's checks
         aoi = load_aoi(aoi_path)
         models = load_models(checkpoints)
+        check_bands(cfg, models)
         return cls(cfg, aoi, tuple(split_zones(aoi, cfg.cube.res_m, cfg.cube.epsg)), models)
 
     def settings(self, part: ZonePart) -> dict:

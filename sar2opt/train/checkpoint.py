@@ -20,7 +20,7 @@ from torch import nn
 
 from sar2opt.config import Config, config_from_dict, config_to_dict
 from sar2opt.data.inputs import input_channels
-from sar2opt.errors import Sar2OptError
+from sar2opt.errors import Sar2OptError, first_line
 from sar2opt.models import build_generator
 
 MODEL_FILE = "model.pt"
@@ -96,13 +96,32 @@ def save_untrained_checkpoint(
     return save_checkpoint(dir, gen, meta)
 
 
+def _load(path: Path, device: str | torch.device = "cpu", mmap: bool = False) -> object:
+    """``torch.load(path, weights_only=True)``; a file torch cannot read (junk, truncated,
+    pickled code the weights-only unpickler refuses) is a CheckpointError naming it."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+    except Exception as e:  # noqa: BLE001 - torch raises many types (RuntimeError, Unpickling..)
+        why = f"{type(e).__name__}: {first_line(e)[:160]}"
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({why})") from None
+
+
 def _read(dir: str | Path, device: str = "cpu", mmap: bool = False) -> tuple[dict, dict]:
     """``model.pt`` (weights_only) and its meta, checked to hold ``REQUIRED_META``."""
     path = Path(dir) / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
+    try:
+        ckpt = _load(path, device, mmap)
+    except CheckpointError:
+        if not mmap:
+            raise
+        ckpt = _load(path, device)  # files of the old serialisation cannot be memory-mapped
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("generator"), dict):
+        raise CheckpointError(f"{path} is not a sar2opt checkpoint (no generator weights)")
     meta = ckpt.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a sar2opt checkpoint (its meta is not a mapping)")
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise CheckpointError(f"checkpoint {path} meta lacks {missing}")
@@ -164,7 +183,7 @@ def load_train_state(dir: str | Path, device: str | torch.device = "cpu") -> dic
     path = Path(dir) / TRAIN_STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"checkpoint {dir} has no {TRAIN_STATE_FILE}: it cannot be resumed")
-    return torch.load(path, map_location=device, weights_only=True)
+    return _load(path, device)
 
 
 def load_checkpoint_weights(dir: str | Path, device: str | torch.device = "cpu") -> tuple:
@@ -172,5 +191,7 @@ def load_checkpoint_weights(dir: str | Path, device: str | torch.device = "cpu")
     path = Path(dir) / MODEL_FILE
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = _load(path, device)
+    if not isinstance(ckpt, dict) or "generator" not in ckpt:
+        raise CheckpointError(f"{path} is not a sar2opt checkpoint (no generator weights)")
     return ckpt["generator"], ckpt.get("meta", {})

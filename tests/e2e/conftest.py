@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,22 @@ SMALL_AOI = {
 }
 
 
+#: Credentials planted in the environment of every job these tests run (and in the catalog
+#: URL of ``syn_catalog["secret_url"]``): ``test_security.py`` greps every output for them.
+PLANTED_ENV = {
+    "PC_SDK_SUBSCRIPTION_KEY": "pc" + secrets.token_hex(16),
+    "AWS_SECRET_ACCESS_KEY": "aws" + secrets.token_hex(16),
+}
+URL_PASSWORD = "pw" + secrets.token_hex(16)
+URL_TOKEN = "sig" + secrets.token_hex(16)
+PLANTED = (*PLANTED_ENV.values(), URL_PASSWORD, URL_TOKEN)
+
+
+def secret_url(url: str) -> str:
+    """``url`` with a user, a password and a query token: what a private catalog needs."""
+    return url.replace("://", f"://sar2opt:{URL_PASSWORD}@", 1) + f"?sig={URL_TOKEN}"
+
+
 def syn_args(
     url: str,
     *,
@@ -52,7 +70,9 @@ def syn_args(
 def run_job(
     args: list[str], timeout: int = 900, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run a job script the way a user does, capturing its output."""
+    """Run a job script the way a user does, capturing its output; the environment has the
+    ``PLANTED_ENV`` credentials (as a cluster's would)."""
+    env = (os.environ if env is None else env) | PLANTED_ENV
     return subprocess.run(
         [PY, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -66,16 +86,23 @@ def syn_catalog(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn")
     items = generate_scene(root / "catalog")
     with CatalogServer(root / "catalog") as server:
-        yield {"root": root, "url": server.url, "items": items}
+        yield {
+            "root": root,
+            "url": server.url,
+            "secret_url": secret_url(server.url),
+            "items": items,
+        }
 
 
 @pytest.fixture(scope="session")
 def syn_trained(syn_catalog):
-    """cube -> checkpoint on the synthetic scene, with a short training schedule."""
-    root, url = syn_catalog["root"], syn_catalog["url"]
+    """cube -> checkpoint on the synthetic scene, with a short training schedule. The cube is
+    searched through the catalog URL with credentials (``secret_url``), and both jobs run with
+    ``PLANTED_ENV``: ``test_security.py`` greps what they wrote."""
+    root, url = syn_catalog["root"], syn_catalog["secret_url"]
     cube = root / "cube.zarr"
-    r = run_job(["jobs/build_cube.py", *syn_args(url), "--out", cube])
-    assert r.returncode == 0, r.stdout + r.stderr
+    r0 = run_job(["jobs/build_cube.py", *syn_args(url), "--out", cube])
+    assert r0.returncode == 0, r0.stdout + r0.stderr
     r = run_job(
         [
             "jobs/train.py",
@@ -97,6 +124,7 @@ def syn_trained(syn_catalog):
         "train": root / "train",
         "ckpt": root / "train" / "checkpoint",
         "train_log": r.stdout,
+        "logs": r0.stdout + r0.stderr + r.stdout + r.stderr,
     }
 
 
@@ -226,3 +254,89 @@ def small_clean(syn_catalog, tiny_ckpt, short_tmp):
     kill_all_with_env(f"RAY_TMPDIR={env['RAY_TMPDIR']}")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return {"aoi": aoi, "out": out, "blocks": len(ledger_done(out))}
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    """Every request answers 404, as a catalog whose asset was deleted does."""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_error(404)
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def broken_catalogs(syn_catalog, tmp_path_factory):
+    """Two copies of the synthetic catalog, each served, whose first S1 item has a bad ``vv``
+    asset: ``truncated`` (its COG cut to a third) and ``404`` (its href answers 404). The
+    other assets are the synthetic scene's own files (only the items are copied)."""
+    import shutil
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from sar2opt.catalog.items import write_catalog
+    from sar2opt.catalog.server import CatalogServer
+
+    items = json.loads((syn_catalog["root"] / "catalog" / "items.json").read_text())["features"]
+    s1 = min(
+        (it for it in items if it["collection"] == "sentinel-1-rtc"),
+        key=lambda it: it["properties"]["datetime"],
+    )
+    http = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    root = tmp_path_factory.mktemp("broken")
+    out = {}
+    servers = []
+    try:
+        for how in ("truncated", "404"):
+            d = root / how
+            d.mkdir()
+            its = json.loads(json.dumps(items))
+            asset = next(it for it in its if it["id"] == s1["id"])["assets"]["vv"]
+            if how == "truncated":
+                data = Path(asset["href"]).read_bytes()
+                (d / "truncated.tif").write_bytes(data[: len(data) // 3])
+                asset["href"] = str(d / "truncated.tif")
+            else:
+                asset["href"] = f"http://127.0.0.1:{http.server_port}/cogs/gone.tif"
+            write_catalog(its, d)
+            server = CatalogServer(d).start()
+            servers.append(server)
+            out[how] = {"url": server.url, "href": asset["href"]}
+        yield out
+    finally:
+        for server in servers:
+            server.stop()
+        http.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def odd_checkpoints(tmp_path_factory):
+    """Real untrained checkpoints that do not fit the synthetic catalog: ``junk`` (model.pt is
+    random bytes), ``hh_hv`` (trained on other SAR bands), ``b8a`` (predicts B8A, which the
+    catalog config does not give)."""
+    import torch
+
+    from sar2opt.train.checkpoint import MODEL_FILE, save_untrained_checkpoint
+
+    root = tmp_path_factory.mktemp("odd_ckpt")
+    cfg = Config(model=ModelSpec(ngf=8, depth=5))
+    out = {}
+    for name, key, value in (
+        ("hh_hv", "in_bands", ["hh", "hv"]),
+        ("b8a", "out_bands", ["B02", "B03", "B04", "B8A"]),
+    ):
+        d = save_untrained_checkpoint(root / name, cfg, git_sha="test")
+        ckpt = torch.load(d / MODEL_FILE, weights_only=True)
+        ckpt["meta"][key] = value
+        torch.save(ckpt, d / MODEL_FILE)
+        out[name] = d
+    junk = root / "junk"
+    junk.mkdir()
+    (junk / MODEL_FILE).write_bytes(os.urandom(4096))
+    out["junk"] = junk
+    return out

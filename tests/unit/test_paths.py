@@ -28,3 +28,52 @@ def test_no_root_means_any_path(tmp_path, monkeypatch):
     monkeypatch.setenv("SAR2OPT_OUTPUT_ROOT", str(tmp_path))
     with pytest.raises(PathEscapeError):
         resolve_output("../x.zarr")
+
+
+def test_the_root_itself_is_not_an_output(tmp_path):
+    with pytest.raises(PathEscapeError):
+        resolve_output(".", tmp_path)
+
+
+def _store(path, attrs):
+    import json
+
+    path.mkdir(parents=True)
+    (path / "zarr.json").write_text(json.dumps({"zarr_format": 3, "attributes": attrs}))
+    return path
+
+
+def test_output_kind_reads_what_sar2opt_wrote(tmp_path):
+    from sar2opt.paths import claim_folder, output_kind
+
+    assert output_kind(_store(tmp_path / "c.zarr", {"sar2opt_stage": "cube"})) == "cube"
+    assert output_kind(_store(tmp_path / "z.zarr", {"title": "someone's"})) is None
+    zones = tmp_path / "zones"
+    _store(zones / "21S.zarr", {"sar2opt_stage": "infer"})
+    _store(zones / "22S.zarr", {"sar2opt_stage": "infer"})
+    assert output_kind(zones) == "infer"
+    (zones / "notes.txt").write_text("mine")  # a user's file among the zone stores
+    assert output_kind(zones) is None
+    assert output_kind(claim_folder(tmp_path / "eval", "evaluate")) == "evaluate"
+    (tmp_path / "link").symlink_to(tmp_path / "c.zarr")
+    assert output_kind(tmp_path / "link") is None  # never followed
+
+
+def test_only_own_outputs_of_the_same_kind_are_replaced(tmp_path):
+    from sar2opt.paths import NotOurOutputError, check_replaceable, remove_own_output
+
+    check_replaceable(tmp_path / "absent", "cube")
+    (tmp_path / "empty").mkdir()
+    check_replaceable(tmp_path / "empty", "demo")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "thesis.tex").write_text("x")
+    (tmp_path / "file.zarr").write_text("x")
+    for p in (user, tmp_path / "file.zarr"):
+        with pytest.raises(NotOurOutputError, match="is not a sar2opt demo folder"):
+            remove_own_output(p, "demo")
+    assert (user / "thesis.tex").read_text() == "x"
+    cube = _store(tmp_path / "c.zarr", {"sar2opt_stage": "cube"})
+    with pytest.raises(NotOurOutputError, match="is a sar2opt cube .*, not a mosaic"):
+        check_replaceable(cube, "infer")
+    check_replaceable(cube, "cube")
