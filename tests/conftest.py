@@ -42,3 +42,15 @@ def _isolated_ray_env():
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     yield
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny tensors: on shared cores, intra-op threads cost far more than they give. Modules of
+    tiny-model tests use it (``pytestmark = pytest.mark.usefixtures("torch_one_thread")``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

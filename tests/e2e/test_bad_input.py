@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import (
+from tests.helpers.jobs import (
     DEMO_CFG,
     PLANTED_ENV,
     PY,

@@ -10,22 +10,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.e2e.conftest import PY, REPO, SYN_DATES, one_error_line, run_job, write_json
+from tests.helpers.jobs import PY, REPO, SMALL_AOI, SYN_DATES, one_error_line, run_job, write_json
 
 pytestmark = pytest.mark.slow
-
-SMALL_AOI = {  # ~2.6 km square in the synthetic scene: 3 x 3 tiles of 128 px
-    "type": "Polygon",
-    "coordinates": [
-        [
-            [-55.012, -5.012],
-            [-54.988, -5.012],
-            [-54.988, -4.988],
-            [-55.012, -4.988],
-            [-55.012, -5.012],
-        ]
-    ],
-}
 
 
 def _args(aoi, out, url, *extra):

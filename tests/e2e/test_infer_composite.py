@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from tests.e2e.conftest import run_job, write_json
+from tests.helpers.jobs import run_job, write_json
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from sar2opt.infer.store import partial_path
-from tests.e2e.conftest import (
+from tests.helpers.jobs import (
     PY,
     REPO,
     assert_same_store,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.e2e.conftest import (
+from tests.helpers.jobs import (
     PY,
     REPO,
     SMALL_AOI,

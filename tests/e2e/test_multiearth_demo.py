@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tests.e2e.conftest import run_job
 from tests.helpers.data import MULTIEARTH, requires_shared_data
+from tests.helpers.jobs import run_job
 
 pytestmark = [pytest.mark.slow, requires_shared_data]
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from sar2opt.infer.store import partial_path
-from tests.e2e.conftest import (
+from tests.helpers.jobs import (
     REPO,
     assert_same_store,
     ledger_done,
     small_infer_args,
     wait_for,
 )
-from tests.e2e.ray_cluster import (
+from tests.helpers.ray_cluster import (
     alive_with,
     start_head,
     start_node,

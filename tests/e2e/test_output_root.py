@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SYN_AOI, one_error_line, run_job, syn_args
+from tests.helpers.jobs import SYN_AOI, one_error_line, run_job, syn_args
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import REPO, assert_same_store, small_infer_args
-from tests.e2e.ray_cluster import auth_headers, start_head, stop_node, submit_cmd, token_env
+from tests.helpers.jobs import REPO, assert_same_store, small_infer_args
+from tests.helpers.ray_cluster import auth_headers, start_head, stop_node, submit_cmd, token_env
 
 pytestmark = pytest.mark.slow
 

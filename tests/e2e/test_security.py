@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import PLANTED, run_job, syn_args
+from tests.helpers.jobs import PLANTED, run_job, syn_args
 
 pytestmark = pytest.mark.slow
 

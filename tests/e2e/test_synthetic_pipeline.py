@@ -10,7 +10,7 @@ import pytest
 import torch
 import xarray as xr
 
-from tests.e2e.conftest import run_job, syn_args
+from tests.helpers.jobs import run_job, syn_args
 
 pytestmark = pytest.mark.slow
 

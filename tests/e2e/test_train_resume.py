@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.e2e.conftest import PY, REPO, kill_all_with_env, run_job
-from tests.unit.test_train_ray import SMALL_BLOCKS, write_cube
+from tests.helpers.cubes import SMALL_BLOCKS, write_cube
+from tests.helpers.jobs import PY, REPO, kill_all_with_env, run_job
 
 pytestmark = pytest.mark.slow
 EPOCHS = 6

@@ -55,13 +55,7 @@ def test_other_sizes_need_the_stride_or_padding(name: str) -> None:
     assert pad_amounts(37, 50, 8) == (3, 6) and pad_amounts(32, 64, 8) == (0, 0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on shared cores, intra-op threads cost far more than they give."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_paper_sizes_at_256() -> None:

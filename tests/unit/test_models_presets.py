@@ -78,13 +78,7 @@ def _setup(name: str, input_set: str, lr: float = 2e-3) -> tuple:
 CASES = [(m, s) for m in MODELS for s in INPUT_SETS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on shared cores, intra-op threads cost 20x more than they give."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @requires_shared_data

@@ -12,60 +12,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import xarray as xr
 
 from sar2opt.config import load_config
 from sar2opt.train.checkpoint import load_generator
-
-SAR, OPT = ["vv", "vh"], ["B02", "B03", "B04", "B08"]
-# 32 px patches in 96 px split blocks, 16 px apart across splits: train, val and test
-# patches on the 192 px test cube (4 blocks: train 2, val 1, test 1).
-SMALL_BLOCKS = ("patches.patch_px=32", "patches.block_px=96", "patches.gap_px=16")
-
-
-def _smooth(a: np.ndarray, k: int) -> np.ndarray:
-    """Box blur along the last two axes (k x k, edge-padded), numpy only."""
-    pad = k // 2
-    a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(pad, pad), (pad, pad)], mode="edge")
-    c = a.cumsum(-1).cumsum(-2)
-    c = np.pad(c, [(0, 0)] * (a.ndim - 2) + [(1, 0), (1, 0)])
-    return (c[..., k:, k:] - c[..., :-k, k:] - c[..., k:, :-k] + c[..., :-k, :-k]) / (k * k)
-
-
-def write_cube(path: Path, n_t: int = 4, size: int = 192, seed: int = 0, aux: bool = False) -> None:
-    """SAR in dB; optical reflectance = a fixed mix of smoothed SAR; a cloud at t=1.
-
-    ``aux``: also a DEM (metres) and the prior optical (prior_<band>: the t=0 optical).
-    """
-    rng = np.random.default_rng(seed)
-    z = _smooth(rng.normal(0, 1, (n_t, 2, size, size)), 5) * 4
-    sar = np.stack([-12 + 3 * z[:, 0], -19 + 3 * z[:, 1]], 1)
-    mix = np.array([[0.02, -0.01], [0.03, 0.0], [0.02, 0.02], [0.08, -0.04]])
-    opt = np.clip(np.array([0.05, 0.07, 0.06, 0.25])[None, :, None, None]
-                  + np.einsum("oc,tchw->tohw", mix, _smooth(z, 3)), 0.0, 1.0)  # fmt: skip
-    clear = np.ones((n_t, 1, size, size))
-    clear[1, 0, 20:60, 20:60] = 0.0
-    opt[1, :, 20:60, 20:60] = 0.5
-    parts, names, attrs = [sar, opt, clear], SAR + OPT + ["clear"], {}
-    if aux:
-        parts += [np.broadcast_to(opt[:1], opt.shape), 100 + 50 * z[:, :1]]
-        names += [f"prior_{b}" for b in OPT] + ["elevation"]
-        attrs = {"dem_band": "elevation", "prior_bands": [f"prior_{b}" for b in OPT]}
-    cube = np.concatenate(parts, 1).astype(np.float32)
-    da = xr.DataArray(
-        cube,
-        dims=("time", "band", "y", "x"),
-        coords={
-            "time": np.array("2024-01-01", dtype="datetime64[ns]")
-            + np.arange(n_t) * 12 * 86400 * 10**9,
-            "band": names,
-        },
-    )
-    ds = xr.Dataset({"cube": da}, attrs={"sar_bands": SAR, "opt_bands": OPT, **attrs})
-    ds.to_zarr(path, mode="w")
+from tests.helpers.cubes import OPT, SAR, SMALL_BLOCKS, write_cube
 
 
 @pytest.fixture(scope="module")

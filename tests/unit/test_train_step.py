@@ -12,13 +12,7 @@ from sar2opt.train.step import eval_step, gan_step
 W = torch.tensor([[0.5, -0.3], [0.2, 0.4], [-0.4, 0.6], [0.8, 0.1]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: on shared cores, intra-op threads cost far more than they give."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def synthetic_pairs(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

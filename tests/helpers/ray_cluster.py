@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import REPO
+from tests.helpers.jobs import REPO
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
