@@ -65,11 +65,30 @@ def make_checkpoint(out: Path, config: str, sets: list[str] = ()) -> Path:
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_s(root_pid: int) -> float:
-    """CPU seconds (user + system) of ``root_pid`` and its descendants, including children
-    that have exited and been reaped (their parent's ``cutime``/``cstime``)."""
+#: Process kinds of the job's tree, by command line (``tree_cpu_s``).
+KINDS = ("driver", "Ray workers", "Ray system", "catalog server")
+
+
+def _kind(pid: int, root_pid: int) -> str:
+    if pid == root_pid:
+        return "driver"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return "Ray system"
+    if cmd.startswith(b"ray::") or b"default_worker.py" in cmd:
+        return "Ray workers"
+    return "catalog server" if b"rustac" in cmd else "Ray system"
+
+
+def tree_cpu_s(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of ``root_pid`` and its descendants by kind (``KINDS``).
+    Children that have exited count through their parent's ``cutime``/``cstime``: Ray
+    workers through the raylet's, so a raylet's reaped children are counted as workers."""
     children: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
+    own: dict[int, int] = {}
+    reaped: dict[int, int] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -80,13 +99,18 @@ def tree_cpu_s(root_pid: int) -> float:
             continue
         pid = int(d)
         children.setdefault(int(fields[1]), []).append(pid)
-        ticks[pid] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    total, todo = 0, [root_pid]
+        own[pid] = int(fields[11]) + int(fields[12])  # utime stime
+        reaped[pid] = int(fields[13]) + int(fields[14])  # cutime cstime
+    out = dict.fromkeys(KINDS, 0.0)
+    todo = [root_pid]
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
-        total += ticks.get(pid, 0)
-    return total / CLK_TCK
+        kind = _kind(pid, root_pid)
+        out[kind] += own.get(pid, 0) / CLK_TCK
+        dead = "Ray workers" if kind == "Ray system" else kind
+        out[dead] += reaped.get(pid, 0) / CLK_TCK
+    return out
 
 
 def bare_forward(
@@ -176,7 +200,10 @@ def run_job(job, aoi: Path, ckpt: Path, url: str, out: Path, config: str, sets: 
         code = job.main(args)
         wall = time.perf_counter() - t0
         time.sleep(1.0)  # let Ray reap the pool's actors, so their CPU shows in cutime
-        cpu = tree_cpu_s(os.getpid()) - c0 - mem.cpu_s
+        c1 = tree_cpu_s(os.getpid())
+        by_kind = {k: c1[k] - c0[k] for k in KINDS}
+        by_kind["driver"] -= mem.cpu_s  # the memory sampler is the benchmark's, not the job's
+        cpu = sum(by_kind.values())
     if code != 0:
         raise SystemExit(f"infer_region failed ({code}):\n{log.getvalue()}")
     tiles = len(TileLedger(out).done())
@@ -186,6 +213,7 @@ def run_job(job, aoi: Path, ckpt: Path, url: str, out: Path, config: str, sets: 
         "tiles_per_s": tiles / wall,
         "peak_mb": mem.tree_mb,
         "cpu_s": cpu,
+        **{f"cpu_s {k}": v for k, v in by_kind.items()},
     }
 
 
@@ -300,6 +328,7 @@ def main() -> None:
     results = {}
     for name, rs in runs.items():
         keys = ("wall_s", "tiles_per_s", "bare", "bare_ms", "efficiency", "cpu_s", "cpu_ms")
+        keys += tuple(f"cpu_s {k}" for k in KINDS)
         results[name] = {k: med(rs, k) for k in keys}
         results[name].update(tiles=rs[0]["tiles"], peak_mb=max(r["peak_mb"] for r in rs))
         if len(rs) > 1:
@@ -350,6 +379,10 @@ def main() -> None:
         f"{big1['bare_ms']:.1f} = **{out:.1f} core-ms/tile** | <= 15 "
         f"{'met' if out <= 15 else 'MISSED'} |"
     )
+    parts = ", ".join(
+        f"{k} {1e3 * (big1[f'cpu_s {k}'] - small1[f'cpu_s {k}']) / d_tiles:.1f}" for k in KINDS
+    )
+    print(f"| where the steady-state CPU goes (core-ms/tile) | {parts} | – |")
     fixed_cpu = small1["cpu_s"] - small1["tiles"] * cpu_tile / 1e3
     print(
         f"| fixed start-up (1x wall - its tiles at the steady rate) | {start_s:.1f} s "

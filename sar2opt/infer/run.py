@@ -13,13 +13,15 @@ in-process (tests, tiny AOIs).
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from sar2opt.infer.composite import compose, nearest_clear
+from sar2opt.infer.composite import SOURCE_NODATA, SOURCE_SYNTH, compose, nearest_clear
 from sar2opt.infer.ledger import BlockKey, DoneBlocks, TileLedger
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.store import write_blocks
@@ -239,23 +241,26 @@ def compose_block(
     r0, c0, r1, c1 = core
     pred = np.asarray(pred)[:, r0 - r : r1 - r, c0 - c : c1 - c]
     spread = np.asarray(spread)[r0 - r : r1 - r, c0 - c : c1 - c]
-    h, w = r1 - r0, c1 - c0
-    s2, found = np.full_like(pred, np.nan), np.zeros((h, w), bool)
-    if composite is not None and composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]:
-        # read a margin of dilate_px so a cloud just across the block edge still grows into
-        # the block: the mask is then the one of the whole image, and no seam shows
-        pr0, pc0, pr1, pc1 = _grow(core, composite.dilate_px, lat.grid.shape)
-        obs, clear, dt = read_clear_s2(
-            job.s2_by_time[t],
-            lat.grid.subgrid(pr0, pc0, pr1 - pr0, pc1 - pc0),
-            strip.time,
-            job.out_bands,
-            composite,
-        )
-        inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
-        s2, found = nearest_clear(
-            obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt, composite.max_dt_days
-        )
+    if not (composite and composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]):
+        # no clear S2 to take: ``compose``'s result without its per-pixel choice and copies
+        # (``write_blocks`` copies the cores into one array per strip anyway)
+        optical = np.asarray(pred, np.float32)
+        source = np.where(np.isfinite(optical).all(axis=0), SOURCE_SYNTH, SOURCE_NODATA)
+        return t, core, optical, source.astype(np.uint8), spread
+    # read a margin of dilate_px so a cloud just across the block edge still grows into
+    # the block: the mask is then the one of the whole image, and no seam shows
+    pr0, pc0, pr1, pc1 = _grow(core, composite.dilate_px, lat.grid.shape)
+    obs, clear, dt = read_clear_s2(
+        job.s2_by_time[t],
+        lat.grid.subgrid(pr0, pc0, pr1 - pr0, pc1 - pc0),
+        strip.time,
+        job.out_bands,
+        composite,
+    )
+    inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
+    s2, found = nearest_clear(
+        obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt, composite.max_dt_days
+    )
     optical, source = compose(pred, s2, found)
     return t, core, optical, source, spread
 
@@ -311,6 +316,23 @@ def run_local(
         yield process_strip(strip, job, predict)
 
 
+#: Codec pipeline of zarrs (Rust), when installed: the actors' chunk writes then cost ~3.2
+#: instead of ~5 ms of CPU a block here (zarr-python's asyncio hops and its per-chunk codec
+#: calls); the stores' bytes decode to the same values. ``SAR2OPT_ZARRS=0`` turns it off.
+ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+
+
+def use_zarrs() -> bool:
+    """Route this process's zarr chunk encoding through zarrs when it is installed (and not
+    turned off); whether it does. Called in the actors only: it sets zarr's global config."""
+    if os.environ.get("SAR2OPT_ZARRS", "1") == "0" or importlib.util.find_spec("zarrs") is None:
+        return False
+    import zarr
+
+    zarr.config.set({"codec_pipeline.path": ZARRS_PIPELINE})
+    return True
+
+
 class StripWorker:
     """Ray Data actor (``map_batches`` callable class): the predictor made once; each call
     takes strips and reads, predicts, composes and writes their blocks (``process_strip``).
@@ -325,6 +347,7 @@ class StripWorker:
 
     def __init__(self, job: FillJob, make_predictor: Callable[[], Predict]) -> None:
         self.job = job
+        self.zarrs = use_zarrs()
         self.predictor = make_predictor()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
