@@ -41,6 +41,8 @@ if str(REPO) not in sys.path:
 AMAZON_BLOCKS = 1_148_295
 AMAZON_AOI = REPO.parent / "shared/data/aoi/amazon.geojson"
 GPUS = 16
+#: Time limits of the parts (s): with the forwards (~40 s) under gpu_check.sh's 470 s.
+JOB_S, TRAIN_S = 220, 95
 #: Options of the benchmarks' CLIs this script uses (checked in the CPU fallback).
 INFER_OPTS = ("--size-km", "--dates", "--runs", "--set", "--bare-seconds", "--json", "--work")
 TRAIN_OPTS = ("--size-px", "--dates", "--patch-px", "--epochs", "--workers", "--gpu")
@@ -249,7 +251,7 @@ def main() -> int:
                     "--set", "infer.gpus_per_actor=1", "--set", f"infer.cpus_per_actor={cpus}",
                     "--set", "infer.calls_per_actor=4", "--set", "infer.batch_size=16",
                 ],
-                200,
+                JOB_S,
             )  # fmt: skip
             if code == 0 and out_json.exists():
                 job = json.loads(out_json.read_text())
@@ -266,7 +268,7 @@ def main() -> int:
                         "--patch-px", "256", "--epochs", "3", "--workers", "1", "--gpu",
                         "--precision", prec,
                     ],
-                    110,
+                    TRAIN_S,
                 )  # fmt: skip
             rate = train_rate(out) if code == 0 else None
             train[prec] = (rate, mem.peak_mib)
