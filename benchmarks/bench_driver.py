@@ -35,7 +35,15 @@ if str(REPO) not in sys.path:
 
 from sar2opt.infer.ledger import TileLedger  # noqa: E402
 from sar2opt.infer.plan import BlockLattice  # noqa: E402
-from sar2opt.infer.run import ActorPool, FillJob, block_tasks, drain, run_ray, strip_tasks  # noqa: E402
+from sar2opt.infer.run import (  # noqa: E402
+    ActorPool,
+    FillJob,
+    block_tasks,
+    drain,
+    run_ray,
+    strip_tasks,
+    strips_per_task,
+)
 from sar2opt.zones import blocks_by_row, count_blocks, split_zones, to_grid_crs  # noqa: E402
 
 TIME = "2024-01-05T09:30:00Z"
@@ -128,6 +136,7 @@ def main() -> None:
     p.add_argument("--overlap-px", type=int, default=64)
     p.add_argument("--read-blocks", type=int, default=8, help="blocks per strip (shard)")
     p.add_argument("--calls-per-actor", type=int, default=3)
+    p.add_argument("--strips-per-task", type=int, default=0, help="0: run.strips_per_task's choice")
     p.add_argument("--max-rows", type=int, help="only the first N block rows (quick look)")
     p.add_argument("--ledger-lines", type=int, default=1_000_000)
     args = p.parse_args()
@@ -153,7 +162,7 @@ def main() -> None:
     ray.init(address="local", include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
     try:
         job = FillJob(str(work), lat, NullSar(), batch_size=4, write=null_write)
-        pool = ActorPool(1, 0.5, 0.0, args.calls_per_actor)
+        pool = ActorPool(1, 0.5, 0.0, args.calls_per_actor, args.strips_per_task)
         c2, t2 = cpu_s(), time.perf_counter()
         done = drain(run_ray(strips, job, NullPredictor, pool), ledger, total)
         driver_cpu, wall = cpu_s() - c2, time.perf_counter() - t2
@@ -169,7 +178,8 @@ def main() -> None:
     per_strip_ms = 1e3 * driver_cpu / len(strips)
     rss = peak_rss_mb()
     print(f"\n| measure | {part.name}, 1 date | goal |\n|---|---|---|")
-    print(f"| blocks / strips | {total:,} / {len(strips):,} | – |")
+    per_task = strips_per_task(len(strips), pool)
+    print(f"| blocks / strips / strips per task | {total:,} / {len(strips):,} / {per_task} | – |")
     print(f"| planning (zone pick + walk + strips) | {t_pick:.1f} s + {t_plan:.1f} s | – |")
     print(f"| pipeline wall (no pixels, 1 actor) | {wall:.1f} s | – |")
     print(
