@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 
 def pss_mb(pid: int | str) -> float:
@@ -50,15 +51,18 @@ class PeakMem:
     def __init__(self, every_s: float = 0.2) -> None:
         self.every_s, self.tree_mb, self.driver_mb = every_s, 0.0, 0.0
         self.workers, self.worker_mb = 0, 0.0  # most Ray workers alive; largest worker PSS
+        self.cpu_s = 0.0  # CPU time of the sampling thread itself (to leave out of a job's)
         self._stop = threading.Event()
 
     def _run(self) -> None:
+        c0 = time.thread_time()
         while not self._stop.is_set():
             tree, workers = tree_pss_mb(os.getpid())
             self.tree_mb = max(self.tree_mb, tree)
             self.workers = max(self.workers, len(workers))
             self.worker_mb = max([self.worker_mb, *workers])
             self.driver_mb = max(self.driver_mb, pss_mb("self"))
+            self.cpu_s = time.thread_time() - c0
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> PeakMem:

@@ -13,14 +13,16 @@ in-process (tests, tiny AOIs).
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from sar2opt.infer.composite import compose, nearest_clear
-from sar2opt.infer.ledger import BlockKey, TileLedger
+from sar2opt.infer.composite import SOURCE_NODATA, SOURCE_SYNTH, compose, nearest_clear
+from sar2opt.infer.ledger import BlockKey, DoneBlocks, TileLedger
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.store import write_blocks
 from sar2opt.profiles import CollectionProfile
@@ -66,6 +68,11 @@ class FillJob:
     out_bands: tuple[str, ...] = ()
     s2_by_time: tuple[tuple[dict, ...], ...] = ()
     composite: CompositeSpec | None = None
+    #: What becomes of a strip's predictions: ``None`` composes and writes them to ``store``
+    #: (``write_strip``); a benchmark passes a no-op to time the driver alone.
+    write: Callable[[FillJob, Strip, Sequence[np.ndarray], Sequence[np.ndarray]], None] | None = (
+        None
+    )
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,26 @@ class ActorPool:
     num_actors: int = 1
     cpus_per_actor: float = 0.5
     gpus_per_actor: float = 0.0
-    calls_per_actor: int = 3  # strips one actor works on at once (threads)
+    calls_per_actor: int = 3  # tasks one actor works on at once (threads)
     resources: tuple[tuple[str, float], ...] = ()  # custom Ray resources per actor
+    #: Strips per Ray Data task (0: ``strips_per_task``'s choice). Ray Data's driver costs a
+    #: few ms per task; a task's strips run one after another in one of the actor's threads.
+    strips_per_task: int = 0
+
+
+#: Most strips per task ``strips_per_task`` chooses, and the tasks it keeps per actor thread.
+MAX_STRIPS_PER_TASK = 16
+TASKS_PER_THREAD = 8
+
+
+def strips_per_task(n_strips: int, pool: ActorPool) -> int:
+    """Strips per Ray Data task: 1 for small runs (finest retries and ledger), up to
+    ``MAX_STRIPS_PER_TASK`` for a large one while each actor thread still gets
+    ``TASKS_PER_THREAD`` tasks (so the last ones do not leave actors idle)."""
+    if pool.strips_per_task > 0:
+        return pool.strips_per_task
+    threads = max(pool.num_actors * pool.calls_per_actor, 1)
+    return int(np.clip(n_strips // (threads * TASKS_PER_THREAD), 1, MAX_STRIPS_PER_TASK))
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,16 +146,18 @@ def block_tasks(
     times: Sequence[str],
     t_indices: Sequence[int],
     blocks_for_t: Callable[[int], Iterable[tuple[int, np.ndarray]]],
-    done: set[BlockKey],
+    done: DoneBlocks | set[BlockKey],
 ) -> list[Block]:
-    """The blocks still to do (not in ``done``), time by time, row by row."""
+    """The blocks still to do (not in ``done``), time by time, row by row (a row's columns
+    are checked against the ledger in one vectorised step)."""
+    if not isinstance(done, DoneBlocks):
+        done = DoneBlocks.from_keys(done)
     out = []
     for t in t_indices:
+        time = times[t]
         for bi, cols in blocks_for_t(t):
-            for bj in cols:
-                b = Block(int(t), times[t], int(bi), int(bj))
-                if b.key not in done:
-                    out.append(b)
+            bi = int(bi)
+            out += [Block(int(t), time, bi, bj) for bj in done.missing(time, bi, cols).tolist()]
     return out
 
 
@@ -215,23 +242,26 @@ def compose_block(
     r0, c0, r1, c1 = core
     pred = np.asarray(pred)[:, r0 - r : r1 - r, c0 - c : c1 - c]
     spread = np.asarray(spread)[r0 - r : r1 - r, c0 - c : c1 - c]
-    h, w = r1 - r0, c1 - c0
-    s2, found = np.full_like(pred, np.nan), np.zeros((h, w), bool)
-    if composite is not None and composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]:
-        # read a margin of dilate_px so a cloud just across the block edge still grows into
-        # the block: the mask is then the one of the whole image, and no seam shows
-        pr0, pc0, pr1, pc1 = _grow(core, composite.dilate_px, lat.grid.shape)
-        obs, clear, dt = read_clear_s2(
-            job.s2_by_time[t],
-            lat.grid.subgrid(pr0, pc0, pr1 - pr0, pc1 - pc0),
-            strip.time,
-            job.out_bands,
-            composite,
-        )
-        inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
-        s2, found = nearest_clear(
-            obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt, composite.max_dt_days
-        )
+    if not (composite and composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]):
+        # no clear S2 to take: ``compose``'s result without its per-pixel choice and copies
+        # (``write_blocks`` copies the cores into one array per strip anyway)
+        optical = np.asarray(pred, np.float32)
+        source = np.where(np.isfinite(optical).all(axis=0), SOURCE_SYNTH, SOURCE_NODATA)
+        return t, core, optical, source.astype(np.uint8), spread
+    # read a margin of dilate_px so a cloud just across the block edge still grows into
+    # the block: the mask is then the one of the whole image, and no seam shows
+    pr0, pc0, pr1, pc1 = _grow(core, composite.dilate_px, lat.grid.shape)
+    obs, clear, dt = read_clear_s2(
+        job.s2_by_time[t],
+        lat.grid.subgrid(pr0, pc0, pr1 - pr0, pc1 - pc0),
+        strip.time,
+        job.out_bands,
+        composite,
+    )
+    inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
+    s2, found = nearest_clear(
+        obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt, composite.max_dt_days
+    )
     optical, source = compose(pred, s2, found)
     return t, core, optical, source, spread
 
@@ -261,6 +291,14 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
         out = predict({"sar": np.stack(tiles[i : i + job.batch_size])})
         preds += list(out["pred"])
         spreads += list(out["spread"])
+    (job.write or write_strip)(job, strip, preds, spreads)
+    return strip.keys
+
+
+def write_strip(
+    job: FillJob, strip: Strip, preds: Sequence[np.ndarray], spreads: Sequence[np.ndarray]
+) -> None:
+    """Compose each predicted block of ``strip`` and write them all to ``job.store``."""
     write_blocks(
         job.store,
         [
@@ -268,7 +306,6 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
             for bj, p, s in zip(strip.bjs, preds, spreads, strict=True)
         ],
     )
-    return strip.keys
 
 
 def run_local(
@@ -278,6 +315,23 @@ def run_local(
     predict = make_predictor()
     for strip in strips:
         yield process_strip(strip, job, predict)
+
+
+#: Codec pipeline of zarrs (Rust), when installed: the actors' chunk writes then cost ~3.2
+#: instead of ~5 ms of CPU a block here (zarr-python's asyncio hops and its per-chunk codec
+#: calls); the stores' bytes decode to the same values. ``SAR2OPT_ZARRS=0`` turns it off.
+ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+
+
+def use_zarrs() -> bool:
+    """Route this process's zarr chunk encoding through zarrs when it is installed (and not
+    turned off); whether it does. Called in the actors only: it sets zarr's global config."""
+    if os.environ.get("SAR2OPT_ZARRS", "1") == "0" or importlib.util.find_spec("zarrs") is None:
+        return False
+    import zarr
+
+    zarr.config.set({"codec_pipeline.path": ZARRS_PIPELINE})
+    return True
 
 
 class StripWorker:
@@ -296,6 +350,7 @@ class StripWorker:
         import ray
 
         self.job = job
+        self.zarrs = use_zarrs()
         self.predictor = make_predictor()
         # where the strips were done: run_ray's per-node summary (the job's own record)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
@@ -321,10 +376,13 @@ def run_ray(
 ) -> Iterator[list[BlockKey]]:
     """The pipeline on Ray Data (needs Ray initialised): yields finished keys as they come.
 
-    A pool of ``pool.num_actors`` ``StripWorker`` actors takes the strips one at a time,
-    ``calls_per_actor`` at once per actor (one predicting, the others reading or writing).
-    Ray Data keeps at most ``calls_per_actor + 1`` strips queued per actor: that is the
-    backpressure, and what bounds memory.
+    A pool of ``pool.num_actors`` ``StripWorker`` actors takes tasks of ``strips_per_task``
+    strips, ``calls_per_actor`` tasks at once per actor (one predicting, the others reading
+    or writing), a task's strips one after another. Ray Data keeps at most
+    ``calls_per_actor + 1`` tasks queued per actor: that is the backpressure, and what bounds
+    memory (one strip in work per call). A task is the unit of retry and of the keys that
+    come back, so a large run groups up to ``MAX_STRIPS_PER_TASK`` strips per task: Ray
+    Data's driver costs ~1-3 ms per task, which would be more than a GPU's time per strip.
 
     Actors restart when their process dies and their strips are retried (Ray Data's
     actor-pool defaults: ``max_restarts=-1``, ``max_task_retries=-1``; a test kills one);
@@ -338,11 +396,13 @@ def run_ray(
     ctx.enable_progress_bars = False
     ctx.raise_original_map_exception = True
     rows = [s.to_row() for s in strips]
-    ds = ray.data.from_items(rows, override_num_blocks=max(len(rows), 1))
+    per_task = strips_per_task(len(rows), pool)
+    ds = ray.data.from_items(rows, override_num_blocks=max(-(-len(rows) // per_task), 1))
+    del rows
     ds = ds.map_batches(
         StripWorker,
         fn_constructor_kwargs={"job": job, "make_predictor": make_predictor},
-        batch_size=1,
+        batch_size=None,  # a whole task (its block of strips) per call
         compute=ray.data.ActorPoolStrategy(
             size=pool.num_actors,
             max_concurrent_calls_per_actor=pool.calls_per_actor,

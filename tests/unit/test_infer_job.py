@@ -135,3 +135,50 @@ def test_bad_checkpoint_is_one_line_error(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: ") and "checkpoint" in err
     assert not (tmp_path / "m.zarr").exists()
+
+
+def test_tasks_of_several_strips_write_the_same_store(ray_local, tmp_path) -> None:
+    """``strips_per_task`` > 1 (a continent's runs): every block once, the same pixels."""
+    times = ["2023-07-03T05:43:12Z", "2023-07-15T05:43:14Z"]
+    lat = BlockLattice(GRID, 128, 32)
+    blocks = block_tasks(times, [0, 1], lambda t: blocks_by_row(lat, None), set())
+    strips = strip_tasks(blocks, 2)
+    stores = []
+    for per_task in (1, 3):
+        store = tmp_path / f"m{per_task}.zarr"
+        create_store(store, GRID, times, ["B04"], {}, lat.block_px)
+        job = FillJob(str(store), lat, FakeSar(), batch_size=4)
+        pool = ActorPool(cpus_per_actor=0.5, strips_per_task=per_task)
+        got = [k for keys in run_ray(strips, job, FakePredictor, pool) for k in keys]
+        assert sorted(got) == sorted(b.key for b in blocks)  # once each
+        stores.append(xr.open_zarr(store)["optical"].values)
+    np.testing.assert_array_equal(stores[0], stores[1])
+
+
+def test_strips_per_task_grows_with_the_run_and_keeps_every_thread_busy() -> None:
+    from sar2opt.infer.run import MAX_STRIPS_PER_TASK, strips_per_task
+
+    pool = ActorPool(num_actors=2, calls_per_actor=3)
+    assert strips_per_task(10, pool) == 1  # a small run: one strip per task, as before
+    assert strips_per_task(41_040, pool) == MAX_STRIPS_PER_TASK
+    n = 2 * 3 * 8 * 5  # 8 tasks per thread at 5 strips each
+    assert strips_per_task(n, pool) == 5
+    assert strips_per_task(10, ActorPool(strips_per_task=4)) == 4
+
+
+def test_write_seam_gets_every_strip_instead_of_the_store(tmp_path) -> None:
+    from sar2opt.infer.run import run_local
+
+    lat = BlockLattice(GRID, 128, 32)
+    blocks = block_tasks(["2023-07-03T05:43:12Z"], [0], lambda t: blocks_by_row(lat, None), set())
+    seen = []
+    job = FillJob(
+        str(tmp_path / "none.zarr"), lat, FakeSar(), batch_size=4,
+        write=lambda job, strip, preds, spreads: seen.append((strip, len(preds), len(spreads))),
+    )  # fmt: skip
+    strips = strip_tasks(blocks, 3)
+    done = [k for keys in run_local(strips, job, FakePredictor) for k in keys]
+    assert sorted(done) == sorted(b.key for b in blocks)
+    assert [s for s, _, _ in seen] == strips
+    assert all(n == m == len(s.bjs) for s, n, m in seen)
+    assert not (tmp_path / "none.zarr").exists()  # nothing written

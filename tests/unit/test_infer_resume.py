@@ -19,7 +19,7 @@ import torch
 import xarray as xr
 
 from sar2opt.infer.composite import SOURCE_SYNTH
-from sar2opt.infer.ledger import TileLedger, parse_ledger
+from sar2opt.infer.ledger import TileLedger, parse_ledger, parse_ledger_blocks
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import TilePredictor, predict
 from sar2opt.infer.run import (
@@ -255,3 +255,34 @@ def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference,
     assert not flag.exists()  # the actor really died once
     for k, v in _values(store).items():
         np.testing.assert_array_equal(v, reference[k])
+
+
+def test_ledger_blocks_parse_as_the_line_parser_does() -> None:
+    text = (
+        "2023-07-03T05:43:12Z 1 2\n2023-07-03T05:43:12Z 3\n"  # a torn line a later run ended
+        "2023-07-15T05:43:14Z 0 10\n 2023-07-15T05:43:14Z 4 5\n"  # odd spacing: slow path
+        "2023-07-03T05:43:12Z 1 2\nb 3 x\n2023-07-03T05:43:12Z 12 345\n"
+        "2023-07-15T05:43:14Z 7"  # torn by a kill: no newline
+    )
+    done = parse_ledger_blocks(text)
+    assert done == parse_ledger(text) and len(done) == 4
+    assert ("2023-07-15T05:43:14Z", 4, 5) in done and ("2023-07-15T05:43:14Z", 7, 0) not in done
+    assert done.missing("2023-07-03T05:43:12Z", 1, np.arange(5)).tolist() == [0, 1, 3, 4]
+    assert done.missing("2023-01-01T00:00:00Z", 1, np.arange(3)).tolist() == [0, 1, 2]
+
+
+def test_resume_skips_exactly_the_blocks_in_a_large_ledger(tmp_path) -> None:
+    """A ledger of many lines and times (as a continent's): the walk keeps every other block."""
+    rng = np.random.default_rng(0)
+    cols = np.arange(300)
+    done = {(TIMES[t], bi, int(bj)) for t in (0, 1) for bi in range(40) for bj in cols[::2]}
+    done |= {(f"2022-01-{d:02d}T00:00:00Z", 1, 1) for d in range(1, 29)}  # other dates
+    lines = [f"{t} {bi} {bj}\n" for t, bi, bj in done]
+    rng.shuffle(lines)
+    (tmp_path / "_sar2opt_ledger.txt").write_text("".join(lines))
+    ledger = TileLedger(tmp_path)
+    assert ledger.done() == done
+    left = block_tasks(TIMES, [0, 1], lambda t: ((bi, cols) for bi in range(40)), ledger.done())
+    assert {b.key for b in left} == {
+        (TIMES[t], bi, int(bj)) for t in (0, 1) for bi in range(40) for bj in cols[1::2]
+    }
