@@ -37,6 +37,19 @@ def short_tmp():
     shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def ray_local(short_tmp):
+    """The one in-process local Ray of the suite (2 CPUs, no dashboard), started by the first
+    test that asks for it and shut down at the end: each start costs seconds. Jobs run as
+    processes start their own (``init_ray``: a private local cluster)."""
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are capped
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_ray_env():
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -11,7 +11,7 @@ from shapely.geometry import box
 
 from sar2opt import analysis as an
 from sar2opt.grid import GridSpec
-from tests.unit.infer_fakes import write_mosaic
+from tests.helpers.infer_fakes import write_mosaic
 
 GRID = GridSpec(32721, 10.0, (698700.0, 9514000.0, 698780.0, 9514060.0))  # 8 x 6 px
 BANDS = ["B02", "B03", "B04", "B08", "uncertainty"]

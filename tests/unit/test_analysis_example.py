@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.image import imread
 
 from sar2opt.grid import GridSpec
-from tests.unit.infer_fakes import write_mosaic
+from tests.helpers.infer_fakes import write_mosaic
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -162,17 +160,6 @@ def test_stream_order_keeps_read_groups_and_shuffles_them(store) -> None:
     starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
     assert len(starts) == -(-len(idx) // 16) and len(set(runs[starts])) == len(starts)
     assert not (runs[starts] == np.arange(len(starts))).all()
-
-
-@pytest.fixture(scope="module")
-def ray_local(short_tmp):
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are length-capped
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from sar2opt.infer.run import ActorPool, FillJob, Strip, block_tasks, drain, run
 from sar2opt.infer.store import create_store
 from sar2opt.jobkit import user_error
 from sar2opt.zones import blocks_by_row
-from tests.unit.infer_fakes import (
+from tests.helpers.infer_fakes import (
     GRID,
     META,
     NORM,
@@ -44,18 +43,6 @@ def _load_job():
 
 
 job = _load_job()
-
-
-@pytest.fixture(scope="module")
-def ray_local(short_tmp):
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are capped
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
-    )
-    yield ray
-    ray.shutdown()
 
 
 class FakePredictor(TilePredictor):

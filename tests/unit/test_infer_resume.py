@@ -34,7 +34,7 @@ from sar2opt.infer.run import (
 )
 from sar2opt.infer.store import create_store
 from sar2opt.zones import blocks_by_row
-from tests.unit.infer_fakes import GRID, META, NORM, RF, FakeSar, H, W, fake_sar, tiny_net
+from tests.helpers.infer_fakes import GRID, META, NORM, RF, FakeSar, H, W, fake_sar, tiny_net
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMES = ["2023-07-03T05:43:12Z", "2023-07-15T05:43:14Z"]
@@ -230,9 +230,7 @@ class DyingPredictor(TilePredictor):
 
 
 @pytest.mark.slow
-def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference, short_tmp) -> None:
-    import ray
-
+def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference, ray_local) -> None:
     from sar2opt.infer.run import run_ray
 
     store = tmp_path / "m.zarr"
@@ -241,17 +239,10 @@ def test_worker_process_dying_mid_run_does_not_fail_the_job(tmp_path, reference,
     flag = tmp_path / "die"
     flag.touch()
     rows = block_tasks(TIMES, [0, 1], lambda t: blocks_by_row(lat, None), set())
-    tmp = __import__("tempfile").mkdtemp(prefix="r", dir=short_tmp)
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=False
-    )
-    try:
-        job = FillJob(str(store), lat, FakeSar(), batch_size=4)
-        make = functools.partial(DyingPredictor, str(flag))
-        finished = run_ray(strip_tasks(rows, 3), job, make, ActorPool(cpus_per_actor=0.5))
-        assert drain(finished, TileLedger(store), len(rows)) == 70
-    finally:
-        ray.shutdown()
+    job = FillJob(str(store), lat, FakeSar(), batch_size=4)
+    make = functools.partial(DyingPredictor, str(flag))
+    finished = run_ray(strip_tasks(rows, 3), job, make, ActorPool(cpus_per_actor=0.5))
+    assert drain(finished, TileLedger(store), len(rows)) == 70
     assert not flag.exists()  # the actor really died once
     for k, v in _values(store).items():
         np.testing.assert_array_equal(v, reference[k])

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,19 +16,6 @@ import torch
 from sar2opt.config import load_config
 from sar2opt.train.checkpoint import load_generator
 from tests.helpers.cubes import OPT, SAR, SMALL_BLOCKS, write_cube
-
-
-@pytest.fixture(scope="module")
-def ray_local(short_tmp):
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="r", dir=short_tmp)  # short: Ray's socket paths are length-capped
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, _temp_dir=tmp, log_to_driver=True
-    )
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.mark.slow
