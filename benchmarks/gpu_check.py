@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from memwatch import Sampler  # benchmarks/ is on sys.path when a script there runs
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -135,7 +137,7 @@ def forwards(device: str, tile_px: int, batch: int, seconds: float, small: bool)
     return rows
 
 
-class GpuMem:
+class GpuMem(Sampler):
     """Peak ``memory.used`` (MiB) of GPU 0 by ``nvidia-smi``, sampled twice a second."""
 
     def __init__(self) -> None:
@@ -151,15 +153,6 @@ class GpuMem:
                     timeout=5,
                 ).stdout.split()
                 self.peak_mib = max(self.peak_mib, float(out[0]))
-
-    def __enter__(self) -> GpuMem:
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
 
 
 def run_cli(argv: list[str], timeout_s: float) -> tuple[int, str]:

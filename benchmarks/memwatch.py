@@ -45,7 +45,25 @@ def tree_pss_mb(root_pid: int) -> tuple[float, list[float]]:
     return total, workers
 
 
-class PeakMem:
+class Sampler:
+    """A ``with`` block during which ``_run`` samples in a daemon thread until ``_stop``."""
+
+    _stop: threading.Event
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+class PeakMem(Sampler):
     """Samples the driver's and the process tree's PSS in a thread; peaks after the block."""
 
     def __init__(self, every_s: float = 0.2) -> None:
@@ -64,12 +82,3 @@ class PeakMem:
             self.driver_mb = max(self.driver_mb, pss_mb("self"))
             self.cpu_s = time.thread_time() - c0
             self._stop.wait(self.every_s)
-
-    def __enter__(self) -> PeakMem:
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._t.join()
