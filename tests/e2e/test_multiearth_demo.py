@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from tests.helpers.data import MULTIEARTH, requires_shared_data
-from tests.helpers.jobs import run_job
+from tests.helpers.jobs import PLANTED_ENV, run_job
 
 pytestmark = [pytest.mark.slow, requires_shared_data]
 
@@ -54,3 +54,10 @@ def test_demo_real_runs_end_to_end(tmp_path):
     scores = json.loads((out / "scores.json").read_text())
     assert [row["name"] for row in scores["rows"]] == ["model", "baseline: train mean colour"]
     assert all(np.isfinite(row["mae"]) for row in scores["rows"])
+    # run_job plants secrets in the demo's environment: none reaches a file it wrote or its log
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 20 and any(p.name == "zarr.json" for p in files)
+    for secret in PLANTED_ENV.values():
+        assert secret not in r.stdout + r.stderr, "a secret was printed"
+        for f in files:
+            assert secret.encode() not in f.read_bytes(), f"a secret leaked into {f}"
