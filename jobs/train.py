@@ -56,7 +56,9 @@ def main(args: argparse.Namespace) -> int:
 
     # The per-epoch progress lines are log records (workers' prints reach the driver twice).
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    init_ray()  # RAY_ADDRESS set -> that cluster; otherwise a private local one
+    # RAY_ADDRESS set -> that cluster; otherwise a private local one, with the dashboard's
+    # State API that Ray Train's placement-group cleaner polls (without it, it warns each second)
+    init_ray(include_dashboard=None)
     print(train_model(args.cube, out, cfg))
     return 0
 

@@ -11,7 +11,8 @@ import sys
 
 
 def init_ray(**kwargs) -> bool:
-    """Join RAY_ADDRESS's cluster if set, else start a private local one; True if we started it.
+    """Join RAY_ADDRESS's cluster if set, else start a private local one (``ray.init`` keyword
+    arguments ``kwargs``; no dashboard unless asked); True if we started it.
 
     Says on stderr which cluster the job uses and why, so a log shows where the work ran.
     """
@@ -22,8 +23,9 @@ def init_ray(**kwargs) -> bool:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         print(f"ray: joining the cluster at {address} (RAY_ADDRESS)", file=sys.stderr)
-        ray.init(**kwargs)
+        ray.init()  # the cluster's own settings: ``kwargs`` are for a local one
     else:
         print("ray: starting a private local cluster (RAY_ADDRESS is not set)", file=sys.stderr)
-        ray.init(address="local", include_dashboard=False, **kwargs)
+        kwargs.setdefault("include_dashboard", False)  # the jobs that need its State API say so
+        ray.init(address="local", **kwargs)
     return True

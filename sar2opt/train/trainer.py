@@ -107,6 +107,8 @@ def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, 
     p = cfg.patches.patch_px
     norm = norm_stats(cube_path, index, sar_bands, opt_bands, aux, seed=cfg.train.seed, patch_px=p)
     kw = {"sar_bands": sar_bands, "opt_bands": opt_bands, "aux": aux, "norm": norm, "patch_px": p}
+    # one log line per epoch is the job's progress: not Ray Data's plan of each epoch's stream
+    ray.data.DataContext.get_current().print_on_execution_start = False
     datasets = {
         s: patch_dataset(
             cube_path,
