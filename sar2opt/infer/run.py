@@ -250,10 +250,10 @@ def compose_block(
         return t, core, optical, source.astype(np.uint8), spread
     # read a margin of dilate_px so a cloud just across the block edge still grows into
     # the block: the mask is then the one of the whole image, and no seam shows
-    pr0, pc0, pr1, pc1 = _grow(core, composite.dilate_px, lat.grid.shape)
+    pr0, pc0, ph, pw = lat.halo(strip.bi, bj, composite.dilate_px)
     obs, clear, dt = read_clear_s2(
         job.s2_by_time[t],
-        lat.grid.subgrid(pr0, pc0, pr1 - pr0, pc1 - pc0),
+        lat.grid.subgrid(pr0, pc0, ph, pw),
         strip.time,
         job.out_bands,
         composite,
@@ -264,14 +264,6 @@ def compose_block(
     )
     optical, source = compose(pred, s2, found)
     return t, core, optical, source, spread
-
-
-def _grow(
-    core: tuple[int, int, int, int], px: int, shape: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """``core`` (row0, col0, row1, col1) grown by ``px`` on every side, clipped to ``shape``."""
-    r0, c0, r1, c1 = core
-    return max(r0 - px, 0), max(c0 - px, 0), min(r1 + px, shape[0]), min(c1 + px, shape[1])
 
 
 def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey]:
