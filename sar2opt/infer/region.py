@@ -142,7 +142,8 @@ def fill_zone(
         return blocks_by_row(lat, to_grid_crs(geom, part.epsg)) if not geom.is_empty else []
 
     ledger = TileLedger(zone.store)
-    blocks = block_tasks(zone.times, zone.t_indices, blocks_for_t, ledger.done())
+    k = st.shard_blocks(zone.store)  # a shard with a block to do is done again whole
+    blocks = block_tasks(zone.times, zone.t_indices, blocks_for_t, ledger.done(), k)
     total = len(blocks)
     strips = store_strips(zone.store, blocks, spec.read_blocks)
     del blocks

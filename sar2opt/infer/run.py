@@ -147,9 +147,15 @@ def block_tasks(
     t_indices: Sequence[int],
     blocks_for_t: Callable[[int], Iterable[tuple[int, np.ndarray]]],
     done: DoneBlocks | set[BlockKey],
+    shard_blocks: int = 1,
 ) -> list[Block]:
     """The blocks still to do (not in ``done``), time by time, row by row (a row's columns
-    are checked against the ledger in one vectorised step)."""
+    are checked against the ledger in one vectorised step).
+
+    With shards of ``shard_blocks`` blocks of a row, a shard with one block to do is done
+    again whole: its writer replaces the shard (``store.clear_objects``), so the blocks of it
+    already in the ledger are written again with it, never lost.
+    """
     if not isinstance(done, DoneBlocks):
         done = DoneBlocks.from_keys(done)
     out = []
@@ -157,7 +163,11 @@ def block_tasks(
         time = times[t]
         for bi, cols in blocks_for_t(t):
             bi = int(bi)
-            out += [Block(int(t), time, bi, bj) for bj in done.missing(time, bi, cols).tolist()]
+            todo = done.missing(time, bi, cols)
+            if shard_blocks > 1 and 0 < todo.size < len(cols):
+                cols = np.asarray(cols, np.int64)
+                todo = cols[np.isin(cols // shard_blocks, todo // shard_blocks)]
+            out += [Block(int(t), time, bi, bj) for bj in todo.tolist()]
     return out
 
 

@@ -417,6 +417,35 @@ def write_block(
     g[UNCERTAINTY_VAR][t, r0:r1, c0:c1] = np.asarray(uncertainty, np.float32)
 
 
+def clear_objects(path: str | Path, t: int, cores: Sequence[tuple[int, int, int, int]]) -> int:
+    """Remove the stored objects (chunk or shard files) of every variable that the blocks at
+    ``cores`` of time step ``t`` are written into; how many there were.
+
+    Why: zarrs writes an object in place, so a writer killed mid-write (the job SIGKILLed, an
+    actor's node lost and its task retried) leaves a torn file, and a later write of only part
+    of that shard (a shard at the AOI's edge) reads it back and fails ("incomplete frame").
+    A writer owns every block of its shards (``run.block_tasks(shard_blocks=...)`` reopens a
+    whole shard when one of its blocks is missing), so removing them first loses nothing.
+    """
+    g = _group(str(path))
+    n = 0
+    for name in VARS:
+        arr = g[name]
+        obj = arr.shards or arr.chunks  # the stored object's shape
+        seen = set()
+        for r0, c0, _, _ in cores:
+            lead = (t, 0) if arr.ndim == 4 else (t,)
+            coords = (*lead, r0 // obj[-2], c0 // obj[-1])
+            if coords in seen:
+                continue
+            seen.add(coords)
+            f = Path(path) / name / arr.metadata.encode_chunk_key(coords)
+            if f.exists():
+                f.unlink()
+                n += 1
+    return n
+
+
 def write_blocks(
     path: str | Path,
     blocks: Sequence[tuple[int, tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]],
@@ -426,9 +455,12 @@ def write_blocks(
     Blocks of one time step and block row that touch left to right are written as one window:
     one zarr call per array instead of one per block (each call costs ~2 ms of zarr's async
     machinery, as much as compressing the block). Callers pass whole shards' worth of blocks
-    (a strip), so no other writer touches them.
+    (a strip), so no other writer touches them; what an earlier, killed writer may have left
+    in those shards is removed first (``clear_objects``).
     """
     todo = sorted(blocks, key=lambda b: (b[0], b[1][0], b[1][2], b[1][1]))
+    for t in sorted({b[0] for b in todo}):
+        clear_objects(path, t, [b[1] for b in todo if b[0] == t])
     i = 0
     while i < len(todo):
         t, (r0, c0, r1, c1), *_ = todo[i]

@@ -1,6 +1,10 @@
 """jobs/infer_region.py itself SIGKILLed half-way (the job's whole process group: the driver
 and the local Ray it started), then the same command again: it resumes from the ledger, does
-only the missing blocks, and every variable is bit-identical to an uninterrupted run."""
+only the missing blocks, and every variable is bit-identical to an uninterrupted run.
+
+A kill can land in the middle of a chunk write (zarrs writes in place); CI caught the resume
+then failing on the torn chunk ("incomplete frame"). Where that happens is luck, so the test
+also tears one written edge block itself, as such a kill would have left it."""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import os
 import re
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
+import xarray as xr
 
 from sar2opt.infer.store import partial_path
 from tests.helpers.jobs import (
@@ -60,6 +66,7 @@ def test_killed_infer_job_resumes_only_missing_blocks_bit_identical(
     killed_at = len(ledger_done(work))
     assert KILL_AFTER <= killed_at < total, (killed_at, log.read_text()[-3000:])
     assert not out.exists()  # the job never finished
+    killed_at -= tear_an_edge_block(work)
 
     r = run_job(cmd, env=env)  # the same command
     kill_all_with_env(f"RAY_TMPDIR={env['RAY_TMPDIR']}")
@@ -72,3 +79,28 @@ def test_killed_infer_job_resumes_only_missing_blocks_bit_identical(
     assert sum(by_node) == total - killed_at, r.stdout[-3000:]
     assert len(ledger_done(out)) == total and not work.exists()
     assert_same_store(out, small_clean["out"])
+
+
+def tear_an_edge_block(store: Path) -> int:
+    """Half-write the chunks of one ledger block at the grid's edge and drop it from the
+    ledger: a kill mid-write. Edge chunks reach past the grid, so writing the block again
+    reads the old chunk back (the case that failed). Returns 1 (the block)."""
+    from sar2opt.infer import store as st
+    from sar2opt.infer.ledger import TileLedger
+
+    attrs = st.read_attrs(store)
+    block_px = attrs[st.BLOCK_PX_ATTR]
+    height, width = xr.open_zarr(store)[st.OPTICAL_VAR].shape[-2:]
+    time, bi, bj = max(TileLedger(store).done(), key=lambda k: k[1] + k[2])
+    # an edge chunk (any 3 blocks of the 2 x 2 grid hold one): the fault reaches the read-back
+    assert (bi + 1) * block_px > height or (bj + 1) * block_px > width, (bi, bj, block_px)
+    t = attrs[st.TIMES_ATTR].index(time)
+    for var in st.VARS:
+        lead = [str(t), "0"] if var == st.OPTICAL_VAR else [str(t)]
+        f = store.joinpath(var, "c", *lead, str(bi), str(bj))
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    ledger = store / st.LEDGER_FILE
+    lines = ledger.read_text().splitlines(keepends=True)
+    ledger.write_text("".join(x for x in lines if x.split() != [time, str(bi), str(bj)]))
+    assert (time, bi, bj) not in TileLedger(store).done()
+    return 1

@@ -277,3 +277,16 @@ def test_resume_skips_exactly_the_blocks_in_a_large_ledger(tmp_path) -> None:
     assert {b.key for b in left} == {
         (TIMES[t], bi, int(bj)) for t in (0, 1) for bi in range(40) for bj in cols[1::2]
     }
+
+
+def test_a_shard_with_one_block_to_do_is_done_again_whole() -> None:
+    """Its writer replaces the shard (store.clear_objects): the ledger's blocks of that shard
+    must be in the task too, or a resume would lose them."""
+    cols = np.arange(7)
+    rows = lambda t: [(0, cols), (1, cols)]  # noqa: E731
+    done = {(TIMES[0], 0, j) for j in range(7)} | {(TIMES[0], 1, j) for j in (0, 1, 2, 4, 6)}
+    todo = block_tasks(TIMES, [0], rows, done, shard_blocks=3)
+    # row 1 misses 3 and 5: shard 1 (cols 3-5) again whole; shards 0 and 2 stay done
+    assert [(b.bi, b.bj) for b in todo] == [(1, 3), (1, 4), (1, 5)]
+    assert [(b.bi, b.bj) for b in block_tasks(TIMES, [0], rows, done)] == [(1, 3), (1, 5)]
+    assert [s.bjs for s in strip_tasks(todo, 3)] == [(3, 4, 5)]  # one writer for the shard

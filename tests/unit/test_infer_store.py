@@ -3,6 +3,8 @@ write_blocks landing exactly where write_block would put each block."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -71,6 +73,35 @@ def test_sharded_store_holds_blocks_written_into_one_shard_at_different_times(tm
     assert store.append_times(sharded, ["2023-07-25T09:15:00Z"]) == [2]
     assert xr.open_zarr(sharded)["optical"].shape == (3, 2, 50, 70)
     assert store.shard_blocks(sharded) == 2
+
+
+PIPELINES = ["zarr"] + (["zarrs"] if importlib.util.find_spec("zarrs") else [])
+
+
+@pytest.mark.parametrize("pipeline", PIPELINES)
+def test_a_torn_shard_from_a_killed_writer_is_replaced_not_read_back(tmp_path, pipeline) -> None:
+    """A writer killed mid-write (CI caught one: SIGKILL of infer_region) leaves a torn shard;
+    the resumed strip, which writes only part of that shard (an edge block), must replace it."""
+    import zarr
+
+    cfg = {"codec_pipeline.path": "zarrs.ZarrsCodecPipeline"} if pipeline == "zarrs" else {}
+    blocks = _blocks(np.random.default_rng(3))
+    edge = [b for b in blocks if b[0] == 0 and b[1] == (32, 64, 50, 70)]  # 1 of shard's 2
+    with zarr.config.set(cfg):
+        ref = store.create_store(tmp_path / "ref.zarr", GRID, T, ["B04", "B08"], {}, 32, 2)
+        store.write_blocks(ref, blocks)
+        for name in ("old", "new"):
+            s = store.create_store(tmp_path / f"{name}.zarr", GRID, T, ["B04", "B08"], {}, 32, 2)
+            store.write_blocks(s, blocks)
+            for var in store.VARS:  # the killed writer's half-written shard of that block
+                f = s / var / ("c/0/0/1/1" if var == store.OPTICAL_VAR else "c/0/1/1")
+                f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+        with pytest.raises(Exception, match="checksum"):  # the fault is real: read back, fails
+            store.write_block(tmp_path / "old.zarr", *edge[0])
+        store.write_blocks(tmp_path / "new.zarr", edge)  # clears the torn shard, then writes
+    a, b = xr.open_zarr(ref), xr.open_zarr(tmp_path / "new.zarr")
+    for var in store.VARS:
+        np.testing.assert_array_equal(a[var].values, b[var].values)
 
 
 def test_tasks_follow_the_store_shards_not_the_current_read_blocks(tmp_path) -> None:
