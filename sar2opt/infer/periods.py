@@ -1,0 +1,217 @@
+"""Output periods: the time axis of a period mosaic, and the per-pixel rule that picks, inside
+one period, the best evidence among its acquisitions.
+
+Over a region as large as the Amazon one Sentinel-1 acquisition covers a ~250-km swath, so a
+mosaic with one time step per acquisition is mostly empty at every step. A period mosaic has
+one time step per period (``12D``, ``2W``, ``1M``, or explicit edges): every pixel takes the
+best observation inside the period and records which (``source``) and when (``obs_time``).
+
+Periods lie on a fixed lattice (days and weeks counted from 1970-01-01, months and years on
+the calendar), not on the run's ``--start``: a monitoring run that appends next month finds
+the same periods as the run that made the store. ``acquisition`` keeps one time step per S1
+acquisition (the layout before periods).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sar2opt.errors import ConfigError
+
+#: ``--period`` value that keeps one time step per S1 acquisition.
+ACQUISITION = "acquisition"
+#: Where day and week periods are counted from (independent of any run's dates).
+DAY_ANCHOR = np.datetime64("1970-01-01", "D")
+_DURATION = re.compile(r"^\s*(\d+)\s*([DWMY])\s*$", re.IGNORECASE)
+DAY = np.timedelta64(1, "D")
+
+
+class PeriodError(ConfigError):
+    """A ``--period`` that is not a duration, or period edges that are not in order."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """One output time step: days ``start`` (inclusive) to ``end`` (exclusive)."""
+
+    start: np.datetime64
+    end: np.datetime64
+
+    @property
+    def ref(self) -> np.datetime64:
+        """The reference instant (the middle): among equal evidence the nearest wins."""
+        start = self.start.astype("datetime64[s]")
+        return start + (self.end.astype("datetime64[s]") - start) // 2
+
+    @property
+    def label(self) -> str:
+        """The time coordinate written for the period (its first day, ISO)."""
+        return f"{self.start}T00:00:00Z"
+
+    def contains(self, t: np.datetime64) -> bool:
+        t = np.datetime64(t, "s")
+        return bool(self.start <= t < self.end)
+
+
+@dataclass(frozen=True)
+class PeriodSpec:
+    """A period length (``count`` days, weeks, months or years) or explicit ``edges``."""
+
+    count: int = 0
+    unit: str = ""  # "D", "W", "M", "Y"
+    edges: tuple[np.datetime64, ...] = ()
+
+    def __str__(self) -> str:
+        if self.edges:
+            return "edges " + ", ".join(str(e) for e in self.edges)
+        return f"{self.count}{self.unit}"
+
+
+def _day(text: str, where: str) -> np.datetime64:
+    try:
+        return np.datetime64(str(text)[:10], "D")
+    except ValueError:
+        raise PeriodError(f"{where}: {text!r} is not a date YYYY-MM-DD") from None
+
+
+def parse_period(text: str | None = None, edges: Sequence[str] = ()) -> PeriodSpec | None:
+    """``--period`` (``12D``, ``2W``, ``1M``, ``1Y``; ``acquisition``: None) or explicit edges
+    (at least two dates, strictly increasing: each pair is one period)."""
+    if edges:
+        days = tuple(_day(e, "infer.period_edges") for e in edges)
+        if len(days) < 2:
+            raise PeriodError("infer.period_edges needs at least two dates (one period)")
+        for a, b in zip(days, days[1:], strict=False):
+            if not a < b:
+                raise PeriodError(f"infer.period_edges out of order: {a} is not before {b}")
+        return PeriodSpec(edges=days)
+    if text is None or text.strip().lower() == ACQUISITION:
+        return None
+    m = _DURATION.match(text)
+    if not m or int(m.group(1)) < 1:
+        raise PeriodError(
+            f"--period {text!r} is not a duration: a count and a unit, e.g. 12D, 2W, 1M, 1Y "
+            f"(or {ACQUISITION!r} for one time step per S1 acquisition)"
+        )
+    return PeriodSpec(int(m.group(1)), m.group(2).upper())
+
+
+def _month(year: int, month0: int) -> np.datetime64:
+    return np.datetime64(f"{year + month0 // 12:04d}-{month0 % 12 + 1:02d}-01", "D")
+
+
+def periods_between(spec: PeriodSpec, first: str, last: str) -> list[Period]:
+    """The periods of ``spec`` that share a day with ``first``..``last`` (ISO days, both
+    inclusive), in order."""
+    lo, hi = _day(first, "start"), _day(last, "end")
+    if hi < lo:
+        raise PeriodError(f"the run ends ({hi}) before it starts ({lo})")
+    if spec.edges:
+        e = spec.edges
+        return [Period(a, b) for a, b in zip(e, e[1:], strict=False) if a <= hi and b > lo]
+    if spec.unit in ("D", "W"):
+        n = spec.count * (7 if spec.unit == "W" else 1)
+        k = int((lo - DAY_ANCHOR) // (n * DAY))
+        out = []
+        start = DAY_ANCHOR + k * n * DAY
+        while start <= hi:
+            out.append(Period(start, start + n * DAY))
+            start = start + n * DAY
+        return out
+    n = spec.count * (12 if spec.unit == "Y" else 1)  # months
+    m_lo = (int(str(lo)[:4]) - 1970) * 12 + int(str(lo)[5:7]) - 1
+    m = m_lo - m_lo % n
+    out = []
+    while _month(1970, m) <= hi:
+        out.append(Period(_month(1970, m), _month(1970, m + n)))
+        m += n
+    return out
+
+
+def assign(times_iso: Sequence[str], periods: Sequence[Period]) -> list[list[int]]:
+    """Per period, the indices of the acquisitions (``times_iso``) inside it, in time order;
+    an acquisition outside every period is in none."""
+    t = np.array([np.datetime64(s.replace("Z", ""), "s") for s in times_iso], "datetime64[s]")
+    out = []
+    for p in periods:
+        inside = np.flatnonzero((t >= p.start) & (t < p.end))
+        out.append(sorted(inside.tolist(), key=lambda i: (t[i], i)))
+    return out
+
+
+def provisional(period: Period, searched_until: str) -> bool:
+    """Whether the period can still gain acquisitions: it ends after the last day searched
+    (the monitor refreshes it on its next run)."""
+    return bool(period.end > _day(searched_until, "end") + DAY)
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-pixel rule
+
+#: ``obs_time`` is stored as whole seconds since this instant (int32 lasts to 2082); -1: none.
+OBS_EPOCH = np.datetime64("2014-01-01T00:00:00", "s")
+OBS_NONE = -1
+
+
+def obs_seconds(t: np.datetime64 | str) -> int:
+    """An observation time as ``obs_time`` stores it."""
+    t = np.datetime64(str(t).replace("Z", ""), "s")
+    return int((t - OBS_EPOCH) // np.timedelta64(1, "s"))
+
+
+class BestEvidence:
+    """The best evidence so far for each pixel of one block in one period, folded one
+    candidate at a time (memory: one block, however many acquisitions the period holds).
+
+    A candidate pixel wins when its ``rank`` is lower (better evidence: e.g. real clear S2
+    before synthesis), or equal with an observation strictly nearer the period's reference
+    instant; on a tie the earlier candidate stays. Pixels a candidate has no data for
+    (``rank`` >= ``NO_RANK``) never win.
+    """
+
+    NO_RANK = 255
+
+    def __init__(self, bands: int, shape: tuple[int, int]) -> None:
+        self.optical = np.full((bands, *shape), np.nan, np.float32)
+        self.source = np.zeros(shape, np.uint8)
+        self.uncertainty = np.full(shape, np.nan, np.float32)
+        self.obs_time = np.full(shape, OBS_NONE, np.int32)
+        self.rank = np.full(shape, self.NO_RANK, np.uint8)
+        self.dist_s = np.full(shape, np.iinfo(np.int64).max, np.int64)
+
+    def offer(
+        self,
+        optical: np.ndarray,
+        source: np.ndarray,
+        uncertainty: np.ndarray,
+        obs_time: np.ndarray | int,
+        rank: np.ndarray,
+        ref_s: int,
+    ) -> np.ndarray:
+        """Fold one candidate in: (C, H, W) optical, (H, W) source, uncertainty and rank,
+        ``obs_time`` per pixel or one value (``obs_seconds``); ``ref_s`` the period's
+        reference in the same seconds. Returns where it won."""
+        shape = self.source.shape
+        obs = np.broadcast_to(np.asarray(obs_time, np.int64), shape)
+        rank = np.asarray(rank, np.uint8)
+        dist = np.abs(obs - int(ref_s))
+        win = (rank < self.NO_RANK) & (
+            (rank < self.rank) | ((rank == self.rank) & (dist < self.dist_s))
+        )
+        if win.any():
+            np.copyto(self.optical, np.asarray(optical, np.float32), where=win[None])
+            self.source[win] = np.asarray(source, np.uint8)[win]
+            self.uncertainty[win] = np.broadcast_to(np.asarray(uncertainty, np.float32), shape)[win]
+            self.obs_time[win] = obs[win]
+            self.rank[win] = rank[win]
+            self.dist_s[win] = dist[win]
+        return win
+
+    def settled(self, rank: int) -> bool:
+        """Whether every pixel already has evidence better than ``rank`` (a candidate of that
+        rank cannot win anywhere: the caller may skip reading and predicting it)."""
+        return bool((self.rank < rank).all())

@@ -1,0 +1,141 @@
+"""Output periods (parse, lattice, assignment, provisional) and the per-pixel best-evidence
+fold of a period mosaic, on numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sar2opt.infer.periods import (
+    OBS_NONE,
+    BestEvidence,
+    Period,
+    PeriodError,
+    assign,
+    obs_seconds,
+    parse_period,
+    periods_between,
+    provisional,
+)
+
+
+def days(ps: list[Period]) -> list[tuple[str, str]]:
+    return [(str(p.start), str(p.end)) for p in ps]
+
+
+def test_month_periods_are_calendar_months_covering_the_run() -> None:
+    spec = parse_period("1M")
+    assert days(periods_between(spec, "2023-06-20", "2023-08-01")) == [
+        ("2023-06-01", "2023-07-01"),
+        ("2023-07-01", "2023-08-01"),
+        ("2023-08-01", "2023-09-01"),
+    ]
+    # quarters start in January, April, July, October whatever the run's start
+    q = periods_between(parse_period("3m"), "2023-05-15", "2024-01-02")
+    assert days(q) == [
+        ("2023-04-01", "2023-07-01"),
+        ("2023-07-01", "2023-10-01"),
+        ("2023-10-01", "2024-01-01"),
+        ("2024-01-01", "2024-04-01"),
+    ]
+    assert days(periods_between(parse_period("1Y"), "2023-12-31", "2024-01-01")) == [
+        ("2023-01-01", "2024-01-01"),
+        ("2024-01-01", "2025-01-01"),
+    ]
+
+
+def test_day_periods_lie_on_one_lattice_whatever_the_start() -> None:
+    """A monitoring run started later finds the periods the first run wrote."""
+    a = periods_between(parse_period("12D"), "2023-07-01", "2023-07-31")
+    b = periods_between(parse_period("12D"), "2023-07-20", "2023-08-20")
+    assert all((p.end - p.start) == np.timedelta64(12, "D") for p in a + b)
+    assert a[0].start <= np.datetime64("2023-07-01") < a[0].end
+    assert a[-1].start <= np.datetime64("2023-07-31") < a[-1].end
+    shared = set(days(a)) & set(days(b))
+    assert shared and days(b)[: len(shared)] == sorted(shared)  # same edges where they overlap
+    assert (a[0].start - np.datetime64("1970-01-01")) % np.timedelta64(12, "D") == 0
+    w = periods_between(parse_period("2W"), "2023-07-01", "2023-07-01")
+    assert len(w) == 1 and (w[0].end - w[0].start) == np.timedelta64(14, "D")
+
+
+def test_explicit_edges_and_the_errors() -> None:
+    spec = parse_period(edges=["2023-01-01", "2023-03-01", "2023-07-01"])
+    assert days(periods_between(spec, "2023-02-10", "2023-12-31")) == [
+        ("2023-01-01", "2023-03-01"),
+        ("2023-03-01", "2023-07-01"),
+    ]
+    assert parse_period("acquisition") is None and parse_period(None) is None
+    for bad in ("12", "D", "twelve days", "0D", "1.5M", "-2W"):
+        with pytest.raises(PeriodError, match="is not a duration"):
+            parse_period(bad)
+    with pytest.raises(PeriodError, match="out of order: 2023-03-01 is not before 2023-02-01"):
+        parse_period(edges=["2023-01-01", "2023-03-01", "2023-02-01"])
+    with pytest.raises(PeriodError, match="at least two"):
+        parse_period(edges=["2023-01-01"])
+    with pytest.raises(PeriodError, match="not a date"):
+        parse_period(edges=["2023-01-01", "soon"])
+    with pytest.raises(PeriodError, match="ends"):
+        periods_between(parse_period("1M"), "2023-05-01", "2023-04-01")
+
+
+def test_acquisitions_go_to_the_period_that_holds_them() -> None:
+    ps = periods_between(parse_period("1M"), "2023-06-01", "2023-08-31")
+    times = [
+        "2023-07-31T23:59:59Z",  # July's last second
+        "2023-06-03T09:00:00Z",
+        "2023-08-01T00:00:00Z",  # August's first
+        "2023-07-02T21:30:00Z",
+        "2023-09-01T00:00:00Z",  # after the last period: nowhere
+    ]
+    assert assign(times, ps) == [[1], [3, 0], [2]]
+    assert ps[1].ref == np.datetime64("2023-07-16T12:00:00")  # 31 days: the middle
+    assert ps[1].label == "2023-07-01T00:00:00Z"
+
+
+def test_a_period_is_provisional_until_the_search_has_passed_its_end() -> None:
+    july = periods_between(parse_period("1M"), "2023-07-01", "2023-07-01")[0]
+    assert provisional(july, "2023-07-20")
+    assert provisional(july, "2023-07-30")
+    assert not provisional(july, "2023-07-31")  # its last day searched
+    assert not provisional(july, "2023-09-01")
+
+
+def test_best_evidence_prefers_rank_then_the_observation_nearest_the_reference() -> None:
+    ref = obs_seconds("2023-07-16T12:00:00")
+    best = BestEvidence(2, (1, 4))
+    early = obs_seconds("2023-07-02T09:00:00")
+    late = obs_seconds("2023-07-26T09:00:00")  # nearer the reference
+    synth = np.array([[2, 2, 2, 0]], np.uint8)  # last pixel outside this swath
+    won = best.offer(
+        np.full((2, 1, 4), 0.1), synth, np.full((1, 4), 0.01), early, np.where(synth, 3, 255), ref
+    )
+    assert won.tolist() == [[True, True, True, False]]
+    won = best.offer(
+        np.full((2, 1, 4), 0.2), np.full((1, 4), 2), 0.02, late, np.full((1, 4), 3), ref
+    )
+    assert won.all()  # same rank, nearer: every pixel (and the one the first swath missed)
+    # a real clear S2 pixel (better rank) wins even though it is farther from the reference
+    s2 = np.array([[1, 0, 0, 0]], np.uint8)
+    best.offer(np.full((2, 1, 4), 0.5), s2, 0.0, early, np.where(s2, 1, 255), ref)
+    # a synthesis equally near as the one held (the same date again) does not replace it
+    won = best.offer(
+        np.full((2, 1, 4), 0.9), np.full((1, 4), 2), 0.9, late, np.full((1, 4), 3), ref
+    )
+    assert not won.any()
+    np.testing.assert_allclose(best.optical[0, 0], [0.5, 0.2, 0.2, 0.2])
+    assert best.source.tolist() == [[1, 2, 2, 2]]
+    assert best.obs_time.tolist() == [[early, late, late, late]]
+    np.testing.assert_allclose(best.uncertainty[0], [0.0, 0.02, 0.02, 0.02])
+    assert best.settled(4) and not best.settled(3)  # a rank-3 pixel may still be nearer
+
+
+def test_best_evidence_keeps_per_pixel_observation_times_and_no_data() -> None:
+    ref = obs_seconds("2023-07-16T12:00:00")
+    best = BestEvidence(1, (2, 2))
+    t = np.array([[obs_seconds("2023-07-10"), obs_seconds("2023-07-20")], [0, 0]])
+    rank = np.array([[1, 1], [255, 255]], np.uint8)
+    best.offer(np.ones((1, 2, 2)), np.array([[1, 1], [0, 0]]), 0.0, t, rank, ref)
+    assert best.obs_time[0].tolist() == t[0].tolist()
+    assert best.obs_time[1].tolist() == [OBS_NONE, OBS_NONE]  # nothing offered there
+    assert np.isnan(best.optical[0, 1]).all() and best.source[1].tolist() == [0, 0]
+    assert obs_seconds("2014-01-01T00:00:01Z") == 1
