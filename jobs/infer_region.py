@@ -29,6 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "output Zarr store (a folder of <zone>.zarr if the AOI spans zones)",
         dry_run_help="print the plan (tiles, bytes, GPU-hours) and stop",
     )
+    p.add_argument(
+        "--period",
+        help="one output time step per period: 12D, 2W, 1M, 1Y (days and weeks counted from "
+        "1970-01-01, months on the calendar), or 'acquisition' for one per S1 acquisition "
+        "(default: infer.period of the config)",
+    )
     jobkit.add_config_args(p)
     jobkit.add_stac_url_arg(p)
     return p.parse_args(argv)

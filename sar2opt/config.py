@@ -175,8 +175,13 @@ class InferSpec:
     actor_resources: dict[str, float] = field(default_factory=dict)
     # Hypotheses per tile = checkpoints x test-time flips (1-4); their spread is `uncertainty`.
     tta_flips: int = 2
-    # Cloud-free composite: keep a clear S2 pixel within +-days of each S1 date (0 = off).
+    # Cloud-free composite: keep a clear S2 pixel within +-days of each S1 date (0 = off); in a
+    # period mosaic, the clear S2 pixels inside the period (any day of it) when on.
     composite_max_dt_days: float = 0.0
+    # Output time steps: one per S1 acquisition ("acquisition"), or one per period ("12D", "2W",
+    # "1M", "1Y"; infer.periods), or the periods between explicit `period_edges` (dates).
+    period: str = "acquisition"
+    period_edges: tuple[str, ...] = ()
     # Dry-run estimates only: GPU throughput, and S1/S2 revisits when the catalog is silent.
     gpu_tiles_per_s: float = 50.0
     s1_revisit_days: float = 12.0
@@ -387,6 +392,9 @@ def check_infer(spec: InferSpec) -> None:
     _positive(spec, "infer", "gpu_tiles_per_s", "s1_revisit_days", "s2_revisit_days")
     if not 1 <= spec.tta_flips <= MAX_TTA_FLIPS:
         raise ConfigError(f"infer.tta_flips must be in 1..{MAX_TTA_FLIPS}, got {spec.tta_flips}")
+    from sar2opt.infer.periods import parse_period
+
+    parse_period(spec.period, spec.period_edges)  # PeriodError (a ConfigError) names the value
     for name, amount in spec.actor_resources.items():
         if not name or name in ("CPU", "GPU", "memory"):
             raise ConfigError(

@@ -98,14 +98,18 @@ def add_infer_args(p: argparse.ArgumentParser, checkpoint_help: str) -> None:
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    """The job's ``--set`` overrides, then ``--stac-url`` as ``catalog.stac_url``; a catalog
-    URL's credentials are kept in memory (``sar2opt.credentials``), never in the config."""
+    """The job's ``--set`` overrides, then ``--period`` as ``infer.period`` and ``--stac-url``
+    as ``catalog.stac_url``; a catalog URL's credentials are kept in memory
+    (``sar2opt.credentials``), never in the config."""
     sets = []
     for s in getattr(args, "set", None) or []:
         key, eq, value = s.partition("=")
         if eq and key.strip() == "catalog.stac_url":
             s = f"{key}={json.dumps(credentials.remember(_yaml_str(value)))}"
         sets.append(s)
+    period = getattr(args, "period", None)
+    if period is not None:
+        sets.append(f"infer.period={json.dumps(period)}")
     url = getattr(args, "stac_url", None)
     if url:  # quoted: YAML reads it verbatim
         sets.append(f"catalog.stac_url={json.dumps(credentials.remember(url))}")

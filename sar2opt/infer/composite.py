@@ -13,6 +13,18 @@ SOURCE_NODATA = 0  # neither a clear S2 pixel nor valid SAR
 SOURCE_S2 = 1  # a real, clear Sentinel-2 pixel within ±max_dt_days
 SOURCE_SYNTH = 2  # predicted from Sentinel-1
 SOURCE_MEANINGS = {SOURCE_NODATA: "no data", SOURCE_S2: "sentinel-2", SOURCE_SYNTH: "synthesis"}
+#: How good each source is as evidence (lower wins; ``periods.BestEvidence``): a real clear
+#: S2 pixel beats any synthesis. "no data" never wins.
+EVIDENCE_RANK = {SOURCE_S2: 1, SOURCE_SYNTH: 3}
+NO_RANK = 255
+
+
+def evidence_rank(source: np.ndarray) -> np.ndarray:
+    """Per pixel, the rank of its ``source`` (``EVIDENCE_RANK``; ``NO_RANK`` for no data)."""
+    table = np.full(256, NO_RANK, np.uint8)
+    for code, rank in EVIDENCE_RANK.items():
+        table[code] = rank
+    return table[np.asarray(source, np.uint8)]
 
 
 def nearest_clear(
@@ -24,19 +36,28 @@ def nearest_clear(
     offsets from the target date. Returns (C, H, W) values (NaN where none) and an
     (H, W) bool of where one was found. Ties go to the earlier observation in ``obs``.
     """
+    out, pick = nearest_clear_pick(obs, clear, dt_days, max_dt_days)
+    return out, pick >= 0
+
+
+def nearest_clear_pick(
+    obs: np.ndarray, clear: np.ndarray, dt_days: np.ndarray, max_dt_days: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``nearest_clear`` with, instead of the found flag, which observation each pixel took:
+    (H, W) int index into ``obs``, -1 where none (a period mosaic records its date)."""
     obs = np.asarray(obs, dtype=np.float32)
     n, c, h, w = obs.shape
-    found = np.zeros((h, w), bool)
+    pick = np.full((h, w), -1, np.int64)
     out = np.full((c, h, w), np.nan, np.float32)
     if n == 0:
-        return out, found
+        return out, pick
     dt = np.abs(np.asarray(dt_days, dtype=np.float64))
     ok = np.asarray(clear, bool) & np.isfinite(obs).all(axis=1) & (dt <= max_dt_days)[:, None, None]
     for k in np.argsort(dt, kind="stable"):
-        take = ok[k] & ~found
+        take = ok[k] & (pick < 0)
         out[:, take] = obs[k][:, take]
-        found |= take
-    return out, found
+        pick[take] = k
+    return out, pick
 
 
 def compose(

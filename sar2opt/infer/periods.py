@@ -14,6 +14,7 @@ acquisition (the layout before periods).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sar2opt.errors import ConfigError
+from sar2opt.infer.composite import NO_RANK
 
 #: ``--period`` value that keeps one time step per S1 acquisition.
 ACQUISITION = "acquisition"
@@ -52,8 +54,8 @@ class Period:
         """The time coordinate written for the period (its first day, ISO)."""
         return f"{self.start}T00:00:00Z"
 
-    def contains(self, t: np.datetime64) -> bool:
-        t = np.datetime64(t, "s")
+    def contains(self, t: np.datetime64 | str) -> bool:
+        t = _when(t)
         return bool(self.start <= t < self.end)
 
 
@@ -94,7 +96,8 @@ def parse_period(text: str | None = None, edges: Sequence[str] = ()) -> PeriodSp
     m = _DURATION.match(text)
     if not m or int(m.group(1)) < 1:
         raise PeriodError(
-            f"--period {text!r} is not a duration: a count and a unit, e.g. 12D, 2W, 1M, 1Y "
+            f"--period (infer.period) {text!r} is not a duration: a count and a unit, e.g. 12D, "
+            "2W, 1M, 1Y "
             f"(or {ACQUISITION!r} for one time step per S1 acquisition)"
         )
     return PeriodSpec(int(m.group(1)), m.group(2).upper())
@@ -135,7 +138,7 @@ def periods_between(spec: PeriodSpec, first: str, last: str) -> list[Period]:
 def assign(times_iso: Sequence[str], periods: Sequence[Period]) -> list[list[int]]:
     """Per period, the indices of the acquisitions (``times_iso``) inside it, in time order;
     an acquisition outside every period is in none."""
-    t = np.array([np.datetime64(s.replace("Z", ""), "s") for s in times_iso], "datetime64[s]")
+    t = np.array([_when(s) for s in times_iso], "datetime64[s]")
     out = []
     for p in periods:
         inside = np.flatnonzero((t >= p.start) & (t < p.end))
@@ -149,6 +152,74 @@ def provisional(period: Period, searched_until: str) -> bool:
     return bool(period.end > _day(searched_until, "end") + DAY)
 
 
+@dataclass(frozen=True)
+class TimeSteps:
+    """What one time step of a store is: an S1 acquisition (``spec`` None; its label is the
+    acquisition's ISO time) or a period of ``spec`` (its label is ``Period.label``). The
+    fill asks it for the ledger keys, the S2 items and the reference instant of a step."""
+
+    spec: PeriodSpec | None
+
+    def period(self, label: str) -> Period:
+        """The period whose label is ``label``."""
+        if self.spec is None:
+            raise ValueError("one time step per acquisition has no periods")
+        day = label[:10]
+        (p,) = [p for p in periods_between(self.spec, day, day) if str(p.start) == day]
+        return p
+
+    def ledger_keys(
+        self,
+        times: Sequence[str],
+        t_indices: Sequence[int],
+        acquisitions: Sequence[Sequence[tuple[str, Sequence[dict]]]],
+    ) -> list[str]:
+        """The ledger's time key of every time step (``times`` order): the label, and for a
+        period also which acquisitions made it, so a period that gains one (the monitor's
+        refresh of the period in progress) is written again whole, while a run killed while
+        writing it resumes where it stopped."""
+        keys = list(times)
+        if self.spec is None:
+            return keys
+        for t, acqs in zip(t_indices, acquisitions, strict=True):
+            ids = sorted(str(it.get("id", "")) for _, frames in acqs for it in frames)
+            digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+            keys[t] = f"{times[t]}@{len(acqs)}-{digest}"
+        return keys
+
+    def s2_items(self, items: Sequence[dict], label: str, max_dt_days: float) -> list[dict]:
+        """The S2 items a time step composites: within ±``max_dt_days`` of the acquisition,
+        or inside the period."""
+        if self.spec is None:
+            from sar2opt.stac import items_near
+
+            return items_near(items, label, max_dt_days)
+        p = self.period(label)
+        return [it for it in items if p.contains(_when(it["properties"]["datetime"]))]
+
+    def reference_seconds(self, label: str) -> int:
+        """The instant the nearest evidence is measured from (``obs_seconds``)."""
+        return obs_seconds(label if self.spec is None else self.period(label).ref)
+
+    @property
+    def s2_max_dt_days(self) -> float | None:
+        """How far a clear S2 pixel may be from the reference (None: the composite's own
+        ±days; a period: anywhere inside it, its items are already the period's)."""
+        return None if self.spec is None else float("inf")
+
+
+def _when(t: np.datetime64 | str) -> np.datetime64:
+    """``t`` as naive UTC datetime64[s] (ISO strings may carry an offset or 'Z')."""
+    if isinstance(t, np.datetime64):
+        return t.astype("datetime64[s]")
+    import pandas as pd
+
+    ts = pd.Timestamp(str(t))
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return np.datetime64(ts.floor("s").to_datetime64(), "s")
+
+
 # ---------------------------------------------------------------------------------------------
 # the per-pixel rule
 
@@ -158,9 +229,9 @@ OBS_NONE = -1
 
 
 def obs_seconds(t: np.datetime64 | str) -> int:
-    """An observation time as ``obs_time`` stores it."""
-    t = np.datetime64(str(t).replace("Z", ""), "s")
-    return int((t - OBS_EPOCH) // np.timedelta64(1, "s"))
+    """An observation time (ISO with any offset, or datetime64: UTC) as ``obs_time``
+    stores it, in whole seconds."""
+    return int((_when(t) - OBS_EPOCH) // np.timedelta64(1, "s"))
 
 
 class BestEvidence:
@@ -173,7 +244,7 @@ class BestEvidence:
     (``rank`` >= ``NO_RANK``) never win.
     """
 
-    NO_RANK = 255
+    NO_RANK = NO_RANK
 
     def __init__(self, bands: int, shape: tuple[int, int]) -> None:
         self.optical = np.full((bands, *shape), np.nan, np.float32)

@@ -25,6 +25,16 @@ from sar2opt.errors import CatalogError, ConfigError, first_line
 from sar2opt.infer import store as st
 from sar2opt.infer.ledger import StoreLock, TileLedger
 from sar2opt.infer.monitor import search_start, store_config, times_to_do, until_day
+from sar2opt.infer.periods import (
+    DAY,
+    PeriodError,
+    TimeSteps,
+    assign,
+    obs_seconds,
+    parse_period,
+    periods_between,
+    provisional,
+)
 from sar2opt.infer.plan import BlockLattice, RunPlan, estimate_dates, format_plan, make_plan
 from sar2opt.infer.predictor import Models, TilePredictor, load_models
 from sar2opt.infer.publish import publish_store
@@ -43,7 +53,7 @@ from sar2opt.infer.run import (
 from sar2opt.profiles import profile_for
 from sar2opt.provenance import provenance
 from sar2opt.runtime import init_ray
-from sar2opt.stac import footprint, items_near, search_s1, search_s2_near
+from sar2opt.stac import footprint, search_s1, search_s2_near
 from sar2opt.zones import ZonePart, blocks_by_row, split_zones, to_grid_crs
 
 Log = Callable[[str], None]
@@ -99,8 +109,15 @@ class Region:
             "sha256": list(self.models.sha256),
             "flips": spec.tta_flips,
             "composite_max_dt_days": spec.composite_max_dt_days,
+            "period": str(self.steps.spec or "acquisition"),
             "out_bands": list(self.models.out_bands),
         }
+
+    @property
+    def steps(self) -> TimeSteps:
+        """What a time step of this run's stores is (an acquisition or a period)."""
+        spec = self.cfg.infer
+        return TimeSteps(parse_period(spec.period, spec.period_edges))
 
     def s2_items(self, start: str, end: str) -> list[dict]:
         """S2 items that can replace the synthesis from ``start`` to ``end`` (none when the
@@ -109,17 +126,23 @@ class Region:
         return search_s2_near(c.catalog, self.aoi, start, end, c.infer.composite_max_dt_days)
 
 
+#: One S1 acquisition: its ISO time and its frames (STAC items).
+Acquisition = tuple[str, tuple[dict, ...]]
+
+
 @dataclass(frozen=True)
 class ZoneRun:
     """One zone store's share of a run: fill time steps ``t_indices`` of its time axis
-    ``times`` from the S1 frames ``s1_groups`` (one group per step), then set ``done``."""
+    ``times``, each from its S1 ``acquisitions`` (one per step, or a period's: the best
+    evidence per pixel wins), then set ``done``. ``steps`` says what a time step is."""
 
     part: ZonePart
     store: Path
     times: tuple[str, ...]
     t_indices: tuple[int, ...]
-    s1_groups: tuple[tuple[dict, ...], ...]
+    acquisitions: tuple[tuple[Acquisition, ...], ...]
     done: Mapping = field(default_factory=lambda: {st.COMPLETE_ATTR: True})
+    steps: TimeSteps = field(default_factory=lambda: TimeSteps(None))
 
 
 def fill_zone(
@@ -134,16 +157,21 @@ def fill_zone(
     cfg, models, part = region.cfg, region.models, zone.part
     spec = cfg.infer
     lat = BlockLattice(part.grid, spec.tile_px, spec.overlap_px)
-    group_of = dict(zip(zone.t_indices, zone.s1_groups, strict=True))
+    flat: list[Acquisition] = []  # every acquisition of the run; sar.read takes its index
+    of_t: dict[int, tuple[int, ...]] = {}  # the acquisitions of each time step to fill
+    for t, acqs in zip(zone.t_indices, zone.acquisitions, strict=True):
+        of_t[t] = tuple(range(len(flat), len(flat) + len(acqs)))
+        flat += acqs
 
     def blocks_for_t(t: int):
-        fp = footprint(group_of[t])
+        fp = footprint([frame for a in of_t[t] for frame in flat[a][1]])
         geom = part.aoi if fp is None else part.aoi.intersection(fp)
         return blocks_by_row(lat, to_grid_crs(geom, part.epsg)) if not geom.is_empty else []
 
     ledger = TileLedger(zone.store)
     k = st.shard_blocks(zone.store)  # a shard with a block to do is done again whole
-    blocks = block_tasks(zone.times, zone.t_indices, blocks_for_t, ledger.done(), k)
+    keys = zone.steps.ledger_keys(zone.times, zone.t_indices, zone.acquisitions)
+    blocks = block_tasks(keys, zone.t_indices, blocks_for_t, ledger.done(), k)
     total = len(blocks)
     strips = store_strips(zone.store, blocks, spec.read_blocks)
     del blocks
@@ -162,20 +190,24 @@ def fill_zone(
             profile_for(cfg.catalog.stac_url, cfg.catalog.s2_collection),
         )
         s2_by_time = tuple(
-            tuple(items_near(s2_items, zone.times[t], spec.composite_max_dt_days))
-            if t in group_of
+            tuple(zone.steps.s2_items(s2_items, zone.times[t], spec.composite_max_dt_days))
+            if t in of_t
             else ()
             for t in range(len(zone.times))
         )
     sar = CatalogSar(
         part.grid,
-        tuple(tuple(group_of.get(t, ())) for t in range(len(zone.times))),
+        tuple(frames for _, frames in flat),
         models.in_bands,
         profile_for(cfg.catalog.stac_url, cfg.catalog.s1_collection),
     )
     job = FillJob(
-        str(zone.store), lat, sar, spec.batch_size, models.out_bands, s2_by_time, composite
-    )
+        str(zone.store), lat, sar, spec.batch_size, models.out_bands, s2_by_time, composite,
+        acquisitions=tuple(of_t.get(t, ()) for t in range(len(zone.times))),
+        acquisition_seconds=tuple(obs_seconds(iso) for iso, _ in flat),
+        reference_seconds=tuple(zone.steps.reference_seconds(iso) for iso in zone.times),
+        s2_max_dt_days=zone.steps.s2_max_dt_days,
+    )  # fmt: skip
     device = "cuda" if spec.gpus_per_actor > 0 else "cpu"
     make_predictor = functools.partial(
         TilePredictor, list(models.checkpoints), device, spec.tta_flips
@@ -264,6 +296,43 @@ def plan_region(
     return plan, groups
 
 
+def time_steps(
+    steps: TimeSteps, groups: Sequence[tuple[str, list[dict]]], start: str, end: str, log: Log
+) -> tuple[list[str], tuple[tuple[Acquisition, ...], ...], str, str]:
+    """The store's time axis, each step's acquisitions, and the first and last day the steps
+    cover (what the S2 search needs): one step per acquisition, or one per period of
+    ``steps`` from ``start`` to ``end`` (an empty one is written as no data and said here;
+    none with an acquisition is an error)."""
+    acqs = [(iso, tuple(members)) for iso, members in groups]
+    if steps.spec is None:
+        return [iso for iso, _ in acqs], tuple((a,) for a in acqs), start, end
+    periods = periods_between(steps.spec, start, end)
+    inside = assign([iso for iso, _ in acqs], periods)
+    if not any(inside):
+        raise PeriodError(
+            f"no Sentinel-1 acquisition from {start} to {end} falls in a period of "
+            f"{steps.spec}: nothing to write"
+        )
+    counts = ", ".join(str(len(i)) for i in inside)
+    log(
+        f"infer: {len(periods)} period(s) of {steps.spec} from {periods[0].start} to "
+        f"{periods[-1].end - DAY}; S1 acquisitions per period: {counts}"
+    )
+    for p, ix in zip(periods, inside, strict=True):
+        if not ix:
+            log(f"infer: period {p.start} has no Sentinel-1 acquisition: written as no data")
+    per_step = tuple(tuple(acqs[i] for i in ix) for ix in inside)
+    return [p.label for p in periods], per_step, str(periods[0].start), str(periods[-1].end - DAY)
+
+
+def provisional_labels(steps: TimeSteps, times: Sequence[str], searched_until: str) -> list[str]:
+    """The time steps that may still gain acquisitions (periods not over by the last day
+    searched): the monitor refreshes them."""
+    if steps.spec is None:
+        return []
+    return [t for t in times if provisional(steps.period(t), searched_until)]
+
+
 def infer_region(
     region: Region,
     out: Path,
@@ -285,8 +354,9 @@ def infer_region(
         return []
     if groups is None:  # the plan could not search: now it is an error
         search_s1(cfg.catalog, region.aoi, start, end)
-    times = [iso for iso, _ in groups]
-    s2_items = region.s2_items(start, end)
+    steps = region.steps
+    times, per_step, first, last = time_steps(steps, groups, start, end, log)
+    s2_items = region.s2_items(first, last)
     attrs = provenance("infer")
     attrs.update(
         {
@@ -298,7 +368,9 @@ def infer_region(
             "checkpoint_git_sha": models.git_sha,
             st.CONFIG_ATTR: config_to_dict(cfg),
             "in_bands": list(models.in_bands),
-            st.S1_IDS_ATTR: [[it["id"] for it in members] for _, members in groups],
+            st.S1_IDS_ATTR: [[it["id"] for _, fr in acqs for it in fr] for acqs in per_step],
+            st.PERIOD_ATTR: str(steps.spec or "acquisition"),
+            st.PROVISIONAL_ATTR: provisional_labels(steps, times, end),
             "start": start,
             st.END_ATTR: end,
             "hypotheses": len(models.checkpoints) * cfg.infer.tta_flips,
@@ -321,9 +393,8 @@ def infer_region(
                 shard_blocks=cfg.infer.read_blocks,
             )  # fmt: skip
         every = tuple(range(len(times)))
-        groups_ = tuple(tuple(members) for _, members in groups)
         zones = [
-            ZoneRun(part, store, tuple(times), every, groups_)
+            ZoneRun(part, store, tuple(times), every, per_step, steps=steps)
             for part, store in zip(region.parts, stores, strict=True)
         ]
         run_zones(region, zones, s2_items, executor=executor, name="infer", log=log)
@@ -424,7 +495,7 @@ def monitor_region(
                     store,
                     tuple(times),
                     tuple(times.index(t) for t in todo),
-                    tuple(tuple(found[t]) for t in todo),
+                    tuple(((t, tuple(found[t])),) for t in todo),
                     done,
                 )
             )

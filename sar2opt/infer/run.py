@@ -21,8 +21,16 @@ from typing import Protocol
 
 import numpy as np
 
-from sar2opt.infer.composite import SOURCE_NODATA, SOURCE_SYNTH, compose, nearest_clear
+from sar2opt.infer.composite import (
+    EVIDENCE_RANK,
+    SOURCE_NODATA,
+    SOURCE_S2,
+    SOURCE_SYNTH,
+    evidence_rank,
+    nearest_clear_pick,
+)
 from sar2opt.infer.ledger import BlockKey, DoneBlocks, TileLedger
+from sar2opt.infer.periods import OBS_NONE, BestEvidence, obs_seconds
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.store import write_blocks
 from sar2opt.profiles import CollectionProfile
@@ -68,11 +76,33 @@ class FillJob:
     out_bands: tuple[str, ...] = ()
     s2_by_time: tuple[tuple[dict, ...], ...] = ()
     composite: CompositeSpec | None = None
-    #: What becomes of a strip's predictions: ``None`` composes and writes them to ``store``
+    #: What becomes of a strip's composed blocks: ``None`` writes them to ``store``
     #: (``write_strip``); a benchmark passes a no-op to time the driver alone.
-    write: Callable[[FillJob, Strip, Sequence[np.ndarray], Sequence[np.ndarray]], None] | None = (
-        None
-    )
+    write: Callable[[FillJob, Strip, Sequence[tuple]], None] | None = None
+    #: Per time step, the S1 acquisitions it folds (indices ``sar.read`` takes, nearest
+    #: evidence wins: ``periods.BestEvidence``); empty: step ``t`` is acquisition ``t``.
+    acquisitions: tuple[tuple[int, ...], ...] = ()
+    #: When each acquisition was made, and each time step's reference instant
+    #: (``periods.obs_seconds``); empty: unknown (``obs_time`` then records none).
+    acquisition_seconds: tuple[int, ...] = ()
+    reference_seconds: tuple[int, ...] = ()
+    #: How far from the reference a clear S2 pixel may be (None: ``composite.max_dt_days``;
+    #: a period mosaic's S2 items are those inside the period, so it passes infinity).
+    s2_max_dt_days: float | None = None
+
+    def acquisitions_of(self, t: int) -> tuple[int, ...]:
+        return self.acquisitions[t] if self.acquisitions else (t,)
+
+    def obs_seconds_of(self, a: int) -> int:
+        return self.acquisition_seconds[a] if self.acquisition_seconds else OBS_NONE
+
+    def ref_seconds(self, t: int) -> int:
+        return self.reference_seconds[t] if self.reference_seconds else 0
+
+    def s2_max_dt(self, t: int) -> float:
+        if self.s2_max_dt_days is not None:
+            return self.s2_max_dt_days
+        return self.composite.max_dt_days if self.composite else 0.0
 
 
 @dataclass(frozen=True)
@@ -205,11 +235,10 @@ def strip_window(lat: BlockLattice, bi: int, bjs: Sequence[int]) -> Window:
 
 
 def read_clear_s2(
-    items: Sequence[dict], grid, target_iso: str, out_bands: Sequence[str], spec: CompositeSpec
+    items: Sequence[dict], grid, out_bands: Sequence[str], spec: CompositeSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """S2 ``out_bands`` (N, C, h, w), clear (N, h, w) and dt days (N,) of a block's grid."""
-    import pandas as pd
-
+    """S2 ``out_bands`` (N, C, h, w), clear (N, h, w) and when each was seen (N,) int64
+    (``periods.obs_seconds``) on a block's grid."""
     from sar2opt.cube.clean import cloud_shadow_mask
     from sar2opt.cube.load import load_optical
 
@@ -224,10 +253,8 @@ def read_clear_s2(
         dilate_px=spec.dilate_px,
     )
     idx = [list(spec.opt_bands).index(b) for b in out_bands]
-    t0 = pd.Timestamp(target_iso).tz_localize(None) if pd.Timestamp(target_iso).tz else None
-    t0 = t0 or pd.Timestamp(target_iso)
-    dt = (pd.to_datetime(da.time.values) - t0) / pd.Timedelta(days=1)
-    return arr[:, idx], ~flagged, np.asarray(dt, np.float64)
+    when = np.array([obs_seconds(t) for t in da.time.values], np.int64)
+    return arr[:, idx], ~flagged, when
 
 
 def strip_tiles(lat: BlockLattice, strip: Strip, sar: np.ndarray) -> list[np.ndarray]:
@@ -241,73 +268,93 @@ def strip_tiles(lat: BlockLattice, strip: Strip, sar: np.ndarray) -> list[np.nda
     return out
 
 
-def compose_block(
-    job: FillJob, strip: Strip, bj: int, pred: np.ndarray, spread: np.ndarray
-) -> tuple[int, tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]:
-    """Crop the core of predicted block ``bj`` of ``strip`` and composite it with clear S2:
-    ``(t, core, optical, source, uncertainty)``, what ``store.write_blocks`` writes."""
-    lat, composite, t = job.lattice, job.composite, strip.t
+def block_crop(lat: BlockLattice, strip: Strip, bj: int, arr: np.ndarray) -> np.ndarray:
+    """The core of block ``bj`` of ``strip`` cut from ``arr`` (..., h, w) over its window."""
     r, c, _, _ = lat.window(strip.bi, bj)
-    core = lat.core(strip.bi, bj)
-    r0, c0, r1, c1 = core
-    pred = np.asarray(pred)[:, r0 - r : r1 - r, c0 - c : c1 - c]
-    spread = np.asarray(spread)[r0 - r : r1 - r, c0 - c : c1 - c]
-    if not (composite and composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]):
-        # no clear S2 to take: ``compose``'s result without its per-pixel choice and copies
-        # (``write_blocks`` copies the cores into one array per strip anyway)
-        optical = np.asarray(pred, np.float32)
-        source = np.where(np.isfinite(optical).all(axis=0), SOURCE_SYNTH, SOURCE_NODATA)
-        return t, core, optical, source.astype(np.uint8), spread
+    r0, c0, r1, c1 = lat.core(strip.bi, bj)
+    return np.asarray(arr)[..., r0 - r : r1 - r, c0 - c : c1 - c]
+
+
+def offer_clear_s2(job: FillJob, strip: Strip, bj: int, best: BestEvidence) -> None:
+    """Offer block ``bj`` the clear S2 pixels of its time step (``job.s2_by_time``), each
+    with the date it was seen, nearest the time step's reference first."""
+    lat, composite, t = job.lattice, job.composite, strip.t
+    r0, c0, r1, c1 = lat.core(strip.bi, bj)
     # read a margin of dilate_px so a cloud just across the block edge still grows into
     # the block: the mask is then the one of the whole image, and no seam shows
     pr0, pc0, ph, pw = lat.halo(strip.bi, bj, composite.dilate_px)
-    obs, clear, dt = read_clear_s2(
-        job.s2_by_time[t],
-        lat.grid.subgrid(pr0, pc0, ph, pw),
-        strip.time,
-        job.out_bands,
-        composite,
+    obs, clear, when = read_clear_s2(
+        job.s2_by_time[t], lat.grid.subgrid(pr0, pc0, ph, pw), job.out_bands, composite
     )
     inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
-    s2, found = nearest_clear(
-        obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt, composite.max_dt_days
+    ref = job.ref_seconds(t)
+    dt_days = (when - ref) / 86400.0
+    s2, pick = nearest_clear_pick(
+        obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt_days, job.s2_max_dt(t)
     )
-    optical, source = compose(pred, s2, found)
-    return t, core, optical, source, spread
+    source = np.where(pick >= 0, SOURCE_S2, SOURCE_NODATA).astype(np.uint8)
+    obs_s = np.where(pick >= 0, when[np.maximum(pick, 0)], 0)
+    best.offer(s2, source, np.float32(0.0), obs_s, evidence_rank(source), ref)
 
 
 def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey]:
-    """One strip from SAR to written blocks: read its window, predict ``job.batch_size``
-    blocks at a time, compose and write them all (one zarr call per array for the strip's
-    neighbouring blocks); the finished keys.
+    """One strip to written blocks; the finished keys.
+
+    Every block of the strip folds its evidence (``periods.BestEvidence``): the clear S2
+    pixels of the time step (with the composite on), then the synthesis from each S1
+    acquisition of the time step (``FillJob.acquisitions``: one, or a period's), read over
+    the strip's window and predicted ``batch_size`` blocks at a time. An acquisition is
+    skipped once every pixel holds better evidence (a period already clear in S2 costs no
+    forward pass). Then all blocks are written at once (one zarr call per array for the
+    strip's neighbouring blocks).
 
     ``predict`` is the only step that needs the model: ``StripWorker`` runs several strips
     at once in threads, and the predictor lets one of them run the model at a time while
     the others read or write.
     """
-    sar = job.sar.read(strip.t, strip_window(job.lattice, strip.bi, strip.bjs))
-    tiles = strip_tiles(job.lattice, strip, sar)
-    preds: list[np.ndarray] = []
-    spreads: list[np.ndarray] = []
-    for i in range(0, len(tiles), job.batch_size):
-        out = predict({"sar": np.stack(tiles[i : i + job.batch_size])})
-        preds += list(out["pred"])
-        spreads += list(out["spread"])
-    (job.write or write_strip)(job, strip, preds, spreads)
+    lat, t = job.lattice, strip.t
+    shape = {bj: core_shape(lat.core(strip.bi, bj)) for bj in strip.bjs}
+    best: dict[int, BestEvidence] = {}
+    if job.composite and job.composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]:
+        for bj in strip.bjs:
+            best[bj] = BestEvidence(len(job.out_bands), shape[bj])
+            offer_clear_s2(job, strip, bj, best[bj])
+    synth_rank = EVIDENCE_RANK[SOURCE_SYNTH]
+    window = strip_window(lat, strip.bi, strip.bjs)
+    ref = job.ref_seconds(t)
+    for a in job.acquisitions_of(t):
+        if len(best) == len(strip.bjs) and all(b.settled(synth_rank) for b in best.values()):
+            break
+        tiles = strip_tiles(lat, strip, job.sar.read(a, window))
+        for i in range(0, len(tiles), job.batch_size):
+            out = predict({"sar": np.stack(tiles[i : i + job.batch_size])})
+            for bj, pred, spread in zip(
+                strip.bjs[i : i + job.batch_size], out["pred"], out["spread"], strict=True
+            ):
+                pred, spread = block_crop(lat, strip, bj, pred), block_crop(lat, strip, bj, spread)
+                if bj not in best:
+                    best[bj] = BestEvidence(pred.shape[0], shape[bj])
+                source = np.where(np.isfinite(pred).all(axis=0), SOURCE_SYNTH, SOURCE_NODATA)
+                source = source.astype(np.uint8)
+                best[bj].offer(
+                    pred, source, spread, job.obs_seconds_of(a), evidence_rank(source), ref
+                )
+    blocks = [
+        (t, lat.core(strip.bi, bj), b.optical, b.source, b.uncertainty, b.obs_time)
+        for bj, b in best.items()
+    ]
+    (job.write or write_strip)(job, strip, blocks)
     return strip.keys
 
 
-def write_strip(
-    job: FillJob, strip: Strip, preds: Sequence[np.ndarray], spreads: Sequence[np.ndarray]
-) -> None:
-    """Compose each predicted block of ``strip`` and write them all to ``job.store``."""
-    write_blocks(
-        job.store,
-        [
-            compose_block(job, strip, bj, p, s)
-            for bj, p, s in zip(strip.bjs, preds, spreads, strict=True)
-        ],
-    )
+def core_shape(core: tuple[int, int, int, int]) -> tuple[int, int]:
+    return core[2] - core[0], core[3] - core[1]
+
+
+def write_strip(job: FillJob, strip: Strip, blocks: Sequence[tuple]) -> None:
+    """Write the strip's composed blocks ``(t, core, optical, source, uncertainty,
+    obs_time)`` to ``job.store``."""
+    write_blocks(job.store, blocks)
 
 
 def run_local(

@@ -3,9 +3,10 @@
 This module is the one place that knows what a mosaic store is; everything else imports its
 names. A store is Zarr v3, one chunk per (time, block), no accumulator:
 
-* variables, in this order (readers take the first as the image): ``optical`` (time, band,
-  y, x) float32, ``source`` (time, y, x) uint8 (``composite.SOURCE_MEANINGS``),
-  ``uncertainty`` (time, y, x) float32;
+* variables (readers take them by name; Zarr lists them in no set order): ``optical``
+  (time, band, y, x) float32, ``source`` (time, y, x) uint8 (``composite.SOURCE_MEANINGS``),
+  ``uncertainty`` (time, y, x) float32, ``obs_time`` (time, y, x) when the observation each
+  pixel shows was made (int32 seconds, CF ``units``: xarray reads datetime64, NaT for none);
 * ``create_store`` writes only metadata and coordinates (the variables are lazy NaN that are
   never computed); ``write_block`` fills one chunk of every variable; unwritten chunks read
   as the fill value (NaN / source 0), so blocks outside the AOI cost no storage. Chunks are
@@ -47,7 +48,12 @@ if TYPE_CHECKING:  # imported where used: the actors only write chunks, with zar
 OPTICAL_VAR = "optical"
 SOURCE_VAR = "source"
 UNCERTAINTY_VAR = "uncertainty"
-VARS = (OPTICAL_VAR, SOURCE_VAR, UNCERTAINTY_VAR)
+OBS_TIME_VAR = "obs_time"  # when the observation each pixel took was made
+VARS = (OPTICAL_VAR, SOURCE_VAR, UNCERTAINTY_VAR, OBS_TIME_VAR)
+#: ``obs_time`` on disk: int32 seconds since this instant (to 2082), -1 for none; xarray
+#: decodes it to datetime64 (CF ``units``), NaT where none (``periods.obs_seconds``).
+OBS_TIME_UNITS = "seconds since 2014-01-01T00:00:00"
+OBS_TIME_FILL = -1
 #: Layers that say how far to trust ``optical`` (analysis masks by them).
 QUALITY_VARS = (UNCERTAINTY_VAR, SOURCE_VAR)
 
@@ -66,6 +72,8 @@ CONFIG_ATTR = "config"  # the run's Config as a dict
 S1_IDS_ATTR = "s1_item_ids"  # per time step, the S1 items read
 CHECKPOINT_SHA256_ATTR = "checkpoint_sha256"
 END_ATTR = "end"  # last date searched
+PERIOD_ATTR = "period"  # what a time step is: "acquisition", or a period ("1M", edges ...)
+PROVISIONAL_ATTR = "provisional_times"  # periods that may still gain acquisitions
 
 #: Names beside and inside a store.
 ZARR_SUFFIX = ".zarr"
@@ -279,12 +287,23 @@ def store_dataset(
                     "units": "1",
                 },
             ),
+            OBS_TIME_VAR: (
+                ("time", "y", "x"),
+                da.full((nt, h, w), OBS_TIME_FILL, dtype="int32", chunks=(1, bh, sw)),
+                {
+                    "long_name": "time of the observation the pixel shows (S1 or S2 pass)",
+                    "units": OBS_TIME_UNITS,
+                    "calendar": "proleptic_gregorian",
+                },
+            ),
         },
         coords=coords,
     )
     ds = ds.rio.write_crs(f"EPSG:{grid.epsg}").rio.write_transform(grid.transform)
     for name in (OPTICAL_VAR, UNCERTAINTY_VAR):
         ds[name] = ds[name].rio.write_nodata(np.nan, encoded=False)
+    ds[OBS_TIME_VAR].encoding["_FillValue"] = OBS_TIME_FILL  # CF: xarray reads NaT
+    ds[OBS_TIME_VAR].encoding["fill_value"] = OBS_TIME_FILL  # Zarr: unwritten chunks
     # ``source`` keeps no _FillValue attr: xarray would decode its 0 (no data) to NaN and the
     # flags to float; unwritten chunks still read 0 (the array's fill value).
     for name in VARS:
@@ -400,6 +419,12 @@ def _group(path: str):
     return zarr.open_group(path, mode="r+")
 
 
+@lru_cache(maxsize=16)
+def has_var(path: str, name: str) -> bool:
+    """Whether the store has variable ``name`` (stores made before ``obs_time`` lack it)."""
+    return (Path(path) / name / "zarr.json").exists()
+
+
 def write_block(
     path: str | Path,
     t: int,
@@ -407,14 +432,18 @@ def write_block(
     optical: np.ndarray,
     source: np.ndarray,
     uncertainty: np.ndarray,
+    obs_time: np.ndarray | None = None,
 ) -> None:
-    """Write one block (its whole chunks) of time step ``t``: optical (C, h, w), source and
-    uncertainty (h, w), at the core window ``(row0, col0, row1, col1)``."""
+    """Write one block (its whole chunks) of time step ``t``: optical (C, h, w), source,
+    uncertainty and obs_time (h, w; ``OBS_TIME_UNITS``, None: not recorded), at the core
+    window ``(row0, col0, row1, col1)``."""
     g = _group(str(path))
     r0, c0, r1, c1 = core
     g[OPTICAL_VAR][t, :, r0:r1, c0:c1] = np.asarray(optical, np.float32)
     g[SOURCE_VAR][t, r0:r1, c0:c1] = np.asarray(source, np.uint8)
     g[UNCERTAINTY_VAR][t, r0:r1, c0:c1] = np.asarray(uncertainty, np.float32)
+    if obs_time is not None and has_var(str(path), OBS_TIME_VAR):
+        g[OBS_TIME_VAR][t, r0:r1, c0:c1] = np.asarray(obs_time, np.int32)
 
 
 def clear_objects(path: str | Path, t: int, cores: Sequence[tuple[int, int, int, int]]) -> int:
@@ -430,6 +459,8 @@ def clear_objects(path: str | Path, t: int, cores: Sequence[tuple[int, int, int,
     g = _group(str(path))
     n = 0
     for name in VARS:
+        if not has_var(str(path), name):
+            continue
         arr = g[name]
         obj = arr.shards or arr.chunks  # the stored object's shape
         seen = set()
@@ -448,9 +479,10 @@ def clear_objects(path: str | Path, t: int, cores: Sequence[tuple[int, int, int,
 
 def write_blocks(
     path: str | Path,
-    blocks: Sequence[tuple[int, tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]],
+    blocks: Sequence[tuple],
 ) -> None:
-    """Write ``(t, core, optical, source, uncertainty)`` blocks (as :func:`write_block`).
+    """Write ``(t, core, optical, source, uncertainty[, obs_time])`` blocks (as
+    :func:`write_block`).
 
     Blocks of one time step and block row that touch left to right are written as one window:
     one zarr call per array instead of one per block (each call costs ~2 ms of zarr's async
@@ -480,6 +512,9 @@ def write_blocks(
             np.concatenate([np.asarray(b[2], np.float32) for b in run], axis=-1),
             np.concatenate([np.asarray(b[3], np.uint8) for b in run], axis=-1),
             np.concatenate([np.asarray(b[4], np.float32) for b in run], axis=-1),
+            np.concatenate([np.asarray(b[5], np.int32) for b in run], axis=-1)
+            if all(len(b) > 5 and b[5] is not None for b in run)
+            else None,
         )
         i = j
 

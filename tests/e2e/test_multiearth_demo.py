@@ -49,7 +49,7 @@ def test_demo_real_runs_end_to_end(tmp_path):
     clear = cube.sel(band="clear").values
     assert 0.3 < clear.mean() < 0.99
     mosaic = xr.open_zarr(out / "mosaic.zarr")
-    pred = mosaic[list(mosaic.data_vars)[0]]
+    pred = mosaic["optical"]
     assert pred.rio.crs.to_epsg() == 32721 and pred.sizes["time"] == 4
     scores = json.loads((out / "scores.json").read_text())
     assert [row["name"] for row in scores["rows"]] == ["model", "baseline: train mean colour"]

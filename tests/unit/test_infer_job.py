@@ -161,11 +161,13 @@ def test_write_seam_gets_every_strip_instead_of_the_store(tmp_path) -> None:
     seen = []
     job = FillJob(
         str(tmp_path / "none.zarr"), lat, FakeSar(), batch_size=4,
-        write=lambda job, strip, preds, spreads: seen.append((strip, len(preds), len(spreads))),
+        write=lambda job, strip, blocks: seen.append((strip, blocks)),
     )  # fmt: skip
     strips = strip_tasks(blocks, 3)
     done = [k for keys in run_local(strips, job, FakePredictor) for k in keys]
     assert sorted(done) == sorted(b.key for b in blocks)
-    assert [s for s, _, _ in seen] == strips
-    assert all(n == m == len(s.bjs) for s, n, m in seen)
+    assert [s for s, _ in seen] == strips
+    for s, blocks in seen:  # composed blocks: (t, core, optical, source, uncertainty, obs_time)
+        assert [b[1] for b in blocks] == [lat.core(s.bi, bj) for bj in s.bjs]
+        assert all(b[2].shape[-2:] == b[3].shape == b[4].shape == b[5].shape for b in blocks)
     assert not (tmp_path / "none.zarr").exists()  # nothing written
