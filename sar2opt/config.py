@@ -9,6 +9,7 @@ imports neither torch nor Ray, so a typo fails in well under a second.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from dataclasses import dataclass, field
@@ -238,6 +239,8 @@ def _coerce(value: object, tp: object, where: str) -> object:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp is str:
+        if isinstance(value, datetime.date):  # YAML reads an unquoted 2023-07-01 as a date
+            return value.isoformat()
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value

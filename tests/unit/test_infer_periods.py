@@ -3,20 +3,25 @@ fold of a period mosaic, on numbers."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
+import xarray as xr
 
 from sar2opt.infer.periods import (
     OBS_NONE,
     BestEvidence,
     Period,
     PeriodError,
+    TimeSteps,
     assign,
     obs_seconds,
     parse_period,
     periods_between,
     provisional,
 )
+from tests.helpers.infer_fakes import GRID, META, NORM, RF, H, W, fake_sar, tiny_net
 
 
 def days(ps: list[Period]) -> list[tuple[str, str]]:
@@ -139,3 +144,63 @@ def test_best_evidence_keeps_per_pixel_observation_times_and_no_data() -> None:
     assert best.obs_time[1].tolist() == [OBS_NONE, OBS_NONE]  # nothing offered there
     assert np.isnan(best.optical[0, 1]).all() and best.source[1].tolist() == [0, 0]
     assert obs_seconds("2014-01-01T00:00:01Z") == 1
+
+
+# a period's fill on the real pipeline (run_local, fake SAR and model)
+
+SWATHS = {0: (0, 150), 1: (100, 200), 2: (0, 300)}  # columns each acquisition covers
+
+
+@dataclass(frozen=True)
+class SwathSar:
+    """``fake_sar(a)`` inside acquisition ``a``'s swath (``SWATHS``), NaN outside."""
+
+    def read(self, a: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        r, c, h, w = window
+        out = fake_sar(a).copy()
+        c0, c1 = SWATHS[a]
+        out[:, :, :c0] = np.nan
+        out[:, :, c1:] = np.nan
+        return out[:, r : r + h, c : c + w]
+
+
+def test_a_period_takes_per_pixel_the_acquisition_nearest_its_reference(tmp_path) -> None:
+    """Three swaths in one period: every pixel shows the covering acquisition nearest the
+    period's middle, records its time, and a pixel no swath covers stays no data."""
+    from sar2opt.infer.ledger import TileLedger
+    from sar2opt.infer.plan import BlockLattice
+    from sar2opt.infer.predictor import TilePredictor, predict
+    from sar2opt.infer.run import FillJob, block_tasks, drain, run_local, strip_tasks
+    from sar2opt.infer.store import create_store
+    from sar2opt.zones import blocks_by_row
+
+    july = periods_between(parse_period("1M"), "2023-07-01", "2023-07-31")[0]
+    when = ["2023-07-14T09:00:00Z", "2023-07-17T09:00:00Z", "2023-07-26T09:00:00Z"]
+    # from the middle (07-16 12:00): 2.1 days, 0.9 days, 9.9 days
+    lat = BlockLattice(GRID, 128, 32)
+    store = create_store(tmp_path / "p.zarr", GRID, [july.label], ["B04"], {}, lat.block_px)
+    keys = TimeSteps(parse_period("1M")).ledger_keys([july.label], [0], [[(w, ()) for w in when]])
+    blocks = block_tasks(keys, [0], lambda t: blocks_by_row(lat, None), set())
+    job = FillJob(
+        str(store), lat, SwathSar(), batch_size=4, acquisitions=((0, 1, 2),),
+        acquisition_seconds=tuple(obs_seconds(w) for w in when),
+        reference_seconds=(obs_seconds(july.ref),),
+    )  # fmt: skip
+    predictor = TilePredictor.from_model(tiny_net(), META, flips=1)
+    drain(run_local(strip_tasks(blocks, 3), job, lambda: predictor), TileLedger(store), len(blocks))
+    ds = xr.open_zarr(store)
+    got = ds["optical"].values[0, 0]
+    obs = ds["obs_time"].values[0]
+    # away from swath and grid edges (the model's receptive field; the grid border pads
+    # differently): the nearest covering acquisition
+    for a, cols in (
+        (0, slice(RF, 100 - RF)),
+        (1, slice(100 + RF, 200 - RF)),
+        (2, slice(200 + RF, W - RF)),
+    ):
+        full = predict(tiny_net(), fake_sar(a)[None], NORM)[0, 0]
+        inner = (slice(RF, H - RF), cols)
+        np.testing.assert_allclose(got[inner], full[inner], atol=1e-5)
+        assert (obs[inner] == np.datetime64(when[a].rstrip("Z"), "ns")).all()
+    assert (ds["source"].values[0] == 2).all()  # every pixel synthesised, none left empty
+    assert np.isfinite(got).all()

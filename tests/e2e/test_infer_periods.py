@@ -1,0 +1,126 @@
+"""infer_region --period: one time step per period, every pixel the best evidence inside it
+(real clear S2 first, then the synthesis from the S1 pass nearest the period's middle), and
+``obs_time`` saying when that evidence was seen; bad periods stop with one error line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from tests.helpers.jobs import one_error_line, run_job, write_json
+
+pytestmark = pytest.mark.slow
+
+SMALL_AOI = {  # 2 x 2 blocks inside the synthetic scene
+    "type": "Polygon",
+    "coordinates": [
+        [[-55.012, -5.012], [-54.988, -5.012], [-54.988, -4.988], [-55.012, -4.988]]
+        + [[-55.012, -5.012]]
+    ],
+}
+
+
+def _args(url: str, aoi, ckpt, out, *extra: str) -> list:
+    return [
+        "jobs/infer_region.py",
+        *("--aoi", aoi, "--checkpoint", ckpt, "--out", out),
+        *("--start", "2023-07-01", "--end", "2023-08-31"),
+        *("--config", "jobs/configs/demo.yaml", "--stac-url", url),
+        *("--set", "infer.composite_max_dt_days=6", "--executor", "local", *extra),
+    ]
+
+
+@pytest.fixture(scope="module")
+def monthly(syn_catalog, tiny_ckpt, tmp_path_factory):
+    root = tmp_path_factory.mktemp("periods")
+    aoi = write_json(root / "aoi.geojson", SMALL_AOI)
+    out = root / "monthly.zarr"
+    r = run_job(_args(syn_catalog["url"], aoi, tiny_ckpt, out, "--period", "1M"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out, aoi, r.stdout
+
+
+def _s2_reference(ds, aoi_path, url, start, end, ref):
+    """Whole-image rule: per pixel the clear S2 inside [start, end) nearest ``ref``:
+    (found (H, W), reflectance (C, H, W), when (H, W) datetime64)."""
+    from sar2opt.aoi import load_aoi
+    from sar2opt.config import load_config
+    from sar2opt.cube.clean import cloud_shadow_mask
+    from sar2opt.cube.load import load_optical
+    from sar2opt.grid import GridSpec
+    from sar2opt.stac import search_aoi
+
+    cfg = load_config("jobs/configs/demo.yaml")
+    cat = dataclasses.replace(cfg.catalog, stac_url=url)
+    bands = list(cfg.catalog.opt_bands)
+    items = search_aoi(cat, cat.s2_collection, load_aoi(aoi_path), "2023-06-20", "2023-09-10")
+    s2 = load_optical(items, GridSpec.from_dict(ds.attrs["grid"]), bands)
+    obs = np.asarray(s2.values, np.float32)
+    clear = ~cloud_shadow_mask(
+        obs, bands, cloud_brightness=cfg.cube.cloud_brightness,
+        cloud_whiteness=cfg.cube.cloud_whiteness, shadow_brightness=cfg.cube.shadow_brightness,
+        dilate_px=cfg.cube.cloud_dilate_px,
+    )  # fmt: skip
+    times = pd.to_datetime(s2.time.values)
+    found = np.zeros(obs.shape[2:], bool)
+    out = np.full(obs.shape[1:], np.nan, np.float32)
+    when = np.full(obs.shape[2:], np.datetime64("NaT"), "datetime64[ns]")
+    for k in np.argsort(np.abs((times - ref) / pd.Timedelta(days=1)), kind="stable"):
+        if not start <= times[k] < end:
+            continue
+        take = clear[k] & ~found
+        out[:, take] = obs[k][:, take]
+        when[take] = times[k].floor("s").to_datetime64()
+        found |= take
+    return found, out, when
+
+
+def test_monthly_mosaic_takes_the_best_evidence_of_each_month(monthly, syn_catalog) -> None:
+    store, aoi, stdout = monthly
+    ds = xr.open_zarr(store)
+    assert [str(t)[:10] for t in ds.time.values] == ["2023-07-01", "2023-08-01"]
+    assert ds.attrs["period"] == "1M" and ds.attrs["provisional_times"] == []
+    assert "2 period(s) of 1M" in stdout
+    s1 = [it for it in syn_catalog["items"] if it["collection"].startswith("sentinel-1")]
+    s1_times = sorted({pd.Timestamp(it["properties"]["datetime"]).tz_convert(None) for it in s1})
+    src, opt, obs = ds["source"].values, ds["optical"].values, ds["obs_time"].values
+    for t, (start, end) in enumerate([("2023-07-01", "2023-08-01"), ("2023-08-01", "2023-09-01")]):
+        start, end = pd.Timestamp(start), pd.Timestamp(end)
+        ref = start + (end - start) / 2
+        inside = [s for s in s1_times if start <= s < end]
+        ids = ds.attrs["s1_item_ids"][t]
+        assert len(ids) == sum(
+            start <= pd.Timestamp(it["properties"]["datetime"]).tz_convert(None) < end for it in s1
+        )  # every frame of every pass inside the month, none outside
+        found, s2, when = _s2_reference(ds, aoi, syn_catalog["url"], start, end, ref)
+        np.testing.assert_array_equal(src[t] == 1, found, err_msg=f"source, period {t}")
+        np.testing.assert_array_equal(opt[t][:, found], s2[:, found])  # real S2, bit for bit
+        np.testing.assert_array_equal(obs[t][found], when[found])  # ... and the day it was seen
+        synth = src[t] == 2
+        assert set(np.unique(src[t])) <= {1, 2} and np.isfinite(opt[t][:, synth]).all()
+        nearest = min(inside, key=lambda s: abs(s - ref)).floor("s").to_datetime64()
+        assert (obs[t][synth] == nearest).all()  # the pass nearest the middle of the month
+    assert (src == 2).any() and (src == 1).any()
+
+
+def test_bad_periods_stop_with_one_error_line_and_write_nothing(
+    syn_catalog, tiny_ckpt, tmp_path
+) -> None:
+    aoi = write_json(tmp_path / "aoi.geojson", SMALL_AOI)
+    out = tmp_path / "m.zarr"
+    url = syn_catalog["url"]
+    cases = [
+        (["--period", "5X"], "is not a duration"),
+        (["--set", "infer.period_edges=[2023-07-01, 2023-06-01]"], "out of order"),
+        # periods that hold none of the run's acquisitions (the run is July-August 2023)
+        (["--set", "infer.period_edges=[2022-01-01, 2022-02-01]"], "no Sentinel-1 acquisition"),
+    ]
+    for extra, message in cases:
+        r = run_job(_args(url, aoi, tiny_ckpt, out, *extra))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert message in one_error_line(r), r.stderr
+        assert not out.exists() and not out.with_name(out.name + ".partial").exists()
