@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from sar2opt.errors import ConfigError, first_line
-from sar2opt.infer.store import PENDING_ATTR, TIMES_ATTR
+from sar2opt.infer.periods import TimeSteps, assign, periods_between
+from sar2opt.infer.store import PENDING_ATTR, PROVISIONAL_ATTR, S1_IDS_ATTR, TIMES_ATTR
 
 
 def _ts(iso: str) -> pd.Timestamp:
@@ -79,6 +80,55 @@ def times_to_do(
             todo.append(t)
     to_append = [t for t in todo if t not in set(zone_times)]
     return todo, to_append
+
+
+def period_search_start(steps: TimeSteps, zones: Sequence[Mapping]) -> str:
+    """Where a period mosaic's monitor searches from: the first day of the earliest period
+    still open in any zone (pending, or provisional: it may have gained acquisitions), else
+    the day after the last period."""
+    days = []
+    for attrs in zones:
+        open_ = [*(attrs.get(PENDING_ATTR) or []), *(attrs.get(PROVISIONAL_ATTR) or [])]
+        if open_:
+            days.append(min(str(steps.period(label).start) for label in open_))
+        else:
+            days.append(str(steps.period(attrs[TIMES_ATTR][-1]).end))
+    return min(days)
+
+
+def periods_to_do(
+    steps: TimeSteps,
+    found: Mapping[str, Sequence[Mapping]],
+    zone: Mapping,
+    since: str,
+    until: str,
+) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """(periods to fill, of them the ones to append first, the acquisitions of each) for one
+    zone store of a period mosaic.
+
+    ``found``: the acquisitions (ISO -> frames) from ``since`` to ``until``; ``zone``: the
+    store's attributes. A period is filled when it is new, pending (a killed run), or
+    provisional with other frames than it was made from (so a period that gained a pass is
+    written again whole; one that did not costs nothing). Final periods are never touched.
+    """
+    if since > until:
+        return [], [], {}
+    times = list(zone[TIMES_ATTR])
+    made_from = list(zone.get(S1_IDS_ATTR) or [])
+    pending = set(zone.get(PENDING_ATTR) or [])
+    open_ = set(zone.get(PROVISIONAL_ATTR) or [])
+    isos = sorted(found, key=_ts)
+    periods = periods_between(steps.spec, since, until)
+    todo, acqs = [], {}
+    for p, inside in zip(periods, assign(isos, periods), strict=True):
+        label = p.label
+        acqs[label] = [isos[i] for i in inside]
+        ids = sorted(str(it["id"]) for i in inside for it in found[isos[i]])
+        if label not in times or label in pending:
+            todo.append(label)
+        elif label in open_ and sorted(map(str, made_from[times.index(label)])) != ids:
+            todo.append(label)
+    return todo, [t for t in todo if t not in set(times)], acqs
 
 
 def until_day(arg: str | None) -> str:

@@ -168,6 +168,14 @@ class TimeSteps:
         (p,) = [p for p in periods_between(self.spec, day, day) if str(p.start) == day]
         return p
 
+    def search_from(self, start: str, end: str) -> str:
+        """The first day whose acquisitions a run from ``start`` to ``end`` uses: ``start``,
+        or the first day of the period holding it (periods are filled whole)."""
+        if self.spec is None:
+            return start
+        periods = periods_between(self.spec, start, end)
+        return str(periods[0].start) if periods else start
+
     def ledger_keys(
         self,
         times: Sequence[str],

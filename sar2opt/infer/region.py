@@ -24,7 +24,14 @@ from sar2opt.config import Config, check_infer, config_to_dict
 from sar2opt.errors import CatalogError, ConfigError, first_line
 from sar2opt.infer import store as st
 from sar2opt.infer.ledger import StoreLock, TileLedger
-from sar2opt.infer.monitor import search_start, store_config, times_to_do, until_day
+from sar2opt.infer.monitor import (
+    period_search_start,
+    periods_to_do,
+    search_start,
+    store_config,
+    times_to_do,
+    until_day,
+)
 from sar2opt.infer.periods import (
     DAY,
     PeriodError,
@@ -298,14 +305,13 @@ def plan_region(
 
 def time_steps(
     steps: TimeSteps, groups: Sequence[tuple[str, list[dict]]], start: str, end: str, log: Log
-) -> tuple[list[str], tuple[tuple[Acquisition, ...], ...], str, str]:
-    """The store's time axis, each step's acquisitions, and the first and last day the steps
-    cover (what the S2 search needs): one step per acquisition, or one per period of
-    ``steps`` from ``start`` to ``end`` (an empty one is written as no data and said here;
-    none with an acquisition is an error)."""
+) -> tuple[list[str], tuple[tuple[Acquisition, ...], ...]]:
+    """The store's time axis and each step's acquisitions: one step per acquisition, or one
+    per period of ``steps`` from ``start`` to ``end`` (an empty one is written as no data and
+    said here; none with an acquisition is an error)."""
     acqs = [(iso, tuple(members)) for iso, members in groups]
     if steps.spec is None:
-        return [iso for iso, _ in acqs], tuple((a,) for a in acqs), start, end
+        return [iso for iso, _ in acqs], tuple((a,) for a in acqs)
     periods = periods_between(steps.spec, start, end)
     inside = assign([iso for iso, _ in acqs], periods)
     if not any(inside):
@@ -322,7 +328,7 @@ def time_steps(
         if not ix:
             log(f"infer: period {p.start} has no Sentinel-1 acquisition: written as no data")
     per_step = tuple(tuple(acqs[i] for i in ix) for ix in inside)
-    return [p.label for p in periods], per_step, str(periods[0].start), str(periods[-1].end - DAY)
+    return [p.label for p in periods], per_step
 
 
 def provisional_labels(steps: TimeSteps, times: Sequence[str], searched_until: str) -> list[str]:
@@ -348,15 +354,16 @@ def infer_region(
     (``store``'s layout); its zone stores. ``dry_run``: print the plan only."""
     t0 = time.monotonic()
     cfg, models = region.cfg, region.models
-    plan, groups = plan_region(region, start, end)
+    steps = region.steps
+    first = steps.search_from(start, end)  # a period mosaic fills whole periods
+    plan, groups = plan_region(region, first, end)
     log(format_plan(plan))
     if dry_run:
         return []
     if groups is None:  # the plan could not search: now it is an error
-        search_s1(cfg.catalog, region.aoi, start, end)
-    steps = region.steps
-    times, per_step, first, last = time_steps(steps, groups, start, end, log)
-    s2_items = region.s2_items(first, last)
+        search_s1(cfg.catalog, region.aoi, first, end)
+    times, per_step = time_steps(steps, groups, start, end, log)
+    s2_items = region.s2_items(first, end)
     attrs = provenance("infer")
     attrs.update(
         {
@@ -453,40 +460,60 @@ def monitor_region(
         cfg = store_config(attrs[0].get(st.CONFIG_ATTR) or {}, config_path, overrides)
         region = Region.open(cfg, aoi_path, checkpoints)
         parts = match_parts(region, stores, attrs)
-        since = search_start(attrs)
-        found = _acquisitions(region, since[:10], until)
-        plans = [
-            times_to_do(list(found), a[st.TIMES_ATTR], a.get(st.PENDING_ATTR) or []) for a in attrs
-        ]
-        if not any(todo for todo, _ in plans):
+        steps = region.steps
+        if steps.spec is None:  # one time step per acquisition: append the new ones
+            since = search_start(attrs)
+            found = _acquisitions(region, since[:10], until)
+            plans = []
+            for a in attrs:
+                todo, to_append = times_to_do(
+                    list(found), a[st.TIMES_ATTR], a.get(st.PENDING_ATTR) or []
+                )
+                plans.append((todo, to_append, {t: [t] for t in todo}))
+            gone = sorted({t for todo, _, _ in plans for t in todo if t not in found})
+            if gone:
+                raise CatalogError(
+                    f"time step {gone[0]} of an unfinished monitor run is no longer in "
+                    f"{cfg.catalog.stac_url}"
+                )
+        else:  # periods: refresh the open ones that gained passes, append the new ones
+            since = period_search_start(steps, attrs)
+            found = _acquisitions(region, since, until)
+            plans = [periods_to_do(steps, found, a, since, until) for a in attrs]
+        if not any(todo for todo, _, _ in plans):
+            for store, a in zip(stores, attrs, strict=True):  # open periods may have closed
+                still = provisional_labels(steps, a[st.TIMES_ATTR], until)
+                if still != list(a.get(st.PROVISIONAL_ATTR) or []):
+                    st.update_attrs(store, {st.PROVISIONAL_ATTR: still})
             log(
-                f"monitor: up to date: no Sentinel-1 acquisition after {since} "
+                f"monitor: up to date: no new Sentinel-1 acquisition after {since} "
                 f"until {until} in {cfg.catalog.stac_url}"
             )
             return []
-        gone = sorted({t for todo, _ in plans for t in todo if t not in found})
-        if gone:
-            raise CatalogError(
-                f"time step {gone[0]} of an unfinished monitor run is no longer in "
-                f"{cfg.catalog.stac_url}"
-            )
-        s2_items = region.s2_items(since, until)
+        s2_items = region.s2_items(since[:10], until)
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         zones = []
-        for part, store, a, (todo, to_append) in zip(parts, stores, attrs, plans, strict=True):
+        for part, store, a, (todo, to_append, acqs) in zip(
+            parts, stores, attrs, plans, strict=True
+        ):
             if not todo:
                 continue
             log(f"monitor: zone {part.name} time steps to do: {', '.join(todo)}")
             st.update_attrs(store, {st.PENDING_ATTR: todo, st.COMPLETE_ATTR: False})
+            ids_of = {t: [it["id"] for iso in acqs[t] for it in found[iso]] for t in todo}
+            ids = list(a.get(st.S1_IDS_ATTR) or [])
             if to_append:
-                ids = list(a.get(st.S1_IDS_ATTR) or [])
-                ids += [[it["id"] for it in found[t]] for t in to_append]
+                ids += [ids_of[t] for t in to_append]
                 st.append_times(store, to_append, {st.S1_IDS_ATTR: ids})
             times = st.read_attrs(store)[st.TIMES_ATTR]
+            for t in todo:  # a refreshed period is made from its new frames (pending guards it)
+                ids[times.index(t)] = ids_of[t]
+            st.update_attrs(store, {st.S1_IDS_ATTR: ids})
             done = {
                 st.PENDING_ATTR: [],
                 st.COMPLETE_ATTR: True,
                 st.END_ATTR: max(str(a.get(st.END_ATTR, "")), until),
+                st.PROVISIONAL_ATTR: provisional_labels(steps, times, until),
                 "monitored_utc": now,
             }
             zones.append(
@@ -495,15 +522,17 @@ def monitor_region(
                     store,
                     tuple(times),
                     tuple(times.index(t) for t in todo),
-                    tuple(((t, tuple(found[t])),) for t in todo),
+                    tuple(tuple((iso, tuple(found[iso])) for iso in acqs[t]) for t in todo),
                     done,
+                    steps,
                 )
             )
         run_zones(region, zones, s2_items, executor=executor, name="monitor", log=log)
     for zone in zones:
         n = len(st.read_attrs(zone.store)[st.TIMES_ATTR])
+        what = "appended" if zone.steps.spec is None else "filled"  # periods: also refreshed
         log(
-            f"mosaic: {zone.store}  appended {len(zone.t_indices)} time step(s), {n} in all  "
+            f"mosaic: {zone.store}  {what} {len(zone.t_indices)} time step(s), {n} in all  "
             f"({time.monotonic() - t0:.0f} s)"
         )
     return [z.store for z in zones]

@@ -403,6 +403,8 @@ def append_times(path: str | Path, times: Sequence[str], attrs: Mapping | None =
     k = int(old.get(SHARD_BLOCKS_ATTR, 1))  # the store's layout: the new steps get the same
     ds = store_dataset(grid, times, bands, None, int(old[BLOCK_PX_ATTR]), k)
     ds = ds.drop_vars(["band", "y", "x", "spatial_ref"])
+    # a store made before a variable existed (obs_time) grows without it
+    ds = ds.drop_vars([v for v in ds.data_vars if not (Path(path) / v / "zarr.json").exists()])
     ds.attrs = old  # to_zarr rewrites the group's attrs: keep them (times_iso still the old)
     for name in ds.data_vars:  # the store has them; xarray refuses to write _FillValue twice
         ds[name].attrs = {}

@@ -5,13 +5,26 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import signal
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 
-from tests.helpers.jobs import one_error_line, run_job, write_json
+from tests.helpers.jobs import (
+    PY,
+    REPO,
+    assert_same_store,
+    ledger_done,
+    one_error_line,
+    run_job,
+    wait_for,
+    write_json,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +37,11 @@ SMALL_AOI = {  # 2 x 2 blocks inside the synthetic scene
 }
 
 
-def _args(url: str, aoi, ckpt, out, *extra: str) -> list:
+def _args(url: str, aoi, ckpt, out, *extra: str, end: str = "2023-08-31") -> list:
     return [
         "jobs/infer_region.py",
         *("--aoi", aoi, "--checkpoint", ckpt, "--out", out),
-        *("--start", "2023-07-01", "--end", "2023-08-31"),
+        *("--start", "2023-07-01", "--end", end),
         *("--config", "jobs/configs/demo.yaml", "--stac-url", url),
         *("--set", "infer.composite_max_dt_days=6", "--executor", "local", *extra),
     ]
@@ -124,3 +137,76 @@ def test_bad_periods_stop_with_one_error_line_and_write_nothing(
         assert r.returncode == 2, r.stdout + r.stderr
         assert message in one_error_line(r), r.stderr
         assert not out.exists() and not out.with_name(out.name + ".partial").exists()
+
+
+# the monitor on a period mosaic: the month in progress is refreshed, new months appended
+
+
+@pytest.fixture(scope="module")
+def july_so_far(syn_catalog, tiny_ckpt, monthly, tmp_path_factory):
+    """A monthly mosaic made on 2023-07-20: July is provisional (2 of its 3 passes)."""
+    root = tmp_path_factory.mktemp("periods-monitor")
+    _, aoi, _ = monthly
+    store = root / "base.zarr"
+    r = run_job(
+        _args(syn_catalog["url"], aoi, tiny_ckpt, store, "--period", "1M", end="2023-07-20")
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    ds = xr.open_zarr(store)
+    assert ds.attrs["provisional_times"] == ["2023-07-01T00:00:00Z"] and ds.time.size == 1
+    return store
+
+
+def _monitor_cmd(aoi, ckpt, store) -> list:
+    return [
+        "jobs/monitor.py", "--aoi", aoi, "--checkpoint", ckpt, "--store", store,
+        "--until", "2023-08-31", "--executor", "local",
+    ]  # fmt: skip
+
+
+def test_monitor_refreshes_the_open_month_and_appends_the_next(
+    monthly, july_so_far, tiny_ckpt, tmp_path
+) -> None:
+    full, aoi, _ = monthly
+    store = tmp_path / "mon.zarr"
+    shutil.copytree(july_so_far, store)
+    r = run_job(_monitor_cmd(aoi, tiny_ckpt, store))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "time steps to do: 2023-07-01T00:00:00Z, 2023-08-01T00:00:00Z" in r.stdout
+    assert_same_store(store, full)  # July with its third pass, and August: a one-shot run's
+    got, want = xr.open_zarr(store).attrs, xr.open_zarr(full).attrs
+    for key in ("times_iso", "s1_item_ids", "provisional_times", "period"):
+        assert got[key] == want[key], key
+    again = run_job(_monitor_cmd(aoi, tiny_ckpt, store))
+    assert again.returncode == 0 and "monitor: up to date" in again.stdout, again.stdout
+
+
+def test_monitor_killed_mid_refresh_is_finished_by_the_next_run(
+    monthly, july_so_far, tiny_ckpt, tmp_path
+) -> None:
+    """SIGKILL of jobs/monitor.py once it has written part of the refreshed month; the same
+    command again finishes it, identical to an uninterrupted run."""
+    full, aoi, _ = monthly
+    store = tmp_path / "mon.zarr"
+    shutil.copytree(july_so_far, store)
+    before = len(ledger_done(store))
+    cmd = [*_monitor_cmd(aoi, tiny_ckpt, store), "--set", "infer.batch_size=1"]
+    log = tmp_path / "run1.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(
+            [PY, *map(str, cmd)], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for("a new block", lambda: len(ledger_done(store)) > before, proc, log=log)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    attrs = xr.open_zarr(store).attrs
+    assert attrs["pending_times"] and attrs["sar2opt_complete"] is False, log.read_text()
+    r = run_job(cmd)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert_same_store(store, full)
+    done, want = xr.open_zarr(store).attrs, xr.open_zarr(full).attrs
+    assert done["pending_times"] == [] and done["s1_item_ids"] == want["s1_item_ids"]
