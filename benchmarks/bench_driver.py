@@ -70,7 +70,7 @@ class NullPredictor:
         }
 
 
-def null_write(job, strip, preds, spreads) -> None:
+def null_write(job, strip, preds, spreads, with_prior) -> None:
     """A ``FillJob.write`` that writes nothing."""
 
 

@@ -1,7 +1,8 @@
 """Fill a block store: read SAR strips -> hypotheses -> composite + write, on an actor pool.
 
 The unit of work is a ``Strip``: up to ``read_blocks`` neighbouring blocks of a block row,
-read with one windowed read per asset (``FillJob.sar``), predicted ``batch_size`` blocks at a
+read with one windowed read per asset (``FillJob.sar``, and ``FillJob.aux`` for the prior
+and DEM of SD/SO/SOD models), predicted ``batch_size`` blocks at a
 time (the predictor), cropped to their cores, composited with clear S2 and written
 (``compose_block``, ``store.write_blocks``): ``process_strip``. On Ray, a Ray Data pool of
 ``StripWorker`` actors (predictor made once per actor) runs several strips per actor at once
@@ -21,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sar2opt.infer.composite import SOURCE_NODATA, SOURCE_SYNTH, compose, nearest_clear
+from sar2opt.infer.composite import compose, nearest_clear, synthesis_source
 from sar2opt.infer.ledger import BlockKey, DoneBlocks, TileLedger
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.store import write_blocks
@@ -29,8 +30,8 @@ from sar2opt.profiles import CollectionProfile
 
 #: (row, col, height, width) of a window on the lattice's grid.
 Window = tuple[int, int, int, int]
-#: A predictor: ``{"sar": (B, Cs, H, W)}`` -> ``{"pred": (B, Co, H, W), "spread": (B, H, W)}``
-#: (``predictor.TilePredictor``).
+#: A predictor: ``{"sar": (B, Cs, H, W)[, "prior": (B, Co, H, W)][, "dem": (B, 1, H, W)]}``
+#: -> ``{"pred": (B, Co, H, W), "spread": (B, H, W)}`` (``predictor.TilePredictor``).
 Predict = Callable[[dict], dict]
 
 
@@ -55,11 +56,21 @@ class SarSource(Protocol):
         ...
 
 
+class AuxSource(Protocol):
+    """Where a fill reads the inputs besides SAR (``read.CatalogAux``, or a test's)."""
+
+    def read(self, t: int, window: Window) -> dict[str, np.ndarray]:
+        """``{"prior": (Co, h, w) reflectance, "dem": (1, h, w) metres}`` (those the model
+        reads) of time step ``t`` over ``window``, NaN where missing."""
+        ...
+
+
 @dataclass(frozen=True)
 class FillJob:
-    """What a fill does with each strip: read its SAR from ``sar``, predict ``batch_size``
-    blocks at a time, composite with the clear S2 of ``s2_by_time`` (``composite``), write
-    the cores of ``lattice``'s blocks to ``store``."""
+    """What a fill does with each strip: read its SAR from ``sar`` (and, for SD/SO/SOD
+    models, the prior and DEM from ``aux``), predict ``batch_size`` blocks at a time,
+    composite with the clear S2 of ``s2_by_time`` (``composite``), write the cores of
+    ``lattice``'s blocks to ``store``."""
 
     store: str
     lattice: BlockLattice
@@ -70,9 +81,8 @@ class FillJob:
     composite: CompositeSpec | None = None
     #: What becomes of a strip's predictions: ``None`` composes and writes them to ``store``
     #: (``write_strip``); a benchmark passes a no-op to time the driver alone.
-    write: Callable[[FillJob, Strip, Sequence[np.ndarray], Sequence[np.ndarray]], None] | None = (
-        None
-    )
+    write: Callable[..., None] | None = None
+    aux: AuxSource | None = None
 
 
 @dataclass(frozen=True)
@@ -232,7 +242,7 @@ def read_clear_s2(
 
 def strip_tiles(lat: BlockLattice, strip: Strip, sar: np.ndarray) -> list[np.ndarray]:
     """The window of each block of ``strip`` (views), cut from the strip's ``sar`` (C, h, w)
-    read over ``strip_window``."""
+    (or any input) read over ``strip_window``."""
     c0 = strip_window(lat, strip.bi, strip.bjs)[1]
     out = []
     for bj in strip.bjs:
@@ -242,22 +252,29 @@ def strip_tiles(lat: BlockLattice, strip: Strip, sar: np.ndarray) -> list[np.nda
 
 
 def compose_block(
-    job: FillJob, strip: Strip, bj: int, pred: np.ndarray, spread: np.ndarray
+    job: FillJob,
+    strip: Strip,
+    bj: int,
+    pred: np.ndarray,
+    spread: np.ndarray,
+    with_prior: np.ndarray | None = None,
 ) -> tuple[int, tuple[int, int, int, int], np.ndarray, np.ndarray, np.ndarray]:
     """Crop the core of predicted block ``bj`` of ``strip`` and composite it with clear S2:
-    ``(t, core, optical, source, uncertainty)``, what ``store.write_blocks`` writes."""
+    ``(t, core, optical, source, uncertainty)``, what ``store.write_blocks`` writes.
+    ``with_prior`` (the block's window, bool): where an SO/SOD model had a prior."""
     lat, composite, t = job.lattice, job.composite, strip.t
     r, c, _, _ = lat.window(strip.bi, bj)
     core = lat.core(strip.bi, bj)
     r0, c0, r1, c1 = core
     pred = np.asarray(pred)[:, r0 - r : r1 - r, c0 - c : c1 - c]
     spread = np.asarray(spread)[r0 - r : r1 - r, c0 - c : c1 - c]
+    if with_prior is not None:
+        with_prior = np.asarray(with_prior)[r0 - r : r1 - r, c0 - c : c1 - c]
     if not (composite and composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]):
         # no clear S2 to take: ``compose``'s result without its per-pixel choice and copies
         # (``write_blocks`` copies the cores into one array per strip anyway)
         optical = np.asarray(pred, np.float32)
-        source = np.where(np.isfinite(optical).all(axis=0), SOURCE_SYNTH, SOURCE_NODATA)
-        return t, core, optical, source.astype(np.uint8), spread
+        return t, core, optical, synthesis_source(optical, with_prior), spread
     # read a margin of dilate_px so a cloud just across the block edge still grows into
     # the block: the mask is then the one of the whole image, and no seam shows
     pr0, pc0, ph, pw = lat.halo(strip.bi, bj, composite.dilate_px)
@@ -272,7 +289,7 @@ def compose_block(
     s2, found = nearest_clear(
         obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt, composite.max_dt_days
     )
-    optical, source = compose(pred, s2, found)
+    optical, source = compose(pred, s2, found, with_prior)
     return t, core, optical, source, spread
 
 
@@ -285,27 +302,41 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
     at once in threads, and the predictor lets one of them run the model at a time while
     the others read or write.
     """
-    sar = job.sar.read(strip.t, strip_window(job.lattice, strip.bi, strip.bjs))
-    tiles = strip_tiles(job.lattice, strip, sar)
+    window = strip_window(job.lattice, strip.bi, strip.bjs)
+    inputs = {"sar": job.sar.read(strip.t, window)}
+    if job.aux is not None:
+        inputs |= job.aux.read(strip.t, window)
+    tiles = {k: strip_tiles(job.lattice, strip, v) for k, v in inputs.items()}
+    # where an SO/SOD model has a prior (all or no bands: one clear S2 pixel gives them all)
+    with_prior = (
+        [np.isfinite(p).all(axis=0) for p in tiles["prior"]]
+        if "prior" in tiles
+        else [None] * len(strip.bjs)
+    )
     preds: list[np.ndarray] = []
     spreads: list[np.ndarray] = []
-    for i in range(0, len(tiles), job.batch_size):
-        out = predict({"sar": np.stack(tiles[i : i + job.batch_size])})
+    for i in range(0, len(strip.bjs), job.batch_size):
+        out = predict({k: np.stack(v[i : i + job.batch_size]) for k, v in tiles.items()})
         preds += list(out["pred"])
         spreads += list(out["spread"])
-    (job.write or write_strip)(job, strip, preds, spreads)
+    (job.write or write_strip)(job, strip, preds, spreads, with_prior)
     return strip.keys
 
 
 def write_strip(
-    job: FillJob, strip: Strip, preds: Sequence[np.ndarray], spreads: Sequence[np.ndarray]
+    job: FillJob,
+    strip: Strip,
+    preds: Sequence[np.ndarray],
+    spreads: Sequence[np.ndarray],
+    with_prior: Sequence[np.ndarray | None] | None = None,
 ) -> None:
     """Compose each predicted block of ``strip`` and write them all to ``job.store``."""
+    with_prior = with_prior or [None] * len(strip.bjs)
     write_blocks(
         job.store,
         [
-            compose_block(job, strip, bj, p, s)
-            for bj, p, s in zip(strip.bjs, preds, spreads, strict=True)
+            compose_block(job, strip, bj, p, s, w)
+            for bj, p, s, w in zip(strip.bjs, preds, spreads, with_prior, strict=True)
         ],
     )
 

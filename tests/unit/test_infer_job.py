@@ -161,11 +161,14 @@ def test_write_seam_gets_every_strip_instead_of_the_store(tmp_path) -> None:
     seen = []
     job = FillJob(
         str(tmp_path / "none.zarr"), lat, FakeSar(), batch_size=4,
-        write=lambda job, strip, preds, spreads: seen.append((strip, len(preds), len(spreads))),
+        write=lambda job, strip, preds, spreads, with_prior: seen.append(
+            (strip, len(preds), len(spreads), with_prior)
+        ),
     )  # fmt: skip
     strips = strip_tasks(blocks, 3)
     done = [k for keys in run_local(strips, job, FakePredictor) for k in keys]
     assert sorted(done) == sorted(b.key for b in blocks)
-    assert [s for s, _, _ in seen] == strips
-    assert all(n == m == len(s.bjs) for s, n, m in seen)
+    assert [s for s, *_ in seen] == strips
+    assert all(n == m == len(s.bjs) for s, n, m, _ in seen)
+    assert all(w == [None] * len(s.bjs) for s, _, _, w in seen)  # an S model reads no prior
     assert not (tmp_path / "none.zarr").exists()  # nothing written
