@@ -21,7 +21,7 @@ from pathlib import Path
 from shapely.geometry.base import BaseGeometry
 
 from sar2opt.config import Config, check_infer, config_to_dict
-from sar2opt.cube.build import prior_items
+from sar2opt.cube.build import prior_items, search_dem
 from sar2opt.data.inputs import input_keys
 from sar2opt.errors import CatalogError, ConfigError, first_line
 from sar2opt.infer import store as st
@@ -150,8 +150,6 @@ class Region:
         """The prior's S2 items (from ``max_dt_days + prior_days`` before ``start``) and the
         DEM items over the AOI, as the input set needs: a ``CatalogError`` naming the DEM
         collection when none covers the AOI (before any output)."""
-        from sar2opt.cube.build import search_dem
-
         cat, models = self.cfg.catalog, self.models
         keys, rule = input_keys(models.input_set), models.rule
         prior: list[dict] = []
