@@ -74,3 +74,25 @@ def pair_prior(
         idx = np.flatnonzero(ok)
         out.append([int(i) for i in sorted(idx, key=lambda i: (before_days[i], i))])
     return out
+
+
+def prior_optical(
+    opt: np.ndarray,
+    clear: np.ndarray,
+    s2_times: Sequence[np.datetime64],
+    time: np.datetime64,
+    max_dt_days: float,
+    prior_days: float,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The prior clear optical of the date ``time``: (band, y, x), per pixel the latest clear
+    observation of ``opt`` (S2 item, band, y, x; ``clear`` (S2 item, y, x), ``s2_times`` its
+    dates) strictly before ``time - max_dt_days`` and at most ``prior_days`` before that
+    (``pair_prior``), NaN where there is none.
+
+    The one rule for the prior: the cube build writes it into ``prior_<band>``
+    (``build.compose``) and the inference reader feeds it to SO/SOD models
+    (``build.read_prior``), so a model sees at inference what it was trained on."""
+    (order,) = pair_prior([time], s2_times, max_dt_days, prior_days)
+    return composite_nearest_clear(opt, clear, order, out=out)[0]

@@ -24,7 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from sar2opt.aoi import grid_for_aoi
 from sar2opt.config import CatalogSpec, CubeSpec, config_to_dict
-from sar2opt.cube.align import composite_nearest_clear, pair_prior, pair_s1_s2
+from sar2opt.cube.align import composite_nearest_clear, pair_prior, pair_s1_s2, prior_optical
 from sar2opt.cube.clean import cloud_shadow_mask
 from sar2opt.cube.load import group_acquisitions, load_dem, load_optical, load_sar
 from sar2opt.cube.window_load import read_dem, read_optical, read_sar_step
@@ -88,13 +88,21 @@ def search_inputs(
     s2_start = str((np.datetime64(start) - pad - prior_pad).astype("datetime64[D]"))
     s2_end = str((np.datetime64(end) + pad).astype("datetime64[D]"))
     s2_items = search_aoi(catalog, catalog.s2_collection, aoi, s2_start, s2_end)
-    dem_items: list[dict] = []
-    if catalog.dem_collection:
-        dem_profile = profile_for(catalog.stac_url, catalog.dem_collection)
-        dem_items = search_aoi(catalog, dem_profile.collection, aoi, *DEM_DATES)
-        if not dem_items:
-            raise CatalogError(f"no {dem_profile.collection} items cover the AOI")
+    dem_items = search_dem(catalog, aoi) if catalog.dem_collection else []
     return inputs_from_items(s1_items, s2_items, dem_items)
+
+
+def search_dem(catalog: CatalogSpec, aoi: BaseGeometry, *, needed_by: str = "") -> list[dict]:
+    """Items of ``catalog.dem_collection`` over the AOI (static: searched over all time);
+    ``CatalogError`` when none meets it (``needed_by`` says who needs them)."""
+    profile = profile_for(catalog.stac_url, catalog.dem_collection)
+    items = search_aoi(catalog, profile.collection, aoi, *DEM_DATES)
+    if not items:
+        why = f" ({needed_by})" if needed_by else ""
+        raise CatalogError(
+            f"no {profile.collection} items cover the AOI in {catalog.stac_url}{why}"
+        )
+    return items
 
 
 def inputs_from_items(
@@ -237,25 +245,21 @@ def compose(
     )
     if prior_out is not None:
         prior_out[:] = np.nan
-    pairs, priors = pairing(inputs, spec)
+    pairs, _ = pairing(inputs, spec)
     if pixels.opt is not None:
-        flagged = cloud_shadow_mask(
-            pixels.opt,
-            catalog.opt_bands,
-            cloud_brightness=spec.cloud_brightness,
-            cloud_whiteness=spec.cloud_whiteness,
-            shadow_brightness=spec.shadow_brightness,
-            dilate_px=spec.cloud_dilate_px,
-        )
-        clear = ~flagged
+        clear = clear_mask(pixels.opt, catalog.opt_bands, spec)
         if log is not None:
             for i, s2_frac in enumerate(clear.mean(axis=(1, 2))):
                 log(f"  S2 {inputs.s2_items[i]['id']}: {100 * s2_frac:.0f}% clear")
         for t, order in enumerate(pairs):
             composite_nearest_clear(pixels.opt, clear, order, out=opt_out[t], ok=clear_out[t])
-        for t, order in enumerate(priors):
-            if order:
-                composite_nearest_clear(pixels.opt, clear, order, out=prior_out[t])
+        if prior_out is not None:
+            s2_times = [_s2_time(it) for it in inputs.s2_items]
+            for t, time in enumerate(inputs.time_coord()):
+                prior_optical(
+                    pixels.opt, clear, s2_times, time, spec.max_dt_days, spec.prior_days,
+                    out=prior_out[t],
+                )  # fmt: skip
     if log is not None:
         for t in range(nt):
             log(
@@ -268,6 +272,60 @@ def compose(
             log(f"DEM: {len(inputs.dem_items)} items, {np.nanmin(dem):.0f}..{np.nanmax(dem):.0f} m")
         out[:, bands.index(DEM_BAND)] = pixels.dem
     return out
+
+
+def clear_mask(opt: np.ndarray, opt_bands: Sequence[str], spec: CubeSpec) -> np.ndarray:
+    """(S2 item, y, x) True where a pixel of ``opt`` (S2 item, band, y, x) is clear: the
+    cube's cloud and shadow test with ``spec``'s thresholds, dilated by ``cloud_dilate_px``
+    (so read a halo of that many pixels for a window to match the whole grid)."""
+    return ~cloud_shadow_mask(
+        opt,
+        list(opt_bands),
+        cloud_brightness=spec.cloud_brightness,
+        cloud_whiteness=spec.cloud_whiteness,
+        shadow_brightness=spec.shadow_brightness,
+        dilate_px=spec.cloud_dilate_px,
+    )
+
+
+def prior_items(items: Sequence[dict], time: str, spec: CubeSpec) -> list[dict]:
+    """The S2 ``items`` the prior of the time step ``time`` (ISO) can come from, in their
+    order (``pair_prior``'s window): all ``read_prior`` needs to read."""
+    if spec.prior_days <= 0 or not items:
+        return []
+    (order,) = pair_prior(
+        [_naive(time)], [_s2_time(it) for it in items], spec.max_dt_days, spec.prior_days
+    )
+    return [items[i] for i in sorted(order)]
+
+
+def read_prior(
+    items: Sequence[dict],
+    grid: GridSpec,
+    time: str,
+    *,
+    opt_bands: Sequence[str],
+    spec: CubeSpec,
+    profile=None,
+) -> np.ndarray:
+    """The prior optical of the time step ``time`` (ISO) on ``grid``: (band, y, x)
+    reflectance, NaN where no clear S2 pixel lies in the prior window. Reads only the
+    ``items`` in that window, through the windowed reader, and applies the cube's rules
+    (``clear_mask``, ``prior_optical``): the values ``compose`` writes into ``prior_<band>``
+    for the same grid (halo included). The inference reader of SO/SOD models."""
+    items = prior_items(items, time, spec)
+    h, w = grid.shape
+    if not items:
+        return np.full((len(opt_bands), h, w), np.nan, dtype="float32")
+    opt = read_optical(items, grid, opt_bands, profile)
+    return prior_optical(
+        opt,
+        clear_mask(opt, opt_bands, spec),
+        [_s2_time(it) for it in items],
+        _naive(time),
+        spec.max_dt_days,
+        spec.prior_days,
+    )
 
 
 def assemble(

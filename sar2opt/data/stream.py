@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from sar2opt.data.inputs import normalise_input
 from sar2opt.data.normalise import MIN_STD
 from sar2opt.data.patches import CLEAR_BAND, PatchError
 
@@ -129,15 +130,15 @@ def _normalised(parts: dict[str, np.ndarray], norm: Mapping) -> dict[str, np.nda
     mask = parts["mask"]
     opt_m, opt_s = _stat(norm, "opt_mean"), _stat(norm, "opt_std")
     opt = np.where(mask, parts["opt"], np.float32(0.0))
+    # the model's inputs (sar, prior, dem): one definition with inference (``normalise_input``)
     out = {
-        "sar": (parts["sar"] - _stat(norm, "sar_mean")) / _stat(norm, "sar_std"),
+        "sar": normalise_input("sar", parts["sar"], norm),
         "opt": np.where(mask, (opt - opt_m) / opt_s, np.float32(0.0)),
         "mask": mask.astype(np.float32),
     }
-    if "prior" in parts:
-        out["prior"] = (parts["prior"] - opt_m) / opt_s
-    if "dem" in parts:
-        out["dem"] = (parts["dem"] - _stat(norm, "dem_mean")) / _stat(norm, "dem_std")
+    for k in AUX_KEYS:
+        if k in parts:
+            out[k] = normalise_input(k, parts[k], norm)
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 

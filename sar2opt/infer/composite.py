@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import numpy as np
 
-#: ``source`` band values.
-SOURCE_NODATA = 0  # neither a clear S2 pixel nor valid SAR
+#: ``source`` band values (stable: new ones are appended).
+SOURCE_NODATA = 0  # neither a clear S2 pixel nor a prediction (no SAR, or no DEM for SD/SOD)
 SOURCE_S2 = 1  # a real, clear Sentinel-2 pixel within ±max_dt_days
-SOURCE_SYNTH = 2  # predicted from Sentinel-1
-SOURCE_MEANINGS = {SOURCE_NODATA: "no data", SOURCE_S2: "sentinel-2", SOURCE_SYNTH: "synthesis"}
+SOURCE_SYNTH = 2  # predicted from Sentinel-1 (and the DEM) alone: no optical evidence
+SOURCE_SYNTH_PRIOR = 3  # predicted from Sentinel-1 + the prior clear S2 (SO/SOD models)
+SOURCE_MEANINGS = {
+    SOURCE_NODATA: "no data",
+    SOURCE_S2: "sentinel-2",
+    SOURCE_SYNTH: "synthesis",
+    SOURCE_SYNTH_PRIOR: "synthesis with prior",
+}
 #: How good each source is as evidence (lower wins; ``periods.BestEvidence``): a real clear
-#: S2 pixel beats any synthesis. "no data" never wins.
-EVIDENCE_RANK = {SOURCE_S2: 1, SOURCE_SYNTH: 3}
+#: S2 pixel, then a synthesis that saw the place's last clear image, then SAR alone. "no
+#: data" never wins.
+EVIDENCE_RANK = {SOURCE_S2: 1, SOURCE_SYNTH_PRIOR: 2, SOURCE_SYNTH: 3}
 NO_RANK = 255
 
 
@@ -60,13 +67,27 @@ def nearest_clear_pick(
     return out, pick
 
 
+def synthesis_source(pred: np.ndarray, with_prior: np.ndarray | None = None) -> np.ndarray:
+    """``source`` (H, W) uint8 of a prediction (C, H, W) alone: no data where it is NaN,
+    else synthesis, "with prior" where ``with_prior`` (H, W) says the model had one (None:
+    the model reads no prior)."""
+    valid = np.isfinite(pred).all(axis=0)
+    source = np.where(valid, np.uint8(SOURCE_SYNTH), np.uint8(SOURCE_NODATA))
+    if with_prior is not None:
+        source[valid & with_prior] = SOURCE_SYNTH_PRIOR
+    return source
+
+
 def compose(
-    pred: np.ndarray, s2: np.ndarray, s2_found: np.ndarray
+    pred: np.ndarray,
+    s2: np.ndarray,
+    s2_found: np.ndarray,
+    with_prior: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Composite (C, H, W) and ``source`` (H, W) uint8 from a prediction and clear S2 pixels."""
+    """Composite (C, H, W) and ``source`` (H, W) uint8 from a prediction and clear S2 pixels
+    (``with_prior``: ``synthesis_source``'s)."""
     pred = np.asarray(pred, dtype=np.float32)
     out = np.where(s2_found[None], s2, pred).astype(np.float32)
-    source = np.full(s2_found.shape, SOURCE_NODATA, np.uint8)
-    source[np.isfinite(pred).all(axis=0)] = SOURCE_SYNTH
+    source = synthesis_source(pred, with_prior)
     source[s2_found] = SOURCE_S2
     return out, source

@@ -1,7 +1,10 @@
-"""The generator on a batch of SAR tiles, and the checkpoint ensemble it runs.
+"""The generator on a batch of tiles, and the checkpoint ensemble it runs.
 
 ``load_models`` reads what the checkpoints of an ensemble agree on from their metadata (no
-generator built); ``TilePredictor`` loads them, once per actor (``run.StripWorker``).
+generator built): bands, input set, the statistics each input needs and the training cube's
+rules for the prior; ``TilePredictor`` loads them, once per actor (``run.StripWorker``), and
+turns the tiles of every input the input set reads (``sar``, ``prior``, ``dem``, in physical
+units) into the model's input exactly as training did (``model_inputs``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sar2opt.config import CubeSpec
+from sar2opt.data.inputs import INPUT_SETS, input_keys, model_input, norm_keys, normalise_input
 from sar2opt.errors import ConfigError
 from sar2opt.infer.tiles import MULTIPLE, round_up
 
-#: Model input sets the inference reads (SAR only: no DEM or prior is read per block yet).
-INFER_INPUT_SETS: tuple[str, ...] = ("S",)
+#: Model input sets the inference reads: every one training knows (``data.inputs``).
+INFER_INPUT_SETS: tuple[str, ...] = tuple(INPUT_SETS)
 
 #: Test-time flips over (H, W) axes of a (B, C, H, W) batch: each one is a hypothesis.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
@@ -36,6 +41,29 @@ class Models:
     out_bands: tuple[str, ...]
     model: dict
     git_sha: str | None
+    input_set: str = "S"
+    #: The training cube's ``CubeSpec``: the prior window and cloud test (``input_rule``).
+    rule: CubeSpec = CubeSpec()
+
+
+def checkpoint_input_set(meta: Mapping) -> str:
+    """The input set a checkpoint was trained on (S for checkpoints older than input sets)."""
+    return meta.get("input_set") or (meta.get("model") or {}).get("input_set") or "S"
+
+
+#: The cube settings that make the prior: its window and the cloud test of its S2 pixels.
+PRIOR_RULE = (
+    "max_dt_days", "prior_days", "cloud_brightness", "cloud_whiteness", "shadow_brightness",
+    "cloud_dilate_px",
+)  # fmt: skip
+
+
+def input_rule(meta: Mapping) -> CubeSpec:
+    """A ``CubeSpec`` with the ``PRIOR_RULE`` settings of the cube a checkpoint was trained
+    on (its ``cube_spec``; checkpoints older than it: the training config's ``cube``), the
+    rest default: how inference makes the prior the model saw."""
+    d = meta.get("cube_spec") or (meta.get("config") or {}).get("cube") or {}
+    return CubeSpec(**{k: d[k] for k in PRIOR_RULE if k in d})
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -55,19 +83,41 @@ def load_models(checkpoints: Sequence[str | Path]) -> Models:
     metas = []
     for c in checkpoints:
         meta = checkpoint.load_meta(c)
-        input_set = meta.get("input_set") or (meta.get("model") or {}).get("input_set") or "S"
+        input_set = checkpoint_input_set(meta)
         if input_set not in INFER_INPUT_SETS:
             raise ConfigError(
                 f"checkpoint {c} was trained on input set {input_set}; inference supports "
-                f"{', '.join(INFER_INPUT_SETS)} (SAR only) for now"
+                f"{', '.join(INFER_INPUT_SETS)}"
+            )
+        missing = [k for k in norm_keys(input_set) if k not in (meta.get("norm") or {})]
+        if missing:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {c} (input set {input_set}) lacks the normalisation "
+                f"{', '.join('norm.' + k for k in missing)}"
+            )
+        if "prior" in input_keys(input_set) and input_rule(meta).prior_days <= 0:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {c} (input set {input_set}) does not record the prior window "
+                "of its training cube (cube_spec.prior_days)"
             )
         metas.append(meta)
     m0 = metas[0]
+    set0 = checkpoint_input_set(m0)
     for c, m in zip(checkpoints, metas, strict=True):
         if list(m["in_bands"]) != list(m0["in_bands"]) or list(m["out_bands"]) != list(
             m0["out_bands"]
         ):
             raise ConfigError(f"checkpoint {c} has other bands than {checkpoints[0]}")
+        if checkpoint_input_set(m) != set0:
+            raise ConfigError(
+                f"checkpoint {c} was trained on input set {checkpoint_input_set(m)}, "
+                f"{checkpoints[0]} on {set0}: an ensemble reads one input set"
+            )
+        if "prior" in input_keys(set0) and input_rule(m) != input_rule(m0):
+            raise ConfigError(
+                f"checkpoint {c} was trained on a prior made by other cube settings than "
+                f"{checkpoints[0]}'s (cube_spec): an ensemble reads one prior"
+            )
     return Models(
         tuple(str(Path(c).resolve()) for c in checkpoints),
         tuple(sha256_file(Path(c) / checkpoint.MODEL_FILE) for c in checkpoints),
@@ -75,6 +125,8 @@ def load_models(checkpoints: Sequence[str | Path]) -> Models:
         tuple(m0["out_bands"]),
         dict(m0.get("model") or {}),
         m0.get("git_sha"),
+        set0,
+        input_rule(m0),
     )
 
 
@@ -104,15 +156,36 @@ def normalise(
     sar_db: np.ndarray, norm: Mapping[str, Sequence[float]]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised SAR (B, Cs, H, W), NaN -> 0 (the band mean), and valid (B, H, W)."""
-    sar = np.asarray(sar_db, dtype=np.float32)
-    if sar.ndim != 4:
-        raise ValueError(f"sar must be (B, C, H, W), got shape {sar.shape}")
-    cs = sar.shape[1]
-    x = (sar - _col(norm["sar_mean"], cs, "sar_mean")) / _col(norm["sar_std"], cs, "sar_std")
-    finite = np.isfinite(x)
-    valid = finite.all(axis=1)  # (B, H, W)
-    if not finite.all():
-        x = np.where(finite, x, np.float32(0.0))
+    return model_inputs({"sar": sar_db}, norm, "S")
+
+
+def model_inputs(
+    batch: Mapping[str, np.ndarray], norm: Mapping[str, Sequence[float]], input_set: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The generator's input (B, C, H, W) float32 from the tiles of ``input_set``'s keys in
+    physical units (``sar`` dB, ``prior`` reflectance, ``dem`` metres; each (B, c, H, W)),
+    and valid (B, H, W).
+
+    Each key is standardised as in training (``data.inputs.normalise_input``) and the keys
+    are concatenated in training's order (``model_input``). Missing values become 0 (the
+    band mean): where the SAR or the DEM is missing the pixel is not valid (no data); where
+    the prior is (no clear S2 within the prior window) it stays valid, the model gets the
+    mean colour, and ``run.process_strip`` records that it had no prior (``source``).
+    """
+    parts, valid = {}, None
+    for k in input_keys(input_set):
+        x = np.asarray(batch[k], dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"{k} must be (B, C, H, W), got shape {x.shape}")
+        x = normalise_input(k, x, norm)
+        finite = np.isfinite(x)
+        if k != "prior":  # the prior may be missing (module doc of data.inputs)
+            ok = finite.all(axis=1)
+            valid = ok if valid is None else valid & ok
+        if not finite.all():
+            x = np.where(finite, x, np.float32(0.0))
+        parts[k] = x
+    x = parts["sar"] if input_set == "S" else model_input(parts, input_set).numpy()
     return x.astype(np.float32, copy=False), valid
 
 
@@ -183,9 +256,11 @@ def _flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 class TilePredictor:
     """Ray Data ``map_batches`` UDF: the generator of one checkpoint, loaded once per actor.
 
-    Input batch: ``sar`` (B, Cs, H, W) dB with NaN, plus any per-tile keys (``t``, ``row``,
-    ``col``...). Output: the same keys without ``sar``, plus ``pred`` (B, Co, H, W) float32
-    in reflectance, NaN where the SAR was missing, and ``valid`` (B, H, W) bool.
+    Input batch: ``sar`` (B, Cs, H, W) dB with NaN, and for SD/SO/SOD checkpoints ``prior``
+    (B, Co, H, W) reflectance and/or ``dem`` (B, 1, H, W) metres, with NaN; plus any per-tile
+    keys (``t``, ``row``, ``col``...). Output: the same keys without the inputs, plus
+    ``pred`` (B, Co, H, W) float32 in reflectance, NaN where the SAR (or DEM) was missing,
+    and ``valid`` (B, H, W) bool (``model_inputs``).
 
     Calls from several threads are safe and overlap: one model call runs at a time (the
     ``lock``: the actor's core or GPU), while normalising, flips and the hypothesis
@@ -232,10 +307,13 @@ class TilePredictor:
         self.norm = {k: list(v) for k, v in meta["norm"].items()}
         self.in_bands = list(meta["in_bands"])
         self.out_bands = list(meta["out_bands"])
+        self.input_set = checkpoint_input_set(meta)
         self.members = [(model, self.norm)]
         for m, mt in extra:
             if list(mt["in_bands"]) != self.in_bands or list(mt["out_bands"]) != self.out_bands:
                 raise ValueError("ensemble checkpoints must share in_bands and out_bands")
+            if checkpoint_input_set(mt) != self.input_set:
+                raise ValueError("ensemble checkpoints must share their input set")
             self.members.append((m, {k: list(v) for k, v in mt["norm"].items()}))
         self.flips = flips
         self.lock = threading.Lock()
@@ -251,8 +329,9 @@ class TilePredictor:
             return self._hypotheses(batch)
 
     def _hypotheses(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sar = np.asarray(batch["sar"], dtype=np.float32)
-        out = {k: v for k, v in batch.items() if k != "sar"}
+        input_set = getattr(self, "input_set", "S")
+        keys = input_keys(input_set)
+        out = {k: v for k, v in batch.items() if k not in INPUT_SETS["SOD"]}
         # Running sums of each hypothesis minus the first one: mean and population std in
         # a few in-place passes, without stacking the hypotheses, and without the
         # cancellation of E[y^2] - E[y]^2 in float32. One checkpoint: in its normalised
@@ -263,7 +342,7 @@ class TilePredictor:
         ref = acc = acc2 = valid = None
         n = 0
         for model, norm in members:
-            x, valid = normalise(sar, norm)
+            x, valid = model_inputs({k: batch[k] for k in keys}, norm, input_set)
             for axes in FLIPS[: getattr(self, "flips", 1)]:
                 y = forward(model, _flip(x, axes), self.device, getattr(self, "lock", None))
                 y = torch.flip(y, axes) if axes else y

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from affine import Affine
 
+from sar2opt.config import CubeSpec
 from sar2opt.errors import CatalogError
 from sar2opt.grid import GridSpec
 from sar2opt.profiles import CollectionProfile
@@ -291,3 +292,79 @@ class CatalogSar:
         return read_sar_db(
             self.items_by_time[t], self.grid.subgrid(r, c, h, w), self.bands, self.profile
         )
+
+
+def _meeting(items: Sequence[dict], grid: GridSpec) -> list[dict]:
+    """The ``items`` whose lon/lat footprint meets ``grid`` (in their order): a strip reads
+    the few DEM tiles or S2 scenes over it, not every one of a large AOI."""
+    from shapely.geometry import box
+
+    from sar2opt.cube.tiled_build import item_geometry
+    from sar2opt.grid import lonlat_bounds
+
+    fp = box(*lonlat_bounds(grid))
+    return [it for it in items if item_geometry(it).intersects(fp)]
+
+
+@dataclass(frozen=True)
+class CatalogAux:
+    """The inputs besides SAR that a fill reads for SD/SO/SOD checkpoints (``run.AuxSource``),
+    by the cube's own rules so a model sees what it was trained on:
+
+    * ``prior``: ``cube.build.read_prior`` of time step ``t`` (ISO ``times[t]``) from
+      ``prior_items_by_time[t]`` under ``rule`` (the training cube's ``CubeSpec``, from the
+      checkpoint), read over the window grown by ``rule.cloud_dilate_px`` (clipped to the
+      grid) and cropped, as the tiled cube build reads a tile;
+    * ``dem``: ``cube.window_load.read_dem`` of the ``dem_items`` meeting the window, NaN
+      where none (as the cube's ``dem`` band).
+    """
+
+    grid: GridSpec
+    keys: tuple[str, ...]  # of "prior", "dem"
+    times: tuple[str, ...] = ()
+    opt_bands: tuple[str, ...] = ()
+    rule: CubeSpec = CubeSpec()  # the training cube's: the prior window and cloud test
+    prior_items_by_time: tuple[tuple[dict, ...], ...] = ()
+    s2_profile: CollectionProfile | None = None
+    dem_items: tuple[dict, ...] = ()
+    dem_profile: CollectionProfile | None = None
+
+    def read(self, t: int, window: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+        """``{"prior": (Co, h, w) reflectance, "dem": (1, h, w) metres}`` (the keys asked for)
+        of time step ``t`` over ``window`` (row, col, height, width); NaN where missing."""
+        r, c, h, w = window
+        out: dict[str, np.ndarray] = {}
+        if "prior" in self.keys:
+            out["prior"] = self.read_prior(t, window)
+        if "dem" in self.keys:
+            from sar2opt.cube.window_load import read_dem
+
+            sub = self.grid.subgrid(r, c, h, w)
+            items = _meeting(self.dem_items, sub)
+            dem = (
+                read_dem(items, sub, self.dem_profile)
+                if items
+                else np.full((h, w), np.nan, np.float32)
+            )
+            out["dem"] = dem[None]
+        return out
+
+    def read_prior(self, t: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        """The prior (Co, h, w) of time step ``t`` over ``window``."""
+        from sar2opt.cube.build import read_prior
+
+        r, c, h, w = window
+        m = int(self.rule.cloud_dilate_px)
+        gh, gw = self.grid.shape
+        top, left = max(r - m, 0), max(c - m, 0)
+        halo = (top, left, min(r + h + m, gh) - top, min(c + w + m, gw) - left)
+        sub = self.grid.subgrid(*halo)
+        prior = read_prior(
+            _meeting(self.prior_items_by_time[t], sub),
+            sub,
+            self.times[t],
+            opt_bands=self.opt_bands,
+            spec=self.rule,
+            profile=self.s2_profile,
+        )
+        return prior[:, r - top : r - top + h, c - left : c - left + w]

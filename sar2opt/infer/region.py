@@ -21,7 +21,10 @@ from pathlib import Path
 from shapely.geometry.base import BaseGeometry
 
 from sar2opt.config import Config, check_infer, config_to_dict
+from sar2opt.cube.build import prior_items, search_dem
+from sar2opt.data.inputs import input_keys
 from sar2opt.errors import CatalogError, ConfigError, first_line
+from sar2opt.grid import GridSpec
 from sar2opt.infer import store as st
 from sar2opt.infer.ledger import StoreLock, TileLedger
 from sar2opt.infer.monitor import (
@@ -45,7 +48,7 @@ from sar2opt.infer.periods import (
 from sar2opt.infer.plan import BlockLattice, RunPlan, estimate_dates, format_plan, make_plan
 from sar2opt.infer.predictor import Models, TilePredictor, load_models
 from sar2opt.infer.publish import publish_store
-from sar2opt.infer.read import CatalogSar
+from sar2opt.infer.read import CatalogAux, CatalogSar
 from sar2opt.infer.run import (
     ActorPool,
     CompositeSpec,
@@ -60,7 +63,7 @@ from sar2opt.infer.run import (
 from sar2opt.profiles import profile_for
 from sar2opt.provenance import provenance
 from sar2opt.runtime import init_ray
-from sar2opt.stac import footprint, search_s1, search_s2_near
+from sar2opt.stac import footprint, search_aoi, search_s1, search_s2_near, shift_day
 from sar2opt.zones import ZonePart, blocks_by_row, split_zones, to_grid_crs
 
 Log = Callable[[str], None]
@@ -86,6 +89,41 @@ def check_bands(cfg: Config, models: Models) -> None:
         )
 
 
+def check_inputs(cfg: Config, models: Models) -> None:
+    """The catalog config can supply every input of the checkpoints' input set (SD/SO/SOD:
+    a DEM collection; a prior: an S2 collection with the bands it predicts), else stop
+    before any output with one line naming what is missing."""
+    cat, ck, input_set = cfg.catalog, models.checkpoints[0], models.input_set
+    keys = input_keys(input_set)
+    if "dem" in keys and not cat.dem_collection:
+        raise ConfigError(
+            f"checkpoint {ck} was trained on input set {input_set}, which reads a DEM, but the "
+            "catalog config names no DEM collection (set catalog.dem_collection, e.g. "
+            "cop-dem-glo-30)"
+        )
+    if "prior" in keys:
+        if not cat.s2_collection:
+            raise ConfigError(
+                f"checkpoint {ck} was trained on input set {input_set}, which reads the prior "
+                "clear Sentinel-2, but the catalog config names no S2 collection "
+                "(catalog.s2_collection)"
+            )
+        if not set(models.out_bands) <= set(cat.opt_bands):
+            raise ConfigError(
+                f"checkpoint {ck} reads a prior of {list(models.out_bands)} but the catalog "
+                f"config's optical bands are {list(cat.opt_bands)} (catalog.opt_bands)"
+            )
+
+
+@dataclass(frozen=True)
+class AuxItems:
+    """What an SD/SO/SOD run reads besides S1 and the composite's S2: the S2 items the
+    priors can come from and the DEM items (none for what the input set does not read)."""
+
+    prior_s2: tuple[dict, ...] = ()
+    dem: tuple[dict, ...] = ()
+
+
 @dataclass(frozen=True)
 class Region:
     """What every run over an AOI needs: the config, the AOI, its zone parts, the models."""
@@ -104,6 +142,7 @@ class Region:
         aoi = load_aoi(aoi_path)
         models = load_models(checkpoints)
         check_bands(cfg, models)
+        check_inputs(cfg, models)
         return cls(cfg, aoi, tuple(split_zones(aoi, cfg.cube.res_m, cfg.cube.epsg)), models)
 
     def settings(self, part: ZonePart) -> dict:
@@ -132,6 +171,22 @@ class Region:
         c = self.cfg
         return search_s2_near(c.catalog, self.aoi, start, end, c.infer.composite_max_dt_days)
 
+    def aux_items(self, start: str, end: str) -> AuxItems:
+        """The prior's S2 items (from ``max_dt_days + prior_days`` before ``start``) and the
+        DEM items over the AOI, as the input set needs: a ``CatalogError`` naming the DEM
+        collection when none covers the AOI (before any output)."""
+        cat, models = self.cfg.catalog, self.models
+        keys, rule = input_keys(models.input_set), models.rule
+        prior: list[dict] = []
+        if "prior" in keys:
+            back = rule.max_dt_days + rule.prior_days
+            prior = search_aoi(cat, cat.s2_collection, self.aoi, shift_day(start, -back), end)
+        dem: list[dict] = []
+        if "dem" in keys:
+            why = f"checkpoint {models.checkpoints[0]} (input set {models.input_set}) reads a DEM"
+            dem = search_dem(cat, self.aoi, needed_by=why)
+        return AuxItems(tuple(prior), tuple(dem))
+
 
 #: One S1 acquisition: its ISO time and its frames (STAC items).
 Acquisition = tuple[str, tuple[dict, ...]]
@@ -157,6 +212,7 @@ def fill_zone(
     zone: ZoneRun,
     s2_items: Sequence[dict],
     *,
+    aux_items: AuxItems = AuxItems(),
     executor: str = "ray",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[int, int]:
@@ -214,6 +270,7 @@ def fill_zone(
         acquisition_seconds=tuple(obs_seconds(iso) for iso, _ in flat),
         reference_seconds=tuple(zone.steps.reference_seconds(iso) for iso in zone.times),
         s2_max_dt_days=zone.steps.s2_max_dt_days,
+        aux=aux_source(region, part.grid, flat, aux_items),
     )  # fmt: skip
     device = "cuda" if spec.gpus_per_actor > 0 else "cpu"
     make_predictor = functools.partial(
@@ -230,6 +287,34 @@ def fill_zone(
     return drain(finished, ledger, total, progress), total
 
 
+def aux_source(
+    region: Region, grid: GridSpec, acquisitions: Sequence[Acquisition], items: AuxItems
+) -> CatalogAux | None:
+    """The reader of the prior and DEM of each acquisition (the index ``sar.read`` takes;
+    None for S models): an acquisition's prior from the S2 items in its window before it, by
+    the training cube's rule."""
+    cfg, models = region.cfg, region.models
+    keys = tuple(k for k in input_keys(models.input_set) if k != "sar")
+    if not keys:
+        return None
+    cat, rule = cfg.catalog, models.rule
+    times = tuple(iso for iso, _ in acquisitions)
+    return CatalogAux(
+        grid,
+        keys,
+        times=times,
+        opt_bands=tuple(models.out_bands),
+        rule=rule,
+        prior_items_by_time=tuple(
+            tuple(prior_items(items.prior_s2, iso, rule)) if "prior" in keys else ()
+            for iso in times
+        ),
+        s2_profile=profile_for(cat.stac_url, cat.s2_collection) if "prior" in keys else None,
+        dem_items=items.dem,
+        dem_profile=profile_for(cat.stac_url, cat.dem_collection) if "dem" in keys else None,
+    )
+
+
 def store_strips(store: Path, blocks: Sequence, read_blocks: int) -> list[Strip]:
     """``strip_tasks`` for ``store``: one task per shard, at the width the store was created
     with (``read_blocks`` may have changed since: a narrower strip would give a shard two
@@ -243,6 +328,7 @@ def run_zones(
     zones: Sequence[ZoneRun],
     s2_items: Sequence[dict],
     *,
+    aux_items: AuxItems = AuxItems(),
     executor: str = "ray",
     name: str = "infer",
     log: Log = _print,
@@ -261,10 +347,28 @@ def run_zones(
                 last[0] = now
                 log(f"{name}: zone {zn} tiles {done}/{total}  ({now - t0:.0f} s)")
 
-        wrote, _ = fill_zone(region, zone, s2_items, executor=executor, progress=progress)
+        wrote, _ = fill_zone(
+            region, zone, s2_items, aux_items=aux_items, executor=executor, progress=progress
+        )
         log(f"{name}: zone {zone.part.name} wrote {wrote} tiles")
         st.update_attrs(zone.store, zone.done)
         publish_store(zone.store, zone.part.aoi)
+
+
+def log_inputs(region: Region, items: AuxItems, log: Log) -> None:
+    """One line on what an SD/SO/SOD run reads besides SAR (nothing for S)."""
+    m, cat = region.models, region.cfg.catalog
+    what = []
+    if "prior" in input_keys(m.input_set):
+        what.append(
+            f"prior = latest clear S2 {m.rule.max_dt_days:g}-"
+            f"{m.rule.max_dt_days + m.rule.prior_days:g} d before each date "
+            f"({len(items.prior_s2)} {cat.s2_collection} items)"
+        )
+    if "dem" in input_keys(m.input_set):
+        what.append(f"DEM = {len(items.dem)} {cat.dem_collection} items")
+    if what:
+        log(f"inputs: {m.input_set}: SAR, {', '.join(what)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,6 +467,8 @@ def infer_region(
     if groups is None:  # the plan could not search: now it is an error
         search_s1(cfg.catalog, region.aoi, first, end)
     times, per_step = time_steps(steps, groups, start, end, log)
+    aux_items = region.aux_items(first, end)  # a missing DEM stops the run here
+    log_inputs(region, aux_items, log)
     s2_items = region.s2_items(first, end)
     attrs = provenance("infer")
     attrs.update(
@@ -404,7 +510,9 @@ def infer_region(
             ZoneRun(part, store, tuple(times), every, per_step, steps=steps)
             for part, store in zip(region.parts, stores, strict=True)
         ]
-        run_zones(region, zones, s2_items, executor=executor, name="infer", log=log)
+        run_zones(
+            region, zones, s2_items, aux_items=aux_items, executor=executor, name="infer", log=log
+        )
         st.finish(out)
     final = st.zone_paths(out, names)
     for store in final:
@@ -490,6 +598,8 @@ def monitor_region(
                 f"until {until} in {cfg.catalog.stac_url}"
             )
             return []
+        aux_items = region.aux_items(since[:10], until)
+        log_inputs(region, aux_items, log)
         s2_items = region.s2_items(since[:10], until)
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         zones = []
@@ -527,7 +637,10 @@ def monitor_region(
                     steps,
                 )
             )
-        run_zones(region, zones, s2_items, executor=executor, name="monitor", log=log)
+        run_zones(
+            region, zones, s2_items, aux_items=aux_items, executor=executor, name="monitor",
+            log=log,
+        )  # fmt: skip
     for zone in zones:
         n = len(st.read_attrs(zone.store)[st.TIMES_ATTR])
         what = "appended" if zone.steps.spec is None else "filled"  # periods: also refreshed

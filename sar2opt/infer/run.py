@@ -1,7 +1,8 @@
 """Fill a block store: read SAR strips -> hypotheses -> composite + write, on an actor pool.
 
 The unit of work is a ``Strip``: up to ``read_blocks`` neighbouring blocks of a block row,
-read with one windowed read per asset (``FillJob.sar``), predicted ``batch_size`` blocks at a
+read with one windowed read per asset (``FillJob.sar``, and ``FillJob.aux`` for the prior
+and DEM of SD/SO/SOD models), predicted ``batch_size`` blocks at a
 time (the predictor), cropped to their cores, composited with clear S2 and written
 (``compose_block``, ``store.write_blocks``): ``process_strip``. On Ray, a Ray Data pool of
 ``StripWorker`` actors (predictor made once per actor) runs several strips per actor at once
@@ -26,8 +27,10 @@ from sar2opt.infer.composite import (
     SOURCE_NODATA,
     SOURCE_S2,
     SOURCE_SYNTH,
+    SOURCE_SYNTH_PRIOR,
     evidence_rank,
     nearest_clear_pick,
+    synthesis_source,
 )
 from sar2opt.infer.ledger import BlockKey, DoneBlocks, TileLedger
 from sar2opt.infer.periods import OBS_NONE, BestEvidence, obs_seconds
@@ -37,8 +40,8 @@ from sar2opt.profiles import CollectionProfile
 
 #: (row, col, height, width) of a window on the lattice's grid.
 Window = tuple[int, int, int, int]
-#: A predictor: ``{"sar": (B, Cs, H, W)}`` -> ``{"pred": (B, Co, H, W), "spread": (B, H, W)}``
-#: (``predictor.TilePredictor``).
+#: A predictor: ``{"sar": (B, Cs, H, W)[, "prior": (B, Co, H, W)][, "dem": (B, 1, H, W)]}``
+#: -> ``{"pred": (B, Co, H, W), "spread": (B, H, W)}`` (``predictor.TilePredictor``).
 Predict = Callable[[dict], dict]
 
 
@@ -63,11 +66,23 @@ class SarSource(Protocol):
         ...
 
 
+class AuxSource(Protocol):
+    """Where a fill reads the inputs besides SAR (``read.CatalogAux``, or a test's)."""
+
+    keys: tuple[str, ...]  # the inputs it reads: of "prior", "dem"
+
+    def read(self, t: int, window: Window) -> dict[str, np.ndarray]:
+        """``{"prior": (Co, h, w) reflectance, "dem": (1, h, w) metres}`` (those the model
+        reads) of time step ``t`` over ``window``, NaN where missing."""
+        ...
+
+
 @dataclass(frozen=True)
 class FillJob:
-    """What a fill does with each strip: read its SAR from ``sar``, predict ``batch_size``
-    blocks at a time, composite with the clear S2 of ``s2_by_time`` (``composite``), write
-    the cores of ``lattice``'s blocks to ``store``."""
+    """What a fill does with each strip: read its SAR from ``sar`` (and, for SD/SO/SOD
+    models, the prior and DEM from ``aux``), predict ``batch_size`` blocks at a time,
+    composite with the clear S2 of ``s2_by_time`` (``composite``), write the cores of
+    ``lattice``'s blocks to ``store``."""
 
     store: str
     lattice: BlockLattice
@@ -89,6 +104,12 @@ class FillJob:
     #: How far from the reference a clear S2 pixel may be (None: ``composite.max_dt_days``;
     #: a period mosaic's S2 items are those inside the period, so it passes infinity).
     s2_max_dt_days: float | None = None
+    #: The inputs besides SAR of SD/SO/SOD models (prior, DEM), read per acquisition.
+    aux: AuxSource | None = None
+
+    @property
+    def reads_prior(self) -> bool:
+        return self.aux is not None and "prior" in self.aux.keys
 
     def acquisitions_of(self, t: int) -> tuple[int, ...]:
         return self.acquisitions[t] if self.acquisitions else (t,)
@@ -259,7 +280,7 @@ def read_clear_s2(
 
 def strip_tiles(lat: BlockLattice, strip: Strip, sar: np.ndarray) -> list[np.ndarray]:
     """The window of each block of ``strip`` (views), cut from the strip's ``sar`` (C, h, w)
-    read over ``strip_window``."""
+    (or any input) read over ``strip_window``."""
     c0 = strip_window(lat, strip.bi, strip.bjs)[1]
     out = []
     for bj in strip.bjs:
@@ -319,23 +340,32 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
         for bj in strip.bjs:
             best[bj] = BestEvidence(len(job.out_bands), shape[bj])
             offer_clear_s2(job, strip, bj, best[bj])
-    synth_rank = EVIDENCE_RANK[SOURCE_SYNTH]
+    # the best a synthesis can be: with a prior where the model reads one
+    synth_rank = EVIDENCE_RANK[SOURCE_SYNTH_PRIOR if job.reads_prior else SOURCE_SYNTH]
     window = strip_window(lat, strip.bi, strip.bjs)
     ref = job.ref_seconds(t)
     for a in job.acquisitions_of(t):
         if len(best) == len(strip.bjs) and all(b.settled(synth_rank) for b in best.values()):
             break
-        tiles = strip_tiles(lat, strip, job.sar.read(a, window))
-        for i in range(0, len(tiles), job.batch_size):
-            out = predict({"sar": np.stack(tiles[i : i + job.batch_size])})
-            for bj, pred, spread in zip(
-                strip.bjs[i : i + job.batch_size], out["pred"], out["spread"], strict=True
+        inputs = {"sar": job.sar.read(a, window)}
+        if job.aux is not None:
+            inputs |= job.aux.read(a, window)
+        tiles = {k: strip_tiles(lat, strip, v) for k, v in inputs.items()}
+        for i in range(0, len(strip.bjs), job.batch_size):
+            out = predict({k: np.stack(v[i : i + job.batch_size]) for k, v in tiles.items()})
+            for k, (bj, pred, spread) in enumerate(
+                zip(strip.bjs[i : i + job.batch_size], out["pred"], out["spread"], strict=True)
             ):
                 pred, spread = block_crop(lat, strip, bj, pred), block_crop(lat, strip, bj, spread)
                 if bj not in best:
                     best[bj] = BestEvidence(pred.shape[0], shape[bj])
-                source = np.where(np.isfinite(pred).all(axis=0), SOURCE_SYNTH, SOURCE_NODATA)
-                source = source.astype(np.uint8)
+                # where an SO/SOD model had a prior (all or no bands: one clear S2 pixel)
+                with_prior = (
+                    block_crop(lat, strip, bj, np.isfinite(tiles["prior"][i + k]).all(axis=0))
+                    if "prior" in tiles
+                    else None
+                )
+                source = synthesis_source(pred, with_prior)
                 best[bj].offer(
                     pred, source, spread, job.obs_seconds_of(a), evidence_rank(source), ref
                 )

@@ -5,7 +5,9 @@ float/int/bool/None so that ``torch.load(..., weights_only=True)`` (no pickle co
 execution) can read it: ``model`` (ModelSpec dict), ``in_bands``, ``out_bands``, ``norm``
 ({sar_mean, sar_std, opt_mean, opt_std} lists), ``config``, ``git_sha``, ``epoch``,
 ``metrics``, and for input sets beyond S: ``input_set``, ``aux_bands`` ({"prior": [...],
-"dem": [...]} cube bands) and ``norm.dem_mean/dem_std`` (the prior uses the opt stats).
+"dem": [...]} cube bands), ``norm.dem_mean/dem_std`` (the prior uses the opt stats) and
+``cube_spec`` (the training cube's CubeSpec: inference reads the prior by its window and
+cloud test).
 ``config.yaml`` beside it is the same meta for humans.
 """
 
@@ -19,7 +21,7 @@ import yaml
 from torch import nn
 
 from sar2opt.config import Config, config_from_dict, config_to_dict
-from sar2opt.data.inputs import input_channels
+from sar2opt.data.inputs import input_channels, uses_dem, uses_prior
 from sar2opt.errors import Sar2OptError, first_line
 from sar2opt.models import build_generator
 
@@ -73,6 +75,7 @@ UNTRAINED_NORM = {
     "opt_mean": [0.03, 0.05, 0.04, 0.3],
     "opt_std": [0.01, 0.02, 0.02, 0.05],
 }
+UNTRAINED_DEM_NORM = {"dem_mean": [150.0], "dem_std": [50.0]}  # metres
 
 
 def save_untrained_checkpoint(
@@ -82,17 +85,26 @@ def save_untrained_checkpoint(
     B08): for benchmarks and job tests, whose speed and error handling do not depend on
     training."""
     torch.manual_seed(seed)
-    gen = build_generator(cfg.model, 2, 4)
+    input_set = cfg.model.input_set
+    in_ch, dem_ch = input_channels(input_set, 2, 4)
+    gen = build_generator(cfg.model, in_ch, 4, dem_ch)
+    out_bands = ["B02", "B03", "B04", "B08"]
     meta = {
         "model": config_to_dict(cfg.model),
         "in_bands": ["vv", "vh"],
-        "out_bands": ["B02", "B03", "B04", "B08"],
+        "out_bands": out_bands,
         "norm": UNTRAINED_NORM,
         "config": config_to_dict(cfg),
         "git_sha": git_sha,
         "epoch": 0,
         "metrics": {},
     }
+    if input_set != "S":  # what a trained checkpoint of the input set carries (loop.save)
+        aux = {"prior": [f"prior_{b}" for b in out_bands]} if uses_prior(input_set) else {}
+        if uses_dem(input_set):
+            aux["dem"] = ["dem"]
+            meta["norm"] = {**UNTRAINED_NORM, **UNTRAINED_DEM_NORM}
+        meta |= {"input_set": input_set, "aux_bands": aux, "cube_spec": config_to_dict(cfg.cube)}
     return save_checkpoint(dir, gen, meta)
 
 

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +175,9 @@ class WorkerConfig:
     and the whole of it goes into every checkpoint. ``norm``: the train split's
     {sar,opt[,dem]}_{mean,std} lists; ``aux_bands``: cube bands of the extra inputs
     ({"prior": [...], "dem": [...]}); ``index_hash``: of the patch index; ``batch_size``:
-    per worker; ``run_uri``: the run's storage directory (metrics.csv, TensorBoard).
+    per worker; ``run_uri``: the run's storage directory (metrics.csv, TensorBoard);
+    ``cube_spec``: the cube's own ``CubeSpec`` (its attrs), whose prior window and cloud test
+    inference repeats to read the prior the model was trained on.
     """
 
     config: Config
@@ -187,6 +189,7 @@ class WorkerConfig:
     index_hash: str
     batch_size: int
     run_uri: str
+    cube_spec: dict = field(default_factory=dict)
 
 
 #: The key of the WorkerConfig in ``train_loop_config``: Ray records that as a run setting and
@@ -497,6 +500,7 @@ def save(wc: WorkerConfig, w: Worker, nets: Nets, progress: Progress, metrics: d
         "norm": wc.norm,
         "input_set": wc.config.model.input_set,
         "aux_bands": wc.aux_bands,
+        "cube_spec": wc.cube_spec,
         "config": config_to_dict(wc.config),
         "git_sha": wc.git_sha,
         "index_hash": wc.index_hash,

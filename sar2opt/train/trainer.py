@@ -237,6 +237,7 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
         index_hash=data.index_hash,
         batch_size=batch_size,
         run_uri=where,
+        cube_spec=dict(attrs.get("cube_spec") or {}),
     )
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -48,6 +48,9 @@ def make_cube(n_t: int = 3, h: int = 192, w: int = 256, seed: int = 0) -> xr.Dat
     )
 
 
+#: The ``cube_spec`` attrs of ``write_cube(aux=True)``'s cube: its prior's window.
+AUX_CUBE_SPEC = {"max_dt_days": 5.0, "prior_days": 20.0, "cloud_dilate_px": 2}
+
 # 32 px patches in 96 px split blocks, 16 px apart across splits: train, val and test
 # patches on the 192 px test cube (4 blocks: train 2, val 1, test 1).
 SMALL_BLOCKS = ("patches.patch_px=32", "patches.block_px=96", "patches.gap_px=16")
@@ -80,7 +83,11 @@ def write_cube(path: Path, n_t: int = 4, size: int = 192, seed: int = 0, aux: bo
     if aux:
         parts += [np.broadcast_to(opt[:1], opt.shape), 100 + 50 * z[:, :1]]
         names += [f"prior_{b}" for b in OPT] + ["elevation"]
-        attrs = {"dem_band": "elevation", "prior_bands": [f"prior_{b}" for b in OPT]}
+        attrs = {
+            "dem_band": "elevation",
+            "prior_bands": [f"prior_{b}" for b in OPT],
+            "cube_spec": AUX_CUBE_SPEC,  # as build.cube_attrs writes it (a few keys)
+        }
     cube = np.concatenate(parts, 1).astype(np.float32)
     da = xr.DataArray(
         cube,

@@ -147,6 +147,9 @@ def test_interrupted_build_resumes_to_the_same_cube(scene, reference, tmp_path, 
         return real(task, *a)
 
     monkeypatch.setattr(tiled_build, "run_tile", failing)
+    # in this process: on Ray (up when an earlier test started it) the patched function runs
+    # in workers, on a pickled copy of ``calls``
+    monkeypatch.setattr(tiled_build, "ray_is_initialized", lambda: False)
     out = tmp_path / "cube.zarr"
     with pytest.raises(RuntimeError, match="worker lost"):
         _tiled(scene, out)

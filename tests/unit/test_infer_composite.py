@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from sar2opt.infer.composite import (
+    SOURCE_MEANINGS,
     SOURCE_NODATA,
     SOURCE_S2,
     SOURCE_SYNTH,
+    SOURCE_SYNTH_PRIOR,
     compose,
     nearest_clear,
 )
@@ -36,3 +38,24 @@ def test_compose_source_codes() -> None:
     assert src.tolist() == [[SOURCE_S2, SOURCE_SYNTH], [SOURCE_S2, SOURCE_SYNTH]]
     out, src = compose(pred, s2, np.zeros((2, 2), bool))
     assert src[1, 0] == SOURCE_NODATA and np.isnan(out[0, 1, 0])
+
+
+def test_source_says_whether_the_synthesis_had_a_prior() -> None:
+    """Real clear S2 wins; a synthesis is "with prior" only where the model had one; the
+    codes of older stores keep their meaning (new ones are appended)."""
+    pred = np.array([[[0.5, 0.5, 0.5], [np.nan, 0.5, np.nan]]], np.float32)
+    s2 = np.full((1, 2, 3), 0.1, np.float32)
+    found = np.array([[True, False, False], [False, False, False]])
+    with_prior = np.array([[True, True, False], [True, False, False]])
+    out, src = compose(pred, s2, found, with_prior)
+    assert src.tolist() == [
+        [SOURCE_S2, SOURCE_SYNTH_PRIOR, SOURCE_SYNTH],
+        [SOURCE_NODATA, SOURCE_SYNTH, SOURCE_NODATA],
+    ]
+    assert out[0, 0, 0] == np.float32(0.1) and out[0, 0, 1] == np.float32(0.5)
+    assert list(SOURCE_MEANINGS.items())[:3] == [
+        (0, "no data"),
+        (1, "sentinel-2"),
+        (2, "synthesis"),
+    ]
+    assert SOURCE_MEANINGS[SOURCE_SYNTH_PRIOR] == "synthesis with prior" and SOURCE_SYNTH_PRIOR == 3

@@ -251,15 +251,39 @@ def test_two_hypotheses_spread_is_half_their_gap_and_one_says_nothing() -> None:
     assert two["spread"].max() > 1e-4
 
 
-def test_checkpoints_of_other_input_sets_are_refused_with_one_line(monkeypatch) -> None:
+def test_checkpoints_must_carry_what_their_input_set_reads(monkeypatch) -> None:
+    """Every input set loads; a checkpoint lacking the statistics of an input (the DEM's) or
+    the prior window of its cube is refused with one line naming what is missing."""
     from sar2opt.errors import ConfigError
     from sar2opt.infer.predictor import load_models
     from sar2opt.train import checkpoint
 
-    meta = dict(META, input_set="SD", model={"input_set": "SD"})
-    monkeypatch.setattr(checkpoint, "load_meta", lambda c: meta)
-    with pytest.raises(ConfigError, match="input set SD; inference supports S"):
-        load_models(["/ckpt"])
+    dem_norm = dict(NORM, dem_mean=[100.0], dem_std=[20.0])
+    ok = {
+        "S": META,
+        "SD": dict(META, input_set="SD", norm=dem_norm),
+        "SO": dict(META, input_set="SO", cube_spec={"prior_days": 30, "max_dt_days": 5}),
+        "SOD": dict(META, input_set="SOD", norm=dem_norm, cube_spec={"prior_days": 30}),
+    }
+    for input_set, meta in ok.items():
+        monkeypatch.setattr(checkpoint, "load_meta", lambda c, meta=meta: meta)
+        monkeypatch.setattr("sar2opt.infer.predictor.sha256_file", lambda p: "0")
+        models = load_models(["/ckpt"])
+        assert models.input_set == input_set
+    assert models.rule.prior_days == 30 and models.rule.max_dt_days == 6.0  # the default
+    bad = {
+        "lacks the normalisation norm.dem_mean, norm.dem_std": dict(META, input_set="SD"),
+        r"does not record the prior window .*cube_spec.prior_days": dict(META, input_set="SO"),
+        "input set SAR; inference supports S, SD, SO, SOD": dict(META, input_set="SAR"),
+    }
+    for match, meta in bad.items():
+        monkeypatch.setattr(checkpoint, "load_meta", lambda c, meta=meta: meta)
+        with pytest.raises((ConfigError, checkpoint.CheckpointError), match=match):
+            load_models(["/ckpt"])
+    metas = iter([ok["SO"], dict(ok["SO"], cube_spec={"prior_days": 60})])
+    monkeypatch.setattr(checkpoint, "load_meta", lambda c: next(metas))
+    with pytest.raises(ConfigError, match="other cube settings"):
+        load_models(["/a", "/b"])
 
 
 def test_load_models_reads_metadata_without_building_generators(tmp_path, monkeypatch) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from sar2opt.config import load_config
 from sar2opt.train.checkpoint import load_generator
-from tests.helpers.cubes import OPT, SAR, SMALL_BLOCKS, write_cube
+from tests.helpers.cubes import AUX_CUBE_SPEC, OPT, SAR, SMALL_BLOCKS, write_cube
 
 
 @pytest.mark.slow
@@ -87,6 +87,7 @@ def test_train_model_non_adversarial_sod(ray_local, tmp_path: Path, monkeypatch,
     assert meta["input_set"] == "SOD" and meta["model"]["dem_fusion"] == "late"
     assert meta["aux_bands"] == {"prior": [f"prior_{b}" for b in OPT], "dem": ["elevation"]}
     assert len(meta["norm"]["dem_mean"]) == 1
+    assert meta["cube_spec"] == AUX_CUBE_SPEC  # inference makes the prior by its cube's rule
     with torch.no_grad():  # 2 SAR + 4 prior + 1 DEM channels in
         assert gen(torch.zeros(1, 7, 32, 32)).shape == (1, 4, 32, 32)
     with open(tmp_path / "out" / "metrics.csv") as f:

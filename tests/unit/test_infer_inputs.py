@@ -1,0 +1,332 @@
+"""One definition of the inputs: for every input set, the tensor the inference reader feeds the
+model for a window and date is the cube's training patch of that window and date, on the
+synthetic scene; and the missing-input rules (no prior yet, a DEM gap) are what they say.
+
+The cube is built by the tiled builder ``jobs/build_cube.py`` runs (searches answered from the
+scene's items); the inference side is the job's own wiring (``region.aux_source``,
+``read.CatalogSar``, ``run.process_strip``, ``predictor.TilePredictor``) with a model that
+records its input. Both read the same COGs through the same windowed reader, so the
+comparison is exact, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+from shapely.geometry import box
+
+from sar2opt.catalog.synthetic import generate_scene, scene_grid
+from sar2opt.config import CatalogSpec, Config, CubeSpec
+from sar2opt.cube import build, tiled_build
+from sar2opt.cube.load import group_acquisitions
+from sar2opt.data.inputs import INPUT_SETS, input_keys, model_input
+from sar2opt.data.stream import read_patches
+from sar2opt.grid import GridSpec, lonlat_bounds
+from sar2opt.infer import region as region_mod
+from sar2opt.infer.composite import SOURCE_NODATA, SOURCE_SYNTH, SOURCE_SYNTH_PRIOR
+from sar2opt.infer.plan import BlockLattice
+from sar2opt.infer.predictor import Models, TilePredictor, model_inputs
+from sar2opt.infer.read import CatalogSar
+from sar2opt.infer.run import FillJob, Strip, process_strip, strip_window
+from sar2opt.profiles import profile_for
+from sar2opt.train.trainer import aux_bands
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+SIZE_KM = 1.28  # 128 x 128 px
+DATES = ("2023-07-01", "2023-08-10")  # S1 07-01, 07-13, 07-25, 08-06; S2 07-03 ... 07-28
+CAT = CatalogSpec(stac_url="http://127.0.0.1:1/stac", dem_collection="cop-dem-glo-30")
+# prior: the latest clear S2 4-9 days before each date: none for 07-01 (the first S2 is
+# 07-03); 07-08 (a fifth clear: cloud edges everywhere) for 07-13; 07-18 (clear) for 07-25;
+# 07-28 (nearly all cloud) for 08-06. Clouds are dilated by 3 px, across window edges.
+SPEC = CubeSpec(epsg=32721, max_dt_days=4, prior_days=5, cloud_dilate_px=3, chunk_px=32, tile_px=64)
+RULE = {"max_dt_days": 4, "prior_days": 5, "cloud_dilate_px": 3}  # the checkpoint's
+NORM = {
+    "sar_mean": [-9.0, -15.5],
+    "sar_std": [2.5, 3.0],
+    "opt_mean": [0.04, 0.06, 0.05, 0.28],
+    "opt_std": [0.015, 0.02, 0.025, 0.06],
+    "dem_mean": [140.0],
+    "dem_std": [35.0],
+}
+TILE_PX, OVERLAP_PX = 64, 32  # 32 px blocks in 64 px windows: not on the cube's 64 px tiles
+
+
+def _search(items):
+    """``stac.search_aoi`` over the scene's items (collection and dates)."""
+
+    def search(catalog, collection, aoi, start, end):
+        return [
+            it
+            for it in items
+            if it["collection"] == collection and start <= it["properties"]["datetime"][:10] <= end
+        ]
+
+    return search
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn-inputs")
+    items = generate_scene(root / "catalog", size_km=SIZE_KM, n_s1=4, n_s2=6)
+    aoi = box(*lonlat_bounds(scene_grid(SIZE_KM))).buffer(-1e-4)
+    s1 = [it for it in items if it["collection"] == CAT.s1_collection]
+    cube = root / "cube.zarr"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(build, "search_s1", lambda *a, **k: s1)
+        mp.setattr(build, "search_aoi", _search(items))
+        tiled_build.build_tiled(aoi, *DATES, catalog=CAT, spec=SPEC, out=cube, log=lambda *_: None)
+    return {"items": items, "aoi": aoi, "cube": cube, "s1": s1}
+
+
+class Recorder(torch.nn.Module):
+    """A 'generator' that records the input it is given (and predicts a constant)."""
+
+    def __init__(self, n_out: int) -> None:
+        super().__init__()
+        self.n_out, self.seen = n_out, []
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone().contiguous())
+        return torch.zeros(x.shape[0], self.n_out, *x.shape[2:]) + self.w
+
+
+def _meta(input_set: str) -> dict:
+    return {
+        "in_bands": list(CAT.sar_bands),
+        "out_bands": list(CAT.opt_bands),
+        "norm": NORM,
+        "model": {"input_set": input_set},
+        "input_set": input_set,
+        "cube_spec": RULE,
+    }
+
+
+def _inference(scene, input_set: str, monkeypatch, rule: CubeSpec | None = None):
+    """What ``fill_zone`` builds for the cube's grid: the SAR reader, the aux reader (from
+    ``Region.aux_items``' searches), the lattice, the time steps."""
+    from sar2opt.infer.predictor import input_rule
+
+    monkeypatch.setattr(region_mod, "search_aoi", _search(scene["items"]))
+    monkeypatch.setattr(build, "search_aoi", _search(scene["items"]))
+    grid = GridSpec.from_dict(xr.open_zarr(scene["cube"]).attrs["grid"])
+    models = Models(
+        ("/ckpt",), ("0",), CAT.sar_bands, CAT.opt_bands, {}, None, input_set,
+        rule or input_rule(_meta(input_set)),
+    )  # fmt: skip
+    region = region_mod.Region(Config(catalog=CAT, cube=SPEC), scene["aoi"], (), models)
+    groups = group_acquisitions(scene["s1"])
+    times = tuple(iso for iso, _ in groups)
+    acquisitions = [(iso, tuple(g)) for iso, g in groups]
+    aux = region_mod.aux_source(region, grid, acquisitions, region.aux_items(*DATES))
+    sar = CatalogSar(
+        grid,
+        tuple(tuple(g) for _, g in groups),
+        CAT.sar_bands,
+        profile_for(CAT.stac_url, CAT.s1_collection),
+    )
+    return grid, times, sar, aux
+
+
+def _training_patches(cube, input_set, rows):
+    """The trainer's model input for index rows (time, row, col): ``read_patches`` + the
+    trainer's ``model_input``."""
+    ds = xr.open_zarr(cube)
+    opt = list(ds.attrs["opt_bands"])
+    aux = aux_bands(dict(ds.attrs), opt, input_set)
+    got = read_patches(
+        cube, pd.DataFrame(rows, columns=["time", "row", "col"]),
+        sar_bands=ds.attrs["sar_bands"], opt_bands=opt, aux=aux, norm=NORM, patch_px=TILE_PX,
+    )  # fmt: skip
+    return model_input(got, input_set).numpy()
+
+
+@pytest.mark.parametrize("input_set", list(INPUT_SETS))
+def test_inference_reads_the_training_patch_of_every_window_and_date(
+    scene, input_set, monkeypatch
+) -> None:
+    grid, times, sar, aux = _inference(scene, input_set, monkeypatch)
+    lat = BlockLattice(grid, TILE_PX, OVERLAP_PX)
+    rec = Recorder(len(CAT.opt_bands))
+    predictor = TilePredictor.from_model(rec, _meta(input_set))
+    written = []
+    job = FillJob(
+        "unused.zarr", lat, sar, batch_size=16, aux=aux,
+        write=lambda job, strip, blocks: written.append((strip, blocks)),
+    )  # fmt: skip
+    rows, seen, with_prior = [], [], []
+    for t in range(len(times)):
+        for bi in range(lat.n_rows):
+            # whole block rows at even dates, one block per strip at odd ones: windows with
+            # edges inside the grid, where the cloud mask needs its halo
+            cols = [tuple(range(lat.n_cols))] if t % 2 == 0 else [(bj,) for bj in range(lat.n_cols)]
+            for bjs in cols:
+                strip = Strip(t, times[t], bi, bjs)
+                n = len(rec.seen)
+                process_strip(strip, job, predictor)
+                assert len(rec.seen) == n + 1  # one forward per strip (batch_size 16)
+                seen += list(rec.seen[-1].numpy())
+                strip_, blocks = written[-1]  # composed: (t, core, optical, source, ...)
+                assert [b[1] for b in blocks] == [lat.core(bi, bj) for bj in strip_.bjs]
+                with_prior += [
+                    (lat.window(bi, bj), b[1], b[3])
+                    for bj, b in zip(strip_.bjs, blocks, strict=True)
+                ]
+                rows += [(t, *lat.window(bi, bj)[:2]) for bj in strip.bjs]
+    x_infer = np.stack(seen)
+    x_train = _training_patches(scene["cube"], input_set, rows)
+    assert x_infer.shape == x_train.shape == (len(rows), _channels(input_set), TILE_PX, TILE_PX)
+    # the same numbers; the trainer never sees a missing value (its patch index drops such
+    # patches), inference gives the band mean (0) there
+    missing = np.isnan(x_train)
+    np.testing.assert_array_equal(x_infer, np.where(missing, np.float32(0), x_train))
+    sar_ch = len(CAT.sar_bands)
+    assert not missing[:, :sar_ch].any()  # the scene has SAR everywhere
+    if "prior" in input_keys(input_set):
+        prior = x_train[:, sar_ch : sar_ch + len(CAT.opt_bands)]
+        t = np.array([r[0] for r in rows])
+        frac = [np.isfinite(prior[t == k]).all(axis=1).mean() for k in range(4)]
+        # none for the first date (no S2 before it); under clouds none
+        assert frac[0] == 0 and 0.1 < frac[1] < 0.5 and frac[2] == 1 and 0 < frac[3] < 0.1
+        # ``source`` says "synthesis with prior" exactly where the model had a prior
+        had = np.isfinite(prior).all(axis=1)
+        for k, ((r, c, _, _), (r0, c0, r1, c1), source) in enumerate(with_prior):
+            core = had[k, r0 - r : r1 - r, c0 - c : c1 - c]
+            np.testing.assert_array_equal(source, np.where(core, SOURCE_SYNTH_PRIOR, SOURCE_SYNTH))
+    else:
+        assert all((source == SOURCE_SYNTH).all() for *_, source in with_prior)
+
+
+def _channels(input_set: str) -> int:
+    return {"S": 2, "SD": 3, "SO": 6, "SOD": 7}[input_set]
+
+
+def test_a_prior_by_another_rule_is_not_the_training_patch(scene, monkeypatch) -> None:
+    """Guards the identity test: the reader does depend on the checkpoint's cube settings
+    (another prior window, another cloud dilation: other tensors)."""
+    rows = [(1, 0, 0), (1, 32, 64)]  # 07-13: its prior S2 is partly cloudy
+    x_train = _training_patches(scene["cube"], "SO", rows)
+    for other in (CubeSpec(max_dt_days=4, prior_days=12, cloud_dilate_px=3),
+                  CubeSpec(max_dt_days=4, prior_days=5, cloud_dilate_px=0)):  # fmt: skip
+        grid, times, sar, aux = _inference(scene, "SO", monkeypatch, rule=other)
+        for x, (t, r, c) in zip(x_train, rows, strict=True):
+            prior = aux.read(t, (r, c, TILE_PX, TILE_PX))["prior"]
+            x_prior = x[2:]
+            ours = (prior - np.array(NORM["opt_mean"], np.float32)[:, None, None]) / np.array(
+                NORM["opt_std"], np.float32
+            )[:, None, None]
+            assert not np.array_equal(ours, x_prior, equal_nan=True)
+
+
+def test_the_dem_is_read_only_from_the_items_over_the_window(scene, monkeypatch) -> None:
+    grid, times, sar, aux = _inference(scene, "SD", monkeypatch)
+    (far,) = (it for it in scene["items"] if it["collection"] == "cop-dem-glo-30")
+    far = {**far, "id": "elsewhere", "geometry": None, "bbox": [10.0, 10.0, 10.1, 10.1]}
+    far_aux = replace(aux, dem_items=(far,))  # its asset is never opened: all NaN
+    assert np.isnan(far_aux.read(0, (0, 0, 8, 8))["dem"]).all()
+    assert np.isfinite(aux.read(0, (0, 0, 8, 8))["dem"]).all()
+
+
+def test_model_inputs_missing_values_rules() -> None:
+    """Where a pixel lacks an input: no prior -> the optical mean (0), still predicted; a SAR
+    or DEM gap -> the band mean (0) and not valid (no data)."""
+    b, h, w = 1, 4, 5
+    sar = np.full((b, 2, h, w), -10.0, np.float32)
+    prior = np.full((b, 4, h, w), 0.1, np.float32)
+    dem = np.full((b, 1, h, w), 200.0, np.float32)
+    sar[0, 1, 0, 0] = np.nan
+    prior[0, :, 1, 1] = np.nan
+    dem[0, 0, 2, 2] = np.nan
+    x, valid = model_inputs({"sar": sar, "prior": prior, "dem": dem}, NORM, "SOD")
+    assert x.shape == (b, 7, h, w) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert (x[0, 2:6, 1, 1] == 0).all() and (x[0, 1, 0, 0] == 0) and (x[0, 6, 2, 2] == 0)
+    expected = np.ones((b, h, w), bool)
+    expected[0, 0, 0] = expected[0, 2, 2] = False  # the prior gap stays valid
+    np.testing.assert_array_equal(valid, expected)
+    np.testing.assert_allclose(x[0, 6, 0, 1], (200.0 - 140.0) / 35.0, rtol=1e-6)
+    np.testing.assert_allclose(x[0, 2:6, 0, 1], (0.1 - np.array(NORM["opt_mean"])) / np.array(
+        NORM["opt_std"]), rtol=1e-5)  # fmt: skip
+    x_s, valid_s = model_inputs({"sar": sar, "prior": prior, "dem": dem}, NORM, "S")
+    assert x_s.shape == (b, 2, h, w) and valid_s.sum() == h * w - 1
+
+
+def test_source_says_which_evidence_made_each_pixel() -> None:
+    """A strip through ``process_strip``: prior -> 3, no prior -> 2, no SAR -> 0 (no clear
+    S2 to keep: the composite is off)."""
+    from tests.helpers.infer_fakes import GRID, FakeSar, tiny_net
+
+    class Aux:
+        keys = ("prior",)
+
+        def read(self, t, window):
+            r, c, h, w = window
+            prior = np.full((1, h, w), 0.05, np.float32)
+            prior[:, :, : w // 2] = np.nan  # no prior on the west half of the strip
+            return {"prior": prior}
+
+    class HoleySar(FakeSar):
+        def read(self, t, window):
+            a = super().read(t, window).copy()
+            a[:, :4, :4] = np.nan  # a SAR gap at the strip's top-left corner
+            return a
+
+    net = tiny_net()
+    net[0] = torch.nn.Conv2d(3, 4, 3, padding=1)  # sar (2) + prior (1 band: B04) in
+    meta = {
+        "in_bands": ["vv", "vh"], "out_bands": ["B04"], "model": {}, "input_set": "SO",
+        "norm": {"sar_mean": [-12.0, -19.0], "sar_std": [3.0, 4.0], "opt_mean": [0.05],
+                 "opt_std": [0.02]},
+    }  # fmt: skip
+    lat = BlockLattice(GRID, 128, 32)
+    out = []
+
+    def write(job, strip, blocks):
+        out.extend(blocks)
+
+    job = FillJob("unused.zarr", lat, HoleySar(), batch_size=4, aux=Aux(), write=write)
+    strip = Strip(0, "2023-07-03T05:43:12Z", 0, (0, 1))
+    process_strip(strip, job, TilePredictor.from_model(net, meta))
+    r, c, h, w = strip_window(lat, 0, strip.bjs)
+    for _, (r0, c0, r1, c1), optical, source, *_ in out:
+        rows, cols = np.arange(r0, r1)[:, None], np.arange(c0, c1)[None]
+        expected = np.where(cols >= c + w // 2, SOURCE_SYNTH_PRIOR, SOURCE_SYNTH)
+        expected = np.broadcast_to(expected, (r1 - r0, c1 - c0)).copy()
+        hole = (rows < r + 4) & (cols < c + 4)
+        expected[hole] = SOURCE_NODATA
+        np.testing.assert_array_equal(source, expected.astype(np.uint8))
+        assert np.isnan(optical[:, hole]).all() and np.isfinite(optical[:, ~hole]).all()
+    assert {int(v) for o in out for v in np.unique(o[3])} == {
+        SOURCE_SYNTH, SOURCE_SYNTH_PRIOR, SOURCE_NODATA
+    }  # fmt: skip
+
+
+def test_a_catalog_that_cannot_supply_an_input_stops_before_any_work(scene, monkeypatch) -> None:
+    from sar2opt.errors import CatalogError, ConfigError
+    from sar2opt.infer.predictor import input_rule
+
+    def models(input_set):
+        return Models(
+            ("/ck",), ("0",), CAT.sar_bands, CAT.opt_bands, {}, None, input_set,
+            input_rule(_meta(input_set)),
+        )  # fmt: skip
+
+    no_dem = Config(catalog=replace(CAT, dem_collection=None))
+    with pytest.raises(ConfigError, match="input set SD, which reads a DEM, but the catalog"):
+        region_mod.check_inputs(no_dem, models("SD"))
+    region_mod.check_inputs(no_dem, models("SO"))  # needs no DEM
+    with pytest.raises(ConfigError, match="names no S2 collection"):
+        region_mod.check_inputs(Config(catalog=replace(CAT, s2_collection="")), models("SOD"))
+    with pytest.raises(ConfigError, match=r"reads a prior of \['B02', 'B03', 'B04', 'B08'\]"):
+        region_mod.check_inputs(Config(catalog=replace(CAT, opt_bands=("B02",))), models("SO"))
+    # the DEM collection is configured but has nothing over the AOI
+    region = region_mod.Region(Config(catalog=CAT), scene["aoi"], (), models("SOD"))
+    monkeypatch.setattr(build, "search_aoi", lambda *a, **k: [])
+    monkeypatch.setattr(region_mod, "search_aoi", lambda *a, **k: [])
+    with pytest.raises(CatalogError, match="no cop-dem-glo-30 items cover the AOI .*reads a DEM"):
+        region.aux_items(*DATES)
