@@ -56,6 +56,9 @@ class RunPlan:
     s2_per_date: float
     opt_in_bands: int
     gpu_tiles_per_s: float
+    #: Output time steps when they are periods (0: one per acquisition) and what they are.
+    periods: int = 0
+    period_note: str = ""
 
     @property
     def blocks(self) -> int:
@@ -73,9 +76,15 @@ class RunPlan:
         return int(sar + s2)
 
     @property
+    def steps(self) -> int:
+        """Output time steps: periods, or one per acquisition."""
+        return self.periods or self.dates
+
+    @property
     def bytes_written(self) -> int:
-        """float32 optical + uint8 source + float32 uncertainty per block, uncompressed."""
-        return int(self.tasks * self.block_px**2 * (self.out_bands * 4 + 1 + 4))
+        """float32 optical + uint8 source + float32 uncertainty + int32 obs_time per block
+        and output time step, uncompressed."""
+        return int(self.blocks * self.steps * self.block_px**2 * (self.out_bands * 4 + 1 + 4 + 4))
 
     @property
     def gpu_hours(self) -> float:
@@ -113,6 +122,11 @@ def format_plan(plan: RunPlan) -> str:
     lines += [
         f"  dates: {plan.dates} ({plan.dates_note})",
         f"  tiles x dates: {plan.tasks:,}",
+        *(
+            [f"  periods: {plan.periods} ({plan.period_note}): one output time step each"]
+            if plan.periods
+            else []
+        ),
         f"  read:    {_human(plan.bytes_read)} (SAR float32 windows"
         + (f" + ~{plan.s2_per_date:g} S2 scenes/date" if plan.s2_per_date else "")
         + ")",
@@ -143,6 +157,8 @@ def make_plan(
     s2_per_date: float,
     opt_in_bands: int,
     gpu_tiles_per_s: float,
+    periods: int = 0,
+    period_note: str = "",
 ) -> RunPlan:
     """Count blocks per zone and bundle the figures (no STAC reads, no Ray)."""
     zones = tuple(zone_figures(p, tile_px, overlap_px) for p in parts)
@@ -158,4 +174,6 @@ def make_plan(
         s2_per_date,
         opt_in_bands,
         gpu_tiles_per_s,
+        periods,
+        period_note,
     )

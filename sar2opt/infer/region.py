@@ -391,6 +391,8 @@ def plan_region(
         groups, n_dates = None, estimate_dates(start, end, spec.s1_revisit_days)
         note = f"estimated, one per {spec.s1_revisit_days:g} days: {first_line(e)[:80]}"
     comp = spec.composite_max_dt_days
+    steps = region.steps
+    periods = periods_between(steps.spec, start, end) if steps.spec is not None else []
     plan = make_plan(
         list(region.parts),
         tile_px=spec.tile_px,
@@ -403,6 +405,8 @@ def plan_region(
         s2_per_date=(2 * comp / spec.s2_revisit_days) if comp > 0 else 0.0,
         opt_in_bands=len(cfg.catalog.opt_bands),
         gpu_tiles_per_s=spec.gpu_tiles_per_s,
+        periods=len(periods),
+        period_note=str(steps.spec or ""),
     )
     return plan, groups
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from shapely.geometry import box
@@ -65,10 +67,17 @@ def test_amazon_dry_run_plan_per_utm_zone() -> None:
     assert area <= plan.blocks * block_km2 < 1.02 * area  # covered, only edge blocks extra
     assert plan.dates == 31 and plan.tasks == plan.blocks * 31
     assert plan.bytes_read == plan.tasks * 256 * 256 * 2 * 4
-    assert plan.bytes_written == plan.tasks * 224 * 224 * (4 * 4 + 1 + 4)
+    # optical float32 x 4 bands, source uint8, uncertainty float32, obs_time int32
+    assert plan.bytes_written == plan.tasks * 224 * 224 * (4 * 4 + 1 + 4 + 4)
     assert plan.gpu_hours == pytest.approx(plan.tasks * 2 / 50 / 3600)
     text = format_plan(plan)
     assert "zone      21S EPSG:32721" in text and "GPU-hours" in text
+    assert "periods:" not in text
+    # monthly: the same work, 12 output steps instead of 31
+    monthly = dataclasses.replace(plan, periods=12, period_note="1M")
+    assert monthly.gpu_hours == plan.gpu_hours and monthly.bytes_read == plan.bytes_read
+    assert monthly.bytes_written * 31 == plan.bytes_written * 12
+    assert "periods: 12 (1M): one output time step each" in format_plan(monthly)
 
 
 def test_small_aoi_keeps_single_centre_zone_grid() -> None:
