@@ -204,3 +204,50 @@ def test_a_period_takes_per_pixel_the_acquisition_nearest_its_reference(tmp_path
         assert (obs[inner] == np.datetime64(when[a].rstrip("Z"), "ns")).all()
     assert (ds["source"].values[0] == 2).all()  # every pixel synthesised, none left empty
     assert np.isfinite(got).all()
+
+
+def test_a_block_all_clear_in_s2_costs_no_forward_pass(tmp_path, monkeypatch) -> None:
+    """Real clear S2 outranks any synthesis: once every pixel of a strip has it, the period's
+    passes are neither read nor predicted; where S2 is cloudy they are."""
+    import sar2opt.infer.run as run
+    from sar2opt.infer.plan import BlockLattice
+    from sar2opt.infer.predictor import TilePredictor
+    from sar2opt.infer.run import CompositeSpec, FillJob, Strip, process_strip
+
+    lat = BlockLattice(GRID, 128, 32)
+    seen = {"s2": 0}
+
+    def s2(items, grid, out_bands, spec):  # one clear scene, cloudy where ``items`` says
+        seen["s2"] += 1
+        h, w = grid.shape
+        clear = np.ones((1, h, w), bool)
+        if items[0]["cloudy"]:
+            clear[:, : h // 2] = False
+        return np.full((1, 1, h, w), 0.07, np.float32), clear, np.array([obs_seconds("2023-07-16")])
+
+    monkeypatch.setattr(run, "read_clear_s2", s2)
+
+    class Counting(TilePredictor):
+        calls = 0
+
+        def __call__(self, batch):
+            Counting.calls += 1
+            return super().__call__(batch)
+
+    predictor = Counting.from_model(tiny_net(), META, flips=1)
+    ref = obs_seconds("2023-07-17")
+    for cloudy, forwards in ((False, 0), (True, 1)):
+        Counting.calls, out = 0, []
+        job = FillJob(
+            "unused.zarr", lat, SwathSar(), batch_size=4, out_bands=("B04",),
+            s2_by_time=(({"cloudy": cloudy},),), composite=CompositeSpec(max_dt_days=6),
+            acquisitions=((0, 1, 2),), acquisition_seconds=(ref - 9, ref, ref + 9),
+            reference_seconds=(ref,), write=lambda job, strip, blocks, out=out: out.extend(blocks),
+        )  # fmt: skip
+        process_strip(Strip(0, "2023-07-01T00:00:00Z", 0, (0, 1)), job, predictor)
+        assert Counting.calls == forwards * 3  # each pass once (2 blocks: one batch)
+        assert out
+        for *_, source, _, obs in out:
+            assert (source[: source.shape[0] // 2] == (2 if cloudy else 1)).all()
+            assert (source[source.shape[0] // 2 :] == 1).all()  # clear S2 below: kept
+            assert (obs[source == 1] == obs_seconds("2023-07-16")).all()
