@@ -250,6 +250,13 @@ class BestEvidence:
     before synthesis), or equal with an observation strictly nearer the period's reference
     instant; on a tie the earlier candidate stays. Pixels a candidate has no data for
     (``rank`` >= ``NO_RANK``) never win.
+
+    Swath borders are feathered: a candidate may carry a ``weight`` (H, W) in [0, 1] that
+    ramps from 0 at the edge of its swath to 1 a feather width inside (``edge_weight``).
+    Where two candidates of equal rank overlap, the pixel is their blend: the winner's
+    share is its weight, so the image passes smoothly from one pass to the next instead of
+    jumping where the nearer pass's swath ends. ``source``, ``obs_time`` and ``rank`` are
+    the dominant candidate's (share >= 0.5).
     """
 
     NO_RANK = NO_RANK
@@ -261,6 +268,7 @@ class BestEvidence:
         self.obs_time = np.full(shape, OBS_NONE, np.int32)
         self.rank = np.full(shape, self.NO_RANK, np.uint8)
         self.dist_s = np.full(shape, np.iinfo(np.int64).max, np.int64)
+        self.weight = np.zeros(shape, np.float32)  # how far inside its swath the held one is
 
     def offer(
         self,
@@ -270,27 +278,63 @@ class BestEvidence:
         obs_time: np.ndarray | int,
         rank: np.ndarray,
         ref_s: int,
+        weight: np.ndarray | None = None,
     ) -> np.ndarray:
         """Fold one candidate in: (C, H, W) optical, (H, W) source, uncertainty and rank,
         ``obs_time`` per pixel or one value (``obs_seconds``); ``ref_s`` the period's
-        reference in the same seconds. Returns where it won."""
+        reference in the same seconds; ``weight`` its edge weight (None: 1 everywhere, no
+        feathering). Returns where it became the dominant evidence."""
         shape = self.source.shape
         obs = np.broadcast_to(np.asarray(obs_time, np.int64), shape)
         rank = np.asarray(rank, np.uint8)
         dist = np.abs(obs - int(ref_s))
-        win = (rank < self.NO_RANK) & (
-            (rank < self.rank) | ((rank == self.rank) & (dist < self.dist_s))
-        )
-        if win.any():
-            np.copyto(self.optical, np.asarray(optical, np.float32), where=win[None])
-            self.source[win] = np.asarray(source, np.uint8)[win]
-            self.uncertainty[win] = np.broadcast_to(np.asarray(uncertainty, np.float32), shape)[win]
-            self.obs_time[win] = obs[win]
-            self.rank[win] = rank[win]
-            self.dist_s[win] = dist[win]
-        return win
+        w = np.ones(shape, np.float32) if weight is None else np.asarray(weight, np.float32)
+        valid = rank < self.NO_RANK
+        better = valid & (rank < self.rank)  # also where nothing is held yet
+        same = valid & (rank == self.rank)
+        nearer = same & (dist < self.dist_s)
+        # the new candidate's share where both are of equal rank: its own weight when it is
+        # the nearer, else what the held one's weight leaves
+        share = np.where(better, 1.0, np.where(same, np.where(nearer, w, 1.0 - self.weight), 0.0))
+        share = share.astype(np.float32)
+        mix = same & (share > 0)
+        if mix.any():
+            new = np.asarray(optical, np.float32)
+            a = share[mix]
+            self.optical[:, mix] = a * new[:, mix] + (1 - a) * self.optical[:, mix]
+            unc = np.broadcast_to(np.asarray(uncertainty, np.float32), shape)
+            self.uncertainty[mix] = a * unc[mix] + (1 - a) * self.uncertainty[mix]
+            self.weight[mix] = np.maximum(self.weight[mix], w[mix])
+        take = better | (mix & (share >= 0.5))
+        if better.any():
+            np.copyto(self.optical, np.asarray(optical, np.float32), where=better[None])
+            self.uncertainty[better] = np.broadcast_to(np.asarray(uncertainty, np.float32), shape)[
+                better
+            ]
+            self.weight[better] = w[better]
+        if take.any():
+            self.source[take] = np.asarray(source, np.uint8)[take]
+            self.obs_time[take] = obs[take]
+            self.rank[take] = rank[take]
+            self.dist_s[take] = dist[take]
+        return take
 
     def settled(self, rank: int) -> bool:
         """Whether every pixel already has evidence better than ``rank`` (a candidate of that
         rank cannot win anywhere: the caller may skip reading and predicting it)."""
         return bool((self.rank < rank).all())
+
+
+def edge_weight(valid: np.ndarray, feather_px: int) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: 0 outside ``valid`` and at its edge, rising to 1 about
+    ``feather_px`` pixels inside (twice the valid fraction of the surrounding
+    (2 f + 1)^2 box, minus one). The array's own border is not an edge (replicated)."""
+    from sar2opt.ops import box_sum
+
+    valid = np.asarray(valid, bool)
+    if feather_px <= 0:
+        return valid.astype(np.float32)
+    f = int(feather_px)
+    padded = np.pad(valid.astype(np.float32), f, mode="edge")
+    frac = box_sum(padded, 2 * f + 1, dtype="float32") / np.float32((2 * f + 1) ** 2)
+    return np.where(valid, np.clip(2 * frac - 1, 0, 1), 0).astype(np.float32)

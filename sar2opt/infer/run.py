@@ -33,7 +33,7 @@ from sar2opt.infer.composite import (
     synthesis_source,
 )
 from sar2opt.infer.ledger import BlockKey, DoneBlocks, TileLedger
-from sar2opt.infer.periods import OBS_NONE, BestEvidence, obs_seconds
+from sar2opt.infer.periods import OBS_NONE, BestEvidence, edge_weight, obs_seconds
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.store import write_blocks
 from sar2opt.profiles import CollectionProfile
@@ -344,13 +344,21 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
     synth_rank = EVIDENCE_RANK[SOURCE_SYNTH_PRIOR if job.reads_prior else SOURCE_SYNTH]
     window = strip_window(lat, strip.bi, strip.bjs)
     ref = job.ref_seconds(t)
-    for a in job.acquisitions_of(t):
+    passes = job.acquisitions_of(t)
+    feather_px = (lat.tile_px - lat.block_px) // 2  # the context each window has
+    for a in passes:
         if len(best) == len(strip.bjs) and all(b.settled(synth_rank) for b in best.values()):
             break
         inputs = {"sar": job.sar.read(a, window)}
         if job.aux is not None:
             inputs |= job.aux.read(a, window)
         tiles = {k: strip_tiles(lat, strip, v) for k, v in inputs.items()}
+        weights = None
+        if len(passes) > 1:  # swaths of several passes meet: feather their borders
+            valid = np.isfinite(inputs["sar"]).all(axis=0)
+            if "dem" in inputs:
+                valid &= np.isfinite(inputs["dem"]).all(axis=0)
+            weights = strip_tiles(lat, strip, edge_weight(valid, feather_px)[None])
         for i in range(0, len(strip.bjs), job.batch_size):
             out = predict({k: np.stack(v[i : i + job.batch_size]) for k, v in tiles.items()})
             for k, (bj, pred, spread) in enumerate(
@@ -366,8 +374,9 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
                     else None
                 )
                 source = synthesis_source(pred, with_prior)
+                weight = None if weights is None else block_crop(lat, strip, bj, weights[i + k][0])
                 best[bj].offer(
-                    pred, source, spread, job.obs_seconds_of(a), evidence_rank(source), ref
+                    pred, source, spread, job.obs_seconds_of(a), evidence_rank(source), ref, weight
                 )
     blocks = [
         (t, lat.core(strip.bi, bj), b.optical, b.source, b.uncertainty, b.obs_time)

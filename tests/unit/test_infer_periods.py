@@ -16,6 +16,7 @@ from sar2opt.infer.periods import (
     PeriodError,
     TimeSteps,
     assign,
+    edge_weight,
     obs_seconds,
     parse_period,
     periods_between,
@@ -164,46 +165,90 @@ class SwathSar:
         return out[:, r : r + h, c : c + w]
 
 
-def test_a_period_takes_per_pixel_the_acquisition_nearest_its_reference(tmp_path) -> None:
-    """Three swaths in one period: every pixel shows the covering acquisition nearest the
-    period's middle, records its time, and a pixel no swath covers stays no data."""
+JULY_PASSES = ["2023-07-14T09:00:00Z", "2023-07-17T09:00:00Z", "2023-07-26T09:00:00Z"]
+# from the middle of July (07-16 12:00): 2.1 days, 0.9 days, 9.9 days
+
+
+def _fill_july(path) -> xr.Dataset:
+    """The three swaths of ``SWATHS`` as the passes of one period, through ``run_local``."""
     from sar2opt.infer.ledger import TileLedger
     from sar2opt.infer.plan import BlockLattice
-    from sar2opt.infer.predictor import TilePredictor, predict
+    from sar2opt.infer.predictor import TilePredictor
     from sar2opt.infer.run import FillJob, block_tasks, drain, run_local, strip_tasks
     from sar2opt.infer.store import create_store
     from sar2opt.zones import blocks_by_row
 
     july = periods_between(parse_period("1M"), "2023-07-01", "2023-07-31")[0]
-    when = ["2023-07-14T09:00:00Z", "2023-07-17T09:00:00Z", "2023-07-26T09:00:00Z"]
-    # from the middle (07-16 12:00): 2.1 days, 0.9 days, 9.9 days
     lat = BlockLattice(GRID, 128, 32)
-    store = create_store(tmp_path / "p.zarr", GRID, [july.label], ["B04"], {}, lat.block_px)
-    keys = TimeSteps(parse_period("1M")).ledger_keys([july.label], [0], [[(w, ()) for w in when]])
+    store = create_store(path, GRID, [july.label], ["B04"], {}, lat.block_px)
+    passes = [[(w, ()) for w in JULY_PASSES]]
+    keys = TimeSteps(parse_period("1M")).ledger_keys([july.label], [0], passes)
     blocks = block_tasks(keys, [0], lambda t: blocks_by_row(lat, None), set())
     job = FillJob(
         str(store), lat, SwathSar(), batch_size=4, acquisitions=((0, 1, 2),),
-        acquisition_seconds=tuple(obs_seconds(w) for w in when),
+        acquisition_seconds=tuple(obs_seconds(w) for w in JULY_PASSES),
         reference_seconds=(obs_seconds(july.ref),),
     )  # fmt: skip
     predictor = TilePredictor.from_model(tiny_net(), META, flips=1)
     drain(run_local(strip_tasks(blocks, 3), job, lambda: predictor), TileLedger(store), len(blocks))
-    ds = xr.open_zarr(store)
+    return xr.open_zarr(store, consolidated=False)
+
+
+FEATHER_PX = 16  # the lattice's context: (128 - 96) / 2
+
+
+def test_a_period_takes_per_pixel_the_pass_nearest_its_middle(tmp_path) -> None:
+    """Three swaths in one period: every pixel shows the covering pass nearest the period's
+    middle and records its time; no pixel any swath covers stays empty."""
+    from sar2opt.infer.predictor import predict
+
+    ds = _fill_july(tmp_path / "p.zarr")
     got = ds["optical"].values[0, 0]
     obs = ds["obs_time"].values[0]
-    # away from swath and grid edges (the model's receptive field; the grid border pads
-    # differently): the nearest covering acquisition
+    # away from the grid border (padding) and from where a swath border is feathered
+    f = FEATHER_PX
     for a, cols in (
-        (0, slice(RF, 100 - RF)),
-        (1, slice(100 + RF, 200 - RF)),
-        (2, slice(200 + RF, W - RF)),
+        (0, slice(RF, 100)),  # only 0 and the far pass 2 here: 0 whole
+        (1, slice(100 + f, 200 - f)),  # 1's swath inside its feather band
+        (2, slice(200, W - RF)),  # only the far pass
     ):
         full = predict(tiny_net(), fake_sar(a)[None], NORM)[0, 0]
         inner = (slice(RF, H - RF), cols)
         np.testing.assert_allclose(got[inner], full[inner], atol=1e-5)
-        assert (obs[inner] == np.datetime64(when[a].rstrip("Z"), "ns")).all()
-    assert (ds["source"].values[0] == 2).all()  # every pixel synthesised, none left empty
-    assert np.isfinite(got).all()
+        assert (obs[inner] == np.datetime64(JULY_PASSES[a].rstrip("Z"), "ns")).all()
+    assert (ds["source"].values[0] == 2).all() and np.isfinite(got).all()
+    assert not np.isnat(obs).any()
+
+
+def _steps(ds: xr.Dataset) -> tuple[float, float]:
+    """(largest step between neighbouring columns inside the swaths, largest across the
+    swath borders at columns 100 and 200)."""
+    got = ds["optical"].values[0, 0][RF:-RF]
+    step = np.abs(np.diff(got, axis=1))
+    inside = np.r_[RF : 100 - 2 * FEATHER_PX, 100 + 2 * FEATHER_PX : 200 - 2 * FEATHER_PX]
+    border = np.r_[100 - 5 : 100 + 2 * FEATHER_PX, 200 - 2 * FEATHER_PX : 200 + 5]
+    return float(step[:, inside].max()), float(step[:, border].max())
+
+
+def test_swath_borders_are_feathered_not_cut(tmp_path, monkeypatch) -> None:
+    """Across a swath border the image steps no more than it does inside a swath; cut hard
+    (no feathering) the same border jumps several times that (the guard)."""
+    import sar2opt.infer.run as run
+
+    inside, border = _steps(_fill_july(tmp_path / "feathered.zarr"))
+    assert border <= 1.25 * inside, (border, inside)
+    monkeypatch.setattr(run, "edge_weight", lambda valid, f: np.asarray(valid, np.float32))
+    inside_hard, border_hard = _steps(_fill_july(tmp_path / "hard.zarr"))
+    assert inside_hard == inside and border_hard > 3 * inside, (border_hard, inside)
+
+
+def test_edge_weight_ramps_from_the_swath_edge_inward() -> None:
+    valid = np.zeros((9, 40), bool)
+    valid[:, :20] = True
+    w = edge_weight(valid, 4)
+    assert (w[:, 20:] == 0).all() and (w[:, :15] == 1).all()  # the array border is no edge
+    assert np.all(np.diff(w[4, 15:21]) < 0)  # falls steadily to the edge
+    assert w[4, 19] < 0.2 and edge_weight(valid, 0).tolist() == valid.astype(float).tolist()
 
 
 def test_a_block_all_clear_in_s2_costs_no_forward_pass(tmp_path, monkeypatch) -> None:
