@@ -10,6 +10,7 @@ import xarray as xr
 from sar2opt.config import PatchSpec
 from sar2opt.data.index import split_pixels
 from sar2opt.evaluate.metrics import constant_baseline, score_table
+from sar2opt.infer.store import OPTICAL_VAR
 
 
 def compare_mosaic_to_cube(
@@ -25,9 +26,10 @@ def compare_mosaic_to_cube(
     the spec the checkpoint was trained with, so no scored pixel was seen in training) where
     the cube has a clear S2 observation, for every time step the mosaic and the cube share.
     """
-    mosaic = xr.open_zarr(mosaic_path)
+    mosaic = xr.open_zarr(mosaic_path, consolidated=False)  # no consolidated metadata
     cube = xr.open_zarr(cube_path)["cube"]
-    pred_da = mosaic[list(mosaic.data_vars)[0]]
+    # by name: without consolidated metadata the variables come in no fixed order
+    pred_da = mosaic[OPTICAL_VAR if OPTICAL_VAR in mosaic else list(mosaic.data_vars)[0]]
     opt_bands = list(pred_da.band.values)
     cube = cube.sel(x=pred_da.x, y=pred_da.y, method="nearest", tolerance=1e-3)
     times = np.intersect1d(pred_da.time.values, cube.time.values)

@@ -22,6 +22,7 @@ from sar2opt.infer.store import (
     STAC_DIR,
     TIMES_ATTR,
     VARS,
+    as_zarr_group,
     read_attrs,
 )
 
@@ -86,11 +87,11 @@ def publish_store(store: str | Path, aoi_lonlat: BaseGeometry) -> list[Path]:
 
     store = Path(store)
     attrs = read_attrs(store)
-    bands = [str(b) for b in xr.open_zarr(store)[OPTICAL_VAR]["band"].values]
+    bands = [str(b) for b in xr.open_zarr(store, consolidated=False)[OPTICAL_VAR]["band"].values]
     items = output_items(store.name, attrs, aoi_lonlat, bands)
-    d = store / STAC_DIR
-    d.mkdir(exist_ok=True)
-    keep = {f"{it['id']}.json" for it in items} | {"collection.json"}
+    # a Zarr group too: readers listing the store meet a group, not an unknown object
+    d = as_zarr_group(store / STAC_DIR, "STAC items of this store (stac/collection.json)")
+    keep = {f"{it['id']}.json" for it in items} | {"collection.json", "zarr.json"}
     for old in d.glob("*.json"):  # items of a store that was renamed or cut back
         if old.name not in keep:
             old.unlink()

@@ -60,8 +60,8 @@ def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> in
 
 
 def _values(store: Path) -> dict[str, np.ndarray]:
-    ds = xr.open_zarr(store)
-    assert list(ds.data_vars)[0] == "optical"
+    ds = xr.open_zarr(store, consolidated=False)
+    assert sorted(ds.data_vars) == ["optical", "source", "uncertainty"]
     return {k: ds[k].values for k in ds.data_vars}
 
 
