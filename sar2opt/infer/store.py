@@ -144,19 +144,21 @@ def zone_paths(root: str | Path, zones: Sequence[str]) -> list[Path]:
     return [root] if len(zones) == 1 else [root / f"{z}{ZARR_SUFFIX}" for z in zones]
 
 
-def zone_stores(root: str | Path) -> list[Path]:
-    """The finished store(s) at ``root``: itself, or the ``<zone>.zarr`` inside a folder.
+def zone_stores(root: str | Path, migrate: bool = True) -> list[Path]:
+    """The finished store(s) at ``root``: itself, or the ``<zone>.zarr`` inside a folder;
+    with ``migrate`` (writers: monitor) each gets this version's layout (``ensure_sidecar``),
+    without (readers: export) nothing is written.
 
     Appending needs a finished mosaic: a missing one must first be made by
     ``jobs/infer_region.py`` (which fixes the grid, the settings and the first dates).
     """
     root = Path(root)
     if (root / "zarr.json").is_file():
-        ensure_sidecar(root)
-        return [root]
-    zones = sorted(p for p in root.glob(f"*{ZARR_SUFFIX}") if (p / "zarr.json").is_file())
+        zones = [root]
+    else:
+        zones = sorted(p for p in root.glob(f"*{ZARR_SUFFIX}") if (p / "zarr.json").is_file())
     if zones:
-        for z in zones:
+        for z in zones if migrate else ():
             ensure_sidecar(z)
         return zones
     partial = partial_path(root)
