@@ -129,7 +129,7 @@ def _look(out: Path) -> tuple[Path, dict]:
     )
     print(format_table(scores["rows"]))
 
-    pred = xr.open_zarr(out / "mosaic.zarr")[OPTICAL_VAR]
+    pred = xr.open_zarr(out / "mosaic.zarr", consolidated=False)[OPTICAL_VAR]
     cube = xr.open_zarr(out / "cube.zarr")["cube"].sel(x=pred.x, y=pred.y, method="nearest")
     clear = cube.sel(band="clear").mean(("y", "x")).values
     t = int(np.argmax(clear))  # the date with the most clear S2 to compare against

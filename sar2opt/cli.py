@@ -140,12 +140,42 @@ def _add_catalog(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+def _cmd_export_cog(args: argparse.Namespace) -> int:
+    from sar2opt.export import export_cogs
+
+    out = resolve_output(args.out)
+    items = export_cogs(args.store, out, args.time)
+    print(f"wrote {len(items)} STAC items with their COGs to {out} ({out / 'collection.json'})")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    exp = sub.add_parser("export", help="export a mosaic store for other tools")
+    esub = exp.add_subparsers(dest="export_cmd", required=True)
+    p = esub.add_parser(
+        "cog",
+        help="Cloud-Optimized GeoTIFFs (one per band, source, uncertainty) + STAC items "
+        "per time step, for GIS tools (GDAL cannot read the sharded Zarr store)",
+    )
+    p.add_argument("store", help="a finished mosaic (jobs/infer_region.py --out)")
+    p.add_argument("--out", required=True, help="output folder (<item>/<band>.tif, items)")
+    p.add_argument(
+        "--time",
+        action="append",
+        default=None,
+        help="a time step of the store (its ISO time, or a date naming one); repeat for "
+        "several; default: all",
+    )
+    p.set_defaults(func=_cmd_export_cog)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; other stages add their subcommands here."""
     parser = argparse.ArgumentParser(prog="sar2opt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_catalog(sub)
     _add_synth(sub)
+    _add_export(sub)
     return parser
 
 

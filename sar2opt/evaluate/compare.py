@@ -26,7 +26,7 @@ def compare_mosaic_to_cube(
     the spec the checkpoint was trained with, so no scored pixel was seen in training) where
     the cube has a clear S2 observation, for every time step the mosaic and the cube share.
     """
-    mosaic = xr.open_zarr(mosaic_path)
+    mosaic = xr.open_zarr(mosaic_path, consolidated=False)  # no consolidated metadata
     cube = xr.open_zarr(cube_path)["cube"]
     # a mosaic store's image by name (``infer.store``); any other store: its first variable
     pred_da = mosaic[OPTICAL_VAR if OPTICAL_VAR in mosaic else list(mosaic.data_vars)[0]]

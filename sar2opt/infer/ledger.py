@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from sar2opt.errors import Sar2OptError
-from sar2opt.infer.store import LEDGER_FILE, lock_path
+from sar2opt.infer.store import LEDGER_FILE, LEGACY_LEDGER_FILE, ensure_sidecar, lock_path
 
 BlockKey = tuple[str, int, int]
 
@@ -178,7 +178,11 @@ class TileLedger:
     """The blocks of a store already written, keyed by (time ISO, block row, block col)."""
 
     def __init__(self, store: str | Path) -> None:
-        self.path = Path(store) / LEDGER_FILE
+        self.store = Path(store)
+        self.path = self.store / LEDGER_FILE
+        legacy = self.store / LEGACY_LEDGER_FILE
+        if not self.path.exists() and legacy.is_file():
+            self.path = legacy  # a store written before, not yet moved (store.ensure_sidecar)
 
     def done(self) -> DoneBlocks:
         """The blocks written so far (a set of keys; ``DoneBlocks.missing`` for a row)."""
@@ -191,6 +195,8 @@ class TileLedger:
         lines = "".join(f"{t} {int(bi)} {int(bj)}\n" for t, bi, bj in keys)
         if not lines:
             return 0
+        if not self.path.parent.is_dir():
+            ensure_sidecar(self.store)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             # A torn line from a killed run must not swallow the first new key.

@@ -3,10 +3,11 @@
 This module is the one place that knows what a mosaic store is; everything else imports its
 names. A store is Zarr v3, one chunk per (time, block), no accumulator:
 
-* variables (readers take them by name; Zarr lists them in no set order): ``optical``
-  (time, band, y, x) float32, ``source`` (time, y, x) uint8 (``composite.SOURCE_MEANINGS``),
-  ``uncertainty`` (time, y, x) float32, ``obs_time`` (time, y, x) when the observation each
-  pixel shows was made (int32 seconds, CF ``units``: xarray reads datetime64, NaT for none);
+* variables (readers take them by name: without consolidated metadata xarray lists them in
+  no fixed order): ``optical`` (time, band, y, x) float32, ``source`` (time, y, x) uint8
+  (``composite.SOURCE_MEANINGS``), ``uncertainty`` (time, y, x) float32, ``obs_time``
+  (time, y, x) when the observation each pixel shows was made (int32 seconds, CF ``units``:
+  xarray reads datetime64, NaT for none);
 * ``create_store`` writes only metadata and coordinates (the variables are lazy NaN that are
   never computed); ``write_block`` fills one chunk of every variable; unwritten chunks read
   as the fill value (NaN / source 0), so blocks outside the AOI cost no storage. Chunks are
@@ -17,8 +18,15 @@ names. A store is Zarr v3, one chunk per (time, block), no accumulator:
   (``run.strip_tasks``), so still no two writers share one;
 * paths: an AOI in one UTM zone is one store at ``<out>``; across zones ``<out>`` is a folder
   of ``<zone>.zarr``. A run writes into ``<out>.partial`` and ``finish`` renames it into
-  place; ``<out>.lock`` is the writers' lock (``ledger.StoreLock``), ``_sar2opt_ledger.txt``
+  place; ``<out>.lock`` is the writers' lock (``ledger.StoreLock``), ``_sar2opt/ledger.txt``
   inside a store the blocks written (``ledger.TileLedger``), ``stac/`` its STAC items;
+* only what the Zarr v3 spec defines: band names are ``string`` (vlen-utf8, a registered v3
+  data type), and no consolidated metadata (a zarr-python extension, "not part of the v3
+  spec"). Without it readers list the store's root, so the folders of files that are not
+  arrays (``_sar2opt/``, ``stac/``) are empty Zarr groups: zarr lists them without warning
+  that they are "not recognized as a component". Open with
+  ``xr.open_zarr(path, consolidated=False)`` (``None``, the default, tries consolidated
+  metadata first and warns when there is none);
 * resume: a store records the settings its pixels depend on (``SETTINGS_ATTR``) and their
   fingerprint; ``same_run`` is the one test of whether a store may be resumed or appended to.
 """
@@ -29,7 +37,6 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +51,7 @@ from sar2opt.infer.composite import SOURCE_MEANINGS
 if TYPE_CHECKING:  # imported where used: the actors only write chunks, with zarr
     import xarray as xr
 
-#: Data variables, in store order (the first is the image).
+#: Data variables, in the order they are written (the first is the image).
 OPTICAL_VAR = "optical"
 SOURCE_VAR = "source"
 UNCERTAINTY_VAR = "uncertainty"
@@ -74,13 +81,19 @@ CHECKPOINT_SHA256_ATTR = "checkpoint_sha256"
 END_ATTR = "end"  # last date searched
 PERIOD_ATTR = "period"  # what a time step is: "acquisition", or a period ("1M", edges ...)
 PROVISIONAL_ATTR = "provisional_times"  # periods that may still gain acquisitions
+#: Attribute of ``optical``: its band names, as the ``band`` coordinate holds them.
+BAND_NAMES_ATTR = "band_names"
 
 #: Names beside and inside a store.
 ZARR_SUFFIX = ".zarr"
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
-LEDGER_FILE = "_sar2opt_ledger.txt"
+SIDECAR_DIR = "_sar2opt"  # sar2opt's own files (an empty Zarr group: see the docstring)
+LEDGER_FILE = f"{SIDECAR_DIR}/ledger.txt"
+LEGACY_LEDGER_FILE = "_sar2opt_ledger.txt"  # the ledger's place in stores written before
 STAC_DIR = "stac"
+#: Group metadata that makes a folder of non-array files a valid (empty) Zarr v3 group.
+_EMPTY_GROUP = {"zarr_format": 3, "node_type": "group", "attributes": {}}
 
 
 class MosaicExistsError(Sar2OptError, FileExistsError):
@@ -107,6 +120,32 @@ def lock_path(out: str | Path) -> Path:
     return out.with_name(out.name + LOCK_SUFFIX)
 
 
+def as_zarr_group(folder: str | Path, description: str) -> Path:
+    """Make ``folder`` (created if missing) an empty Zarr group, so a reader listing the store
+    meets a group there rather than an unknown object; its ``zarr.json`` is written atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = folder / "zarr.json"
+    if not meta.is_file():
+        tmp = folder / f".zarr.json.tmp-{os.getpid()}"
+        doc = {**_EMPTY_GROUP, "attributes": {"description": description}}
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, meta)
+    return folder
+
+
+def ensure_sidecar(store: str | Path) -> Path:
+    """The store's ``_sar2opt/`` folder (the ledger's), as a Zarr group; a ledger where
+    stores written before kept it (``LEGACY_LEDGER_FILE``) is moved into it, so a run or
+    monitor started by this version resumes one started by the previous."""
+    store = Path(store)
+    d = as_zarr_group(store / SIDECAR_DIR, "sar2opt bookkeeping (block ledger), not data")
+    legacy = store / LEGACY_LEDGER_FILE
+    if legacy.is_file() and not (store / LEDGER_FILE).exists():
+        os.replace(legacy, store / LEDGER_FILE)
+    return d
+
+
 def zone_paths(root: str | Path, zones: Sequence[str]) -> list[Path]:
     """The store of each zone under ``root``: ``root`` itself for one zone, else
     ``root/<zone>.zarr``."""
@@ -114,17 +153,22 @@ def zone_paths(root: str | Path, zones: Sequence[str]) -> list[Path]:
     return [root] if len(zones) == 1 else [root / f"{z}{ZARR_SUFFIX}" for z in zones]
 
 
-def zone_stores(root: str | Path) -> list[Path]:
-    """The finished store(s) at ``root``: itself, or the ``<zone>.zarr`` inside a folder.
+def zone_stores(root: str | Path, migrate: bool = True) -> list[Path]:
+    """The finished store(s) at ``root``: itself, or the ``<zone>.zarr`` inside a folder;
+    with ``migrate`` (writers: monitor) each gets this version's layout (``ensure_sidecar``),
+    without (readers: export) nothing is written.
 
     Appending needs a finished mosaic: a missing one must first be made by
     ``jobs/infer_region.py`` (which fixes the grid, the settings and the first dates).
     """
     root = Path(root)
     if (root / "zarr.json").is_file():
-        return [root]
-    zones = sorted(p for p in root.glob(f"*{ZARR_SUFFIX}") if (p / "zarr.json").is_file())
+        zones = [root]
+    else:
+        zones = sorted(p for p in root.glob(f"*{ZARR_SUFFIX}") if (p / "zarr.json").is_file())
     if zones:
+        for z in zones if migrate else ():
+            ensure_sidecar(z)
         return zones
     partial = partial_path(root)
     if partial.exists():
@@ -220,6 +264,9 @@ def open_work(
         )
     if other:
         shutil.rmtree(work)
+    for s in stores:
+        if s.exists():  # resumed: its ledger where this version keeps it
+            ensure_sidecar(s)
     return stores
 
 
@@ -266,7 +313,12 @@ def store_dataset(
             OPTICAL_VAR: (
                 ("time", "band", "y", "x"),
                 da.full((nt, nb, h, w), np.nan, dtype="float32", chunks=(1, nb, bh, sw)),
-                {"long_name": "surface reflectance (composite or prediction)", "units": "1"},
+                {
+                    "long_name": "surface reflectance (composite or prediction)",
+                    "units": "1",
+                    # also here for readers without the v3 ``string`` type (tensorstore)
+                    BAND_NAMES_ATTR: [str(b) for b in bands],
+                },
             ),
             SOURCE_VAR: (
                 ("time", "y", "x"),
@@ -321,10 +373,8 @@ def store_dataset(
 
 
 def _to_zarr(ds: xr.Dataset, path: Path, **kw) -> None:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        warnings.filterwarnings("ignore", message=".*not recognized as a component")  # ledger
-        ds.to_zarr(path, zarr_format=3, compute=False, consolidated=True, **kw)
+    """Metadata (and coordinates) only; no consolidated metadata (not in the v3 spec)."""
+    ds.to_zarr(path, zarr_format=3, compute=False, consolidated=False, **kw)
 
 
 def create_store(
@@ -342,6 +392,7 @@ def create_store(
     path.parent.mkdir(parents=True, exist_ok=True)
     ds = store_dataset(grid, times, bands, attrs, block_px, shard_blocks)
     _to_zarr(ds, path, mode="w-")
+    ensure_sidecar(path)
     return path
 
 
@@ -357,15 +408,13 @@ def read_attrs(path: str | Path) -> dict:
 
 
 def update_attrs(path: str | Path, attrs: Mapping) -> None:
-    """Merge ``attrs`` into the store's attributes and re-consolidate its metadata."""
+    """Merge ``attrs`` into the store's attributes. The group is opened without consolidated
+    metadata, so rewriting it drops what a store written before still had (which would
+    otherwise go stale: readers trust it over the arrays' own metadata)."""
     import zarr
 
-    g = zarr.open_group(str(path), mode="r+")
+    g = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     g.attrs.update(dict(attrs))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        warnings.filterwarnings("ignore", message=".*not recognized as a component")  # ledger
-        zarr.consolidate_metadata(str(path))
     _group.cache_clear()
 
 
@@ -379,7 +428,7 @@ def truncate_times(path: str | Path, n: int) -> None:
     """Shrink every array along ``time`` to ``n`` steps (drops their chunks beyond ``n``)."""
     import zarr
 
-    g = zarr.open_group(str(path), mode="r+")
+    g = zarr.open_group(str(path), mode="r+", use_consolidated=False)
     for _, arr in g.arrays():
         dims = arr.metadata.dimension_names or ()
         if dims and dims[0] == "time" and arr.shape[0] > n:
@@ -399,7 +448,7 @@ def append_times(path: str | Path, times: Sequence[str], attrs: Mapping | None =
     if time_length(path) > len(old[TIMES_ATTR]):
         truncate_times(path, len(old[TIMES_ATTR]))
     grid = GridSpec.from_dict(old[GRID_ATTR])
-    bands = list(xr.open_zarr(path)["band"].values)
+    bands = [str(b) for b in xr.open_zarr(path, consolidated=False)["band"].values]
     k = int(old.get(SHARD_BLOCKS_ATTR, 1))  # the store's layout: the new steps get the same
     ds = store_dataset(grid, times, bands, None, int(old[BLOCK_PX_ATTR]), k)
     ds = ds.drop_vars(["band", "y", "x", "spatial_ref"])
@@ -418,7 +467,7 @@ def append_times(path: str | Path, times: Sequence[str], attrs: Mapping | None =
 def _group(path: str):
     import zarr
 
-    return zarr.open_group(path, mode="r+")
+    return zarr.open_group(path, mode="r+", use_consolidated=False)
 
 
 @lru_cache(maxsize=16)
@@ -526,7 +575,7 @@ def describe(path: str | Path) -> str:
     scan in about a second (a 40 km scene took 6 s to re-read: longer than the job's start)."""
     import xarray as xr
 
-    da = xr.open_zarr(path)[OPTICAL_VAR]
+    da = xr.open_zarr(path, consolidated=False)[OPTICAL_VAR]
     text = f"dims {dict(da.sizes)}"
     if da.size <= 2e7:
         text += f"  valid {float(np.isfinite(da.values).mean()):.1%}"

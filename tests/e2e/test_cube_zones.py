@@ -121,8 +121,8 @@ def test_two_zone_aoi_infers_one_mosaic_store_per_zone(tmp_path, tiny_ckpt):
     assert len(stores) == 2, [p.name for p in out.iterdir()]
     epsgs = set()
     for p in stores:
-        ds = xr.open_zarr(p)
-        opt = ds[list(ds.data_vars)[0]]
+        ds = xr.open_zarr(p, consolidated=False)
+        opt = ds["optical"]
         assert opt.dims == ("time", "band", "y", "x")
         epsgs.add(opt.rio.crs.to_epsg())
         assert np.isfinite(opt.values).mean() > 0.3

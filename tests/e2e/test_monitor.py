@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from sar2opt.infer.store import LEDGER_FILE
 from tests.helpers.jobs import (
     PY,
     REPO,
@@ -65,7 +66,7 @@ def runs(syn_catalog, tiny_ckpt, tmp_path_factory):
     # S1: 07-01 and 07-13; one block per task, so a monitor on it can be stopped half-way
     r = _infer(aoi, tiny_ckpt, url, store, "2023-07-20", "--set", "infer.read_blocks=1")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert len(xr.open_zarr(store).time) == 2
+    assert len(xr.open_zarr(store, consolidated=False).time) == 2
     base = root / "base.zarr"  # the two-date store, for the tests that monitor it again
     shutil.copytree(store, base)
     first = _monitor(aoi, tiny_ckpt, store, "--until", UNTIL, "--executor", "local")
@@ -75,7 +76,10 @@ def runs(syn_catalog, tiny_ckpt, tmp_path_factory):
 
 def test_monitor_appends_new_dates_equal_to_a_one_shot_run(runs) -> None:
     assert "appended 2 time step(s), 4 in all" in runs["first"].stdout
-    mon, full = xr.open_zarr(runs["store"]), xr.open_zarr(runs["full"])
+    mon, full = (
+        xr.open_zarr(runs["store"], consolidated=False),
+        xr.open_zarr(runs["full"], consolidated=False),
+    )
     np.testing.assert_array_equal(mon.time.values, full.time.values)
     assert mon.time.size == 4
     for name in ("optical", "source", "uncertainty"):
@@ -108,11 +112,11 @@ def _error_line(capsys) -> str:
 
 def test_second_monitor_adds_nothing(runs, tiny_ckpt, capsys) -> None:
     store, monitor = runs["store"], _load("monitor")
-    before = (store / "zarr.json").read_text(), (store / "_sar2opt_ledger.txt").read_text()
+    before = (store / "zarr.json").read_text(), (store / LEDGER_FILE).read_text()
     args = ["--aoi", str(runs["aoi"]), "--checkpoint", str(tiny_ckpt), "--store", str(store)]
     assert monitor.main(monitor.parse_args([*args, "--until", "2023-08-31"])) == 0
     assert "monitor: up to date" in capsys.readouterr().out
-    after = (store / "zarr.json").read_text(), (store / "_sar2opt_ledger.txt").read_text()
+    after = (store / "zarr.json").read_text(), (store / LEDGER_FILE).read_text()
     assert after == before
 
 
@@ -175,7 +179,7 @@ def test_monitor_killed_mid_append_is_finished_by_the_next_run(runs, tiny_ckpt, 
     assert proc.returncode == -signal.SIGKILL
     killed_at = len(ledger_done(store)) - before
     assert 2 <= killed_at < new, (killed_at, new, log.read_text()[-3000:])
-    attrs = xr.open_zarr(store).attrs
+    attrs = xr.open_zarr(store, consolidated=False).attrs
     assert len(attrs["pending_times"]) == 2 and attrs["sar2opt_complete"] is False
 
     r = run_job(cmd)  # the same command
@@ -183,7 +187,10 @@ def test_monitor_killed_mid_append_is_finished_by_the_next_run(runs, tiny_ckpt, 
     wrote = [int(n) for n in re.findall(r"monitor: zone \S+ wrote (\d+) tiles", r.stdout)]
     assert wrote == [new - killed_at], (wrote, r.stdout[-3000:])  # only the missing ones
     assert_same_store(store, runs["store"])
-    done, want = xr.open_zarr(store).attrs, xr.open_zarr(runs["store"]).attrs
+    done, want = (
+        xr.open_zarr(store, consolidated=False).attrs,
+        xr.open_zarr(runs["store"], consolidated=False).attrs,
+    )
     assert done["pending_times"] == [] and done["sar2opt_complete"] is True
     assert done["s1_item_ids"] == want["s1_item_ids"]
     assert done["times_iso"] == want["times_iso"]
@@ -215,4 +222,4 @@ def test_two_monitors_started_at_once_one_works_one_is_refused(runs, tiny_ckpt, 
     assert "another run is writing" in one_error_line(refused)
     assert "Traceback" not in refused.stderr
     assert_same_store(store, runs["store"])
-    assert xr.open_zarr(store).attrs["pending_times"] == []
+    assert xr.open_zarr(store, consolidated=False).attrs["pending_times"] == []

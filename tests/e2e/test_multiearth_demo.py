@@ -48,7 +48,7 @@ def test_demo_real_runs_end_to_end(tmp_path):
     # the real clouds were caught: some but not all pixels are clear
     clear = cube.sel(band="clear").values
     assert 0.3 < clear.mean() < 0.99
-    mosaic = xr.open_zarr(out / "mosaic.zarr")
+    mosaic = xr.open_zarr(out / "mosaic.zarr", consolidated=False)
     pred = mosaic["optical"]
     assert pred.rio.crs.to_epsg() == 32721 and pred.sizes["time"] == 4
     scores = json.loads((out / "scores.json").read_text())

@@ -73,7 +73,7 @@ def test_infer_region_writes_a_georeferenced_mosaic_that_beats_the_baseline(
         ]
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    mosaic = xr.open_zarr(out)
+    mosaic = xr.open_zarr(out, consolidated=False)
     pred = mosaic["optical"]
     cube = xr.open_zarr(syn_trained["cube"])["cube"]
     assert pred.dims == ("time", "band", "y", "x")

@@ -164,7 +164,7 @@ def data_vars(store: Path) -> dict:
     """Every data variable of a store as numpy arrays, and its time axis."""
     import xarray as xr
 
-    ds = xr.open_zarr(store)
+    ds = xr.open_zarr(store, consolidated=False)
     return {"time": ds.time.values} | {k: ds[k].values for k in ds.data_vars}
 
 

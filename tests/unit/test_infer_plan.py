@@ -99,13 +99,16 @@ def test_output_items_one_per_time_step() -> None:
     attrs = {
         "times_iso": ["2023-07-03T05:43:12Z", "2023-07-15T05:43:14Z"],
         "s1_item_ids": [["a", "b"], ["c"]],
-        "grid": {"epsg": 32721},
+        "grid": {"epsg": 32721, "res_m": 10.0, "bounds": [700_000, 9_300_000, 700_500, 9_300_200]},
         "checkpoint_sha256": "ab",
     }
     items = output_items("m.zarr.partial", attrs, box(-55, -6, -54.9, -5.9), ["B04"])
     assert [it["id"] for it in items] == ["m-20230703T054312", "m-20230715T054314"]
     assert items[1]["properties"]["sar2opt:s1_item_ids"] == ["c"]
     assert items[0]["properties"]["proj:code"] == "EPSG:32721"
+    assert items[0]["properties"]["proj:shape"] == [20, 50]
+    assert items[0]["properties"]["proj:transform"] == [10, 0, 700_000, 0, -10, 9_300_200]
+    assert items[0]["properties"]["proj:bbox"] == [700_000, 9_300_000, 700_500, 9_300_200]
     assert items[0]["assets"]["zarr"]["href"] == ".."
     import pystac
 

@@ -60,7 +60,7 @@ def fill(store: Path, delay_s: float = 0.0, stop_after: int | None = None) -> in
 
 
 def _values(store: Path) -> dict[str, np.ndarray]:
-    ds = xr.open_zarr(store)
+    ds = xr.open_zarr(store, consolidated=False)
     assert sorted(ds.data_vars) == sorted(VARS)
     return {k: ds[k].values for k in ds.data_vars}
 
