@@ -2,8 +2,10 @@
 
     python examples/analysis.py out/demo/mosaic.zarr --out out/analysis
 
-Uses NDVI when the mosaic has NIR (B08), else the RGB green-leaf index (GLI), e.g. for the
-MultiEarth sample's B02-B04.
+Works on per-acquisition and period mosaics alike (a time step is a pass or a period). Uses
+NDVI when the mosaic has NIR (B08), else the RGB green-leaf index (GLI), e.g. for the
+MultiEarth sample's B02-B04. Pixels the model was unsure of are masked; where the store says
+which evidence made each pixel (``source``), each time step's mix is printed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 from shapely.geometry import box
 
 from sar2opt import analysis as an
-from sar2opt.infer.store import UNCERTAINTY_VAR
+from sar2opt.infer.composite import SOURCE_MEANINGS
+from sar2opt.infer.store import SOURCE_VAR, UNCERTAINTY_VAR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out/analysis"))
     args = ap.parse_args(argv)
 
-    ds = xr.open_zarr(args.mosaic)
+    ds = xr.open_zarr(args.mosaic, consolidated=False)
+    source = an.quality_layer(ds, SOURCE_VAR)
+    if source is not None:  # what each time step is made of
+        for t, src in zip(ds.time.values, source.values, strict=True):
+            counts = np.bincount(src.ravel().astype(np.int64), minlength=len(SOURCE_MEANINGS))
+            mix = ", ".join(
+                f"{SOURCE_MEANINGS[k]} {counts[k] / src.size:.0%}"
+                for k in SOURCE_MEANINGS
+                if counts[k]
+            )
+            print(f"{str(t)[:10]}: {mix}")
     opt = an.optical(ds)
     if an.quality_layer(ds, UNCERTAINTY_VAR) is not None:
         opt = an.masked(ds, max_uncertainty=0.05)  # drop pixels the model was unsure of

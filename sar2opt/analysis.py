@@ -2,7 +2,7 @@
 
     import xarray as xr
     from sar2opt import analysis as an
-    ds = xr.open_zarr("out/demo/mosaic.zarr")
+    ds = xr.open_zarr("out/demo/mosaic.zarr", consolidated=False)
     opt = an.masked(ds, max_uncertainty=0.05)             # reflectance, NaN where unsure
     g = an.spectral_index(opt, "gli")                     # (time, y, x); "ndvi" needs B08
     an.at_point(g, lon=-55.2, lat=-4.39)                  # time series at a place

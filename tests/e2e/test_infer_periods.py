@@ -210,3 +210,16 @@ def test_monitor_killed_mid_refresh_is_finished_by_the_next_run(
     assert_same_store(store, full)
     done, want = xr.open_zarr(store).attrs, xr.open_zarr(full).attrs
     assert done["pending_times"] == [] and done["s1_item_ids"] == want["s1_item_ids"]
+
+
+def test_the_analysis_example_reads_a_period_mosaic(monthly, tmp_path) -> None:
+    """examples/analysis.py on the monthly mosaic: each month's mix of evidence, a monthly
+    greenness series, the change between the two months."""
+    store, _, _ = monthly
+    r = run_job(["examples/analysis.py", store, "--out", tmp_path / "a"])
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    mixes = [ln for ln in lines if ln.startswith(("2023-07-01:", "2023-08-01:"))]
+    assert len(mixes) == 2 and all("sentinel-2" in ln for ln in mixes), r.stdout
+    assert "ndvi at the centre" in r.stdout and "from 2023-07-01 to 2023-08-01" in r.stdout
+    assert (tmp_path / "a" / "ndvi_change.png").is_file()
