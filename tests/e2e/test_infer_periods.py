@@ -18,6 +18,7 @@ import xarray as xr
 from tests.helpers.jobs import (
     PY,
     REPO,
+    SMALL_AOI,
     assert_same_store,
     ledger_done,
     one_error_line,
@@ -27,14 +28,6 @@ from tests.helpers.jobs import (
 )
 
 pytestmark = pytest.mark.slow
-
-SMALL_AOI = {  # 2 x 2 blocks inside the synthetic scene
-    "type": "Polygon",
-    "coordinates": [
-        [[-55.012, -5.012], [-54.988, -5.012], [-54.988, -4.988], [-55.012, -4.988]]
-        + [[-55.012, -5.012]]
-    ],
-}
 
 
 def _args(url: str, aoi, ckpt, out, *extra: str, end: str = "2023-08-31") -> list:
