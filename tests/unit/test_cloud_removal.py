@@ -352,3 +352,31 @@ def test_cloud_removal_inputs_that_cannot_be_supplied_stop_before_any_work(tmp_p
     torch.save(blob, ck / "model.pt")
     with pytest.raises(CheckpointError, match=r"same-date S2 window .*cube_spec.max_dt_days"):
         load_models([ck])
+
+
+@pytest.mark.slow
+def test_train_model_sc_on_the_tiled_cube(ray_local, scene, tmp_path, capsys) -> None:
+    """``train_model`` end to end for SC (one worker, one epoch) on the tiled build's cube:
+    the checkpoint says how to read its inputs, and the test scores ran with clouds laid."""
+    from sar2opt.config import load_config
+    from sar2opt.train.checkpoint import load_generator
+    from sar2opt.train.trainer import train_model
+
+    cfg = load_config(
+        None,
+        [
+            "patches.patch_px=32", "patches.stride_px=16", "patches.block_px=64",
+            "patches.gap_px=0", "patches.min_clear_frac=0.9", "model.input_set=SC",
+            "model.ngf=8", "model.ndf=8", "model.depth=3", "train.epochs=1",
+            "train.batch_size=4", "train.num_workers=1", "train.open_ahead=false",
+        ],
+    )  # fmt: skip
+    ckpt = train_model(scene["cube"], tmp_path / "out", cfg)
+    gen, meta = load_generator(ckpt)
+    assert meta["input_set"] == "SC"
+    assert meta["aux_bands"]["cloudy"][-1] == "cloud_mask"
+    assert meta["cube_spec"]["max_dt_days"] == SPEC.max_dt_days and meta["cube_spec"]["cloudy"]
+    assert set(meta["norm"]) == {"sar_mean", "sar_std", "opt_mean", "opt_std"}
+    with torch.no_grad():  # 2 SAR + 4 cloudy + 1 mask channels in
+        assert gen(torch.zeros(1, 7, 32, 32)).shape == (1, 4, 32, 32)
+    assert "baseline: train mean colour" in capsys.readouterr().out
