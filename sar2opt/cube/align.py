@@ -120,12 +120,20 @@ def same_date_optical(
     models (``build.read_cloudy``). Where the mask is 0 the value is the clear pixel the
     target composite (``composite_nearest_clear``) takes too: the nearest clear one.
     """
-    observed = np.isfinite(opt).all(axis=1)
-    out, seen, source = composite_nearest_clear(opt, observed, order, out=out)
-    clear_at = np.zeros(seen.shape, dtype=bool)
-    for i in order:
-        clear_at |= (source == i) & clear[i]
+    _, nb, h, w = opt.shape
+    if out is None:
+        out = np.empty((nb, h, w), dtype="float32")
     if mask is None:
-        mask = np.empty(seen.shape, dtype="float32")
+        mask = np.empty((h, w), dtype="float32")
+    out[...] = np.nan
+    seen = np.zeros((h, w), dtype=bool)
+    clear_at = np.zeros((h, w), dtype=bool)
+    for i in order:  # one image at a time: no stack-sized temporaries
+        take = np.isfinite(opt[i]).all(axis=0) & ~seen
+        np.copyto(out, opt[i], where=take)
+        clear_at |= take & clear[i]
+        seen |= take
+        if seen.all():  # every pixel has its nearest observation
+            break
     mask[...] = ~clear_at
     return out, mask

@@ -329,7 +329,7 @@ def prior_items(items: Sequence[dict], time: str, spec: CubeSpec) -> list[dict]:
 def cloudy_items(items: Sequence[dict], time: str, spec: CubeSpec) -> list[dict]:
     """The S2 ``items`` within ±``max_dt_days`` of the time step ``time`` (ISO), in their
     order (``pair_s1_s2``'s window): all ``read_cloudy`` needs to read."""
-    if not spec.max_dt_days >= 0 or not items:
+    if not items:
         return []
     (order,) = pair_s1_s2([_naive(time)], [_s2_time(it) for it in items], spec.max_dt_days)
     return [items[i] for i in sorted(order)]
