@@ -27,7 +27,7 @@ GENERATOR_NAMES = ("unet", "pix2pixhd", "spade", "sardinet", "attention", "resto
 DISCRIMINATOR_NAMES = ("patchgan", "multiscale", "none")  # none: reconstruction only
 REFINER_NAMES = ("none", "restormer")
 DEM_FUSIONS = ("early", "intermediate", "late")
-INPUT_SET_NAMES = ("S", "SD", "SO", "SOD")
+INPUT_SET_NAMES = ("S", "SD", "SO", "SOD", "SC", "SCO", "SCOD")
 RECON_LOSSES = ("l1", "mse_mae")
 GAN_MODES = ("vanilla", "lsgan", "hinge")
 LR_SCHEDULES = ("constant", "cosine")
@@ -72,6 +72,10 @@ class CubeSpec:
     # > 0: add ``prior_<band>`` bands: per pixel the latest clear S2 observation strictly before
     # (S1 date - max_dt_days) and at most prior_days before that; 0 = no prior bands
     prior_days: float = 0.0
+    # True: add ``cloudy_<band>`` + ``cloud_mask`` bands: per pixel the nearest S2 observation
+    # within ±max_dt_days, clouds included, and 1 where it is cloud/shadow/no data (the
+    # cloud-removal input of SC/SCO/SCOD models)
+    cloudy: bool = False
     # Tiled builds (jobs/build_cube.py): one unit of work per tile_px square tile (a multiple
     # of chunk_px, so no two tiles share a Zarr chunk); shard_tiles: one Zarr v3 shard per
     # tile and time step; cpus_per_tile: Ray CPUs per tile task (fractions are fine).
@@ -106,7 +110,8 @@ class ModelSpec:
     ngf: int = 16
     ndf: int = 16
     depth: int = 5
-    # Model inputs: S (SAR), SD (+DEM), SO (+prior cloud-free optical), SOD (all).
+    # Model inputs: S (SAR), SD (+DEM), SO (+prior cloud-free optical), SOD (all); SC, SCO,
+    # SCOD: + the same-date cloudy S2 with its cloud mask (cloud removal; cube.cloudy).
     input_set: str = "S"
     n_blocks: int = 6  # residual / transformer blocks (pix2pixHD, attention, Restormer)
     n_scales: int = 2  # multi-scale discriminator: image scales judged (pix2pixHD, SPADE)

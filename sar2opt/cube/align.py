@@ -96,3 +96,44 @@ def prior_optical(
     (``build.read_prior``), so a model sees at inference what it was trained on."""
     (order,) = pair_prior([time], s2_times, max_dt_days, prior_days)
     return composite_nearest_clear(opt, clear, order, out=out)[0]
+
+
+def same_date_optical(
+    opt: np.ndarray,
+    clear: np.ndarray,
+    order: Sequence[int],
+    *,
+    out: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same-date S2 of a time step, clouds included: per pixel the first observation in
+    ``order`` (the ±``max_dt_days`` window, nearest first: ``pair_s1_s2``) that has every
+    band, *not* composited from clear pixels.
+
+    opt (S2 item, band, y, x), clear (S2 item, y, x) boolean (``build.clear_mask``). Returns
+    (reflectance (band, y, x), NaN where no observation; cloud mask (y, x) float32, 1 where
+    that observation is not clear by ``clear`` (cloud, shadow) or there is none, 0 where it
+    is clear). ``out`` and ``mask`` (optional) receive them in place.
+
+    The one rule for the cloud-removal input: the cube build writes it into ``cloudy_<band>``
+    and ``cloud_mask`` (``build.compose``), the inference reader feeds it to SC/SCO/SCOD
+    models (``build.read_cloudy``). Where the mask is 0 the value is the clear pixel the
+    target composite (``composite_nearest_clear``) takes too: the nearest clear one.
+    """
+    _, nb, h, w = opt.shape
+    if out is None:
+        out = np.empty((nb, h, w), dtype="float32")
+    if mask is None:
+        mask = np.empty((h, w), dtype="float32")
+    out[...] = np.nan
+    seen = np.zeros((h, w), dtype=bool)
+    clear_at = np.zeros((h, w), dtype=bool)
+    for i in order:  # one image at a time: no stack-sized temporaries
+        take = np.isfinite(opt[i]).all(axis=0) & ~seen
+        np.copyto(out, opt[i], where=take)
+        clear_at |= take & clear[i]
+        seen |= take
+        if seen.all():  # every pixel has its nearest observation
+            break
+    mask[...] = ~clear_at
+    return out, mask

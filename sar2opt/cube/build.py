@@ -2,7 +2,10 @@
 
 One time step per Sentinel-1 acquisition. Its optical bands are a per-pixel composite of
 the clear S2 observations within ±``max_dt_days`` (nearest first), so training sees every
-clear pixel near the radar date instead of one whole, often cloudy, image.
+clear pixel near the radar date instead of one whole, often cloudy, image. With
+``spec.cloudy`` it also keeps the same-date observation itself, clouds included, and its
+cloud mask (``cloudy_<band>``, ``cloud_mask``): the cloud-removal input of SC/SCO/SCOD
+models, whose target is that composite.
 
 ``search_inputs`` fixes the time axis and the items once; ``assemble`` turns them into pixels
 on any grid: ``load_pixels`` reads them (a stackstac graph, or the windowed COG reader of
@@ -24,7 +27,13 @@ from shapely.geometry.base import BaseGeometry
 
 from sar2opt.aoi import grid_for_aoi
 from sar2opt.config import CatalogSpec, CubeSpec, config_to_dict
-from sar2opt.cube.align import composite_nearest_clear, pair_prior, pair_s1_s2, prior_optical
+from sar2opt.cube.align import (
+    composite_nearest_clear,
+    pair_prior,
+    pair_s1_s2,
+    prior_optical,
+    same_date_optical,
+)
 from sar2opt.cube.clean import cloud_shadow_mask
 from sar2opt.cube.load import group_acquisitions, load_dem, load_optical, load_sar
 from sar2opt.cube.window_load import read_dem, read_optical, read_sar_step
@@ -37,6 +46,8 @@ from sar2opt.stac import search_aoi, search_s1
 CLEAR_BAND = "clear"
 DEM_BAND = "dem"
 PRIOR_PREFIX = "prior_"
+CLOUDY_PREFIX = "cloudy_"  # the same-date S2 observation, clouds included
+CLOUD_MASK_BAND = "cloud_mask"  # 1 where that observation is cloud, shadow or missing
 # DEM items are static: search them over all time
 DEM_DATES = ("1900-01-01", "2100-12-31")
 
@@ -119,13 +130,20 @@ def inputs_from_items(
 
 
 def cube_bands(catalog: CatalogSpec, spec: CubeSpec) -> list[str]:
-    """Band order: SAR, optical, ``clear``, [``dem``], [``prior_<band>``...]."""
+    """Band order: SAR, optical, ``clear``, [``dem``], [``prior_<band>``...],
+    [``cloudy_<band>``..., ``cloud_mask``]."""
     bands = list(catalog.sar_bands) + list(catalog.opt_bands) + [CLEAR_BAND]
     if catalog.dem_collection:
         bands.append(DEM_BAND)
     if spec.prior_days > 0:
         bands += [PRIOR_PREFIX + b for b in catalog.opt_bands]
+    bands += cloudy_bands(catalog.opt_bands, spec)
     return bands
+
+
+def cloudy_bands(opt_bands: Sequence[str], spec: CubeSpec) -> list[str]:
+    """The cloud-removal bands (``spec.cloudy``): ``cloudy_<band>``..., then ``cloud_mask``."""
+    return [CLOUDY_PREFIX + b for b in opt_bands] + [CLOUD_MASK_BAND] if spec.cloudy else []
 
 
 def pairing(inputs: CubeInputs, spec: CubeSpec) -> tuple[list[list[int]], list[list[int]]]:
@@ -240,11 +258,18 @@ def compose(
     clear_out = out[:, n_sar + n_opt]
     opt_out[:] = np.nan
     clear_out[:] = 0
-    prior_out = (
-        out[:, bands.index(PRIOR_PREFIX + catalog.opt_bands[0]) :] if spec.prior_days > 0 else None
-    )
+    prior_out = None
+    if spec.prior_days > 0:
+        i = bands.index(PRIOR_PREFIX + catalog.opt_bands[0])
+        prior_out = out[:, i : i + n_opt]
     if prior_out is not None:
         prior_out[:] = np.nan
+    cloudy_out = None
+    if spec.cloudy:
+        i = bands.index(CLOUDY_PREFIX + catalog.opt_bands[0])
+        cloudy_out, mask_out = out[:, i : i + n_opt], out[:, i + n_opt]
+        cloudy_out[:] = np.nan
+        mask_out[:] = 1  # no S2 within ±max_dt_days: all masked
     pairs, _ = pairing(inputs, spec)
     if pixels.opt is not None:
         clear = clear_mask(pixels.opt, catalog.opt_bands, spec)
@@ -253,6 +278,8 @@ def compose(
                 log(f"  S2 {inputs.s2_items[i]['id']}: {100 * s2_frac:.0f}% clear")
         for t, order in enumerate(pairs):
             composite_nearest_clear(pixels.opt, clear, order, out=opt_out[t], ok=clear_out[t])
+            if cloudy_out is not None:
+                same_date_optical(pixels.opt, clear, order, out=cloudy_out[t], mask=mask_out[t])
         if prior_out is not None:
             s2_times = [_s2_time(it) for it in inputs.s2_items]
             for t, time in enumerate(inputs.time_coord()):
@@ -297,6 +324,42 @@ def prior_items(items: Sequence[dict], time: str, spec: CubeSpec) -> list[dict]:
         [_naive(time)], [_s2_time(it) for it in items], spec.max_dt_days, spec.prior_days
     )
     return [items[i] for i in sorted(order)]
+
+
+def cloudy_items(items: Sequence[dict], time: str, spec: CubeSpec) -> list[dict]:
+    """The S2 ``items`` within ±``max_dt_days`` of the time step ``time`` (ISO), in their
+    order (``pair_s1_s2``'s window): all ``read_cloudy`` needs to read."""
+    if not items:
+        return []
+    (order,) = pair_s1_s2([_naive(time)], [_s2_time(it) for it in items], spec.max_dt_days)
+    return [items[i] for i in sorted(order)]
+
+
+def read_cloudy(
+    items: Sequence[dict],
+    grid: GridSpec,
+    time: str,
+    *,
+    opt_bands: Sequence[str],
+    spec: CubeSpec,
+    profile=None,
+) -> np.ndarray:
+    """The same-date S2 of the time step ``time`` (ISO) on ``grid`` with its cloud mask:
+    (band + 1, y, x), reflectance (NaN where no S2 observation) then the mask (1 = cloud,
+    shadow or none, 0 = clear). Reads only the ``items`` within ±``max_dt_days``, through
+    the windowed reader, and applies the cube's rules (``clear_mask``, ``same_date_optical``):
+    the values ``compose`` writes into ``cloudy_<band>`` and ``cloud_mask`` for the same grid
+    (halo included). The inference reader of SC/SCO/SCOD models."""
+    items = cloudy_items(items, time, spec)
+    h, w = grid.shape
+    out = np.full((len(opt_bands) + 1, h, w), np.nan, dtype="float32")
+    out[-1] = 1
+    if not items:
+        return out
+    opt = read_optical(items, grid, opt_bands, profile)
+    (order,) = pair_s1_s2([_naive(time)], [_s2_time(it) for it in items], spec.max_dt_days)
+    same_date_optical(opt, clear_mask(opt, opt_bands, spec), order, out=out[:-1], mask=out[-1])
+    return out
 
 
 def read_prior(
@@ -356,6 +419,7 @@ def cube_attrs(
     pairs, priors = pairing(inputs, spec)
     ids = [it["id"] for it in inputs.s2_items]
     prior_bands = [PRIOR_PREFIX + b for b in catalog.opt_bands] if spec.prior_days > 0 else []
+    cloudy = cloudy_bands(catalog.opt_bands, spec)
     return provenance("cube") | {
         "sar_bands": list(catalog.sar_bands),
         "opt_bands": list(catalog.opt_bands),
@@ -369,6 +433,8 @@ def cube_attrs(
         "dem_items": json.dumps([it["id"] for it in inputs.dem_items]),
         "prior_bands": prior_bands,
         "prior_items_per_time": json.dumps([[ids[i] for i in order] for order in priors]),
+        # the same-date S2 (reflectance bands, then its cloud mask) of SC/SCO/SCOD models
+        "cloudy_bands": cloudy,
     }
 
 
@@ -384,7 +450,8 @@ def build_cube(
     """Search, load, clean and pair; returns a Dataset with variable ``cube`` (time, band, y, x).
 
     Bands: SAR (dB), optical (reflectance), ``clear``, then ``dem`` (metres) when
-    ``catalog.dem_collection`` is set, then ``prior_<band>`` when ``spec.prior_days > 0``.
+    ``catalog.dem_collection`` is set, then ``prior_<band>`` when ``spec.prior_days > 0``,
+    then ``cloudy_<band>`` and ``cloud_mask`` when ``spec.cloudy``.
     In memory, for one grid: large AOIs go through ``sar2opt.cube.tiled_build``.
     """
     grid = grid_for_aoi(aoi, spec.res_m, spec.epsg)

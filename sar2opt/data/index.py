@@ -23,9 +23,10 @@ least one block. A patch lies wholly inside one block (stride grid anchored at t
 origin) and is dropped when fewer than ``gap_px`` (default ``patch_px``) pixels separate it
 from a block of another split, so two patches of different splits are at least ``gap_px``
 apart, and every date of one place has the same split. A patch is valid when its clear
-fraction is >= ``min_clear_frac`` and it has no non-finite SAR / DEM / prior value and no
-non-finite optical value at a clear pixel (the rules of the in-memory reference cutter in
-``tests/unit/patch_reference.py``).
+fraction is >= ``min_clear_frac`` and it has no non-finite SAR / DEM / prior / cloud mask
+value and no non-finite optical value at a clear pixel (the rules of the in-memory reference
+cutter in ``tests/helpers/patch_reference.py``). The same-date cloudy S2 of SC/SCO/SCOD may
+be missing anywhere: its cloud mask says so, and the model is trained to fill there.
 
 :func:`index_hash` fingerprints an index (stored in checkpoints, so a run says which patches
 it saw); :func:`split_counts` counts patches per split.
@@ -42,7 +43,14 @@ import xarray as xr
 from affine import Affine
 
 from sar2opt.config import PatchSpec
-from sar2opt.data.patches import CLEAR_BAND, DEM_BAND, PRIOR_PREFIX, PatchError
+from sar2opt.data.patches import (
+    CLEAR_BAND,
+    CLOUD_MASK_BAND,
+    CLOUDY_PREFIX,
+    DEM_BAND,
+    PRIOR_PREFIX,
+    PatchError,
+)
 from sar2opt.ops import summed_area, window_sum
 
 SPLITS = ("train", "val", "test")
@@ -169,11 +177,30 @@ def _grid_transform(cube: xr.DataArray) -> Affine:
 
 
 def _aux_bands(
-    opt_bands: list[str], input_set: str, dem_band: str, prior_bands: Sequence[str] | None
-) -> list[str]:
-    from sar2opt.data.inputs import uses_dem, uses_prior  # imports torch: keep it lazy
+    opt_bands: list[str],
+    input_set: str,
+    dem_band: str,
+    prior_bands: Sequence[str] | None,
+    cloudy_bands: Sequence[str] | None = None,
+) -> tuple[list[str], int]:
+    """The input set's extra cube bands, and how many of them lead (the cloudy S2's
+    reflectance) that may be NaN."""
+    from sar2opt.data.inputs import uses_cloudy, uses_dem, uses_prior  # lazy: imports torch
 
     out: list[str] = []
+    n_free = 0
+    if uses_cloudy(input_set):
+        cloudy = (
+            [CLOUDY_PREFIX + b for b in opt_bands] + [CLOUD_MASK_BAND]
+            if not cloudy_bands
+            else list(cloudy_bands)
+        )
+        if len(cloudy) != len(opt_bands) + 1:
+            raise PatchError(
+                f"{len(cloudy)} cloudy bands for {len(opt_bands)} optical bands + a mask"
+            )
+        out += cloudy
+        n_free = len(opt_bands)
     if uses_prior(input_set):
         prior = [PRIOR_PREFIX + b for b in opt_bands] if prior_bands is None else list(prior_bands)
         if len(prior) != len(opt_bands):
@@ -181,7 +208,7 @@ def _aux_bands(
         out += prior
     if uses_dem(input_set):
         out.append(dem_band)
-    return out
+    return out, n_free
 
 
 def build_patch_index(
@@ -194,6 +221,7 @@ def build_patch_index(
     dem_band: str = DEM_BAND,
     prior_bands: Sequence[str] | None = None,
     transform: Affine | None = None,
+    cloudy_bands: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Every usable patch of ``cube`` (time, band, y, x), with split and bounds (module doc).
 
@@ -204,12 +232,15 @@ def build_patch_index(
     sar_bands, opt_bands = list(sar_bands), list(opt_bands)
     if tuple(cube.dims) != ("time", "band", "y", "x"):
         raise PatchError(f"cube dims must be (time, band, y, x), got {cube.dims}")
-    aux = _aux_bands(opt_bands, input_set, dem_band, prior_bands)
+    aux, n_free = _aux_bands(opt_bands, input_set, dem_band, prior_bands, cloudy_bands)
     have = [str(b) for b in cube["band"].values]
     bands = [*sar_bands, *opt_bands, CLEAR_BAND, *aux]
     missing = [b for b in bands if b not in have]
     if missing:
-        raise PatchError(f"cube lacks band(s) {missing} (input set {input_set}); it has {have}")
+        hint = " (build the cube with cube.cloudy: true)" if n_free else ""
+        raise PatchError(
+            f"cube lacks band(s) {missing} (input set {input_set}){hint}; it has {have}"
+        )
     p, _, b, _ = _check_spec(spec)
     n_t, height, width = cube.sizes["time"], cube.sizes["y"], cube.sizes["x"]
     labels = assign_blocks(height, width, spec)
@@ -228,7 +259,7 @@ def build_patch_index(
             clear = np.nan_to_num(arr[cs + co], nan=0.0) > 0.5
             sar_ok = np.isfinite(arr[:cs]).all(axis=0)
             opt_ok = np.isfinite(arr[cs : cs + co]).all(axis=0) | ~clear
-            aux_ok = np.isfinite(arr[cs + co + 1 :]).all(axis=0)
+            aux_ok = np.isfinite(arr[cs + co + 1 + n_free :]).all(axis=0)
             bad = (~sar_ok | ~opt_ok | ~aux_ok).astype(np.int64)
             r, c = r_all[in_strip] - y0, c_all[in_strip]
             n_clear = window_sum(summed_area(clear.astype(np.int64)), r, c, r + p, c + p)

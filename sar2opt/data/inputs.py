@@ -1,22 +1,32 @@
 """Input sets: which batch keys a model reads, and how they become one input tensor.
 
-S (SAR), SD (SAR + DEM), SO (SAR + prior cloud-free optical), SOD (all three). Every
-generator takes one tensor: the keys concatenated along channels in the fixed order
-sar, prior, dem. The DEM goes last so that a model fusing it apart (SARDINet late or
-intermediate fusion) finds it as the trailing ``dem_ch`` channels.
+S (SAR), SD (SAR + DEM), SO (SAR + prior cloud-free optical), SOD (all three), and the
+cloud-removal sets SC (SAR + the same-date cloudy S2 with its cloud mask), SCO (+ prior),
+SCOD (+ prior + DEM). Every generator takes one tensor: the keys concatenated along
+channels in the fixed order sar, cloudy, prior, dem. The DEM goes last so that a model
+fusing it apart (SARDINet late or intermediate fusion) finds it as the trailing ``dem_ch``
+channels.
 
 Each key is standardised with the checkpoint's ``norm`` by ``normalise_input``, in training
 (``sar2opt.data.stream``) and in inference (``sar2opt.infer.predictor``) alike: SAR with the
-SAR statistics, the prior with the *optical* ones (it is optical reflectance, and the model
-compares it with what it predicts), the DEM with its own.
+SAR statistics, the prior and the cloudy S2 with the *optical* ones (they are optical
+reflectance, and the model compares them with what it predicts), the DEM with its own.
 
-The prior and the DEM are made by the cube's rules (``sar2opt.cube.build``: ``prior_optical``
-under the ``cube_spec`` the checkpoint keeps, ``read_dem``), in the cube build and in the
-inference reader alike. Where a pixel lacks one at inference: no clear S2 within
-``prior_days`` gives the prior's band means (0 once standardised) and ``source`` says
-"synthesis" (SAR only) instead of "synthesis with prior"; a DEM gap, like a SAR gap, makes
-the pixel no data. Training never sees either (its patch index drops patches with a missing
-input).
+``cloudy`` is Co + 1 channels: the same-date S2 reflectance (per pixel the nearest S2
+observation within ±``max_dt_days``, clouds included: ``cube.align.same_date_optical``),
+then its cloud mask (1 = cloud, shadow or no observation by the cube's ``clear_mask``;
+0 = clear). Standardised, a masked pixel's reflectance channels are 0 (the band mean) and
+its mask channel 1: the model is told which pixels are evidence and never takes a cloud
+(or a made-up zero) for data.
+
+The prior, the cloudy S2 and the DEM are made by the cube's rules (``sar2opt.cube.build``:
+``prior_optical``, ``same_date_optical`` under the ``cube_spec`` the checkpoint keeps,
+``read_dem``), in the cube build and in the inference reader alike. Where a pixel lacks one
+at inference: no clear S2 within ``prior_days`` gives the prior's band means (0 once
+standardised) and ``source`` says "synthesis" (SAR only) instead of "synthesis with prior";
+no S2 that date is a masked pixel (as in training); a DEM gap, like a SAR gap, makes the
+pixel no data. Training never sees a missing prior or DEM (its patch index drops patches
+with one).
 """
 
 from __future__ import annotations
@@ -37,10 +47,14 @@ INPUT_SETS: dict[str, tuple[str, ...]] = {
     "SD": ("sar", "dem"),
     "SO": ("sar", "prior"),
     "SOD": ("sar", "prior", "dem"),
+    "SC": ("sar", "cloudy"),
+    "SCO": ("sar", "cloudy", "prior"),
+    "SCOD": ("sar", "cloudy", "prior", "dem"),
 }
 DEM_CH = 1  # one elevation band (metres)
+MASK_CH = 1  # the cloud mask channel after the cloudy S2's bands
 #: The ``norm`` statistics (``<name>_mean``, ``<name>_std``) that standardise each input key.
-NORM_OF: dict[str, str] = {"sar": "sar", "prior": "opt", "dem": "dem"}
+NORM_OF: dict[str, str] = {"sar": "sar", "cloudy": "opt", "prior": "opt", "dem": "dem"}
 
 
 def input_keys(input_set: str) -> tuple[str, ...]:
@@ -60,10 +74,16 @@ def uses_prior(input_set: str) -> bool:
     return "prior" in input_keys(input_set)
 
 
+def uses_cloudy(input_set: str) -> bool:
+    return "cloudy" in input_keys(input_set)
+
+
 def input_channels(input_set: str, n_sar: int, n_opt: int) -> tuple[int, int]:
-    """(total input channels, trailing DEM channels): the prior has one band per output band."""
+    """(total input channels, trailing DEM channels): the prior has one band per output band,
+    the cloudy S2 one per output band plus its mask."""
     keys = input_keys(input_set)
     n = n_sar + (n_opt if "prior" in keys else 0) + (DEM_CH if "dem" in keys else 0)
+    n += n_opt + MASK_CH if "cloudy" in keys else 0
     return n, DEM_CH if "dem" in keys else 0
 
 
@@ -82,10 +102,33 @@ def _stat(norm: Mapping[str, Sequence[float]], name: str, n: int) -> np.ndarray:
 
 def normalise_input(key: str, x: np.ndarray, norm: Mapping[str, Sequence[float]]) -> np.ndarray:
     """Input ``key`` (..., C, H, W) in physical units -> the model's units, float32 arithmetic:
-    (x - mean) / std with the statistics ``NORM_OF[key]``. NaN stays NaN."""
+    (x - mean) / std with the statistics ``NORM_OF[key]``. NaN stays NaN, except for
+    ``cloudy`` (``normalise_cloudy``: no NaN comes out)."""
     x = np.asarray(x, dtype=np.float32)
+    if key == "cloudy":
+        return normalise_cloudy(x, norm)
     name, c = NORM_OF[key], x.shape[-3]
     return (x - _stat(norm, f"{name}_mean", c)) / _stat(norm, f"{name}_std", c)
+
+
+def cloudy_masked(x: np.ndarray) -> np.ndarray:
+    """(..., 1, H, W) bool: where the cloudy S2 ``x`` (..., Co + 1, H, W: reflectance, then
+    the mask) is no evidence: the mask says so (> 0.5, or NaN) or a band is not finite."""
+    x = np.asarray(x)
+    refl, mask = x[..., :-MASK_CH, :, :], x[..., -MASK_CH:, :, :]
+    return ~(mask <= 0.5) | ~np.isfinite(refl).all(axis=-3, keepdims=True)
+
+
+def normalise_cloudy(x: np.ndarray, norm: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """The cloudy S2 (..., Co + 1, H, W) -> the model's units: the reflectance standardised
+    with the optical statistics and 0 (the band mean) at masked pixels (``cloudy_masked``),
+    then the mask as 1.0 / 0.0. Never NaN: a masked pixel is information, not a gap."""
+    x = np.asarray(x, dtype=np.float32)
+    c = x.shape[-3] - MASK_CH
+    masked = cloudy_masked(x)
+    z = (x[..., :c, :, :] - _stat(norm, "opt_mean", c)) / _stat(norm, "opt_std", c)
+    z = np.where(masked, np.float32(0.0), z)
+    return np.concatenate([z, masked.astype(np.float32)], axis=-3)
 
 
 def model_input(batch: Mapping[str, torch.Tensor | np.ndarray], input_set: str) -> torch.Tensor:

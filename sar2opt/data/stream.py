@@ -13,10 +13,22 @@ Batch keys and values are exactly what the trainer feeds its models (float32):
 - ``opt`` (Co, P, P): (optical - opt_mean) / opt_std at clear pixels, 0 elsewhere;
 - ``mask`` (1, P, P): 1 = clear optical pixel (cube band ``clear`` > 0.5);
 - ``prior`` (Co, P, P): prior optical normalised with the *optical* statistics, when
-  ``aux`` has ``"prior"``; ``dem`` (1, P, P): (DEM - dem_mean) / dem_std when it has ``"dem"``.
+  ``aux`` has ``"prior"``; ``dem`` (1, P, P): (DEM - dem_mean) / dem_std when it has ``"dem"``;
+- ``cloudy`` (Co + 1, P, P): the same-date S2 normalised with the optical statistics, 0 at
+  masked pixels, then its cloud mask (``data.inputs.normalise_cloudy``), when it has
+  ``"cloudy"``.
 
 ``aux`` is ``sar2opt.train.trainer.aux_bands(attrs, opt_bands, input_set)``: cube band names
-of the extra inputs, ``{"prior": [...], "dem": [...]}``. ``norm`` is :func:`norm_stats`'s
+of the extra inputs, ``{"cloudy": [...], "prior": [...], "dem": [...]}``.
+
+Cloud removal (SC/SCO/SCOD) learns to fill what its cloud mask hides, but training patches
+are cut where the *target* is clear, so their same-date S2 is mostly clear and the cloudy
+input mostly the target itself: a model fed only that learns to copy. ``CloudMasks`` lays
+real clouds on them: a seeded share of patches gets, on top of its own cloud mask, the cloud
+mask of the same window at another date of the cube (real cloud shapes and sizes of the
+place, or a whole date without S2); the loss counts every clear target pixel, so the hidden
+ones teach the fill. Each patch's draw depends only on the seed and its (time, row, col),
+the same in every epoch and however the rows are batched or cached. ``norm`` is :func:`norm_stats`'s
 dict, computed once over the train split and stored with the checkpoint.
 
 Data tasks ask for a fraction of a CPU (``num_cpus``): Train workers hold whole CPUs, and on
@@ -31,20 +43,21 @@ new block order each epoch; a larger one keeps streaming from the store.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from sar2opt.data.inputs import normalise_input
+from sar2opt.data.inputs import MASK_CH, normalise_input
 from sar2opt.data.normalise import MIN_STD
 from sar2opt.data.patches import CLEAR_BAND, PatchError
 
 if TYPE_CHECKING:
     import ray.data
 
-AUX_KEYS = ("prior", "dem")  # extra inputs, in the cube-band order the reader uses
+AUX_KEYS = ("cloudy", "prior", "dem")  # extra inputs, in the cube-band order the reader uses
 WINDOW_FACTOR = 4.0  # read one bounding window per date when <= this x the patches' area
 BATCHES_PER_BLOCK = 4  # read batches per Ray block of index rows: parallelism vs. overhead
 STATS_BATCH = 64  # patches read per step by norm_stats
@@ -121,6 +134,46 @@ def _split_raw(raw: np.ndarray, n_sar: int, n_opt: int, aux: Mapping) -> dict[st
     return parts
 
 
+@dataclass(frozen=True)
+class CloudMasks:
+    """Synthetic clouds for cloud-removal training (module doc): with probability ``rate``
+    a patch gets the cloud mask of its window at another date (uniform over the cube's other
+    dates), united with its own; drawn from ``seed`` and the patch's (time, row, col)."""
+
+    seed: int = 0
+    rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rate <= 1:
+            raise PatchError(f"cloud mask rate must be in [0, 1], got {self.rate}")
+
+    def donors(self, t: np.ndarray, r: np.ndarray, c: np.ndarray, n_time: int) -> np.ndarray:
+        """Per patch (origins ``t``, ``r``, ``c``), the date whose cloud mask it gets; -1 for
+        none (its own mask only)."""
+        out = np.full(len(t), -1, dtype=np.int64)
+        if n_time < 2:
+            return out
+        for i, (tt, rr, cc) in enumerate(zip(t, r, c, strict=True)):
+            rng = np.random.default_rng([self.seed, int(tt), int(rr), int(cc)])
+            if rng.random() < self.rate:
+                d = int(rng.integers(0, n_time - 1))
+                out[i] = d + (d >= tt)  # any date but its own
+        return out
+
+
+def lay_cloud_masks(cloudy: np.ndarray, donor_mask: np.ndarray, donors: np.ndarray) -> np.ndarray:
+    """Raw ``cloudy`` patches (N, Co + 1, P, P: reflectance, mask) with, where ``donors`` >= 0,
+    the mask united with ``donor_mask`` (those patches' donor masks, (n, 1, P, P), in order).
+    The reflectance stays: ``normalise_cloudy`` zeroes it wherever the mask is set."""
+    out = np.array(cloudy, dtype=np.float32, copy=True)
+    sel = np.flatnonzero(donors >= 0)
+    if sel.size:
+        own = np.nan_to_num(out[sel, -MASK_CH:], nan=1.0) > 0.5
+        other = np.nan_to_num(donor_mask, nan=1.0) > 0.5
+        out[sel, -MASK_CH:] = (own | other).astype(np.float32)
+    return out
+
+
 def _stat(norm: Mapping, key: str) -> np.ndarray:
     return np.asarray(norm[key], dtype=np.float32).reshape(1, -1, 1, 1)
 
@@ -152,12 +205,22 @@ def _read_batch(
     aux: Mapping,
     norm: Mapping,
     patch_px: int,
+    cloud_masks: CloudMasks | None = None,
 ) -> dict[str, np.ndarray]:
-    """map_batches function: index rows (time, row, col) -> normalised patches, same order."""
+    """map_batches function: index rows (time, row, col) -> normalised patches, same order
+    (with ``cloud_masks``: synthetic clouds on the ``cloudy`` input)."""
     arr, _ = _store_array(cube_path)
     t, r, c = (np.asarray(batch[k], dtype=np.int64) for k in ("time", "row", "col"))
     raw = _read_windows(arr, band_idx, t, r, c, patch_px)
-    return _normalised(_split_raw(raw, n_sar, n_opt, aux), norm)
+    parts = _split_raw(raw, n_sar, n_opt, aux)
+    if cloud_masks is not None and "cloudy" in aux:
+        donors = cloud_masks.donors(t, r, c, int(arr.shape[0]))
+        sel = donors >= 0
+        if sel.any():
+            mask_band = band_idx[n_sar + n_opt + len(aux["cloudy"])]  # cloudy leads the aux
+            donor_mask = _read_windows(arr, [mask_band], donors[sel], r[sel], c[sel], patch_px)
+            parts["cloudy"] = lay_cloud_masks(parts["cloudy"], donor_mask, donors)
+    return _normalised(parts, norm)
 
 
 def _locality_order(index: pd.DataFrame) -> np.ndarray:
@@ -175,10 +238,12 @@ def read_patches(
     aux: Mapping[str, list[str]],
     norm: Mapping[str, list[float]],
     patch_px: int,
+    cloud_masks: CloudMasks | None = None,
 ) -> dict[str, np.ndarray]:
     """Normalised patches (N, C, P, P) for ``rows`` (index rows, in their order): module doc.
 
-    The pure reader behind :func:`patch_dataset`, usable without Ray.
+    The pure reader behind :func:`patch_dataset`, usable without Ray. Without
+    ``cloud_masks`` a patch is exactly the cube's (what inference reads for that window).
     """
     missing = [k for k in ("time", "row", "col") if k not in rows.columns]
     if missing:
@@ -189,7 +254,7 @@ def read_patches(
     batch = {k: rows[k].to_numpy()[order] for k in ("time", "row", "col")}
     got = _read_batch(
         batch, cube_path=str(cube_path), band_idx=band_idx, n_sar=len(sar_bands),
-        n_opt=len(opt_bands), aux=aux, norm=norm, patch_px=patch_px,
+        n_opt=len(opt_bands), aux=aux, norm=norm, patch_px=patch_px, cloud_masks=cloud_masks,
     )  # fmt: skip
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
@@ -306,6 +371,7 @@ def patch_dataset(
     num_cpus: float = 0.25,
     shuffle_seed: int | None = None,
     concurrency: int | None = None,
+    cloud_masks: CloudMasks | None = None,
 ) -> ray.data.Dataset:
     """A streaming Ray Dataset of normalised patches for the rows of ``index`` (module doc).
 
@@ -316,6 +382,7 @@ def patch_dataset(
     Row order across tasks is not preserved unless the DataContext asks for it. Read tasks
     in flight are capped by the free CPUs / ``num_cpus`` and by ``concurrency`` when given:
     memory depends on that cap and ``rows_per_read``, not on the index size.
+    ``cloud_masks``: synthetic clouds on the ``cloudy`` input (cloud-removal training).
     """
     import ray.data
 
@@ -346,6 +413,7 @@ def patch_dataset(
             "aux": {k: list(v) for k, v in aux.items()},
             "norm": {k: list(v) for k, v in norm.items()},
             "patch_px": int(patch_px),
+            "cloud_masks": cloud_masks,
         },
     )
 

@@ -13,16 +13,21 @@ SOURCE_NODATA = 0  # neither a clear S2 pixel nor a prediction (no SAR, or no DE
 SOURCE_S2 = 1  # a real, clear Sentinel-2 pixel within ±max_dt_days
 SOURCE_SYNTH = 2  # predicted from Sentinel-1 (and the DEM) alone: no optical evidence
 SOURCE_SYNTH_PRIOR = 3  # predicted from Sentinel-1 + the prior clear S2 (SO/SOD models)
+#: predicted by a cloud-removal model (SC/SCO/SCOD) where it saw that date's S2 observation
+#: of the pixel: cloudy (filled under the mask), or clear when the composite is off
+SOURCE_CLOUD_REMOVED = 4
 SOURCE_MEANINGS = {
     SOURCE_NODATA: "no data",
     SOURCE_S2: "sentinel-2",
     SOURCE_SYNTH: "synthesis",
     SOURCE_SYNTH_PRIOR: "synthesis with prior",
+    SOURCE_CLOUD_REMOVED: "cloud removed",
 }
 #: How good each source is as evidence (lower wins; ``periods.BestEvidence``): a real clear
-#: S2 pixel, then a synthesis that saw the place's last clear image, then SAR alone. "no
-#: data" never wins.
-EVIDENCE_RANK = {SOURCE_S2: 1, SOURCE_SYNTH_PRIOR: 2, SOURCE_SYNTH: 3}
+#: S2 pixel, then a cloud removal (it saw that date's S2 and the clear pixels around), then
+#: a synthesis that saw the place's last clear image, then SAR alone. "no data" never wins.
+#: Ranks are internal; the codes above are what stores keep.
+EVIDENCE_RANK = {SOURCE_S2: 1, SOURCE_CLOUD_REMOVED: 2, SOURCE_SYNTH_PRIOR: 3, SOURCE_SYNTH: 4}
 NO_RANK = 255
 
 
@@ -67,14 +72,21 @@ def nearest_clear_pick(
     return out, pick
 
 
-def synthesis_source(pred: np.ndarray, with_prior: np.ndarray | None = None) -> np.ndarray:
+def synthesis_source(
+    pred: np.ndarray,
+    with_prior: np.ndarray | None = None,
+    same_date: np.ndarray | None = None,
+) -> np.ndarray:
     """``source`` (H, W) uint8 of a prediction (C, H, W) alone: no data where it is NaN,
     else synthesis, "with prior" where ``with_prior`` (H, W) says the model had one (None:
-    the model reads no prior)."""
+    the model reads no prior), "cloud removed" where ``same_date`` (H, W) says a cloud-removal
+    model saw that date's S2 observation of the pixel (None: the model reads none)."""
     valid = np.isfinite(pred).all(axis=0)
     source = np.where(valid, np.uint8(SOURCE_SYNTH), np.uint8(SOURCE_NODATA))
     if with_prior is not None:
         source[valid & with_prior] = SOURCE_SYNTH_PRIOR
+    if same_date is not None:
+        source[valid & same_date] = SOURCE_CLOUD_REMOVED
     return source
 
 
@@ -83,11 +95,12 @@ def compose(
     s2: np.ndarray,
     s2_found: np.ndarray,
     with_prior: np.ndarray | None = None,
+    same_date: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Composite (C, H, W) and ``source`` (H, W) uint8 from a prediction and clear S2 pixels
-    (``with_prior``: ``synthesis_source``'s)."""
+    (``with_prior``, ``same_date``: ``synthesis_source``'s)."""
     pred = np.asarray(pred, dtype=np.float32)
     out = np.where(s2_found[None], s2, pred).astype(np.float32)
-    source = synthesis_source(pred, with_prior)
+    source = synthesis_source(pred, with_prior, same_date)
     source[s2_found] = SOURCE_S2
     return out, source

@@ -2,9 +2,10 @@
 
 ``load_models`` reads what the checkpoints of an ensemble agree on from their metadata (no
 generator built): bands, input set, the statistics each input needs and the training cube's
-rules for the prior; ``TilePredictor`` loads them, once per actor (``run.StripWorker``), and
-turns the tiles of every input the input set reads (``sar``, ``prior``, ``dem``, in physical
-units) into the model's input exactly as training did (``model_inputs``).
+rules for the prior and the same-date S2; ``TilePredictor`` loads them, once per actor
+(``run.StripWorker``), and turns the tiles of every input the input set reads (``sar``,
+``cloudy``, ``prior``, ``dem``, in physical units) into the model's input exactly as training
+did (``model_inputs``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from sar2opt.infer.tiles import MULTIPLE, round_up
 #: Model input sets the inference reads: every one training knows (``data.inputs``).
 INFER_INPUT_SETS: tuple[str, ...] = tuple(INPUT_SETS)
 
+#: Every input key of every input set (a predictor's output drops them).
+INPUT_KEYS = frozenset(k for keys in INPUT_SETS.values() for k in keys)
+
 #: Test-time flips over (H, W) axes of a (B, C, H, W) batch: each one is a hypothesis.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
@@ -42,7 +46,8 @@ class Models:
     model: dict
     git_sha: str | None
     input_set: str = "S"
-    #: The training cube's ``CubeSpec``: the prior window and cloud test (``input_rule``).
+    #: The training cube's ``CubeSpec``: the prior and same-date windows and the cloud test
+    #: (``input_rule``).
     rule: CubeSpec = CubeSpec()
 
 
@@ -51,7 +56,8 @@ def checkpoint_input_set(meta: Mapping) -> str:
     return meta.get("input_set") or (meta.get("model") or {}).get("input_set") or "S"
 
 
-#: The cube settings that make the prior: its window and the cloud test of its S2 pixels.
+#: The cube settings that make the prior and the same-date cloudy S2: their windows and the
+#: cloud test of their S2 pixels.
 PRIOR_RULE = (
     "max_dt_days", "prior_days", "cloud_brightness", "cloud_whiteness", "shadow_brightness",
     "cloud_dilate_px",
@@ -61,9 +67,13 @@ PRIOR_RULE = (
 def input_rule(meta: Mapping) -> CubeSpec:
     """A ``CubeSpec`` with the ``PRIOR_RULE`` settings of the cube a checkpoint was trained
     on (its ``cube_spec``; checkpoints older than it: the training config's ``cube``), the
-    rest default: how inference makes the prior the model saw."""
-    d = meta.get("cube_spec") or (meta.get("config") or {}).get("cube") or {}
+    rest default: how inference makes the prior and the same-date S2 the model saw."""
+    d = _cube_settings(meta)
     return CubeSpec(**{k: d[k] for k in PRIOR_RULE if k in d})
+
+
+def _cube_settings(meta: Mapping) -> Mapping:
+    return meta.get("cube_spec") or (meta.get("config") or {}).get("cube") or {}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -100,6 +110,11 @@ def load_models(checkpoints: Sequence[str | Path]) -> Models:
                 f"checkpoint {c} (input set {input_set}) does not record the prior window "
                 "of its training cube (cube_spec.prior_days)"
             )
+        if "cloudy" in input_keys(input_set) and "max_dt_days" not in _cube_settings(meta):
+            raise checkpoint.CheckpointError(
+                f"checkpoint {c} (input set {input_set}) does not record the same-date S2 "
+                "window of its training cube (cube_spec.max_dt_days)"
+            )
         metas.append(meta)
     m0 = metas[0]
     set0 = checkpoint_input_set(m0)
@@ -113,10 +128,10 @@ def load_models(checkpoints: Sequence[str | Path]) -> Models:
                 f"checkpoint {c} was trained on input set {checkpoint_input_set(m)}, "
                 f"{checkpoints[0]} on {set0}: an ensemble reads one input set"
             )
-        if "prior" in input_keys(set0) and input_rule(m) != input_rule(m0):
+        if {"prior", "cloudy"} & set(input_keys(set0)) and input_rule(m) != input_rule(m0):
             raise ConfigError(
-                f"checkpoint {c} was trained on a prior made by other cube settings than "
-                f"{checkpoints[0]}'s (cube_spec): an ensemble reads one prior"
+                f"checkpoint {c} was trained on a prior or same-date S2 made by other cube "
+                f"settings than {checkpoints[0]}'s (cube_spec): an ensemble reads one of each"
             )
     return Models(
         tuple(str(Path(c).resolve()) for c in checkpoints),
@@ -163,14 +178,15 @@ def model_inputs(
     batch: Mapping[str, np.ndarray], norm: Mapping[str, Sequence[float]], input_set: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """The generator's input (B, C, H, W) float32 from the tiles of ``input_set``'s keys in
-    physical units (``sar`` dB, ``prior`` reflectance, ``dem`` metres; each (B, c, H, W)),
-    and valid (B, H, W).
+    physical units (``sar`` dB, ``cloudy`` reflectance + cloud mask, ``prior`` reflectance,
+    ``dem`` metres; each (B, c, H, W)), and valid (B, H, W).
 
     Each key is standardised as in training (``data.inputs.normalise_input``) and the keys
     are concatenated in training's order (``model_input``). Missing values become 0 (the
     band mean): where the SAR or the DEM is missing the pixel is not valid (no data); where
     the prior is (no clear S2 within the prior window) it stays valid, the model gets the
-    mean colour, and ``run.process_strip`` records that it had no prior (``source``).
+    mean colour, and ``run.process_strip`` records that it had no prior (``source``); the
+    cloudy S2 is never missing: a pixel without a clear same-date one is masked.
     """
     parts, valid = {}, None
     for k in input_keys(input_set):
@@ -179,7 +195,7 @@ def model_inputs(
             raise ValueError(f"{k} must be (B, C, H, W), got shape {x.shape}")
         x = normalise_input(k, x, norm)
         finite = np.isfinite(x)
-        if k != "prior":  # the prior may be missing (module doc of data.inputs)
+        if k in ("sar", "dem"):  # the prior may be missing (module doc of data.inputs)
             ok = finite.all(axis=1)
             valid = ok if valid is None else valid & ok
         if not finite.all():
@@ -256,8 +272,9 @@ def _flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 class TilePredictor:
     """Ray Data ``map_batches`` UDF: the generator of one checkpoint, loaded once per actor.
 
-    Input batch: ``sar`` (B, Cs, H, W) dB with NaN, and for SD/SO/SOD checkpoints ``prior``
-    (B, Co, H, W) reflectance and/or ``dem`` (B, 1, H, W) metres, with NaN; plus any per-tile
+    Input batch: ``sar`` (B, Cs, H, W) dB with NaN, and for the other input sets ``cloudy``
+    (B, Co + 1, H, W) reflectance and cloud mask, ``prior`` (B, Co, H, W) reflectance and/or
+    ``dem`` (B, 1, H, W) metres, with NaN; plus any per-tile
     keys (``t``, ``row``, ``col``...). Output: the same keys without the inputs, plus
     ``pred`` (B, Co, H, W) float32 in reflectance, NaN where the SAR (or DEM) was missing,
     and ``valid`` (B, H, W) bool (``model_inputs``).
@@ -331,7 +348,7 @@ class TilePredictor:
     def _hypotheses(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         input_set = getattr(self, "input_set", "S")
         keys = input_keys(input_set)
-        out = {k: v for k, v in batch.items() if k not in INPUT_SETS["SOD"]}
+        out = {k: v for k, v in batch.items() if k not in INPUT_KEYS}
         # Running sums of each hypothesis minus the first one: mean and population std in
         # a few in-place passes, without stacking the hypotheses, and without the
         # cancellation of E[y^2] - E[y]^2 in float32. One checkpoint: in its normalised

@@ -308,8 +308,12 @@ def _meeting(items: Sequence[dict], grid: GridSpec) -> list[dict]:
 
 @dataclass(frozen=True)
 class CatalogAux:
-    """The inputs besides SAR that a fill reads for SD/SO/SOD checkpoints (``run.AuxSource``),
-    by the cube's own rules so a model sees what it was trained on:
+    """The inputs besides SAR that a fill reads for SD/SO/SOD/SC/SCO/SCOD checkpoints
+    (``run.AuxSource``), by the cube's own rules so a model sees what it was trained on:
+
+    * ``cloudy``: ``cube.build.read_cloudy`` of time step ``t`` from
+      ``cloudy_items_by_time[t]`` (the S2 items within ±``rule.max_dt_days``) under
+      ``rule``, over the window grown by ``rule.cloud_dilate_px`` and cropped, as the prior;
 
     * ``prior``: ``cube.build.read_prior`` of time step ``t`` (ISO ``times[t]``) from
       ``prior_items_by_time[t]`` under ``rule`` (the training cube's ``CubeSpec``, from the
@@ -320,7 +324,7 @@ class CatalogAux:
     """
 
     grid: GridSpec
-    keys: tuple[str, ...]  # of "prior", "dem"
+    keys: tuple[str, ...]  # of "cloudy", "prior", "dem"
     times: tuple[str, ...] = ()
     opt_bands: tuple[str, ...] = ()
     rule: CubeSpec = CubeSpec()  # the training cube's: the prior window and cloud test
@@ -328,12 +332,16 @@ class CatalogAux:
     s2_profile: CollectionProfile | None = None
     dem_items: tuple[dict, ...] = ()
     dem_profile: CollectionProfile | None = None
+    cloudy_items_by_time: tuple[tuple[dict, ...], ...] = ()
 
     def read(self, t: int, window: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
-        """``{"prior": (Co, h, w) reflectance, "dem": (1, h, w) metres}`` (the keys asked for)
-        of time step ``t`` over ``window`` (row, col, height, width); NaN where missing."""
+        """``{"cloudy": (Co + 1, h, w) reflectance and cloud mask, "prior": (Co, h, w)
+        reflectance, "dem": (1, h, w) metres}`` (the keys asked for) of time step ``t`` over
+        ``window`` (row, col, height, width); NaN where missing."""
         r, c, h, w = window
         out: dict[str, np.ndarray] = {}
+        if "cloudy" in self.keys:
+            out["cloudy"] = self.read_cloudy(t, window)
         if "prior" in self.keys:
             out["prior"] = self.read_prior(t, window)
         if "dem" in self.keys:
@@ -353,18 +361,31 @@ class CatalogAux:
         """The prior (Co, h, w) of time step ``t`` over ``window``."""
         from sar2opt.cube.build import read_prior
 
+        return self._read_s2(read_prior, self.prior_items_by_time[t], t, window)
+
+    def read_cloudy(self, t: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        """The same-date S2 and its cloud mask (Co + 1, h, w) of time step ``t`` over
+        ``window``."""
+        from sar2opt.cube.build import read_cloudy
+
+        return self._read_s2(read_cloudy, self.cloudy_items_by_time[t], t, window)
+
+    def _read_s2(self, reader, items, t: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        """``reader`` (``build.read_prior`` or ``read_cloudy``) of time step ``t`` over
+        ``window`` grown by the cloud dilation (clipped to the grid), then cropped: a cloud
+        just outside the window grows into it, as in the cube's tile with its halo."""
         r, c, h, w = window
         m = int(self.rule.cloud_dilate_px)
         gh, gw = self.grid.shape
         top, left = max(r - m, 0), max(c - m, 0)
         halo = (top, left, min(r + h + m, gh) - top, min(c + w + m, gw) - left)
         sub = self.grid.subgrid(*halo)
-        prior = read_prior(
-            _meeting(self.prior_items_by_time[t], sub),
+        got = reader(
+            _meeting(items, sub),
             sub,
             self.times[t],
             opt_bands=self.opt_bands,
             spec=self.rule,
             profile=self.s2_profile,
         )
-        return prior[:, r - top : r - top + h, c - left : c - left + w]
+        return got[:, r - top : r - top + h, c - left : c - left + w]

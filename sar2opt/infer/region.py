@@ -21,7 +21,7 @@ from pathlib import Path
 from shapely.geometry.base import BaseGeometry
 
 from sar2opt.config import Config, check_infer, config_to_dict
-from sar2opt.cube.build import prior_items, search_dem
+from sar2opt.cube.build import cloudy_items, prior_items, search_dem
 from sar2opt.data.inputs import input_keys
 from sar2opt.errors import CatalogError, ConfigError, first_line
 from sar2opt.grid import GridSpec
@@ -90,9 +90,9 @@ def check_bands(cfg: Config, models: Models) -> None:
 
 
 def check_inputs(cfg: Config, models: Models) -> None:
-    """The catalog config can supply every input of the checkpoints' input set (SD/SO/SOD:
-    a DEM collection; a prior: an S2 collection with the bands it predicts), else stop
-    before any output with one line naming what is missing."""
+    """The catalog config can supply every input of the checkpoints' input set (a DEM: a DEM
+    collection; a prior or the same-date cloudy S2: an S2 collection with the bands it
+    predicts), else stop before any output with one line naming what is missing."""
     cat, ck, input_set = cfg.catalog, models.checkpoints[0], models.input_set
     keys = input_keys(input_set)
     if "dem" in keys and not cat.dem_collection:
@@ -101,27 +101,32 @@ def check_inputs(cfg: Config, models: Models) -> None:
             "catalog config names no DEM collection (set catalog.dem_collection, e.g. "
             "cop-dem-glo-30)"
         )
-    if "prior" in keys:
+    for key, what in (("cloudy", "the same-date cloudy"), ("prior", "the prior clear")):
+        if key not in keys:
+            continue
         if not cat.s2_collection:
             raise ConfigError(
-                f"checkpoint {ck} was trained on input set {input_set}, which reads the prior "
-                "clear Sentinel-2, but the catalog config names no S2 collection "
+                f"checkpoint {ck} was trained on input set {input_set}, which reads {what} "
+                "Sentinel-2, but the catalog config names no S2 collection "
                 "(catalog.s2_collection)"
             )
         if not set(models.out_bands) <= set(cat.opt_bands):
+            name = "a prior" if key == "prior" else "a same-date S2"
             raise ConfigError(
-                f"checkpoint {ck} reads a prior of {list(models.out_bands)} but the catalog "
+                f"checkpoint {ck} reads {name} of {list(models.out_bands)} but the catalog "
                 f"config's optical bands are {list(cat.opt_bands)} (catalog.opt_bands)"
             )
 
 
 @dataclass(frozen=True)
 class AuxItems:
-    """What an SD/SO/SOD run reads besides S1 and the composite's S2: the S2 items the
-    priors can come from and the DEM items (none for what the input set does not read)."""
+    """What a run of an input set beyond S reads besides S1 and the composite's S2: the S2
+    items the priors and the same-date cloudy S2 can come from and the DEM items (none for
+    what the input set does not read)."""
 
     prior_s2: tuple[dict, ...] = ()
     dem: tuple[dict, ...] = ()
+    cloudy_s2: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,20 +177,28 @@ class Region:
         return search_s2_near(c.catalog, self.aoi, start, end, c.infer.composite_max_dt_days)
 
     def aux_items(self, start: str, end: str) -> AuxItems:
-        """The prior's S2 items (from ``max_dt_days + prior_days`` before ``start``) and the
-        DEM items over the AOI, as the input set needs: a ``CatalogError`` naming the DEM
-        collection when none covers the AOI (before any output)."""
+        """The prior's S2 items (from ``max_dt_days + prior_days`` before ``start``), the
+        same-date S2 items (±``max_dt_days`` around ``start``..``end``; one search for both)
+        and the DEM items over the AOI, as the input set needs: a ``CatalogError`` naming
+        the DEM collection when none covers the AOI (before any output)."""
         cat, models = self.cfg.catalog, self.models
         keys, rule = input_keys(models.input_set), models.rule
-        prior: list[dict] = []
-        if "prior" in keys:
-            back = rule.max_dt_days + rule.prior_days
-            prior = search_aoi(cat, cat.s2_collection, self.aoi, shift_day(start, -back), end)
+        s2: list[dict] = []
+        if "prior" in keys or "cloudy" in keys:
+            back = rule.max_dt_days + (rule.prior_days if "prior" in keys else 0)
+            ahead = rule.max_dt_days if "cloudy" in keys else 0
+            s2 = search_aoi(
+                cat, cat.s2_collection, self.aoi, shift_day(start, -back), shift_day(end, ahead)
+            )
         dem: list[dict] = []
         if "dem" in keys:
             why = f"checkpoint {models.checkpoints[0]} (input set {models.input_set}) reads a DEM"
             dem = search_dem(cat, self.aoi, needed_by=why)
-        return AuxItems(tuple(prior), tuple(dem))
+        return AuxItems(
+            tuple(s2) if "prior" in keys else (),
+            tuple(dem),
+            tuple(s2) if "cloudy" in keys else (),
+        )
 
 
 #: One S1 acquisition: its ISO time and its frames (STAC items).
@@ -290,9 +303,10 @@ def fill_zone(
 def aux_source(
     region: Region, grid: GridSpec, acquisitions: Sequence[Acquisition], items: AuxItems
 ) -> CatalogAux | None:
-    """The reader of the prior and DEM of each acquisition (the index ``sar.read`` takes;
-    None for S models): an acquisition's prior from the S2 items in its window before it, by
-    the training cube's rule."""
+    """The reader of the same-date S2, prior and DEM of each acquisition (the index
+    ``sar.read`` takes; None for S models): an acquisition's same-date S2 from the S2 items
+    within ±``max_dt_days`` of it, its prior from those in its window before it, by the
+    training cube's rule."""
     cfg, models = region.cfg, region.models
     keys = tuple(k for k in input_keys(models.input_set) if k != "sar")
     if not keys:
@@ -309,9 +323,17 @@ def aux_source(
             tuple(prior_items(items.prior_s2, iso, rule)) if "prior" in keys else ()
             for iso in times
         ),
-        s2_profile=profile_for(cat.stac_url, cat.s2_collection) if "prior" in keys else None,
+        s2_profile=(
+            profile_for(cat.stac_url, cat.s2_collection)
+            if {"prior", "cloudy"} & set(keys)
+            else None
+        ),
         dem_items=items.dem,
         dem_profile=profile_for(cat.stac_url, cat.dem_collection) if "dem" in keys else None,
+        cloudy_items_by_time=tuple(
+            tuple(cloudy_items(items.cloudy_s2, iso, rule)) if "cloudy" in keys else ()
+            for iso in times
+        ),
     )
 
 
@@ -356,9 +378,14 @@ def run_zones(
 
 
 def log_inputs(region: Region, items: AuxItems, log: Log) -> None:
-    """One line on what an SD/SO/SOD run reads besides SAR (nothing for S)."""
+    """One line on what a run reads besides SAR (nothing for S)."""
     m, cat = region.models, region.cfg.catalog
     what = []
+    if "cloudy" in input_keys(m.input_set):
+        what.append(
+            f"same-date S2 = nearest S2 within ±{m.rule.max_dt_days:g} d of each date with its "
+            f"cloud mask ({len(items.cloudy_s2)} {cat.s2_collection} items)"
+        )
     if "prior" in input_keys(m.input_set):
         what.append(
             f"prior = latest clear S2 {m.rule.max_dt_days:g}-"

@@ -24,6 +24,7 @@ import numpy as np
 
 from sar2opt.infer.composite import (
     EVIDENCE_RANK,
+    SOURCE_CLOUD_REMOVED,
     SOURCE_NODATA,
     SOURCE_S2,
     SOURCE_SYNTH,
@@ -69,7 +70,7 @@ class SarSource(Protocol):
 class AuxSource(Protocol):
     """Where a fill reads the inputs besides SAR (``read.CatalogAux``, or a test's)."""
 
-    keys: tuple[str, ...]  # the inputs it reads: of "prior", "dem"
+    keys: tuple[str, ...]  # the inputs it reads: of "cloudy", "prior", "dem"
 
     def read(self, t: int, window: Window) -> dict[str, np.ndarray]:
         """``{"prior": (Co, h, w) reflectance, "dem": (1, h, w) metres}`` (those the model
@@ -110,6 +111,10 @@ class FillJob:
     @property
     def reads_prior(self) -> bool:
         return self.aux is not None and "prior" in self.aux.keys
+
+    @property
+    def reads_cloudy(self) -> bool:
+        return self.aux is not None and "cloudy" in self.aux.keys
 
     def acquisitions_of(self, t: int) -> tuple[int, ...]:
         return self.acquisitions[t] if self.acquisitions else (t,)
@@ -340,8 +345,9 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
         for bj in strip.bjs:
             best[bj] = BestEvidence(len(job.out_bands), shape[bj])
             offer_clear_s2(job, strip, bj, best[bj])
-    # the best a synthesis can be: with a prior where the model reads one
-    synth_rank = EVIDENCE_RANK[SOURCE_SYNTH_PRIOR if job.reads_prior else SOURCE_SYNTH]
+    # the best a synthesis can be: a cloud removal, or with a prior, where the model reads one
+    best_code = SOURCE_SYNTH_PRIOR if job.reads_prior else SOURCE_SYNTH
+    synth_rank = EVIDENCE_RANK[SOURCE_CLOUD_REMOVED if job.reads_cloudy else best_code]
     window = strip_window(lat, strip.bi, strip.bjs)
     ref = job.ref_seconds(t)
     passes = job.acquisitions_of(t)
@@ -373,7 +379,13 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
                     if "prior" in tiles
                     else None
                 )
-                source = synthesis_source(pred, with_prior)
+                # where an SC/SCO/SCOD model saw that date's S2 (cloudy or clear) of the pixel
+                same_date = (
+                    block_crop(lat, strip, bj, np.isfinite(tiles["cloudy"][i + k][:-1]).all(axis=0))
+                    if "cloudy" in tiles
+                    else None
+                )
+                source = synthesis_source(pred, with_prior, same_date)
                 weight = None if weights is None else block_crop(lat, strip, bj, weights[i + k][0])
                 best[bj].offer(
                     pred, source, spread, job.obs_seconds_of(a), evidence_rank(source), ref, weight

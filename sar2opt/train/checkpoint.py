@@ -4,10 +4,10 @@
 float/int/bool/None so that ``torch.load(..., weights_only=True)`` (no pickle code
 execution) can read it: ``model`` (ModelSpec dict), ``in_bands``, ``out_bands``, ``norm``
 ({sar_mean, sar_std, opt_mean, opt_std} lists), ``config``, ``git_sha``, ``epoch``,
-``metrics``, and for input sets beyond S: ``input_set``, ``aux_bands`` ({"prior": [...],
-"dem": [...]} cube bands), ``norm.dem_mean/dem_std`` (the prior uses the opt stats) and
-``cube_spec`` (the training cube's CubeSpec: inference reads the prior by its window and
-cloud test).
+``metrics``, and for input sets beyond S: ``input_set``, ``aux_bands`` ({"cloudy": [...],
+"prior": [...], "dem": [...]} cube bands), ``norm.dem_mean/dem_std`` (the prior and the
+cloudy S2 use the opt stats) and ``cube_spec`` (the training cube's CubeSpec: inference
+reads the prior and the same-date S2 by its windows and cloud test).
 ``config.yaml`` beside it is the same meta for humans.
 """
 
@@ -21,7 +21,7 @@ import yaml
 from torch import nn
 
 from sar2opt.config import Config, config_from_dict, config_to_dict
-from sar2opt.data.inputs import input_channels, uses_dem, uses_prior
+from sar2opt.data.inputs import input_channels, uses_cloudy, uses_dem, uses_prior
 from sar2opt.errors import Sar2OptError, first_line
 from sar2opt.models import build_generator
 
@@ -100,7 +100,10 @@ def save_untrained_checkpoint(
         "metrics": {},
     }
     if input_set != "S":  # what a trained checkpoint of the input set carries (loop.save)
-        aux = {"prior": [f"prior_{b}" for b in out_bands]} if uses_prior(input_set) else {}
+        aux = {"cloudy": [*(f"cloudy_{b}" for b in out_bands), "cloud_mask"]}
+        aux = aux if uses_cloudy(input_set) else {}
+        if uses_prior(input_set):
+            aux["prior"] = [f"prior_{b}" for b in out_bands]
         if uses_dem(input_set):
             aux["dem"] = ["dem"]
             meta["norm"] = {**UNTRAINED_NORM, **UNTRAINED_DEM_NORM}

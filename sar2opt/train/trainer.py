@@ -28,9 +28,15 @@ from ray.train.torch import TorchTrainer
 
 from sar2opt.config import Config, config_to_dict
 from sar2opt.data.index import build_patch_index, index_hash, split_counts
-from sar2opt.data.inputs import uses_dem, uses_prior
-from sar2opt.data.patches import DEM_BAND, PRIOR_PREFIX, PatchError
-from sar2opt.data.stream import cache_split, norm_stats, patch_bytes, patch_dataset
+from sar2opt.data.inputs import uses_cloudy, uses_dem, uses_prior
+from sar2opt.data.patches import CLOUD_MASK_BAND, CLOUDY_PREFIX, DEM_BAND, PRIOR_PREFIX, PatchError
+from sar2opt.data.stream import (
+    CloudMasks,
+    cache_split,
+    norm_stats,
+    patch_bytes,
+    patch_dataset,
+)
 from sar2opt.errors import Sar2OptError
 from sar2opt.evaluate.holdout import format_scores, score_checkpoint
 from sar2opt.provenance import git_sha
@@ -50,6 +56,9 @@ ROWS_PER_READ = 128  # patches per Ray Data read task: neighbours share the stor
 # Train and val splits are read once into the object store when both fit in this share of
 # it (else they stream from the Zarr store every epoch).
 CACHE_STORE_FRACTION = 0.25
+# Cloud removal (SC/SCO/SCOD): the share of train, val and test patches that get the cloud
+# mask of another date on top of their own (``stream.CloudMasks``): the rest keep their own.
+CLOUD_MASK_RATE = 0.5
 SCORE_ATTR = "val_mae_refl"  # the best checkpoint has the lowest validation MAE
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,10 @@ def _open_cube(cube_path: str | Path) -> tuple[xr.DataArray, list[str], list[str
 def aux_bands(attrs: dict, opt_bands: list[str], input_set: str) -> dict[str, list[str]]:
     """Cube bands of the input set's extra inputs, from the cube attrs or the default names."""
     out: dict[str, list[str]] = {}
+    if uses_cloudy(input_set):
+        out["cloudy"] = list(
+            attrs.get("cloudy_bands") or [*(CLOUDY_PREFIX + b for b in opt_bands), CLOUD_MASK_BAND]
+        )
     if uses_prior(input_set):
         out["prior"] = list(attrs.get("prior_bands") or [PRIOR_PREFIX + b for b in opt_bands])
     if uses_dem(input_set):
@@ -89,7 +102,7 @@ class TrainData:
     norm: dict  # {sar,opt[,dem]}_{mean,std} lists, from the training split
     counts: dict  # patches per split
     index_hash: str
-    read_kw: dict  # sar_bands, opt_bands, aux, norm, patch_px: for read_patches
+    read_kw: dict  # sar_bands, opt_bands, aux, norm, patch_px[, cloud_masks]: read_patches
     cached_mb: float  # train + val held in the object store; 0 = streamed from the store
 
 
@@ -99,14 +112,19 @@ def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, 
     Only the index (a few numbers per patch) is held here; the patches are read from the
     store in Ray Data read tasks of a quarter CPU: once, into the object store, when the train
     and val splits fit in ``CACHE_STORE_FRACTION`` of it (Ray running), else every epoch.
+    A cloud-removal input set reads every split with synthetic clouds (``CloudMasks``): the
+    model learns to fill, and validation and the test scores measure the fill, not a copy.
     """
     index = build_patch_index(
         cube, sar_bands, opt_bands, cfg.patches, input_set=cfg.model.input_set,
         dem_band=aux.get("dem", [DEM_BAND])[0], prior_bands=aux.get("prior"),
+        cloudy_bands=aux.get("cloudy"),
     )  # fmt: skip
     p = cfg.patches.patch_px
     norm = norm_stats(cube_path, index, sar_bands, opt_bands, aux, seed=cfg.train.seed, patch_px=p)
     kw = {"sar_bands": sar_bands, "opt_bands": opt_bands, "aux": aux, "norm": norm, "patch_px": p}
+    if "cloudy" in aux:
+        kw["cloud_masks"] = CloudMasks(seed=cfg.train.seed, rate=CLOUD_MASK_RATE)
     # one log line per epoch is the job's progress: not Ray Data's plan of each epoch's stream
     ray.data.DataContext.get_current().print_on_execution_start = False
     datasets = {

@@ -71,3 +71,41 @@ def test_sod_checkpoint_without_a_dem_collection_stops_with_one_line(
     line = one_error_line(r)
     assert "input set SOD, which reads a DEM" in line and "catalog.dem_collection" in line
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "x.zarr.partial").exists()
+
+
+@pytest.fixture(scope="module")
+def sc_ckpt(tmp_path_factory):
+    """An untrained cloud-removal checkpoint (SC), its cube's same-date window ±6 days."""
+    from sar2opt.config import Config, CubeSpec, ModelSpec
+    from sar2opt.train.checkpoint import save_untrained_checkpoint
+
+    cfg = Config(model=ModelSpec(ngf=8, depth=5, input_set="SC"), cube=CubeSpec(max_dt_days=6))
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("sc") / "ckpt", cfg, git_sha="t")
+
+
+def test_sc_checkpoint_removes_clouds_on_the_synthetic_region(
+    syn_catalog, sc_ckpt, tmp_path
+) -> None:
+    """With the composite on, the clear pixels of each date stay real S2 and the model fills
+    the rest from that date's cloudy S2: ``source`` is "sentinel-2" or "cloud removed"."""
+    from sar2opt.infer.composite import SOURCE_CLOUD_REMOVED, SOURCE_S2
+
+    aoi = write_json(tmp_path / "aoi.geojson", SMALL_AOI)
+    out = tmp_path / "sc.zarr"
+    r = run_job(
+        [
+            *_args(syn_catalog["url"], aoi, sc_ckpt, "--out", out),
+            *("--set", "infer.composite_max_dt_days=6"),
+        ]
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "inputs: SC: SAR, same-date S2 = nearest S2 within ±6 d of each date" in r.stdout
+    ds = xr.open_zarr(out)
+    assert "cloud_removed" in ds["source"].attrs["flag_meanings"]
+    source = ds["source"].values
+    # every date has an S2 observation within ±6 d: real where clear, cloud removed elsewhere
+    assert set(np.unique(source)) == {SOURCE_S2, SOURCE_CLOUD_REMOVED}
+    s2_frac = [(s == SOURCE_S2).mean() for s in source]
+    assert s2_frac[1] > 0.9  # 07-13: a clear S2 that day
+    assert min(s2_frac) < 0.9  # a cloudy date: filled by the model
+    assert np.isfinite(ds["optical"].values).all()

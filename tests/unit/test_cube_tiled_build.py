@@ -202,3 +202,25 @@ def test_tile_tasks_carry_only_the_items_meeting_them(scene):
     # tile (0, 1) reads 2 px beyond col 16 (its halo) so it meets the east frame as well
     assert tasks["0_1"].s1 == ((0, 1), (0,))
     assert all(t.s2 == (0, 1, 2) for t in tasks.values())
+
+
+def test_tiled_build_writes_the_same_date_cloudy_s2(scene, reference, tmp_path):
+    """``cube.cloudy``: the tiled build writes ``cloudy_<band>`` + ``cloud_mask`` with the
+    pixels ``build_cube`` gives (dilated clouds across tile borders too), the other bands
+    unchanged; the mask covers the target's clear pixels that only another date saw."""
+    spec = replace(SPEC, cloudy=True)
+    ref = build.build_cube(scene, *DATES, catalog=CAT, spec=spec, log=lambda *_: None)
+    _tiled(scene, tmp_path / "cube.zarr", spec=spec)
+    ds = xr.open_zarr(tmp_path / "cube.zarr")
+    _same(ref, ds)
+    cloudy = ["cloudy_B02", "cloudy_B03", "cloudy_B04", "cloud_mask"]
+    assert [str(b) for b in ds.band.values[-4:]] == cloudy and ds.attrs["cloudy_bands"] == cloudy
+    plain = xr.open_zarr(reference[1])
+    np.testing.assert_array_equal(ds.cube.sel(band=plain.band.values).values, plain.cube.values)
+    mask, clear = ds.cube.sel(band="cloud_mask").values, ds.cube.sel(band="clear").values
+    # 07-10: the nearest S2 is 07-08 (a tie with 07-12 goes to the earlier), its cloud kept
+    # (white, 0.4) and masked; where 07-12 is clear the target is, under the mask
+    np.testing.assert_allclose(ds.cube.sel(band="cloudy_B02").values[0, 6:9, 8:11], 0.4, 1e-6)
+    assert (mask[0, 6:9, 8:11] == 1).all() and mask[0, 0, 0] == 0
+    assert (mask[0] >= 1 - clear[0]).all() and ((mask[0] == 1) & (clear[0] == 1)).any()
+    assert (mask[1] == 0).all()  # 07-22: 07-21 is clear

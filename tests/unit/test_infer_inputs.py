@@ -28,7 +28,12 @@ from sar2opt.data.inputs import INPUT_SETS, input_keys, model_input
 from sar2opt.data.stream import read_patches
 from sar2opt.grid import GridSpec, lonlat_bounds
 from sar2opt.infer import region as region_mod
-from sar2opt.infer.composite import SOURCE_NODATA, SOURCE_SYNTH, SOURCE_SYNTH_PRIOR
+from sar2opt.infer.composite import (
+    SOURCE_CLOUD_REMOVED,
+    SOURCE_NODATA,
+    SOURCE_SYNTH,
+    SOURCE_SYNTH_PRIOR,
+)
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.predictor import Models, TilePredictor, model_inputs
 from sar2opt.infer.read import CatalogSar
@@ -44,7 +49,12 @@ CAT = CatalogSpec(stac_url="http://127.0.0.1:1/stac", dem_collection="cop-dem-gl
 # prior: the latest clear S2 4-9 days before each date: none for 07-01 (the first S2 is
 # 07-03); 07-08 (a fifth clear: cloud edges everywhere) for 07-13; 07-18 (clear) for 07-25;
 # 07-28 (nearly all cloud) for 08-06. Clouds are dilated by 3 px, across window edges.
-SPEC = CubeSpec(epsg=32721, max_dt_days=4, prior_days=5, cloud_dilate_px=3, chunk_px=32, tile_px=64)
+# Same-date S2 (±4 d): 07-03 for 07-01, 07-13 for 07-13, 07-23 (then 07-28) for 07-25, none
+# for 08-06.
+SPEC = CubeSpec(
+    epsg=32721, max_dt_days=4, prior_days=5, cloud_dilate_px=3, chunk_px=32, tile_px=64,
+    cloudy=True,
+)  # fmt: skip
 RULE = {"max_dt_days": 4, "prior_days": 5, "cloud_dilate_px": 3}  # the checkpoint's
 NORM = {
     "sar_mean": [-9.0, -15.5],
@@ -134,9 +144,9 @@ def _inference(scene, input_set: str, monkeypatch, rule: CubeSpec | None = None)
     return grid, times, sar, aux
 
 
-def _training_patches(cube, input_set, rows):
+def _training_patches(cube, input_set, rows, key=None):
     """The trainer's model input for index rows (time, row, col): ``read_patches`` + the
-    trainer's ``model_input``."""
+    trainer's ``model_input`` (or the batch's ``key``)."""
     ds = xr.open_zarr(cube)
     opt = list(ds.attrs["opt_bands"])
     aux = aux_bands(dict(ds.attrs), opt, input_set)
@@ -144,7 +154,7 @@ def _training_patches(cube, input_set, rows):
         cube, pd.DataFrame(rows, columns=["time", "row", "col"]),
         sar_bands=ds.attrs["sar_bands"], opt_bands=opt, aux=aux, norm=NORM, patch_px=TILE_PX,
     )  # fmt: skip
-    return model_input(got, input_set).numpy()
+    return got[key] if key else model_input(got, input_set).numpy()
 
 
 @pytest.mark.parametrize("input_set", list(INPUT_SETS))
@@ -186,25 +196,65 @@ def test_inference_reads_the_training_patch_of_every_window_and_date(
     # patches), inference gives the band mean (0) there
     missing = np.isnan(x_train)
     np.testing.assert_array_equal(x_infer, np.where(missing, np.float32(0), x_train))
-    sar_ch = len(CAT.sar_bands)
-    assert not missing[:, :sar_ch].any()  # the scene has SAR everywhere
+    ch = _slices(input_set)
+    assert not missing[:, ch["sar"]].any()  # the scene has SAR everywhere
+    t = np.array([r[0] for r in rows])
+    expected = np.full((len(rows), TILE_PX, TILE_PX), SOURCE_SYNTH, np.uint8)
     if "prior" in input_keys(input_set):
-        prior = x_train[:, sar_ch : sar_ch + len(CAT.opt_bands)]
-        t = np.array([r[0] for r in rows])
+        prior = x_train[:, ch["prior"]]
         frac = [np.isfinite(prior[t == k]).all(axis=1).mean() for k in range(4)]
         # none for the first date (no S2 before it); under clouds none
         assert frac[0] == 0 and 0.1 < frac[1] < 0.5 and frac[2] == 1 and 0 < frac[3] < 0.1
         # ``source`` says "synthesis with prior" exactly where the model had a prior
-        had = np.isfinite(prior).all(axis=1)
-        for k, ((r, c, _, _), (r0, c0, r1, c1), source) in enumerate(with_prior):
-            core = had[k, r0 - r : r1 - r, c0 - c : c1 - c]
-            np.testing.assert_array_equal(source, np.where(core, SOURCE_SYNTH_PRIOR, SOURCE_SYNTH))
-    else:
-        assert all((source == SOURCE_SYNTH).all() for *_, source in with_prior)
+        expected[np.isfinite(prior).all(axis=1)] = SOURCE_SYNTH_PRIOR
+    if "cloudy" in input_keys(input_set):
+        cloudy = x_train[:, ch["cloudy"]]
+        assert not np.isnan(cloudy).any()  # a cloud or a missing S2 is masked, not NaN
+        refl, mask = cloudy[:, :-1], cloudy[:, -1]
+        assert set(np.unique(mask)) == {0.0, 1.0}
+        assert (refl[np.broadcast_to(mask[:, None] == 1, refl.shape)] == 0).all()
+        # 07-03 and 07-13 are clear; 07-23 (the nearest to 07-25) is clouded over; no S2
+        # within ±4 d of 08-06 (mask edges across windows: test_cloudy_mask_edges_...)
+        assert [(mask[t == k] == 0).mean() for k in range(4)] == [1, 1, 0, 0]
+        raw = _raw_cloudy(scene["cube"], rows)  # the cube's bands, before standardising
+        observed = np.isfinite(raw[:, :-1]).all(axis=1)
+        assert observed[t < 3].all() and not observed[t == 3].any()
+        assert (observed & (mask == 1)).any()  # clouds were seen, and are masked, not values
+        # a clear same-date pixel is the target's pixel (the nearest clear S2): what the model
+        # learns to keep; under the mask it learns to fill
+        opt = _training_patches(scene["cube"], input_set, rows, key="opt")
+        clear = np.broadcast_to(mask[:, None] == 0, refl.shape)
+        np.testing.assert_array_equal(refl[clear], opt[clear])
+        # ``source``: "cloud removed" wherever the model saw that date's S2 (cloudy or clear)
+        expected[observed] = SOURCE_CLOUD_REMOVED
+    for k, ((r, c, _, _), (r0, c0, r1, c1), source) in enumerate(with_prior):
+        np.testing.assert_array_equal(source, expected[k, r0 - r : r1 - r, c0 - c : c1 - c])
 
 
 def _channels(input_set: str) -> int:
-    return {"S": 2, "SD": 3, "SO": 6, "SOD": 7}[input_set]
+    return {"S": 2, "SD": 3, "SO": 6, "SOD": 7, "SC": 7, "SCO": 11, "SCOD": 12}[input_set]
+
+
+def _slices(input_set: str) -> dict[str, slice]:
+    """Channel ranges of each input key in the model's input (sar, cloudy, prior, dem)."""
+    width = {"sar": 2, "cloudy": 5, "prior": 4, "dem": 1}
+    out, i = {}, 0
+    for k in input_keys(input_set):
+        out[k] = slice(i, i + width[k])
+        i += width[k]
+    return out
+
+
+def _raw_cloudy(cube, rows) -> np.ndarray:
+    """The cube's ``cloudy_<band>`` and ``cloud_mask`` bands (N, 5, P, P) at index rows."""
+    da = xr.open_zarr(cube)["cube"]
+    bands = [*(f"cloudy_{b}" for b in CAT.opt_bands), "cloud_mask"]
+    return np.stack(
+        [
+            da.isel(time=t, y=slice(r, r + TILE_PX), x=slice(c, c + TILE_PX)).sel(band=bands).values
+            for t, r, c in rows
+        ]
+    )
 
 
 def test_a_prior_by_another_rule_is_not_the_training_patch(scene, monkeypatch) -> None:

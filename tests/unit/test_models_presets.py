@@ -4,7 +4,9 @@ on a fixed real MultiEarth pair halve the L1 error. Plain functions, no Ray.
 The pair: Sentinel-1 VV/VH (dB) of 2019-06-08 and Sentinel-2 B2-B4 of 2019-07-01 (the
 clearest date) at location -55.20_-4.39, a 32 x 32 px crop. The prior optical for SO/SOD is
 the real S2 of 2019-07-26 at the same place; the DEM for SD/SOD is synthetic (a tilted
-plane with a ridge), as the sample has none. Widths are small (ngf 8, depth 3).
+plane with a ridge), as the sample has none. The same-date cloudy S2 of SC/SCO/SCOD is the
+target with a cloud mask laid over its western half (zero there, as ``normalise_cloudy``
+gives). Widths are small (ngf 8, depth 3).
 """
 
 from __future__ import annotations
@@ -55,9 +57,13 @@ def real_pair() -> dict[str, torch.Tensor]:
     opt = np.stack([_read(f"sent2/Sentinel2_B{b}_{LOC}_2019_07_01.tiff") for b in (2, 3, 4)])
     prior = np.stack([_read(f"sent2/Sentinel2_B{b}_{LOC}_2019_07_26.tiff") for b in (2, 3, 4)])
     p = CROP[2]
+    target = _std(opt / 1e4)
+    cloud = torch.zeros(1, 1, p, p)
+    cloud[..., : p // 2] = 1.0
     return {
         "sar": _std(sar),
-        "opt": _std(opt / 1e4),
+        "opt": target,
+        "cloudy": torch.cat([target * (1 - cloud), cloud], dim=1),
         "prior": _std(prior / 1e4),
         "dem": _std(np.pad(synthetic_dem(p), ((0, 0), (CROP[0], 0), (CROP[1], 0)))),
         "mask": torch.ones(1, 1, p, p),
