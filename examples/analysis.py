@@ -14,13 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import xarray as xr
 from shapely.geometry import box
 
 from sar2opt import analysis as an
-from sar2opt.infer.composite import SOURCE_MEANINGS
-from sar2opt.infer.store import SOURCE_VAR, UNCERTAINTY_VAR
+from sar2opt.infer.store import UNCERTAINTY_VAR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,16 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     ds = xr.open_zarr(args.mosaic, consolidated=False)
-    source = an.quality_layer(ds, SOURCE_VAR)
-    if source is not None:  # what each time step is made of
-        for t, src in zip(ds.time.values, source.values, strict=True):
-            counts = np.bincount(src.ravel().astype(np.int64), minlength=len(SOURCE_MEANINGS))
-            mix = ", ".join(
-                f"{SOURCE_MEANINGS[k]} {counts[k] / src.size:.0%}"
-                for k in SOURCE_MEANINGS
-                if counts[k]
-            )
-            print(f"{str(t)[:10]}: {mix}")
+    for day, mix in an.evidence_mix(ds):  # what each time step is made of
+        print(f"{day}: " + ", ".join(f"{m} {f:.0%}" for m, f in mix.items()))
     opt = an.optical(ds)
     if an.quality_layer(ds, UNCERTAINTY_VAR) is not None:
         opt = an.masked(ds, max_uncertainty=0.05)  # drop pixels the model was unsure of

@@ -80,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
         items = ingest_multiearth(Path(args.src), out / "catalog")
     print(f"    {len(items)} STAC items", flush=True)
     cube, train, mosaic = out / "cube.zarr", out / "train", out / "mosaic.zarr"
+    monthly = out / "monthly.zarr"
     with CatalogServer(out / "catalog") as server:
         print(f"=== STAC API serving at {server.url}", flush=True)
         dates = ["--aoi", aoi, "--start", start, "--end", end]
@@ -94,16 +95,37 @@ def main(args: argparse.Namespace) -> int:
             "infer_region",
             ["jobs/infer_region.py", *dates, "--checkpoint", ckpt, "--out", str(mosaic), *common],
         )
+        # the product: one wall-to-wall image per month (the per-pass mosaic is the one scored:
+        # its time steps are the cube's dates)
+        _run(
+            "infer_region --period 1M",
+            ["jobs/infer_region.py", *dates, "--checkpoint", ckpt, "--out", str(monthly)]
+            + ["--period", "1M", *common],
+        )
     png, scores = _look(out)
+    _show_periods(monthly)
     (out / "scores.json").write_text(json.dumps(scores, indent=1))
     print(f"\n=== done in {time.time() - t0:.0f} s")
     print(f"catalog    : {out / 'catalog'}")
     print(f"cube       : {cube}")
     print(f"checkpoint : {ckpt}")
-    print(f"mosaic     : {mosaic}   (xarray.open_zarr)")
+    print(f"mosaic     : {mosaic}   (one time step per S1 pass; xarray.open_zarr)")
+    print(f"monthly    : {monthly}   (one wall-to-wall image per month)")
     print(f"picture    : {png}")
     print(f"scores     : {out / 'scores.json'}")
     return 0
+
+
+def _show_periods(monthly: Path) -> None:
+    """The monthly mosaic's periods and what each is made of."""
+    import xarray as xr
+
+    from sar2opt import analysis as an
+
+    ds = xr.open_zarr(monthly, consolidated=False)
+    print(f"\n=== monthly mosaic: {ds.sizes['time']} period(s) of {ds.attrs.get('period')}")
+    for day, mix in an.evidence_mix(ds):
+        print(f"    {day[:7]}: " + ", ".join(f"{m} {f:.0%}" for m, f in mix.items()))
 
 
 def _look(out: Path) -> tuple[Path, dict]:

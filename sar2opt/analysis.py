@@ -79,6 +79,26 @@ def quality_layer(obj: xr.Dataset | xr.DataArray, name: str) -> xr.DataArray | N
     return None
 
 
+def evidence_mix(ds: xr.Dataset) -> list[tuple[str, dict[str, float]]]:
+    """Per time step (ISO day), the share of pixels each kind of evidence made (``source``:
+    real S2, cloud removed, synthesis…), kinds absent from a step left out; [] without it."""
+    from sar2opt.infer.composite import SOURCE_MEANINGS
+
+    src = quality_layer(ds, SOURCE_VAR)
+    if src is None:
+        return []
+    out = []
+    for t, a in zip(ds.time.values, src.values, strict=True):
+        counts = np.bincount(a.ravel().astype(np.int64), minlength=max(SOURCE_MEANINGS) + 1)
+        out.append(
+            (
+                str(t)[:10],
+                {m: counts[k] / a.size for k, m in SOURCE_MEANINGS.items() if counts[k]},
+            )
+        )
+    return out
+
+
 def masked(
     obj: xr.Dataset | xr.DataArray,
     max_uncertainty: float | None = None,

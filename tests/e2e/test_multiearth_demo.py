@@ -51,6 +51,11 @@ def test_demo_real_runs_end_to_end(tmp_path):
     mosaic = xr.open_zarr(out / "mosaic.zarr", consolidated=False)
     pred = mosaic["optical"]
     assert pred.rio.crs.to_epsg() == 32721 and pred.sizes["time"] == 4
+    # the product: one image per month, May to July 2019, each month's evidence printed
+    monthly = xr.open_zarr(out / "monthly.zarr", consolidated=False)
+    assert [str(t)[:7] for t in monthly.time.values] == ["2019-05", "2019-06", "2019-07"]
+    assert monthly.attrs["period"] == "1M" and "=== monthly mosaic: 3 period(s) of 1M" in r.stdout
+    assert np.isfinite(monthly["optical"].values).mean() > 0.5
     scores = json.loads((out / "scores.json").read_text())
     assert [row["name"] for row in scores["rows"]] == ["model", "baseline: train mean colour"]
     assert all(np.isfinite(row["mae"]) for row in scores["rows"])
