@@ -31,7 +31,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+# imported here, once, not inside the readers: a Ray actor reads in several threads, and two
+# threads importing ``rasterio.vrt`` at once can see it half-initialised ("cannot import name
+# 'WarpedVRT'", seen in CI)
+import rasterio
 from affine import Affine
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
 
 from sar2opt.config import CubeSpec
 from sar2opt.errors import CatalogError
@@ -104,8 +112,6 @@ def _gdal_env():
     """One rasterio Env per process, entered once and kept (cheap re-use in Ray workers)."""
     global _env
     if _env is None:
-        import rasterio
-
         _env = rasterio.Env(**GDAL_ENV)
         _env.__enter__()
     return _env
@@ -113,8 +119,6 @@ def _gdal_env():
 
 def _dataset(href: str):
     """A cached open dataset for ``href`` (LRU of ``MAX_OPEN`` per process)."""
-    import rasterio
-
     ds = _open.get(href)
     if ds is not None:
         _open.move_to_end(href)
@@ -137,7 +141,6 @@ def nodata_to_nan(ds, a: np.ndarray, window) -> np.ndarray:
     """``a`` (native dtype, read from band 1 at ``window``) as float32 with NaN where the
     band's mask says no data: what ``read(masked=True).filled(nan)`` gives, but a per-band
     nodata value is compared here instead of GDAL decoding the window again for its mask."""
-    from rasterio.enums import MaskFlags
 
     flags = set(ds.mask_flag_enums[0])
     out = a.astype(np.float32)
@@ -153,7 +156,6 @@ def nodata_to_nan(ds, a: np.ndarray, window) -> np.ndarray:
 
 def _cached_tile(ds, href: str, ti: int, tj: int) -> np.ndarray:
     """COG internal tile (``ti``, ``tj``) of band 1, float32 with NaN at no data (LRU)."""
-    from rasterio.windows import Window
 
     global _blocks_bytes
     key = (href, ti, tj)
@@ -188,8 +190,6 @@ def read_tiles(ds, href: str, r0: int, c0: int, out: np.ndarray) -> None:
 
 def read_asset(href: str, grid: GridSpec) -> np.ndarray:
     """One asset on ``grid``: (h, w) float32, NaN outside the raster and at its nodata."""
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
 
     h, w = grid.shape
     out = np.full((h, w), np.nan, np.float32)
