@@ -5,7 +5,6 @@ next one; of two monitors started at once, one works and the other is refused.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -23,7 +22,9 @@ from tests.helpers.jobs import (
     REPO,
     SMALL_AOI,
     assert_same_store,
+    error_line,
     ledger_done,
+    load_job,
     one_error_line,
     run_job,
     wait_for,
@@ -93,25 +94,12 @@ def test_monitor_appends_new_dates_equal_to_a_one_shot_run(runs) -> None:
     )
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "jobs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _error_line(capsys) -> str:
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")]
-    assert len(lines) == 1, lines
-    return lines[0]
-
-
 # The checks below call the jobs' main() in this process (a second process only adds imports);
 # flock locks belong to an open file, so a lock held here still excludes the job's own open.
 
 
 def test_second_monitor_adds_nothing(runs, tiny_ckpt, capsys) -> None:
-    store, monitor = runs["store"], _load("monitor")
+    store, monitor = runs["store"], load_job("monitor")
     before = (store / "zarr.json").read_text(), (store / LEDGER_FILE).read_text()
     args = ["--aoi", str(runs["aoi"]), "--checkpoint", str(tiny_ckpt), "--store", str(store)]
     assert monitor.main(monitor.parse_args([*args, "--until", "2023-08-31"])) == 0
@@ -125,12 +113,12 @@ def test_a_second_writer_is_refused_while_the_lock_is_held(
 ) -> None:
     from sar2opt.infer.ledger import StoreLock
 
-    store, monitor, infer = runs["store"], _load("monitor"), _load("infer_region")
+    store, monitor, infer = runs["store"], load_job("monitor"), load_job("infer_region")
     before = (store / "zarr.json").read_text()
     args = ["--aoi", str(runs["aoi"]), "--checkpoint", str(tiny_ckpt)]
     with StoreLock(store):  # another monitor (or infer_region) is writing
         code = monitor.main(monitor.parse_args([*args, "--store", str(store)]))
-        assert code == 2 and "another run is writing" in _error_line(capsys)
+        assert code == 2 and "another run is writing" in error_line(capsys)
         # infer_region --overwrite takes the same lock: it cannot replace the store meanwhile
         code = infer.main(
             infer.parse_args(
@@ -139,15 +127,15 @@ def test_a_second_writer_is_refused_while_the_lock_is_held(
                 + ["--config", "jobs/configs/demo.yaml", "--stac-url", syn_catalog["url"]]
             )
         )
-        assert code == 2 and "another run is writing" in _error_line(capsys)
+        assert code == 2 and "another run is writing" in error_line(capsys)
     assert (store / "zarr.json").read_text() == before
 
 
 def test_monitor_without_a_store_says_to_run_infer_region(runs, tiny_ckpt, tmp_path, capsys):
-    monitor = _load("monitor")
+    monitor = load_job("monitor")
     args = ["--aoi", str(runs["aoi"]), "--checkpoint", str(tiny_ckpt)]
     assert monitor.main(monitor.parse_args([*args, "--store", str(tmp_path / "none.zarr")])) == 2
-    assert "jobs/infer_region.py" in _error_line(capsys)
+    assert "jobs/infer_region.py" in error_line(capsys)
     assert not (tmp_path / "none.zarr").exists()
 
 

@@ -189,3 +189,21 @@ def small_infer_args(url: str, aoi: Path, ckpt: Path, *extra: str) -> list:
         *("--checkpoint", ckpt),
         *("--set", "infer.read_blocks=1", "--set", "infer.batch_size=1", *extra),
     ]
+
+
+def load_job(name: str):
+    """``jobs/<name>.py`` as a module, to call its ``main()`` in this process: a bad-input
+    check then costs no second interpreter and its imports."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "jobs" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def error_line(capsys) -> str:
+    """The one ``error:`` line an in-process ``main()`` printed (pytest's ``capsys``)."""
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, lines
+    return lines[0]
