@@ -36,6 +36,11 @@ SOURCES = {
 }
 
 
+#: The monthly mosaic keeps real clear S2 (``infer.composite_max_dt_days`` > 0 turns it on; in
+#: a period mosaic any clear S2 pixel inside the period counts).
+COMPOSITE_DAYS = 6
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", choices=sorted(SOURCES), default="synthetic")
@@ -95,12 +100,12 @@ def main(args: argparse.Namespace) -> int:
             "infer_region",
             ["jobs/infer_region.py", *dates, "--checkpoint", ckpt, "--out", str(mosaic), *common],
         )
-        # the product: one wall-to-wall image per month (the per-pass mosaic is the one scored:
-        # its time steps are the cube's dates)
+        # the product: one wall-to-wall image per month, real clear S2 kept where there is
+        # some (the per-pass mosaic is the one scored: its time steps are the cube's dates)
         _run(
             "infer_region --period 1M",
             ["jobs/infer_region.py", *dates, "--checkpoint", ckpt, "--out", str(monthly)]
-            + ["--period", "1M", *common],
+            + ["--period", "1M", *common, "--set", f"infer.composite_max_dt_days={COMPOSITE_DAYS}"],
         )
     png, scores = _look(out)
     _show_periods(monthly)
