@@ -39,6 +39,7 @@ from sar2opt.infer.periods import BestEvidence
 from sar2opt.infer.read import CatalogAux
 from sar2opt.profiles import profile_for
 from sar2opt.train.trainer import aux_bands
+from tests.helpers.data import search_in
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -52,17 +53,6 @@ NORM = {
 }
 
 
-def _search(items):
-    def search(catalog, collection, aoi, start, end):
-        return [
-            it
-            for it in items
-            if it["collection"] == collection and start <= it["properties"]["datetime"][:10] <= end
-        ]
-
-    return search
-
-
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     """A 128 x 128 px synthetic scene (S1 07-01 ... 08-06, S2 07-03 ... 07-28) and its cube
@@ -74,7 +64,7 @@ def scene(tmp_path_factory):
     cube = root / "cube.zarr"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(build, "search_s1", lambda *a, **k: s1)
-        mp.setattr(build, "search_aoi", _search(items))
+        mp.setattr(build, "search_aoi", search_in(items))
         tiled_build.build_tiled(
             aoi, "2023-07-01", "2023-08-10", catalog=CAT, spec=SPEC, out=cube, log=lambda *_: None
         )

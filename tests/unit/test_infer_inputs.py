@@ -40,6 +40,7 @@ from sar2opt.infer.read import CatalogSar
 from sar2opt.infer.run import FillJob, Strip, process_strip, strip_window
 from sar2opt.profiles import profile_for
 from sar2opt.train.trainer import aux_bands
+from tests.helpers.data import search_in
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -67,19 +68,6 @@ NORM = {
 TILE_PX, OVERLAP_PX = 64, 32  # 32 px blocks in 64 px windows: not on the cube's 64 px tiles
 
 
-def _search(items):
-    """``stac.search_aoi`` over the scene's items (collection and dates)."""
-
-    def search(catalog, collection, aoi, start, end):
-        return [
-            it
-            for it in items
-            if it["collection"] == collection and start <= it["properties"]["datetime"][:10] <= end
-        ]
-
-    return search
-
-
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn-inputs")
@@ -89,7 +77,7 @@ def scene(tmp_path_factory):
     cube = root / "cube.zarr"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(build, "search_s1", lambda *a, **k: s1)
-        mp.setattr(build, "search_aoi", _search(items))
+        mp.setattr(build, "search_aoi", search_in(items))
         tiled_build.build_tiled(aoi, *DATES, catalog=CAT, spec=SPEC, out=cube, log=lambda *_: None)
     return {"items": items, "aoi": aoi, "cube": cube, "s1": s1}
 
@@ -123,8 +111,8 @@ def _inference(scene, input_set: str, monkeypatch, rule: CubeSpec | None = None)
     ``Region.aux_items``' searches), the lattice, the time steps."""
     from sar2opt.infer.predictor import input_rule
 
-    monkeypatch.setattr(region_mod, "search_aoi", _search(scene["items"]))
-    monkeypatch.setattr(build, "search_aoi", _search(scene["items"]))
+    monkeypatch.setattr(region_mod, "search_aoi", search_in(scene["items"]))
+    monkeypatch.setattr(build, "search_aoi", search_in(scene["items"]))
     grid = GridSpec.from_dict(xr.open_zarr(scene["cube"]).attrs["grid"])
     models = Models(
         ("/ckpt",), ("0",), CAT.sar_bands, CAT.opt_bands, {}, None, input_set,
