@@ -42,6 +42,7 @@ def _entry_points(cube: Path, ckpt: Path) -> dict:
         "sar2opt synth --out": ["-m", "sar2opt.cli", "synth", "--bbox", "-51", "-3", "-50.99",
                                 "-2.99", "--start", "2023-07-01", "--end", "2023-07-13",
                                 "--out", "OUT"],
+        "sar2opt export cog --out": ["-m", "sar2opt.cli", "export", "cog", cube, "--out", "OUT"],
     }  # fmt: skip
 
 
