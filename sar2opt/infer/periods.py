@@ -293,10 +293,18 @@ class BestEvidence:
         better = valid & (rank < self.rank)  # also where nothing is held yet
         same = valid & (rank == self.rank)
         nearer = same & (dist < self.dist_s)
-        # the new candidate's share where both are of equal rank: its own weight when it is
-        # the nearer, else what the held one's weight leaves
-        share = np.where(better, 1.0, np.where(same, np.where(nearer, w, 1.0 - self.weight), 0.0))
-        share = share.astype(np.float32)
+        # where both are of equal rank, each weighs its edge weight, the farther one only in
+        # what the nearer one leaves: (w_near, (1 - w_near) * w_far), normalised. Inside the
+        # nearer swath that is the nearer pass alone; towards its edge the farther one takes
+        # over; where both swaths end together they share.
+        w_old = self.weight
+        near_w = np.where(nearer, w, w_old)
+        far_w = (1.0 - near_w) * np.where(nearer, w_old, w)
+        total = near_w + far_w
+        new_w = np.where(nearer, near_w, far_w)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mixed = np.where(total > 0, new_w / total, np.where(nearer, 1.0, 0.0))
+        share = np.where(better, 1.0, np.where(same, mixed, 0.0)).astype(np.float32)
         mix = same & (share > 0)
         if mix.any():
             new = np.asarray(optical, np.float32)

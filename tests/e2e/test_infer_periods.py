@@ -24,6 +24,7 @@ from tests.helpers.jobs import (
     ledger_done,
     load_job,
     run_job,
+    syn_args,
     wait_for,
     write_json,
 )
@@ -218,3 +219,116 @@ def test_the_analysis_example_reads_a_period_mosaic(monthly, tmp_path) -> None:
     assert len(mixes) == 2 and all("sentinel-2" in ln for ln in mixes), r.stdout
     assert "ndvi at the centre" in r.stdout and "from 2023-07-01 to 2023-08-01" in r.stdout
     assert (tmp_path / "a" / "ndvi_change.png").is_file()
+
+
+# swaths of passes of both orbit directions meeting inside one period
+
+#: S1 pass (day) of the two-direction scene -> the band of the scene's columns its swath covers
+#: (the AOI spans about 0.1-0.9 of the scene, so 0.8-0.9 is covered by no pass)
+SWATHS = {"07-18": (0.0, 0.4), "07-13": (0.3, 0.7), "07-25": (0.6, 0.8), "07-06": (0.0, 0.8)}
+
+
+@pytest.fixture(scope="module")
+def swaths(syn_trained, tmp_path_factory):
+    """A synthetic scene with ascending and descending passes, each cut to a swath
+    (``SWATHS``: nodata outside, the item's footprint the swath), one July mosaic of it by
+    the trained model, and the per-pass mosaic of the same passes."""
+    import rasterio
+
+    from sar2opt.catalog.items import S1_NODATA, write_catalog
+    from sar2opt.catalog.server import CatalogServer
+    from sar2opt.catalog.synthetic import SynthSpec, generate_scene
+
+    root = tmp_path_factory.mktemp("swaths")
+    cat = root / "catalog"
+    spec = SynthSpec(orbit_states=("descending", "ascending"))
+    kept = []
+    for it in generate_scene(cat, n_s1=3, n_s2=1, spec=spec):
+        day = it["properties"]["datetime"][5:10]
+        if it["collection"].startswith("sentinel-1"):
+            if day not in SWATHS:
+                continue
+            f0, f1 = SWATHS[day]
+            for band in ("vv", "vh"):
+                href = it["assets"][band]["href"].removeprefix("file://")
+                with rasterio.open(href, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as ds:
+                    a = ds.read(1)
+                    a[:, : int(f0 * a.shape[1])] = S1_NODATA
+                    a[:, int(f1 * a.shape[1]) :] = S1_NODATA
+                    ds.write(a, 1)
+            w, s, e, n = it["bbox"]
+            lo, hi = w + f0 * (e - w), w + f1 * (e - w)
+            ring = [[lo, s], [hi, s], [hi, n], [lo, n], [lo, s]]
+            it = {**it, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+            it["bbox"] = [lo, s, hi, n]
+        kept.append(it)
+    write_catalog(kept, cat)
+    out = {"items": [it for it in kept if it["collection"].startswith("sentinel-1")]}
+    with CatalogServer(cat) as server:
+        for name, extra in (("july", ["--period", "1M"]), ("passes", [])):
+            out[name] = root / f"{name}.zarr"
+            r = run_job(
+                [
+                    "jobs/infer_region.py",
+                    *syn_args(server.url, end="2023-07-31"),
+                    "--checkpoint",
+                    syn_trained["ckpt"],
+                    "--out",
+                    out[name],
+                    "--executor",
+                    "local",
+                    *extra,
+                ]  # fmt: skip
+            )
+            assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def test_swaths_of_both_orbit_directions_meet_without_a_seam(swaths) -> None:
+    """Every pixel some pass covered is filled, by the covering pass nearest the middle of
+    July (away from borders, where two are blended) with its time in ``obs_time``; across a
+    swath border the image steps about as much as inside a swath, while cutting from one
+    pass to the next there would step three times more."""
+    from sar2opt.grid import GridSpec
+    from sar2opt.infer.read import read_sar_db
+
+    assert {it["properties"]["sat:orbit_state"] for it in swaths["items"]} == {
+        "ascending",
+        "descending",
+    }
+    ds = xr.open_zarr(swaths["july"], consolidated=False)
+    grid = GridSpec.from_dict(ds.attrs["grid"])
+    passes = sorted(swaths["items"], key=lambda it: it["properties"]["datetime"])
+    when = np.array(
+        [np.datetime64(it["properties"]["datetime"].rstrip("Z"), "ns") for it in passes]
+    )
+    covered = np.stack([np.isfinite(read_sar_db([it], grid, ["vv", "vh"])).all(0) for it in passes])
+    src, obs = ds["source"].values[0], ds["obs_time"].values[0]
+    assert ((src != 0) == covered.any(0)).all() and 0.02 < (src == 0).mean() < 0.3
+    assert np.isnat(obs[src == 0]).all()
+    ref = np.datetime64("2023-07-16T12:00:00", "ns")
+    nearest = np.full(grid.shape, -1)
+    for k in np.argsort(np.abs(when - ref))[::-1]:  # the nearest pass last: on top
+        nearest[covered[k]] = k
+    change = nearest[:, 1:] != nearest[:, :-1]
+    borders = np.flatnonzero((change & (nearest[:, 1:] >= 0) & (nearest[:, :-1] >= 0)).any(0))
+    assert len(borders) == 2, borders  # 07-18 | 07-13 | 07-25
+    away = np.ones(grid.shape, bool)  # from every border and swath end: blends there
+    for b in np.flatnonzero(change.any(0)):
+        away[:, max(b - 40, 0) : b + 42] = False
+    expected = np.array([np.datetime64(when[k], "ns") for k in range(len(passes))])
+    np.testing.assert_array_equal(
+        obs[away & (nearest >= 0)], expected[nearest[away & (nearest >= 0)]]
+    )
+    # steps between neighbouring columns, band mean: inside swaths, and across the borders
+    opt = ds["optical"].values[0]
+    step = np.abs(np.diff(opt, axis=-1)).mean(0)
+    inside = [c for c in range(5, grid.shape[1] - 6) if (abs(c - borders) > 40).all()]
+    inside = float(np.nanmean(step[:, inside]))
+    per_pass = xr.open_zarr(swaths["passes"], consolidated=False)["optical"].values
+    for b in borders:
+        left, right = nearest[:, b].max(), nearest[:, b + 1].max()  # the passes either side
+        feathered = float(np.nanmean(step[:, b - 33 : b + 1]))
+        cut = float(np.nanmean(np.abs(per_pass[right][..., b + 1] - per_pass[left][..., b])))
+        assert feathered <= 1.5 * inside, (b, feathered, inside)
+        assert cut >= 2.5 * inside, (b, cut, inside)  # the seam feathering removes is real
