@@ -332,3 +332,23 @@ def test_swaths_of_both_orbit_directions_meet_without_a_seam(swaths) -> None:
         cut = float(np.nanmean(np.abs(per_pass[right][..., b + 1] - per_pass[left][..., b])))
         assert feathered <= 1.5 * inside, (b, feathered, inside)
         assert cut >= 2.5 * inside, (b, cut, inside)  # the seam feathering removes is real
+
+
+def test_an_empty_period_inside_a_run_is_written_as_no_data(
+    syn_catalog, tiny_ckpt, tmp_path, capsys
+) -> None:
+    """Edges whose middle period holds no pass: the run says so and writes it as no data
+    (``source`` 0, ``obs_time`` NaT) between two filled periods; not an error."""
+    job = load_job("infer_region")
+    aoi = write_json(tmp_path / "aoi.geojson", SMALL_AOI)
+    out = tmp_path / "m.zarr"
+    edges = "infer.period_edges=[2023-07-01, 2023-07-05, 2023-07-10, 2023-07-20]"  # 1, 0, 1
+    args = _args(syn_catalog["url"], aoi, tiny_ckpt, out, "--set", edges, end="2023-07-19")
+    assert job.main(job.parse_args([str(a) for a in args[1:]])) == 0
+    printed = capsys.readouterr().out
+    assert "period 2023-07-05 has no Sentinel-1 acquisition: written as no data" in printed
+    ds = xr.open_zarr(out, consolidated=False)
+    assert [str(t)[:10] for t in ds.time.values] == ["2023-07-01", "2023-07-05", "2023-07-10"]
+    src, obs = ds["source"].values, ds["obs_time"].values
+    assert (src[1] == 0).all() and np.isnat(obs[1]).all() and np.isnan(ds["optical"][1]).all()
+    assert (src[[0, 2]] != 0).all() and not np.isnat(obs[[0, 2]]).any()
