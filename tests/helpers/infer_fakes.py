@@ -53,6 +53,17 @@ class FakeSar:
 
 
 @dataclass(frozen=True)
+class HoleySar(FakeSar):
+    """``FakeSar`` with a gap (NaN) in the top-left 4 x 4 px of every window read: where a
+    pixel has no SAR."""
+
+    def read(self, t: int, window: tuple[int, int, int, int]) -> np.ndarray:
+        a = super().read(t, window).copy()
+        a[:, :4, :4] = np.nan
+        return a
+
+
+@dataclass(frozen=True)
 class FailingSar:
     """A ``run.SarSource`` whose every read fails as an unreachable asset does."""
 

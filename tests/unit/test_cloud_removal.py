@@ -249,7 +249,7 @@ def test_source_codes_of_a_cloud_removal_model() -> None:
     from sar2opt.infer.plan import BlockLattice
     from sar2opt.infer.predictor import TilePredictor
     from sar2opt.infer.run import FillJob, Strip, process_strip, strip_window
-    from tests.helpers.infer_fakes import GRID, FakeSar, tiny_net
+    from tests.helpers.infer_fakes import GRID, HoleySar, tiny_net
 
     class Aux:
         keys = ("cloudy", "prior")
@@ -264,12 +264,6 @@ def test_source_codes_of_a_cloud_removal_model() -> None:
             prior = np.full((1, h, w), 0.05, np.float32)
             prior[:, h // 2 :] = np.nan  # no prior over the south half
             return {"cloudy": cloudy, "prior": prior}
-
-    class HoleySar(FakeSar):
-        def read(self, t, window):
-            a = super().read(t, window).copy()
-            a[:, :4, :4] = np.nan  # a SAR gap at the strip's top-left corner
-            return a
 
     net = tiny_net()
     net[0] = torch.nn.Conv2d(5, 4, 3, padding=1)  # sar (2) + cloudy (B04 + mask) + prior (B04)

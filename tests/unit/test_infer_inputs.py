@@ -297,7 +297,7 @@ def test_model_inputs_missing_values_rules() -> None:
 def test_source_says_which_evidence_made_each_pixel() -> None:
     """A strip through ``process_strip``: prior -> 3, no prior -> 2, no SAR -> 0 (no clear
     S2 to keep: the composite is off)."""
-    from tests.helpers.infer_fakes import GRID, FakeSar, tiny_net
+    from tests.helpers.infer_fakes import GRID, HoleySar, tiny_net
 
     class Aux:
         keys = ("prior",)
@@ -307,12 +307,6 @@ def test_source_says_which_evidence_made_each_pixel() -> None:
             prior = np.full((1, h, w), 0.05, np.float32)
             prior[:, :, : w // 2] = np.nan  # no prior on the west half of the strip
             return {"prior": prior}
-
-    class HoleySar(FakeSar):
-        def read(self, t, window):
-            a = super().read(t, window).copy()
-            a[:, :4, :4] = np.nan  # a SAR gap at the strip's top-left corner
-            return a
 
     net = tiny_net()
     net[0] = torch.nn.Conv2d(3, 4, 3, padding=1)  # sar (2) + prior (1 band: B04) in
