@@ -39,24 +39,16 @@ def evidence_rank(source: np.ndarray) -> np.ndarray:
     return table[np.asarray(source, np.uint8)]
 
 
-def nearest_clear(
+def nearest_clear_pick(
     obs: np.ndarray, clear: np.ndarray, dt_days: np.ndarray, max_dt_days: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the clear observation nearest in time within ±``max_dt_days``.
 
     ``obs`` (N, C, H, W) reflectance, ``clear`` (N, H, W) bool, ``dt_days`` (N,) signed
-    offsets from the target date. Returns (C, H, W) values (NaN where none) and an
-    (H, W) bool of where one was found. Ties go to the earlier observation in ``obs``.
+    offsets from the target date. Returns (C, H, W) values (NaN where none) and which
+    observation each pixel took: (H, W) int index into ``obs``, -1 where none (``obs_time``
+    records its date). Ties go to the earlier observation in ``obs``.
     """
-    out, pick = nearest_clear_pick(obs, clear, dt_days, max_dt_days)
-    return out, pick >= 0
-
-
-def nearest_clear_pick(
-    obs: np.ndarray, clear: np.ndarray, dt_days: np.ndarray, max_dt_days: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """``nearest_clear`` with, instead of the found flag, which observation each pixel took:
-    (H, W) int index into ``obs``, -1 where none (a period mosaic records its date)."""
     obs = np.asarray(obs, dtype=np.float32)
     n, c, h, w = obs.shape
     pick = np.full((h, w), -1, np.int64)
@@ -88,19 +80,3 @@ def synthesis_source(
     if same_date is not None:
         source[valid & same_date] = SOURCE_CLOUD_REMOVED
     return source
-
-
-def compose(
-    pred: np.ndarray,
-    s2: np.ndarray,
-    s2_found: np.ndarray,
-    with_prior: np.ndarray | None = None,
-    same_date: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Composite (C, H, W) and ``source`` (H, W) uint8 from a prediction and clear S2 pixels
-    (``with_prior``, ``same_date``: ``synthesis_source``'s)."""
-    pred = np.asarray(pred, dtype=np.float32)
-    out = np.where(s2_found[None], s2, pred).astype(np.float32)
-    source = synthesis_source(pred, with_prior, same_date)
-    source[s2_found] = SOURCE_S2
-    return out, source

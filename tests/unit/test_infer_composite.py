@@ -1,4 +1,5 @@
-"""Composite rules on numbers: nearest clear S2 within ±days, else synthesis."""
+"""Composite rules on numbers: nearest clear S2 within ±days, else synthesis (through the
+fold the pipeline uses: ``periods.BestEvidence`` ranks the sources)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,26 @@ from sar2opt.infer.composite import (
     SOURCE_S2,
     SOURCE_SYNTH,
     SOURCE_SYNTH_PRIOR,
-    compose,
-    nearest_clear,
+    evidence_rank,
+    nearest_clear_pick,
+    synthesis_source,
 )
+from sar2opt.infer.periods import BestEvidence
+
+
+def nearest_clear(obs, clear, dt, max_dt):
+    out, pick = nearest_clear_pick(obs, clear, dt, max_dt)
+    return out, pick >= 0
+
+
+def compose(pred, s2, found, with_prior=None):
+    """What ``run.process_strip`` writes for one block: clear S2 offered, then the synthesis."""
+    best = BestEvidence(pred.shape[0], found.shape)
+    s2_source = np.where(found, SOURCE_S2, SOURCE_NODATA).astype(np.uint8)
+    best.offer(s2, s2_source, 0.0, 0, evidence_rank(s2_source), 0)
+    source = synthesis_source(pred, with_prior)
+    best.offer(pred, source, 0.0, 0, evidence_rank(source), 0)
+    return best.optical, best.source
 
 
 def test_nearest_clear_prefers_smallest_abs_dt_and_respects_window() -> None:
