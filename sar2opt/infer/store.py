@@ -470,9 +470,10 @@ def _group(path: str):
     return zarr.open_group(path, mode="r+", use_consolidated=False)
 
 
-@lru_cache(maxsize=16)
 def has_var(path: str, name: str) -> bool:
-    """Whether the store has variable ``name`` (stores made before ``obs_time`` lack it)."""
+    """Whether the store has variable ``name`` (stores made before ``obs_time`` lack it).
+    Not cached: one stat per block write, and a store re-created in the same process under
+    the same path must not get an earlier store's answer."""
     return (Path(path) / name / "zarr.json").exists()
 
 
