@@ -60,8 +60,9 @@ def _write_cube(path: Path) -> None:
     ds.to_zarr(path, mode="w")
 
 
-def _write_checkpoint(d: Path, input_set: str = "S") -> None:
-    """An untrained U-Net of ``input_set`` with the metadata training writes."""
+def _write_checkpoint(d: Path, input_set: str = "S", cube_spec: dict = CUBE_SPEC) -> None:
+    """An untrained U-Net of ``input_set`` with the metadata training writes; ``cube_spec``:
+    its training cube's settings."""
     import torch
 
     from sar2opt.config import CubeSpec, ModelSpec, config_to_dict, load_config
@@ -105,7 +106,7 @@ def _write_checkpoint(d: Path, input_set: str = "S") -> None:
         meta |= {
             "input_set": input_set,
             "aux_bands": aux,
-            "cube_spec": config_to_dict(CubeSpec(**CUBE_SPEC)),
+            "cube_spec": config_to_dict(CubeSpec(**cube_spec)),
         }
     in_ch, dem_ch = input_channels(input_set, 2, 3)
     save_checkpoint(d, build_generator(spec, in_ch, 3, dem_ch), meta)
@@ -139,6 +140,7 @@ def inputs(tmp_path_factory):
     _write_checkpoint(root / "train" / "checkpoint")
     for input_set in ("SO", "SCO", "SD"):
         _write_checkpoint(root / input_set.lower() / "checkpoint", input_set)
+    _write_checkpoint(root / "so60" / "checkpoint", "SO", CUBE_SPEC | {"prior_days": 60.0})
     return root
 
 
@@ -218,12 +220,20 @@ def test_evaluate_cloud_removal_checkpoint_scored_under_laid_clouds(inputs):
     assert "laid on clear dates" in (out / "report.html").read_text()
 
 
-def test_evaluate_missing_input_band_one_error_line(inputs, tmp_path):
-    r = _ckpt_run(inputs, "sd", tmp_path / "o")
-    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
-    assert r.returncode == 2 and len(errs) == 1, r.stderr[-2000:]
-    assert "dem" in errs[0] and "catalog.dem_collection=cop-dem-glo-30" in errs[0]
-    assert not (tmp_path / "o" / "report.html").exists()
+def test_evaluate_unsupplied_input_one_error_line(inputs, tmp_path, capsys):
+    from tests.helpers.jobs import error_line, load_job
+
+    job = load_job("evaluate")
+    for name, want in (
+        ("sd", "reads dem band(s) dem, which the cube lacks: build it with --set "
+         "catalog.dem_collection=cop-dem-glo-30"),
+        ("so60", "made with cube.prior_days=30.0, the checkpoint's training cube with "
+         "cube.prior_days=60.0: rebuild the cube with --set cube.prior_days=60.0"),
+    ):  # fmt: skip
+        args = ["--cube", inputs / "cube.zarr", "--checkpoint", inputs / name / "checkpoint"]
+        code = job.main(job.parse_args([*map(str, args), "--out", str(tmp_path / name)]))
+        assert code == 2 and want in error_line(capsys), name
+        assert not (tmp_path / name / "report.html").exists()
 
 
 def test_evaluate_bad_input_one_error_line(inputs, tmp_path):

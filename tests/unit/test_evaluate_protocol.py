@@ -261,12 +261,9 @@ def test_load_scene_reads_the_inputs_the_cube_has(tmp_path):
     data = np.concatenate(
         [sc.sar_db, sc.truth, sc.clear[:, None].astype("float32"), sc.prior, sc.cloudy], axis=1
     )
-    ds = xr.DataArray(data, dims=("time", "band", "y", "x"), coords={"band": bands}).to_dataset(
-        name="cube"
-    )
-    ds = ds.assign_coords(
-        time=np.array(["2023-07-01", "2023-07-13", "2023-07-25"], "datetime64[ns]")
-    )
+    times = np.array(["2023-07-01", "2023-07-13", "2023-07-25"], "datetime64[ns]")
+    coords = {"time": times, "band": np.array(bands, dtype=object)}  # Zarr v3: no fixed-width str
+    ds = xr.DataArray(data, dims=("time", "band", "y", "x"), coords=coords).to_dataset(name="cube")
     ds.attrs.update({"sar_bands": ["vv", "vh"], "opt_bands": ["B03", "B04"]})
     ds.to_zarr(tmp_path / "c.zarr")
     got = load_scene(str(tmp_path / "c.zarr"))
