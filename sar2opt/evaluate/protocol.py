@@ -167,15 +167,17 @@ def train_dates(train: np.ndarray, scene: Scene) -> np.ndarray:
     return np.broadcast_to(np.asarray(train, bool), scene.clear.shape)
 
 
-def _per_date(scene: Scene, fit: Callable[[int], np.ndarray]) -> np.ndarray:
-    """``fit(t)`` -> (C, H, W) for every date; NaN for a date with too few training pixels
-    (e.g. all cloud): that date goes unscored for the method, and ``pixels`` says so."""
+def _per_date(
+    scene: Scene, tm: np.ndarray, fit: Callable[[int], np.ndarray], min_px: int
+) -> np.ndarray:
+    """``fit(t)`` -> (C, H, W) for every date with at least ``min_px`` training pixels ``tm``
+    (T, H, W) where SAR and truth are finite; NaN for a date with fewer (e.g. all cloud):
+    it goes unscored for the method, and its ``pixels`` say so."""
+    ok = tm & np.isfinite(scene.sar_db).all(1) & np.isfinite(scene.truth).all(1)
     out = np.full(scene.truth.shape, np.nan, "float32")
     for i in range(scene.truth.shape[0]):
-        try:
+        if ok[i].sum() >= min_px:
             out[i] = fit(i)
-        except ValueError:
-            pass
     return out
 
 
@@ -188,9 +190,11 @@ def mean_colour_method(per_date: bool = True) -> Method:
             h, w = scene.clear.shape[1:]
             return _per_date(
                 scene,
+                tm,
                 lambda i: np.broadcast_to(
                     constant_colour(scene.truth[i], tm[i])[:, None, None], (len(scene.bands), h, w)
                 ),
+                1,
             )
         out = np.empty(scene.truth.shape, "float32")
         col = constant_colour(np.moveaxis(scene.truth, 1, 0), tm)
@@ -198,6 +202,10 @@ def mean_colour_method(per_date: bool = True) -> Method:
         return out
 
     return run
+
+
+#: Training pixels a per-date ridge needs: more than its 6 SAR features (``fit_ridge``).
+RIDGE_MIN_PX = 7
 
 
 def ridge_method(per_date: bool = True, alpha: float = 1.0) -> Method:
@@ -212,7 +220,10 @@ def ridge_method(per_date: bool = True, alpha: float = 1.0) -> Method:
             return fit_predict(scene.sar_db, scene.truth, tm)
         d = lambda i: slice(i, i + 1)  # noqa: E731
         return _per_date(
-            scene, lambda i: fit_predict(scene.sar_db[d(i)], scene.truth[d(i)], tm[d(i)])[0]
+            scene,
+            tm,
+            lambda i: fit_predict(scene.sar_db[d(i)], scene.truth[d(i)], tm[d(i)])[0],
+            RIDGE_MIN_PX,
         )
 
     return run

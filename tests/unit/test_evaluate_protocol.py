@@ -274,3 +274,14 @@ def test_load_scene_reads_the_inputs_the_cube_has(tmp_path):
     np.testing.assert_array_equal(only.prior[:, 0], sc.prior[:, 1])
     with pytest.raises(ValueError, match="dem"):
         load_scene(str(tmp_path / "c.zarr"), aux={"dem": ["dem"]})
+
+
+def test_per_date_fits_skip_a_date_without_training_pixels():
+    sc = _scene(t=2)
+    clear = sc.clear.copy()
+    clear[1] = False  # date 1 all cloud: nothing to fit on, nothing to score
+    sc = replace(sc, clear=clear)
+    train = np.ones((32, 32), bool)
+    for method in (mean_colour_method(per_date=True), ridge_method(per_date=True)):
+        pred = method(sc, train, 0)
+        assert np.isfinite(pred[0]).all() and np.isnan(pred[1]).all()
