@@ -1,13 +1,21 @@
-"""Score a checkpoint on a cube beside two baselines, over spatial block splits and seeds.
+"""Score a checkpoint of any input set on a cube beside the baselines, over splits and seeds.
 
     python jobs/evaluate.py --cube out/cube.zarr --checkpoint out/train/checkpoint --out out/eval
         [--seeds 0 1 2] [--block-px 32] [--val-frac 0.5] [--residual-steps 300]
+        [--bands B04 B08] [--cloud-removal] [--flips N]
 
-Methods: the checkpoint (held-out blocks drawn only where it never trained: its validation
-strip), the constant train-mean colour and the ridge fit per date (baselines), ridge pooled
-over dates, and 'SAR + scene-fit reference' (a small U-Net correcting the per-date ridge,
-refitted per seed). Writes ``report.html`` and ``scores.json``; user errors are one
-``error: ...`` line on stderr and exit code 2.
+Methods: the checkpoint, fed every input its input set reads (SAR, the prior clear S2, the
+same-date cloudy S2 + cloud mask, the DEM: the cube's bands, made into the model's tensors
+by the inference predictor), the constant train-mean colour, the ridge fit per date and
+"copy the prior clear pixel" (baselines), ridge pooled over dates, and 'SAR + scene-fit
+reference' (a small U-Net correcting the per-date ridge, refitted per seed).
+
+Held-out blocks (S, SD, SO, SOD checkpoints; drawn only where the checkpoint never trained:
+its test or validation blocks), or, for cloud-removal checkpoints (SC, SCO, SCOD) and with
+``--cloud-removal``, real cloud masks of a cloudy date laid onto clear dates and every
+method scored under them (``evaluate.protocol``). Progress goes to stderr; writes
+``report.html`` and ``scores.json``; user errors are one ``error: ...`` line on stderr and
+exit code 2.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 from sar2opt import jobkit
@@ -23,7 +33,8 @@ from sar2opt.paths import claim_folder
 
 REFERENCE = "ridge per date (baseline)"
 MEAN = "mean colour per date (baseline)"
-BASELINES = (REFERENCE, MEAN, "ridge pooled (baseline)")
+COPY_PRIOR = "copy the prior clear pixel (baseline)"
+BASELINES = (REFERENCE, MEAN, "ridge pooled (baseline)", COPY_PRIOR)
 TERRAIN_BANDS = ("layover", "foreshortening", "shadow", "non_distorted")
 
 
@@ -43,24 +54,100 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--residual-steps", type=int, default=300, help="0: skip the residual net")
     ap.add_argument("--residual-ngf", type=int, default=16)
     ap.add_argument("--target", type=float, default=0.15, help="MAE gain over ridge to pass")
+    ap.add_argument("--bands", nargs="+", default=None, help="bands to score (default: all)")
+    ap.add_argument(
+        "--cloud-removal",
+        action="store_true",
+        help="score under real cloud masks laid on clear dates (always on for SC/SCO/SCOD)",
+    )
+    ap.add_argument(
+        "--flips",
+        type=int,
+        default=None,
+        help="test-time flips of the checkpoint (default: its infer.tta_flips, as inference)",
+    )
     return ap.parse_args(argv)
 
 
-def _checkpoint(args: argparse.Namespace, scene) -> tuple[dict, object, list[str]]:
+#: How to build a cube that has each model input (the cube flag; ``{}``: the checkpoint's value).
+CUBE_FLAG = {
+    "prior": "--set cube.prior_days={prior_days:g}",
+    "cloudy": "--set cube.cloudy=true",
+    "dem": "--set catalog.dem_collection={dem}",
+}
+
+
+def checkpoint_inputs(meta: dict, cube_bands: list[str], cube_attrs: dict) -> dict:
+    """The cube bands of the checkpoint's extra inputs ({key: bands}); EvaluateError naming
+    the missing bands and the cube flag that makes them, or a cube whose prior / same-date
+    S2 rule differs from the checkpoint's training cube (``predictor.input_rule``)."""
+    from sar2opt.data.inputs import input_keys
+    from sar2opt.data.patches import CLOUD_MASK_BAND, CLOUDY_PREFIX, DEM_BAND, PRIOR_PREFIX
+    from sar2opt.infer.predictor import PRIOR_RULE, checkpoint_input_set, input_rule
+
+    input_set = checkpoint_input_set(meta)
+    out_bands = list(meta["out_bands"])
+    defaults = {
+        "prior": [PRIOR_PREFIX + b for b in out_bands],
+        "cloudy": [*(CLOUDY_PREFIX + b for b in out_bands), CLOUD_MASK_BAND],
+        "dem": [DEM_BAND],
+    }
+    rule = input_rule(meta)
+    dem = ((meta.get("config") or {}).get("catalog") or {}).get("dem_collection")
+    aux = {}
+    for key in input_keys(input_set):
+        if key == "sar":
+            continue
+        bands = list((meta.get("aux_bands") or {}).get(key) or defaults[key])
+        missing = [b for b in bands if b not in cube_bands]
+        if missing:
+            flag = CUBE_FLAG[key].format(prior_days=rule.prior_days, dem=dem or "cop-dem-glo-30")
+            raise EvaluateError(
+                f"the checkpoint (input set {input_set}) reads {key} band(s) "
+                f"{', '.join(missing)}, which the cube lacks: build it with {flag}"
+            )
+        aux[key] = bands
+    spec = cube_attrs.get("cube_spec")
+    if isinstance(spec, dict) and {"prior", "cloudy"} & set(aux):
+        keys = [k for k in PRIOR_RULE if k != "prior_days" or "prior" in aux]
+        for k in keys:
+            want = getattr(rule, k)
+            if k in spec and spec[k] != want:
+                raise EvaluateError(
+                    f"the cube's prior / same-date S2 were made with cube.{k}={spec[k]}, the "
+                    f"checkpoint's training cube with cube.{k}={want}: rebuild the cube "
+                    f"with --set cube.{k}={want}"
+                )
+    return aux
+
+
+def _flips(meta: dict, flips: int | None) -> int:
+    """The flips inference would use (the checkpoint config's ``infer.tta_flips``)."""
+    from sar2opt.config import config_from_dict
+
+    if flips is not None:
+        return flips
+    try:
+        return config_from_dict(meta.get("config") or {}, saved=True).infer.tta_flips
+    except Sar2OptError:
+        return 1
+
+
+def _checkpoint(args: argparse.Namespace, scene, meta: dict) -> tuple[dict, object, list[str]]:
     """Methods from the checkpoint, the allowed block area, and notes."""
 
     from sar2opt.config import PatchSpec, config_from_dict
     from sar2opt.data.index import split_pixels
-    from sar2opt.evaluate.protocol import fixed_method
-    from sar2opt.infer.predictor import predict
-    from sar2opt.train.checkpoint import load_generator
+    from sar2opt.data.inputs import input_keys
+    from sar2opt.evaluate.protocol import predictor_method
+    from sar2opt.infer.predictor import TilePredictor, checkpoint_input_set
 
-    model, meta = load_generator(args.checkpoint)
-    if list(meta["out_bands"]) != list(scene.bands):
-        raise EvaluateError(
-            f"checkpoint predicts {meta['out_bands']} but the cube has {list(scene.bands)}"
-        )
-    pred = predict(model, scene.sar_db, meta["norm"])
+    input_set = checkpoint_input_set(meta)
+    flips = _flips(meta, args.flips)
+    try:
+        predictor = TilePredictor(args.checkpoint, device="auto", flips=flips)
+    except ValueError as e:
+        raise EvaluateError(f"cannot load {args.checkpoint}: {e}") from None
     try:
         pspec = config_from_dict(meta.get("config") or {}, saved=True).patches
     except Sar2OptError:
@@ -74,15 +161,29 @@ def _checkpoint(args: argparse.Namespace, scene) -> tuple[dict, object, list[str
         raise EvaluateError(f"cannot rebuild the checkpoint's split on this cube: {e}") from None
     if not allowed.any():
         raise EvaluateError(f"the checkpoint's patch index has no {split} block on this cube")
-    name = f"checkpoint {meta['model'].get('generator', '?')} (epoch {meta.get('epoch', '?')})"
-    note = (
-        f"Held-out blocks are drawn only inside the {split} blocks of the checkpoint's patch "
-        f"index ({int(allowed.sum())} px; patches.block_px {pspec.block_px}, split_seed "
-        f"{pspec.split_seed}), which it never trained on, so its score is honest; the "
-        "baselines and the residual net are refitted per seed on everything outside the "
-        "held-out blocks."
+    name = (
+        f"checkpoint {meta['model'].get('generator', '?')} {input_set} "
+        f"(epoch {meta.get('epoch', '?')})"
     )
-    return {name: fixed_method(pred)}, allowed, [note]
+    note = (
+        f"Scored only inside the {split} blocks of the checkpoint's patch "
+        f"index ({int(allowed.sum())} px; patches.block_px {pspec.block_px}, split_seed "
+        f"{pspec.split_seed}), which it never trained on, so its score is honest (every "
+        "method is scored on the same pixels). The checkpoint reads "
+        f"{' + '.join(input_keys(input_set))} (input set {input_set}) through the inference "
+        f"predictor with {flips} test-time flip(s), the mean of its hypotheses as its "
+        "prediction and their spread as its uncertainty, as inference writes them."
+    )
+    return {name: predictor_method(predictor, input_keys(input_set))}, allowed, [note]
+
+
+def _progress():
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:7.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    return log
 
 
 @jobkit.entry
@@ -94,45 +195,89 @@ def main(args: argparse.Namespace) -> int:
         raise EvaluateError(f"checkpoint not found: {args.checkpoint}")
     if not args.seeds:
         raise EvaluateError("need at least one seed")
+    import xarray as xr
+
+    from sar2opt.data.inputs import uses_cloudy
     from sar2opt.evaluate.protocol import (
         BlockSplitSpec,
+        CloudLaySpec,
+        copy_prior_method,
         load_scene,
         mean_colour_method,
         ridge_method,
         run_protocol,
     )
-    from sar2opt.evaluate.report import write_report
+    from sar2opt.evaluate.reliability import reliability_table
+    from sar2opt.evaluate.report import coverage, write_report
     from sar2opt.evaluate.residual import ResidualSpec, residual_method
 
+    log = _progress()
+    meta, aux, input_set = None, None, None
     try:
-        scene = load_scene(str(args.cube))
+        ds = xr.open_zarr(args.cube)
+        cube_bands, attrs = [str(b) for b in ds["cube"].band.values], dict(ds.attrs)
+    except (ValueError, KeyError, OSError) as e:
+        raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
+    if args.checkpoint is not None:
+        from sar2opt.infer.predictor import checkpoint_input_set, load_models
+        from sar2opt.train.checkpoint import load_meta
+
+        load_models([args.checkpoint])  # the inference checks: input set, norm, cube rules
+        meta = load_meta(args.checkpoint)
+        input_set = checkpoint_input_set(meta)
+        aux = checkpoint_inputs(meta, cube_bands, attrs)
+    try:
+        log(f"loading {args.cube.name}")
+        out_bands = list(meta["out_bands"]) if meta is not None else None
+        scene = load_scene(str(args.cube), out_bands, aux)
         spec = BlockSplitSpec(args.block_px, args.val_frac, args.buffer_px)
         block_split_check(scene, spec)
     except (ValueError, KeyError, OSError) as e:
         raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
+    bands = list(args.bands or scene.bands)
+    unknown = [b for b in bands if b not in scene.bands]
+    if unknown:
+        raise EvaluateError(
+            f"--bands {' '.join(unknown)}: not predicted; choose among {' '.join(scene.bands)}"
+        )
+    clouds = None
+    if args.cloud_removal or (input_set is not None and uses_cloudy(input_set)):
+        clouds = CloudLaySpec(buffer_px=args.buffer_px)
     methods = {
         MEAN: mean_colour_method(per_date=True),
         REFERENCE: ridge_method(per_date=True),
         "ridge pooled (baseline)": ridge_method(per_date=False),
     }
+    if scene.prior is not None:
+        methods[COPY_PRIOR] = copy_prior_method()
     notes: list[str] = []
     allowed = None
     metrics_csv = None
     if args.checkpoint is not None:
-        extra, allowed, more = _checkpoint(args, scene)
+        extra, allowed, more = _checkpoint(args, scene, meta)
         methods.update(extra)
         notes += more
         metrics_csv = args.checkpoint.parent / "metrics.csv"
     if args.residual_steps > 0:
         rs = ResidualSpec(ngf=args.residual_ngf, steps=args.residual_steps)
         methods["SAR + ridge reference: residual U-Net"] = residual_method(rs)
-    notes += _standing_notes(args.cube)
+    notes += _standing_notes(cube_bands, scene, clouds is not None, input_set)
     try:
-        result = run_protocol(scene, methods, spec, args.seeds, allowed, log=print)
+        result = run_protocol(
+            scene, methods, spec, args.seeds, allowed, log=log, bands=bands, clouds=clouds
+        )
     except ValueError as e:
         raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
 
+    summary = result.summary()
+    cov = coverage(summary, REFERENCE)
+    if COPY_PRIOR in summary:
+        notes.append(
+            f"{COPY_PRIOR}: a prior clear S2 exists at {100 * cov[COPY_PRIOR]:.0f} % of the "
+            "scored pixels; its scores cover only those."
+        )
     claim_folder(args.out, "evaluate")
+    log("writing the report")
     v = write_report(
         args.out / "report.html",
         title=f"sar2opt evaluation: {args.cube.name}",
@@ -145,24 +290,31 @@ def main(args: argparse.Namespace) -> int:
         metrics_csv=metrics_csv,
         target_frac=args.target,
     )
-    summary = result.summary()
+    reliability = {
+        k: [asdict(r) for r in reliability_table(*pair)] for k, pair in result.stated.items()
+    }
     (args.out / "scores.json").write_text(
         json.dumps(
             {
                 "seeds": list(result.seeds),
+                "mode": result.mode,
                 "summary": summary,
+                "coverage": cov,
                 "per_seed": result.per_seed,
                 "verdict": v,
                 "times": list(scene.times),
-                "bands": list(scene.bands),
+                "bands": list(result.bands),
+                "predicted_bands": list(scene.bands),
+                "laid_clouds": [{str(t): d for t, d in p.items()} for p in result.laid],
+                "reliability": reliability,
             },
             indent=1,
         )
     )
-    print(f"\n{'method':44s} {'MAE mean ± std':>20s}")
+    print(f"\n{'method':44s} {'MAE mean ± std':>20s} {'coverage':>9s}")
     for k in sorted(summary, key=lambda k: summary[k]["mae"][0]):
         mu, sd = summary[k]["mae"]
-        print(f"{k:44s} {mu:10.4f} ± {sd:.4f}")
+        print(f"{k:44s} {mu:10.4f} ± {sd:.4f} {100 * cov[k]:8.0f} %")
     if v["best"] is not None:
         print(
             f"best {v['best']}: {100 * v['gain']:+.1f} % MAE vs {REFERENCE} "
@@ -181,17 +333,30 @@ def block_split_check(scene, spec) -> None:
         raise ValueError("cube has no clear optical pixel to score against")
 
 
-def _standing_notes(cube_path: Path) -> list[str]:
-    import xarray as xr
-
-    bands = [str(b) for b in xr.open_zarr(cube_path)["cube"].band.values]
+def _standing_notes(bands: list[str], scene, cloud_mode: bool, input_set: str | None) -> list[str]:
     notes = [
         "FID not computed: it needs Inception weights, none are stored locally and this job "
         "never downloads any.",
         "Ridge features: VV, VH, VV-VH (dB) and their 5 px local means; alpha 1 on "
-        "standardised features. 'per date' fits each acquisition on its own training blocks "
+        "standardised features. 'per date' fits each acquisition on its own training pixels "
         "(the within-scene protocol).",
     ]
+    from sar2opt.data.inputs import uses_cloudy
+
+    if cloud_mode and input_set is not None and uses_cloudy(input_set):
+        notes.append(
+            f"Cloud-removal scoring is forced for input set {input_set}: the model reads the "
+            "same-date S2, which it would copy at a clear held-out block."
+        )
+    if cloud_mode and scene.cloudy is None:
+        notes.append(
+            "The cube has no cloud_mask band (cube.cloudy): the laid cloud masks are the "
+            "cube's non-clear pixels of the donor date."
+        )
+    if scene.prior is None:
+        notes.append(
+            "No prior bands in this cube (cube.prior_days): 'copy the prior clear pixel' skipped."
+        )
     if not any(b in bands for b in TERRAIN_BANDS):
         notes.append(
             "No layover/foreshortening/shadow masks in this cube: per-terrain scores skipped "

@@ -8,12 +8,21 @@ The same held-out pixels are scored for every method, at every date of the cube.
 Within-scene protocol: methods that fit per date (``per_date``) learn from the training
 blocks of that same acquisition and fill its held-out blocks - the operational case where
 clear areas of a scene teach and cloudy ones are filled.
+
+Cloud-removal protocol (``CloudLaySpec``): a model that reads the same-date cloudy S2 would
+copy it at a clear held-out pixel, so held-out blocks say nothing about it. Instead, for each
+seed, the real cloud mask of one cloudy date of the cube is laid onto each clear date
+(``lay_clouds``, through the training stream's ``lay_cloud_masks``): that date's cloudy
+input gets those pixels masked, every method is scored under the laid mask only, and the
+per-date baselines are fitted on the date's pixels outside it (a ``buffer_px`` ring
+excluded): the same information the cloud-removal model gets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,13 +45,43 @@ class BlockSplitSpec:
 
 @dataclass(frozen=True)
 class Scene:
-    """What every method sees: SAR (T, 2, H, W) dB, optical truth (T, C, H, W), clear (T, H, W)."""
+    """What every method sees: SAR (T, 2, H, W) dB, optical truth (T, C, H, W), clear (T, H, W),
+    and the optical evidence the cube has (None when it lacks it): ``prior`` (T, C, H, W)
+    reflectance, NaN where no clear S2 within the prior window; ``cloudy`` (T, C + 1, H, W)
+    the same-date S2 as observed, then its cloud mask (1 = cloud, shadow or missing);
+    ``dem`` (T, 1, H, W) metres. Bands of ``prior`` and ``cloudy`` follow ``bands``."""
 
     sar_db: np.ndarray
     truth: np.ndarray
     clear: np.ndarray
     bands: tuple[str, ...]
     times: tuple[str, ...]
+    prior: np.ndarray | None = None
+    cloudy: np.ndarray | None = None
+    dem: np.ndarray | None = None
+
+    def cloud_mask(self) -> np.ndarray | None:
+        """(T, H, W) bool: where the same-date S2 is no evidence (mask set, or NaN)."""
+        if self.cloudy is None:
+            return None
+        return ~(self.cloudy[:, -1] <= 0.5)
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The model input tiles in physical units, keyed as ``data.inputs`` names them."""
+        out = {"sar": self.sar_db, "cloudy": self.cloudy, "prior": self.prior, "dem": self.dem}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def select_bands(scene: Scene, bands: Sequence[str]) -> Scene:
+    """``scene`` with only ``bands`` of the truth and prior (the cloudy S2 keeps its mask)."""
+    have = list(scene.bands)
+    missing = [b for b in bands if b not in have]
+    if missing:
+        raise ValueError(f"no band(s) {missing} to score; the scene has {have}")
+    idx = [have.index(b) for b in bands]
+    cloudy = None if scene.cloudy is None else scene.cloudy[:, [*idx, -1]]
+    prior = None if scene.prior is None else scene.prior[:, idx]
+    return replace(scene, truth=scene.truth[:, idx], prior=prior, cloudy=cloudy, bands=tuple(bands))
 
 
 def block_split(
@@ -86,12 +125,17 @@ def block_split(
 def scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """METRICS of (T, C, H, W) prediction vs truth over ``mask`` (T, H, W).
 
-    MAE/RMSE/PSNR/SAM pool all masked pixels of all dates; SSIM averages every fully
-    masked 7 px window of every date (NaN if the held blocks are smaller than a window).
+    MAE/RMSE/PSNR/SAM pool all masked pixels of all dates where prediction and truth are
+    finite (``pixels`` of them; a method without a prediction somewhere, e.g. no prior, is
+    scored where it has one); SSIM averages every fully masked 7 px window of every date
+    (NaN if the scored area is smaller than a window). All NaN when no pixel counts.
     """
     p = np.moveaxis(pred, 1, 0).reshape(pred.shape[1], -1, pred.shape[-1])
     t = np.moveaxis(truth, 1, 0).reshape(truth.shape[1], -1, truth.shape[-1])
     m = np.asarray(mask, bool).reshape(-1, mask.shape[-1])
+    n = int((m & np.isfinite(p).all(0) & np.isfinite(t).all(0)).sum())
+    if n == 0:
+        return {k: float("nan") for k in METRICS} | {"pixels": 0}
     maps = [ssim_map(pred[i], truth[i], mask[i]) for i in range(pred.shape[0])]
     allm = np.concatenate([x.ravel() for x in maps])
     out = {
@@ -100,31 +144,68 @@ def scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, f
         "psnr_db": psnr(p, t, m),
         "ssim": float(np.nanmean(allm)) if np.isfinite(allm).any() else float("nan"),
         "sam_deg": sam_deg(p, t, m) if p.shape[0] >= 2 else float("nan"),
-        "pixels": int((m & np.isfinite(p).all(0) & np.isfinite(t).all(0)).sum()),
+        "pixels": n,
     }
     return out
 
 
-# A method maps (scene, train mask (H, W), seed) -> prediction (T, C, H, W).
-Method = Callable[[Scene, np.ndarray, int], np.ndarray]
+@dataclass(frozen=True)
+class Prediction:
+    """A method's output: ``pred`` (T, C, H, W) reflectance and, when it states one, its
+    per-pixel ``uncertainty`` (T, H, W; reflectance, band mean)."""
+
+    pred: np.ndarray
+    uncertainty: np.ndarray | None = None
+
+
+# A method maps (scene, train mask (H, W) or (T, H, W), seed) -> (T, C, H, W) or a Prediction.
+Method = Callable[[Scene, np.ndarray, int], "np.ndarray | Prediction"]
+
+
+def train_dates(train: np.ndarray, scene: Scene) -> np.ndarray:
+    """The training mask per date (T, H, W): a block split's (H, W) mask is the same for all."""
+    return np.broadcast_to(np.asarray(train, bool), scene.clear.shape)
+
+
+def _per_date(
+    scene: Scene, tm: np.ndarray, fit: Callable[[int], np.ndarray], min_px: int
+) -> np.ndarray:
+    """``fit(t)`` -> (C, H, W) for every date with at least ``min_px`` training pixels ``tm``
+    (T, H, W) where SAR and truth are finite; NaN for a date with fewer (e.g. all cloud):
+    it goes unscored for the method, and its ``pixels`` say so."""
+    ok = tm & np.isfinite(scene.sar_db).all(1) & np.isfinite(scene.truth).all(1)
+    out = np.full(scene.truth.shape, np.nan, "float32")
+    for i in range(scene.truth.shape[0]):
+        if ok[i].sum() >= min_px:
+            out[i] = fit(i)
+    return out
 
 
 def mean_colour_method(per_date: bool = True) -> Method:
     """Constant train-mean colour (per date, or one colour over all dates)."""
 
     def run(scene: Scene, train: np.ndarray, seed: int) -> np.ndarray:
-        out = np.empty(scene.truth.shape, "float32")
-        tm = scene.clear & train[None]
+        tm = scene.clear & train_dates(train, scene)
         if per_date:
-            for i in range(scene.truth.shape[0]):
-                col = constant_colour(scene.truth[i], tm[i])
-                out[i] = col[:, None, None]
-        else:
-            col = constant_colour(np.moveaxis(scene.truth, 1, 0), tm)
-            out[:] = col[None, :, None, None]
+            h, w = scene.clear.shape[1:]
+            return _per_date(
+                scene,
+                tm,
+                lambda i: np.broadcast_to(
+                    constant_colour(scene.truth[i], tm[i])[:, None, None], (len(scene.bands), h, w)
+                ),
+                1,
+            )
+        out = np.empty(scene.truth.shape, "float32")
+        col = constant_colour(np.moveaxis(scene.truth, 1, 0), tm)
+        out[:] = col[None, :, None, None]
         return out
 
     return run
+
+
+#: Training pixels a per-date ridge needs: more than its 6 SAR features (``fit_ridge``).
+RIDGE_MIN_PX = 7
 
 
 def ridge_method(per_date: bool = True, alpha: float = 1.0) -> Method:
@@ -134,11 +215,28 @@ def ridge_method(per_date: bool = True, alpha: float = 1.0) -> Method:
         return fit_sar_ridge(sar_db, truth, mask, alpha).predict(sar_db)
 
     def run(scene: Scene, train: np.ndarray, seed: int) -> np.ndarray:
-        tm = scene.clear & train[None]
+        tm = scene.clear & train_dates(train, scene)
         if not per_date:
             return fit_predict(scene.sar_db, scene.truth, tm)
-        dates = [slice(i, i + 1) for i in range(scene.truth.shape[0])]
-        return np.concatenate([fit_predict(scene.sar_db[d], scene.truth[d], tm[d]) for d in dates])
+        d = lambda i: slice(i, i + 1)  # noqa: E731
+        return _per_date(
+            scene,
+            tm,
+            lambda i: fit_predict(scene.sar_db[d(i)], scene.truth[d(i)], tm[d(i)])[0],
+            RIDGE_MIN_PX,
+        )
+
+    return run
+
+
+def copy_prior_method() -> Method:
+    """'Copy the prior clear pixel': the latest clear S2 before the date as the prediction
+    (NaN, so unscored, where there is none within the prior window)."""
+
+    def run(scene: Scene, train: np.ndarray, seed: int) -> np.ndarray:
+        if scene.prior is None:
+            raise ValueError("the cube has no prior bands (build it with cube.prior_days > 0)")
+        return scene.prior.astype("float32", copy=False)
 
     return run
 
@@ -148,14 +246,112 @@ def fixed_method(pred: np.ndarray) -> Method:
     return lambda scene, train, seed: pred
 
 
+def predictor_method(
+    predictor: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], keys: Sequence[str]
+) -> Method:
+    """A checkpoint through the inference predictor (``infer.predictor.TilePredictor``): per
+    date, the scene's ``keys`` inputs (physical units; the cloudy S2 with any laid clouds)
+    become exactly the tensors inference feeds (``model_inputs``); ``pred`` and the
+    hypotheses' spread as its uncertainty (``uncertainty``, else ``spread``; None when all NaN,
+    e.g. one hypothesis). The prediction is reused while the scene is the same object (block
+    mode: once for all seeds)."""
+    last: list = []
+
+    def run(scene: Scene, train: np.ndarray, seed: int) -> Prediction:
+        if last and last[0] is scene:
+            return last[1]
+        have = scene.inputs()
+        missing = [k for k in keys if k not in have]
+        if missing:
+            raise ValueError(f"the scene lacks the model input(s) {missing}")
+        preds, uncs = [], []
+        for t in range(scene.truth.shape[0]):
+            out = predictor({k: have[k][t : t + 1] for k in keys})
+            preds.append(np.asarray(out["pred"], "float32"))
+            unc = out.get("uncertainty", out.get("spread"))
+            uncs.append(None if unc is None else np.asarray(unc, "float32"))
+        unc = None if any(u is None for u in uncs) else np.concatenate(uncs)
+        if unc is not None and not np.isfinite(unc).any():
+            unc = None
+        res = Prediction(np.concatenate(preds), unc)
+        last[:] = [scene, res]
+        return res
+
+    return run
+
+
+@dataclass(frozen=True)
+class CloudLaySpec:
+    """Cloud-removal scoring (module doc): a donor date's cloud mask must cover
+    ``min_cover``..``max_cover`` of the scored area (a date without S2 is no cloud shape), a
+    target date must be clear on at least ``min_clear`` of it; ``buffer_px`` ring around the
+    laid clouds is kept out of the per-date fits."""
+
+    buffer_px: int = 8
+    min_cover: float = 0.02
+    max_cover: float = 0.8
+    min_clear: float = 0.5
+
+
+def lay_clouds(
+    scene: Scene, seed: int, spec: CloudLaySpec = CloudLaySpec(), allowed: np.ndarray | None = None
+) -> tuple[Scene, np.ndarray, dict[int, int]]:
+    """(scene with the laid clouds in its cloudy input, laid mask (T, H, W), {target: donor}).
+
+    Per clear target date ``t`` the donor is drawn among the cloudy dates other than ``t``
+    from ``seed`` and ``t`` alone (deterministic). The donor masks are the cube's
+    ``cloud_mask`` (``~clear`` when the cube has no same-date S2 bands); the cloudy input's
+    own mask is united with them by ``data.stream.lay_cloud_masks``, as in training.
+    """
+    from sar2opt.data.stream import lay_cloud_masks
+
+    n_t, h, w = scene.clear.shape
+    area = np.ones((h, w), bool) if allowed is None else np.asarray(allowed, bool)
+    n_area = max(int(area.sum()), 1)
+    clouds = scene.cloud_mask()
+    clouds = ~scene.clear if clouds is None else clouds
+    cover = (clouds & area).sum(axis=(1, 2)) / n_area
+    clear = (scene.clear & area).sum(axis=(1, 2)) / n_area
+    donor_ok = (cover >= spec.min_cover) & (cover <= spec.max_cover)
+    donors = np.full(n_t, -1, dtype=np.int64)
+    for t in range(n_t):
+        cands = np.flatnonzero(donor_ok & (np.arange(n_t) != t))
+        if clear[t] >= spec.min_clear and cands.size:
+            donors[t] = cands[np.random.default_rng([int(seed), t]).integers(cands.size)]
+    if not (donors >= 0).any():
+        raise ValueError(
+            f"no clear date (>= {spec.min_clear:.0%} clear) with another date whose cloud mask "
+            f"covers {spec.min_cover:.0%}-{spec.max_cover:.0%} of the scored area to lay on it "
+            f"(cloud cover per date: {', '.join(f'{c:.0%}' for c in cover)})"
+        )
+    sel = donors >= 0
+    laid = np.zeros((n_t, h, w), bool)
+    laid[sel] = clouds[donors[sel]]
+    cloudy = scene.cloudy
+    if cloudy is not None:
+        cloudy = lay_cloud_masks(cloudy, clouds[donors[sel]][:, None].astype("float32"), donors)
+    pairs = {int(t): int(donors[t]) for t in np.flatnonzero(sel)}
+    return replace(scene, cloudy=cloudy), laid, pairs
+
+
 @dataclass(frozen=True)
 class ProtocolResult:
-    """Per-seed scores and their mean ± std (sample std over seeds) for every method."""
+    """Per-seed scores and their mean ± std (sample std over seeds) for every method.
+
+    ``held`` per seed: the (H, W) held-out blocks, or in cloud-removal mode the (T, H, W)
+    laid clouds scored; ``laid`` per seed: {target date: donor date} (empty for blocks);
+    ``stated`` per method that states an uncertainty: (uncertainty, |error|) of every scored
+    pixel of every seed (|error| the mean over scored bands), for ``reliability_table``.
+    """
 
     seeds: tuple[int, ...]
     per_seed: dict[str, list[dict[str, float]]]
-    held: list[np.ndarray]  # (H, W) held-out mask per seed
+    held: list[np.ndarray]
     first_preds: dict[str, np.ndarray]  # predictions of the first seed, for pictures
+    bands: tuple[str, ...] = ()
+    mode: str = "blocks"  # or "cloud removal"
+    laid: list[dict[int, int]] = field(default_factory=list)
+    stated: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, dict[str, tuple[float, float]]]:
         return {
@@ -179,28 +375,98 @@ def run_protocol(
     seeds: Sequence[int],
     allowed: np.ndarray | None = None,
     log: Callable[[str], None] = lambda s: None,
+    bands: Sequence[str] | None = None,
+    clouds: CloudLaySpec | None = None,
 ) -> ProtocolResult:
-    """Score every method on the held-out blocks of every seed (same pixels for all)."""
-    _, _, h, w = scene.truth.shape
+    """Score every method on the same pixels for each seed, on ``bands`` (default: all).
+
+    Blocks (``clouds`` None): held-out blocks of ``block_split`` inside ``allowed``, the
+    methods fitted outside them and their ring. Cloud removal: ``lay_clouds`` per seed; the
+    methods see the laid cloudy input, fit outside the laid clouds and their
+    ``clouds.buffer_px`` ring, and are scored under the laid clouds (inside ``allowed``).
+    """
+    n_t, _, h, w = scene.truth.shape
+    names = list(scene.bands)
+    bands = tuple(bands or names)
+    idx = [names.index(b) for b in bands]
+    truth = scene.truth[:, idx]
     per_seed: dict[str, list[dict[str, float]]] = {k: [] for k in methods}
     helds: list[np.ndarray] = []
+    laids: list[dict[int, int]] = []
     first: dict[str, np.ndarray] = {}
+    stated: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for s in seeds:
-        train, held = block_split(h, w, spec, int(s), allowed)
+        if clouds is None:
+            train, held = block_split(h, w, spec, int(s), allowed)
+            seen = scene
+            score_mask = scene.clear.astype(bool) & held[None]
+        else:
+            seen, laid, pairs = lay_clouds(scene, int(s), clouds, allowed)
+            train = ~dilate(laid, clouds.buffer_px)
+            held = laid if allowed is None else laid & np.asarray(allowed, bool)[None]
+            score_mask = scene.clear.astype(bool) & held
+            laids.append(pairs)
+            lays = ", ".join(
+                f"of {scene.times[d][:10]} on {scene.times[t][:10]}" for t, d in pairs.items()
+            )
+            log(f"seed {s}: clouds laid: {lays}; {int(score_mask.sum())} px scored")
         helds.append(held)
-        score_mask = scene.clear.astype(bool) & held[None]
         for name, method in methods.items():
-            pred = method(scene, train, int(s))
-            row = scores(pred, scene.truth, score_mask)
+            t0 = time.monotonic()
+            log(f"seed {s}  {name} ...")
+            out = method(seen, train, int(s))
+            out = out if isinstance(out, Prediction) else Prediction(out)
+            pred = out.pred[:, idx]
+            row = scores(pred, truth, score_mask)
             per_seed[name].append(row)
-            log(f"seed {s}  {name:32s} MAE {row['mae']:.4f}  PSNR {row['psnr_db']:.2f} dB")
+            log(
+                f"seed {s}  {name:32s} MAE {row['mae']:.4f}  PSNR {row['psnr_db']:.2f} dB  "
+                f"({time.monotonic() - t0:.1f} s)"
+            )
+            if out.uncertainty is not None:
+                err = np.abs(pred - truth).mean(axis=1)
+                ok = score_mask & np.isfinite(err) & np.isfinite(out.uncertainty)
+                stated.setdefault(name, []).append((out.uncertainty[ok], err[ok]))
             if s == seeds[0]:
                 first[name] = pred
-    return ProtocolResult(tuple(int(s) for s in seeds), per_seed, helds, first)
+    return ProtocolResult(
+        tuple(int(s) for s in seeds),
+        per_seed,
+        helds,
+        first,
+        bands,
+        "blocks" if clouds is None else "cloud removal",
+        laids,
+        {
+            k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v]))
+            for k, v in stated.items()
+        },
+    )
 
 
-def load_scene(cube_path: str, opt_bands: Sequence[str] | None = None) -> Scene:
-    """The whole cube in memory as a Scene (evaluation regions are scored, not tiled)."""
+def _band_names(attrs: Mapping, have: Sequence[str], key: str, opt: Sequence[str]) -> list[str]:
+    """Cube bands of input ``key`` for the optical bands ``opt``: the cube's naming rule
+    (``data.patches``), loaded only when the cube has all of them."""
+    from sar2opt.data.patches import CLOUD_MASK_BAND, CLOUDY_PREFIX, DEM_BAND, PRIOR_PREFIX
+
+    names = {
+        "prior": [PRIOR_PREFIX + b for b in opt],
+        "cloudy": [*(CLOUDY_PREFIX + b for b in opt), CLOUD_MASK_BAND],
+        "dem": [str(attrs.get("dem_band") or DEM_BAND)],
+    }[key]
+    return names if all(b in have for b in names) else []
+
+
+def load_scene(
+    cube_path: str,
+    opt_bands: Sequence[str] | None = None,
+    aux: Mapping[str, Sequence[str]] | None = None,
+) -> Scene:
+    """The whole cube in memory as a Scene (evaluation regions are scored, not tiled).
+
+    ``aux``: the cube bands of ``prior`` / ``cloudy`` / ``dem`` (e.g. a checkpoint's
+    ``aux_bands``); the others are loaded when the cube has them under their usual names.
+    """
     import xarray as xr
 
     ds = xr.open_zarr(cube_path)
@@ -211,10 +477,19 @@ def load_scene(cube_path: str, opt_bands: Sequence[str] | None = None) -> Scene:
     missing = [b for b in [*sar_bands, *opt, "clear"] if b not in have]
     if missing or len(sar_bands) != 2 or not opt:
         raise ValueError(f"cube lacks bands {missing or 'vv/vh + optical'}; it has {have}")
+    extra = {}
+    for key in ("prior", "cloudy", "dem"):
+        names = list((aux or {}).get(key) or _band_names(ds.attrs, have, key, opt))
+        lacks = [b for b in names if b not in have]
+        if lacks:
+            raise ValueError(f"cube lacks bands {lacks}; it has {have}")
+        if names:
+            extra[key] = cube.sel(band=names).values.astype("float32")
     return Scene(
         sar_db=cube.sel(band=sar_bands).values.astype("float32"),
         truth=cube.sel(band=opt).values.astype("float32"),
         clear=cube.sel(band="clear").values > 0.5,
         bands=tuple(opt),
         times=tuple(str(t)[:19] for t in cube.time.values),
+        **extra,
     )

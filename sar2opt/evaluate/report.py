@@ -2,7 +2,10 @@
 
 Every figure is a PNG embedded as base64, so the file can be mailed or attached to an
 issue. The first line answers "is the model useful": the best method's MAE against the
-ridge baseline, with the spread over seeds.
+ridge baseline, with the spread over seeds. The table says what was scored (held-out blocks,
+or laid clouds in cloud-removal mode; the scored bands) and each method's coverage (a
+method with no prediction somewhere, e.g. copying a prior that does not exist, is scored
+on fewer pixels); a method that states its uncertainty gets a reliability diagram.
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from sar2opt.evaluate.protocol import METRICS, ProtocolResult, Scene
+from sar2opt.evaluate.protocol import METRICS, ProtocolResult, Scene, select_bands
 from sar2opt.evaluate.quicklook import (
     RGB_BANDS,
     percentile_limits,
     sar_false_colour,
     to_rgba,
+)
+from sar2opt.evaluate.reliability import (
+    CALIBRATED_TOL,
+    ReliabilityRow,
+    reliability_figure,
+    reliability_table,
 )
 
 HIGHER_IS_BETTER = {"psnr_db", "ssim"}
@@ -75,11 +84,21 @@ def verdict(
     }
 
 
+def coverage(summary: dict[str, dict[str, tuple[float, float]]], reference: str | None) -> dict:
+    """Per method, its scored pixels over the reference's (the most any method has when
+    there is no reference): 1.0 = scored everywhere the others are."""
+    px = {n: summary[n]["pixels"][0] for n in summary}
+    base = px.get(reference) or max(px.values(), default=0.0)
+    return {n: (v / base if base else float("nan")) for n, v in px.items()}
+
+
 def metric_table_html(
     summary: dict[str, dict[str, tuple[float, float]]], reference: str | None, n_seeds: int
 ) -> str:
-    """Rows = methods, cells = mean ± std over seeds; best cell per column in bold."""
+    """Rows = methods, cells = mean ± std over seeds; best cell per column in bold; then the
+    MAE gain over ``reference``, scored pixels per seed and coverage (``coverage``)."""
     names = list(summary)
+    cov = coverage(summary, reference)
     head = "".join(f"<th>{LABELS[m]}</th>" for m in METRICS)
     rows = []
     best = {}
@@ -96,18 +115,41 @@ def metric_table_html(
             txt = "n/a" if not np.isfinite(mu) else f"{mu:{fmt}} ± {sd:{fmt}}"
             cells.append(f"<td><b>{txt}</b></td>" if best.get(m) == n else f"<td>{txt}</td>")
         rel = ""
-        if reference in summary and n != reference:
+        if reference in summary and n != reference and np.isfinite(summary[n]["mae"][0]):
             r = 100 * (1 - summary[n]["mae"][0] / summary[reference]["mae"][0])
             rel = f"{r:+.1f} %"
         px = summary[n]["pixels"][0]
+        c = f"{100 * cov[n]:.0f} %" if np.isfinite(cov[n]) else "n/a"
         rows.append(
-            f"<tr><th>{html.escape(n)}</th>{''.join(cells)}<td>{rel}</td><td>{px:.0f}</td></tr>"
+            f"<tr><th>{html.escape(n)}</th>{''.join(cells)}<td>{rel}</td><td>{px:.0f}</td>"
+            f"<td>{c}</td></tr>"
         )
     ref_name = html.escape(reference or "")
     return (
         f"<table><tr><th>method (mean ± std over {n_seeds} seeds)</th>{head}"
-        f"<th>MAE gain vs {ref_name}</th><th>pixels / seed</th></tr>{''.join(rows)}</table>"
+        f"<th>MAE gain vs {ref_name}</th><th>pixels / seed</th><th>coverage</th></tr>"
+        f"{''.join(rows)}</table>"
     )
+
+
+def reliability_html(tables: dict[str, list[ReliabilityRow]]) -> str:
+    """Per method, one row per bin of stated uncertainty: stated, measured, their ratio."""
+    parts = []
+    for name, rows in tables.items():
+        body = "".join(
+            f"<tr><td>{r.bin + 1}</td><td>{r.stated:.4f}</td><td>{r.abs_error:.4f}</td>"
+            f"<td>{r.ratio:.2f}</td><td>{r.count}</td></tr>"
+            for r in rows
+        )
+        ok = sum(abs(r.ratio - 1) <= CALIBRATED_TOL for r in rows)
+        parts.append(
+            f"<h3>{html.escape(name)}</h3><p class='note'>{ok} of {len(rows)} bins have a "
+            f"measured mean |error| within ±{100 * CALIBRATED_TOL:.0f} % of the stated "
+            "uncertainty.</p><table><tr><th>bin (1 = least uncertain)</th><th>mean stated"
+            "</th><th>mean |error|</th><th>|error| / stated</th><th>pixels</th></tr>"
+            f"{body}</table>"
+        )
+    return "".join(parts)
 
 
 def tiles_figure(
@@ -124,10 +166,11 @@ def tiles_figure(
     """
     from matplotlib.figure import Figure
 
-    t = int(np.argmax((scene.clear & held[None]).sum(axis=(1, 2))))
-    h, w = held.shape
+    held_t = np.broadcast_to(held, scene.clear.shape)  # blocks (H, W) or laid clouds (T, H, W)
+    t = int(np.argmax((scene.clear & held_t).sum(axis=(1, 2))))
+    h, w = held.shape[-2:]
     p = min(tile_px, h, w)
-    score = held & scene.clear[t]
+    score = held_t[t] & scene.clear[t]
     best_rc, best_n = (0, 0), -1
     for r in range(0, h - p + 1, max(p // 4, 1)):
         for c in range(0, w - p + 1, max(p // 4, 1)):
@@ -159,21 +202,23 @@ def tiles_figure(
         ax.set_xticks([])
         ax.set_yticks([])
         # outline the held-out pixels of the crop
-        ax.contour(held[win[1:]].astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
+        ax.contour(held_t[t][win[1:]].astype(float), levels=[0.5], colors="cyan", linewidths=0.6)
         if kw.get("cmap"):
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(
-        f"{scene.times[t][:10]}, crop rows {r}-{r + p}, cols {c}-{c + p}; cyan = held-out blocks",
+        f"{scene.times[t][:10]}, crop rows {r}-{r + p}, cols {c}-{c + p}; cyan = scored area",
         fontsize=9,
     )
     return fig
 
 
 def block_mae(pred: np.ndarray, scene: Scene, held: np.ndarray, block_px: int) -> np.ndarray:
-    """MAE per ``block_px`` block over clear held-out pixels of all dates (NaN elsewhere)."""
+    """MAE per ``block_px`` block over clear held-out pixels of all dates (NaN elsewhere);
+    ``held`` (H, W) blocks or (T, H, W) laid clouds."""
     t, _, h, w = scene.truth.shape
     err = np.abs(pred - scene.truth).mean(axis=1)  # (T, H, W)
-    ok = scene.clear & held[None] & np.isfinite(err)
+    ok = scene.clear & np.broadcast_to(held, scene.clear.shape) & np.isfinite(err)
+    held = held if held.ndim == 2 else held.any(axis=0)
     # cells on the held-out blocks' own lattice (it may be anchored off (0, 0))
     rows, cols = np.nonzero(held.any(axis=1))[0], np.nonzero(held.any(axis=0))[0]
     r0 = int(rows[0]) % block_px if rows.size else 0
@@ -259,6 +304,49 @@ td{text-align:right}.pass{background:#dfd;padding:8px}.fail{background:#fdd;padd
 img{max-width:100%}.note{color:#555;font-size:13px}"""
 
 
+def what_scored(result: ProtocolResult) -> str:
+    """Short name of the scored area, for headings."""
+    if result.mode == "cloud removal":
+        return "real cloud masks laid on clear dates (scored under the laid masks only)"
+    return "held-out blocks"
+
+
+def protocol_note(result: ProtocolResult, block_px: int, times: Sequence[str] = ()) -> str:
+    """What was held out, what was fitted where, and the bands scored (``times``: the
+    scene's dates, to name the laid clouds' dates)."""
+
+    def day(i: int) -> str:
+        return times[i][:10] if i < len(times) else f"date {i}"
+
+    seeds = ", ".join(map(str, result.seeds))
+    bands = ", ".join(result.bands) if result.bands else "all"
+    if result.mode == "cloud removal":
+        lays = "; ".join(
+            f"seed {s}: " + ", ".join(f"{day(d)} on {day(t)}" for t, d in pairs.items())
+            for s, pairs in zip(result.seeds, result.laid, strict=True)
+        )
+        head = (
+            "Cloud removal: per seed, the cloud mask of a cloudy date is laid on each clear "
+            f"date (the clouds of one date on another: {lays}); the target's same-date S2 "
+            "input gets those pixels masked, every method is scored on the clear pixels "
+            "under the laid mask only, and the per-date fits (ridge, mean colour, residual "
+            "net) learn from the date's pixels outside it (and its ring): the information a "
+            "cloud-removal model has."
+        )
+    else:
+        head = (
+            f"Spatially disjoint blocks of {block_px} px are held out (seeds {seeds}); a ring "
+            "around them is kept out of training. Every method is scored on the same clear "
+            "held-out pixels of every date."
+        )
+    return (
+        f"{head} Reflectance units; bands scored: {bands}. Coverage: the method's scored "
+        "pixels over the reference's (a method without a prediction at a pixel, e.g. no "
+        "prior clear S2 within the prior window, is scored where it has one). Bold: best in "
+        "column."
+    )
+
+
 def write_report(
     path: str | Path,
     *,
@@ -273,6 +361,8 @@ def write_report(
     target_frac: float = 0.15,
 ) -> dict:
     """Write the HTML report; returns the verdict dict (also shown at its top)."""
+    if result.bands and tuple(result.bands) != tuple(scene.bands):
+        scene = select_bands(scene, result.bands)  # the predictions kept are the scored bands
     summary = result.summary()
     v = verdict(summary, reference, target_frac, exclude=baselines)
     if v["best"] is None:
@@ -284,7 +374,7 @@ def write_report(
             f"has MAE {summary[v['best']]['mae'][0]:.4f} ± {summary[v['best']]['mae'][1]:.4f} "
             f"vs {html.escape(reference)} {summary[reference]['mae'][0]:.4f} ± "
             f"{summary[reference]['mae'][1]:.4f}: a gain of {100 * v['gain']:.1f} %, which "
-            f"{word} the {100 * target_frac:.0f} % target (held-out blocks, "
+            f"{word} the {100 * target_frac:.0f} % target ({what_scored(result)}, "
             f"{len(result.seeds)} seeds).</p>"
         )
     order = sorted(summary, key=lambda k: summary[k]["mae"][0])
@@ -294,12 +384,9 @@ def write_report(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>",
         head,
-        "<h2>Scores on held-out blocks</h2>",
+        f"<h2>Scores on {what_scored(result)}</h2>",
         metric_table_html({k: summary[k] for k in order}, reference, len(result.seeds)),
-        "<p class='note'>Reflectance units. Spatially disjoint blocks of "
-        f"{block_px} px are held out (seeds {', '.join(map(str, result.seeds))}); a ring "
-        "around them is kept out of training. Every method is scored on the same clear "
-        "held-out pixels of every date. Bold: best in column.</p>",
+        f"<p class='note'>{html.escape(protocol_note(result, block_px, scene.times))}</p>",
         "<h2>Per seed (MAE)</h2><table><tr><th>method</th>"
         + "".join(f"<th>seed {s}</th>" for s in result.seeds)
         + "</tr>"
@@ -318,6 +405,18 @@ def write_report(
             "metric maps",
         ),
     ]
+    tables = {k: reliability_table(*v) for k, v in result.stated.items()}
+    tables = {k: v for k, v in tables.items() if v}
+    if tables:
+        parts += [
+            "<h2>Reliability of the stated uncertainty</h2>",
+            "<p class='note'>Scored pixels of every seed, sorted by the uncertainty the "
+            "predictor states (its hypotheses' spread, calibrated when the checkpoint carries "
+            "a calibration) and cut into 10 bins of equal count; calibrated: the measured mean "
+            "|error| (mean over the scored bands) equals the stated value (dashed line).</p>",
+            img_tag(png_bytes(reliability_figure(tables)), "reliability diagram"),
+            reliability_html(tables),
+        ]
     cols = read_metrics_csv(metrics_csv) if metrics_csv else {}
     parts.append("<h2>Training curves</h2>")
     if cols:

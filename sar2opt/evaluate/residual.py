@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sar2opt.evaluate.baselines import feature_stack
-from sar2opt.evaluate.protocol import Method, Scene, ridge_method
+from sar2opt.evaluate.protocol import Method, Scene, ridge_method, train_dates
 from sar2opt.models.unet import UNetGenerator
 
 
@@ -45,7 +45,9 @@ def fit_residual(
     rng = np.random.default_rng(seed)
     ref = ridge_method(per_date=True)(scene, train, seed)  # (T, C, H, W), NaN where SAR is
     feats = feature_stack(scene.sar_db).astype("float32")
-    loss_mask = scene.clear.astype(bool) & train[None] & np.isfinite(scene.truth).all(1)
+    loss_mask = (
+        scene.clear.astype(bool) & train_dates(train, scene) & np.isfinite(scene.truth).all(1)
+    )
     fm, fs = _standardise(feats, np.isfinite(feats).all(1))
     om, os_ = _standardise(np.nan_to_num(scene.truth), loss_mask)
     x = np.concatenate(

@@ -1,4 +1,6 @@
-"""jobs/evaluate.py end to end on a tiny cube + checkpoint: report parses, images decode."""
+"""jobs/evaluate.py end to end on a tiny cube + checkpoints: report parses, images decode; an SO
+checkpoint reads the prior, an SCO one is scored under laid clouds, a missing input band
+is one error line."""
 
 from __future__ import annotations
 
@@ -18,7 +20,15 @@ pytestmark = pytest.mark.slow
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+#: The cube's prior and same-date S2 rule, recorded in the cube and in the checkpoints.
+CUBE_SPEC = {"prior_days": 30.0, "cloudy": True}
+
+
 def _write_cube(path: Path) -> None:
+    """2 dates, 64 x 64 px, B02 B03 B04 linear in the SAR; date 0 cloudy on rows 0-11 of
+    every 32 px block (its ``cloud_mask``, and not ``clear``); a prior (truth + 0.01, none on
+    columns 0-7) and the same-date S2 (0.5 under the clouds)."""
+    from sar2opt.config import CubeSpec, config_to_dict
     from sar2opt.cube.build import cube_dataarray
     from sar2opt.grid import GridSpec
 
@@ -28,27 +38,40 @@ def _write_cube(path: Path) -> None:
     vv = rng.uniform(-14, -6, (t, h, w))
     vh = vv - 7 + rng.normal(0, 0.5, (t, h, w))
     opt = np.stack([0.15 + 0.01 * vv, 0.2 + 0.005 * vh, 0.12 + 0.006 * vv], axis=1)
-    clear = np.ones((t, 1, h, w))
-    clear[0, 0, :10, :10] = 0
-    data = np.concatenate([vv[:, None], vh[:, None], opt, clear], axis=1)
+    cloud = np.zeros((t, 1, h, w))
+    cloud[0, 0, np.arange(h) % 32 < 12] = 1
+    prior = opt + 0.01
+    prior[..., :8] = np.nan
+    cloudy = np.where(cloud > 0, 0.5, opt)
+    data = np.concatenate([vv[:, None], vh[:, None], opt, 1 - cloud, prior, cloudy, cloud], 1)
     times = np.array(["2023-07-01T10:00", "2023-07-13T10:00"], dtype="datetime64[ns]")
-    da = cube_dataarray(
-        data.astype("float32"), grid, times, ["vv", "vh", "B02", "B03", "B04", "clear"]
-    )
+    opt_bands = ["B02", "B03", "B04"]
+    names = ["vv", "vh", *opt_bands, "clear", *(f"prior_{b}" for b in opt_bands)]
+    names += [*(f"cloudy_{b}" for b in opt_bands), "cloud_mask"]
+    da = cube_dataarray(data.astype("float32"), grid, times, names)
     ds = da.to_dataset(name="cube")
-    ds.attrs.update({"sar_bands": ["vv", "vh"], "opt_bands": ["B02", "B03", "B04"]})
+    ds.attrs.update(
+        {
+            "sar_bands": ["vv", "vh"],
+            "opt_bands": opt_bands,
+            "cube_spec": config_to_dict(CubeSpec(**CUBE_SPEC)),
+        }
+    )
     ds.to_zarr(path, mode="w")
 
 
-def _write_checkpoint(d: Path) -> None:
+def _write_checkpoint(d: Path, input_set: str = "S", cube_spec: dict = CUBE_SPEC) -> None:
+    """An untrained U-Net of ``input_set`` with the metadata training writes; ``cube_spec``:
+    its training cube's settings."""
     import torch
 
-    from sar2opt.config import ModelSpec, config_to_dict, load_config
+    from sar2opt.config import CubeSpec, ModelSpec, config_to_dict, load_config
+    from sar2opt.data.inputs import input_channels, uses_cloudy, uses_dem, uses_prior
     from sar2opt.models import build_generator
     from sar2opt.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
-    spec = ModelSpec(ngf=4, depth=3)
+    spec = ModelSpec(ngf=4, depth=3, input_set=input_set)
     # 2 x 2 split blocks of 32 px on the 64 px cube: 1 test, 1 val, 2 train
     cfg = load_config(
         None,
@@ -68,7 +91,25 @@ def _write_checkpoint(d: Path) -> None:
         "config": config_to_dict(cfg),
         "epoch": 2,
     }
-    save_checkpoint(d, build_generator(spec, 2, 3), meta)
+    if input_set != "S":
+        out = meta["out_bands"]
+        aux = (
+            {"cloudy": [*(f"cloudy_{b}" for b in out), "cloud_mask"]}
+            if uses_cloudy(input_set)
+            else {}
+        )
+        if uses_prior(input_set):
+            aux["prior"] = [f"prior_{b}" for b in out]
+        if uses_dem(input_set):
+            aux["dem"] = ["dem"]
+            meta["norm"] |= {"dem_mean": [150.0], "dem_std": [50.0]}
+        meta |= {
+            "input_set": input_set,
+            "aux_bands": aux,
+            "cube_spec": config_to_dict(CubeSpec(**cube_spec)),
+        }
+    in_ch, dem_ch = input_channels(input_set, 2, 3)
+    save_checkpoint(d, build_generator(spec, in_ch, 3, dem_ch), meta)
     (d.parent / "metrics.csv").write_text(
         "epoch,d_loss,g_adv,g_l1,g_total,val_l1,val_mae_refl,samples_per_s,epoch_s\n"
         "1,0.7,0.8,0.9,90,1.0,0.02,10,1\n2,0.6,0.8,0.7,70,0.9,0.015,10,1\n"
@@ -97,6 +138,9 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ev")
     _write_cube(root / "cube.zarr")
     _write_checkpoint(root / "train" / "checkpoint")
+    for input_set in ("SO", "SCO", "SD"):
+        _write_checkpoint(root / input_set.lower() / "checkpoint", input_set)
+    _write_checkpoint(root / "so60" / "checkpoint", "SO", CUBE_SPEC | {"prior_days": 60.0})
     return root
 
 
@@ -118,13 +162,78 @@ def test_evaluate_writes_report_with_decodable_images(inputs):
     text = (out / "report.html").read_text()
     p = _Imgs()
     p.feed(text)
-    assert len(p.srcs) == 3  # tiles, metric maps, training curves
+    assert len(p.srcs) == 4  # tiles, metric maps, reliability (2 flips), training curves
     for src in p.srcs:
         m = re.fullmatch(r"data:image/png;base64,([A-Za-z0-9+/=]+)", src)
         assert m, src[:80]
         assert base64.b64decode(m.group(1), validate=True).startswith(PNG_MAGIC)
     assert "FID not computed" in text and "± " in text
     assert "never trained on" in text  # held-out blocks restricted to the unseen test block
+    assert scores["mode"] == "blocks" and scores["bands"] == ["B02", "B03", "B04"]
+    # the prior exists except on columns 0-7: copy-prior is scored on fewer pixels, said so
+    cov = scores["coverage"]["copy the prior clear pixel (baseline)"]
+    assert 0 < cov < 1 and cov == pytest.approx(
+        summ["copy the prior clear pixel (baseline)"]["pixels"][0]
+        / summ["ridge per date (baseline)"]["pixels"][0]
+    )
+    assert summ["copy the prior clear pixel (baseline)"]["mae"][0] == pytest.approx(0.01, 1e-3)
+    assert "Reliability of the stated uncertainty" in text and "<th>coverage</th>" in text
+    (rel,) = scores["reliability"].values()  # the checkpoint's 2 flips state an uncertainty
+    assert len(rel) == 10 and all(r["count"] > 0 and r["stated"] >= 0 for r in rel)
+    assert "seed 2" in r.stderr and re.search(r"\[\s*[0-9.]+ s\] seed 0 ", r.stderr)
+
+
+def _ckpt_run(inputs, name, out, *more):
+    return _run(
+        ["--cube", inputs / "cube.zarr", "--checkpoint", inputs / name / "checkpoint",
+         "--out", out, "--block-px", "16", "--buffer-px", "2", "--residual-steps", "0",
+         "--seeds", "0", *more]
+    )  # fmt: skip
+
+
+def test_evaluate_so_checkpoint_reads_the_prior_on_chosen_bands(inputs):
+    out = inputs / "eval_so"
+    r = _ckpt_run(inputs, "so", out, "--bands", "B04", "B02", "--flips", "1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    scores = json.loads((out / "scores.json").read_text())
+    (name,) = [k for k in scores["summary"] if k.startswith("checkpoint")]
+    assert " SO " in name and scores["bands"] == ["B04", "B02"]
+    assert scores["reliability"] == {}  # one hypothesis: no uncertainty stated
+    assert np.isfinite(scores["summary"][name]["mae"][0])
+    text = (out / "report.html").read_text()
+    assert "bands scored: B04, B02" in text and "prior (input set SO)" in text
+
+
+def test_evaluate_cloud_removal_checkpoint_scored_under_laid_clouds(inputs):
+    out = inputs / "eval_sco"
+    r = _ckpt_run(inputs, "sco", out)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["mode"] == "cloud removal"
+    assert scores["laid_clouds"] == [{"1": 0}]  # date 0's clouds on the clear date 1
+    summ = scores["summary"]
+    # only rows 0-11 of each 32 px block, of date 1, inside the checkpoint's test block
+    px = summ["ridge per date (baseline)"]["pixels"][0]
+    assert 0 < px <= 12 * 32 and all(
+        v["pixels"][0] == px for k, v in summ.items() if "prior" not in k
+    )
+    assert "laid on clear dates" in (out / "report.html").read_text()
+
+
+def test_evaluate_unsupplied_input_one_error_line(inputs, tmp_path, capsys):
+    from tests.helpers.jobs import error_line, load_job
+
+    job = load_job("evaluate")
+    for name, want in (
+        ("sd", "reads dem band(s) dem, which the cube lacks: build it with --set "
+         "catalog.dem_collection=cop-dem-glo-30"),
+        ("so60", "made with cube.prior_days=30.0, the checkpoint's training cube with "
+         "cube.prior_days=60.0: rebuild the cube with --set cube.prior_days=60.0"),
+    ):  # fmt: skip
+        args = ["--cube", inputs / "cube.zarr", "--checkpoint", inputs / name / "checkpoint"]
+        code = job.main(job.parse_args([*map(str, args), "--out", str(tmp_path / name)]))
+        assert code == 2 and want in error_line(capsys), name
+        assert not (tmp_path / name / "report.html").exists()
 
 
 def test_evaluate_bad_input_one_error_line(inputs, tmp_path):

@@ -1,20 +1,29 @@
-"""Block splits, scores and the seed protocol; the residual net starts as the ridge fit."""
+"""Block splits, scores and the seed protocol; the residual net starts as the ridge fit;
+cloud-removal scoring under laid clouds, copy-prior, scored bands, the scene's inputs."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from sar2opt.evaluate.protocol import (
     BlockSplitSpec,
+    CloudLaySpec,
     Scene,
     block_split,
+    copy_prior_method,
     fixed_method,
+    lay_clouds,
+    load_scene,
     mean_colour_method,
     mean_std,
+    predictor_method,
     ridge_method,
     run_protocol,
     scores,
+    select_bands,
 )
 from sar2opt.ops import dilate
 
@@ -112,3 +121,167 @@ def test_block_mae_on_held_lattice():
     m = block_mae(pred, sc, held, 4)
     assert m.shape == (2, 3)  # rows [0,4), [4,8); cols [0,2), [2,6), [6,10)
     assert m[0, 1] == pytest.approx(0.02) and np.isnan(m).sum() == 5
+
+
+def _cloud_scene(seed=0) -> Scene:
+    """3 dates, 32 x 32: dates 0 and 2 clear, date 1 cloudy on rows 0-11 (its cloud_mask),
+    with a same-date S2 and a prior that is missing on columns 0-7."""
+    sc = _scene(t=3, seed=seed)
+    mask = np.zeros((3, 32, 32), bool)
+    mask[1, :12] = True
+    cloudy = np.concatenate([np.where(mask[:, None], 0.5, sc.truth), mask[:, None]], axis=1)
+    prior = sc.truth + 0.01
+    prior[:, :, :, :8] = np.nan
+    return replace(sc, clear=~mask, cloudy=cloudy.astype("float32"), prior=prior.astype("float32"))
+
+
+def test_lay_clouds_masks_the_cloudy_input_of_clear_dates_deterministically():
+    sc = _cloud_scene()
+    seen, laid, pairs = lay_clouds(sc, 0, CloudLaySpec(buffer_px=2))
+    assert pairs == {0: 1, 2: 1}  # date 1 is the only cloudy date; it gets no donor
+    assert laid[0, :12].all() and not laid[0, 12:].any() and not laid[1].any()
+    assert (seen.cloud_mask() == (laid | sc.cloud_mask())).all()
+    assert (seen.cloudy[:, :-1] == sc.cloudy[:, :-1]).all()  # reflectance kept, mask set
+    assert sc.cloud_mask()[0].sum() == 0  # the scene itself is untouched
+    again = lay_clouds(sc, 0, CloudLaySpec(buffer_px=2))
+    assert again[2] == pairs and (again[1] == laid).all()
+    # two cloudy donors: the draw depends on the seed (and only on it)
+    two = replace(sc, cloudy=sc.cloudy.copy(), clear=sc.clear.copy())
+    two.cloudy[0, -1, 20:] = 1.0
+    two.clear[0, 20:] = False
+    draws = {s: lay_clouds(two, s)[2][2] for s in range(8)}
+    assert set(draws.values()) == {0, 1}
+    assert all(lay_clouds(two, s)[2][2] == d for s, d in draws.items())
+    with pytest.raises(ValueError, match="no clear date"):
+        lay_clouds(replace(sc, cloudy=None, clear=np.ones((3, 32, 32), bool)), 0)
+
+
+def test_cloud_removal_scores_under_the_laid_mask_only():
+    sc = _cloud_scene()
+
+    def inside_wrong(scene, train, seed):  # perfect outside the input's clouds, +0.05 inside
+        return scene.truth + 0.05 * scene.cloud_mask()[:, None]
+
+    def outside_wrong(scene, train, seed):
+        return scene.truth + 0.05 * ~scene.cloud_mask()[:, None]
+
+    seen_train = {}
+
+    def record(scene, train, seed):
+        seen_train[seed] = np.array(train)
+        return scene.truth
+
+    spec = CloudLaySpec(buffer_px=2)
+    res = run_protocol(
+        sc,
+        {"inside wrong": inside_wrong, "outside wrong": outside_wrong, "rec": record},
+        BlockSplitSpec(8, 0.25, 2),
+        seeds=[0, 1],
+        clouds=spec,
+    )
+    summ = res.summary()
+    assert summ["inside wrong"]["mae"][0] == pytest.approx(0.05, rel=1e-5)
+    assert summ["outside wrong"]["mae"][0] == 0.0
+    assert summ["rec"]["pixels"][0] == 2 * 12 * 32  # rows 0-11 of dates 0 and 2
+    assert res.mode == "cloud removal" and res.laid == [{0: 1, 2: 1}, {0: 1, 2: 1}]
+    tr = seen_train[0]
+    assert tr.shape == (3, 32, 32)
+    assert not tr[0, :14].any() and tr[0, 14:].all()  # laid clouds + their 2 px ring out
+    assert tr[1].all()  # nothing laid on date 1
+
+
+def test_cloud_removal_baselines_fit_outside_the_laid_mask():
+    sc = _cloud_scene()
+    truth = np.full_like(sc.truth, 0.1)
+    truth[[0, 2], :, :12] = 0.3  # under the clouds laid on dates 0 and 2
+    sc = replace(sc, truth=truth)
+    res = run_protocol(
+        sc,
+        {"mean": mean_colour_method(per_date=True)},
+        BlockSplitSpec(8, 0.25, 2),
+        seeds=[0],
+        clouds=CloudLaySpec(buffer_px=2),
+    )
+    # fitted on the clear pixels outside (0.1): off by 0.2 under the mask; fitted on all of
+    # the date it would predict ~0.175
+    assert res.summary()["mean"]["mae"][0] == pytest.approx(0.2, rel=1e-5)
+
+
+def test_copy_prior_scored_where_the_prior_exists():
+    sc = _cloud_scene()
+    res = run_protocol(
+        sc,
+        {"prior": copy_prior_method(), "perfect": fixed_method(sc.truth)},
+        BlockSplitSpec(8, 0.25, 0),
+        seeds=[0],
+    )
+    summ = res.summary()
+    assert summ["prior"]["mae"][0] == pytest.approx(0.01, rel=1e-4)
+    held = res.held[0]
+    assert summ["perfect"]["pixels"][0] == (sc.clear & held).sum()
+    assert summ["prior"]["pixels"][0] == (sc.clear & held)[:, :, 8:].sum()
+    with pytest.raises(ValueError, match="prior"):
+        copy_prior_method()(replace(sc, prior=None), held, 0)
+
+
+def test_scored_bands_and_stated_uncertainty_from_a_predictor():
+    sc = _cloud_scene()
+    calls = []
+
+    def predictor(batch):  # a stand-in for infer.predictor.TilePredictor
+        calls.append(sorted(batch))
+        pred = batch["prior"] + np.array([0.0, 0.02], "float32")[None, :, None, None]
+        return {"pred": pred, "spread": np.full((1, 32, 32), 0.01, "float32")}
+
+    res = run_protocol(
+        sc,
+        {"model": predictor_method(predictor, ("sar", "prior"))},
+        BlockSplitSpec(8, 0.25, 0),
+        seeds=[0, 1],
+        bands=["B04"],
+    )
+    assert calls == [["prior", "sar"]] * 3  # one call per date, reused for the second seed
+    assert res.bands == ("B04",) and res.first_preds["model"].shape == (3, 1, 32, 32)
+    assert res.summary()["model"]["mae"][0] == pytest.approx(0.03, rel=1e-4)  # B04 only
+    stated, err = res.stated["model"]
+    assert stated.size == sum(r["pixels"] for r in res.per_seed["model"])
+    assert np.allclose(stated, 0.01) and np.allclose(err, 0.03, rtol=1e-4)
+    sub = select_bands(sc, ["B04"])
+    assert sub.truth.shape[1] == 1 and sub.cloudy.shape[1] == 2 and sub.prior.shape[1] == 1
+    with pytest.raises(ValueError, match="B08"):
+        select_bands(sc, ["B08"])
+
+
+def test_load_scene_reads_the_inputs_the_cube_has(tmp_path):
+    import xarray as xr
+
+    sc = _cloud_scene()
+    bands = ["vv", "vh", "B03", "B04", "clear", "prior_B03", "prior_B04"]
+    bands += ["cloudy_B03", "cloudy_B04", "cloud_mask"]
+    data = np.concatenate(
+        [sc.sar_db, sc.truth, sc.clear[:, None].astype("float32"), sc.prior, sc.cloudy], axis=1
+    )
+    times = np.array(["2023-07-01", "2023-07-13", "2023-07-25"], "datetime64[ns]")
+    coords = {"time": times, "band": np.array(bands, dtype=object)}  # Zarr v3: no fixed-width str
+    ds = xr.DataArray(data, dims=("time", "band", "y", "x"), coords=coords).to_dataset(name="cube")
+    ds.attrs.update({"sar_bands": ["vv", "vh"], "opt_bands": ["B03", "B04"]})
+    ds.to_zarr(tmp_path / "c.zarr")
+    got = load_scene(str(tmp_path / "c.zarr"))
+    np.testing.assert_array_equal(got.prior, sc.prior)
+    np.testing.assert_array_equal(got.cloudy, sc.cloudy)
+    assert got.dem is None and set(got.inputs()) == {"sar", "prior", "cloudy"}
+    only = load_scene(str(tmp_path / "c.zarr"), ["B04"])
+    np.testing.assert_array_equal(only.prior[:, 0], sc.prior[:, 1])
+    with pytest.raises(ValueError, match="dem"):
+        load_scene(str(tmp_path / "c.zarr"), aux={"dem": ["dem"]})
+
+
+def test_per_date_fits_skip_a_date_without_training_pixels():
+    sc = _scene(t=2)
+    clear = sc.clear.copy()
+    clear[1] = False  # date 1 all cloud: nothing to fit on, nothing to score
+    sc = replace(sc, clear=clear)
+    train = np.ones((32, 32), bool)
+    for method in (mean_colour_method(per_date=True), ridge_method(per_date=True)):
+        pred = method(sc, train, 0)
+        assert np.isfinite(pred[0]).all() and np.isnan(pred[1]).all()
