@@ -367,8 +367,10 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
             weights = strip_tiles(lat, strip, edge_weight(valid, feather_px)[None])
         for i in range(0, len(strip.bjs), job.batch_size):
             out = predict({k: np.stack(v[i : i + job.batch_size]) for k, v in tiles.items()})
+            # the calibrated expected |error| where the predictor has one, else the spread
+            unc = out.get("uncertainty", out["spread"])
             for k, (bj, pred, spread) in enumerate(
-                zip(strip.bjs[i : i + job.batch_size], out["pred"], out["spread"], strict=True)
+                zip(strip.bjs[i : i + job.batch_size], out["pred"], unc, strict=True)
             ):
                 pred, spread = block_crop(lat, strip, bj, pred), block_crop(lat, strip, bj, spread)
                 if bj not in best:
