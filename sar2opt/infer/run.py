@@ -38,7 +38,8 @@ from sar2opt.profiles import CollectionProfile
 #: (row, col, height, width) of a window on the lattice's grid.
 Window = tuple[int, int, int, int]
 #: A predictor: ``{"sar": (B, Cs, H, W)[, "prior": (B, Co, H, W)][, "dem": (B, 1, H, W)]}``
-#: -> ``{"pred": (B, Co, H, W), "spread": (B, H, W)}`` (``predictor.TilePredictor``).
+#: -> ``{"pred": (B, Co, H, W), "spread": (B, H, W)[, "uncertainty": (B, H, W)]}``
+#: (``predictor.TilePredictor``; ``uncertainty``, the calibrated spread, is what is written).
 Predict = Callable[[dict], dict]
 
 
