@@ -327,6 +327,28 @@ class BestEvidence:
             self.dist_s[take] = dist[take]
         return take
 
+    def feather_over(self, under: BestEvidence, keep: np.ndarray) -> None:
+        """Let ``under`` (the evidence beneath this one: the synthesis under real clear S2)
+        show through where ``keep`` (H, W, in [0, 1]) is below 1: the optical and the
+        uncertainty become keep x this + (1 - keep) x under; ``source``, ``obs_time`` and the
+        rank are the dominant one's (this one while keep >= 0.5). Where this holds nothing,
+        ``under`` wholly; where ``under`` holds nothing, this one as it is. Pixels with keep 1
+        stay bit-identical (cloud-mask edges: ``run.offer_clear_s2``)."""
+        held, has = self.rank < self.NO_RANK, under.rank < self.NO_RANK
+        k = np.where(held, np.clip(np.asarray(keep, np.float32), 0, 1), np.float32(0))
+        mix = has & (k < 1)
+        part = mix & held
+        if part.any():
+            a = k[part]
+            self.optical[:, part] = a * self.optical[:, part] + (1 - a) * under.optical[:, part]
+            self.uncertainty[part] = a * self.uncertainty[part] + (1 - a) * under.uncertainty[part]
+        whole = mix & ~held
+        self.optical[:, whole] = under.optical[:, whole]
+        self.uncertainty[whole] = under.uncertainty[whole]
+        under_wins = mix & (k < 0.5)
+        for name in ("source", "obs_time", "rank", "dist_s", "weight"):
+            getattr(self, name)[under_wins] = getattr(under, name)[under_wins]
+
     def settled(self, rank: int) -> bool:
         """Whether every pixel already has evidence better than ``rank`` (a candidate of that
         rank cannot win anywhere: the caller may skip reading and predicting it)."""

@@ -23,6 +23,7 @@ import torch
 from sar2opt.config import CubeSpec
 from sar2opt.data.inputs import INPUT_SETS, input_keys, model_input, norm_keys, normalise_input
 from sar2opt.errors import ConfigError
+from sar2opt.infer.calibration import CALIBRATION_KEY, apply_calibration, describe, knots_for
 from sar2opt.infer.tiles import MULTIPLE, round_up
 
 #: Model input sets the inference reads: every one training knows (``data.inputs``).
@@ -49,6 +50,14 @@ class Models:
     #: The training cube's ``CubeSpec``: the prior and same-date windows and the cloud test
     #: (``input_rule``).
     rule: CubeSpec = CubeSpec()
+    #: The one checkpoint's ``uncertainty_calibration`` (an ensemble's spread also holds the
+    #: members' disagreement, which no member was calibrated on: none).
+    calibration: tuple[dict, ...] = ()
+
+    def uncertainty_calibration(self, flips: int) -> str:
+        """What the ``uncertainty`` band of a run with ``flips`` test-time flips is
+        (``calibration.describe``): calibrated, or "uncalibrated"."""
+        return describe(knots_for({CALIBRATION_KEY: self.calibration}, flips))
 
 
 def checkpoint_input_set(meta: Mapping) -> str:
@@ -142,6 +151,7 @@ def load_models(checkpoints: Sequence[str | Path]) -> Models:
         m0.get("git_sha"),
         set0,
         input_rule(m0),
+        tuple(m0.get(CALIBRATION_KEY) or ()) if len(metas) == 1 else (),
     )
 
 
@@ -277,7 +287,8 @@ class TilePredictor:
     ``dem`` (B, 1, H, W) metres, with NaN; plus any per-tile
     keys (``t``, ``row``, ``col``...). Output: the same keys without the inputs, plus
     ``pred`` (B, Co, H, W) float32 in reflectance, NaN where the SAR (or DEM) was missing,
-    and ``valid`` (B, H, W) bool (``model_inputs``).
+    ``spread`` and ``uncertainty`` (B, H, W) (``__call__``) and ``valid`` (B, H, W) bool
+    (``model_inputs``).
 
     Calls from several threads are safe and overlap: one model call runs at a time (the
     ``lock``: the actor's core or GPU), while normalising, flips and the hypothesis
@@ -333,6 +344,9 @@ class TilePredictor:
                 raise ValueError("ensemble checkpoints must share their input set")
             self.members.append((m, {k: list(v) for k, v in mt["norm"].items()}))
         self.flips = flips
+        # the spread -> expected |error| map fitted after training (calibration module);
+        # none for older checkpoints and ensembles: ``uncertainty`` is then the raw spread
+        self.calibration = None if extra else knots_for(meta, flips)
         self.lock = threading.Lock()
 
     @property
@@ -340,8 +354,10 @@ class TilePredictor:
         return len(self.members) * self.flips
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every hypothesis on the batch: ``pred`` (their mean) and ``spread`` (their std,
-        band mean; NaN with one hypothesis), both NaN where any SAR band is missing."""
+        """Every hypothesis on the batch: ``pred`` (their mean), ``spread`` (their std,
+        band mean; NaN with one hypothesis) and ``uncertainty`` (the expected |error|, band
+        mean, from the checkpoint's calibration of the spread; the spread itself without
+        one), all NaN where any SAR band is missing."""
         with torch.inference_mode():  # the statistics update the forward's outputs in place
             return self._hypotheses(batch)
 
@@ -349,17 +365,38 @@ class TilePredictor:
         input_set = getattr(self, "input_set", "S")
         keys = input_keys(input_set)
         out = {k: v for k, v in batch.items() if k not in INPUT_KEYS}
+        members = getattr(self, "members", [(self.model, self.norm)])
+        inputs = []
+        for model, norm in members:
+            x, valid = model_inputs({k: batch[k] for k in keys}, norm, input_set)
+            inputs.append((model, norm, x))
+        return out | self._fold(inputs, valid)
+
+    def predict_normalised(self, x: np.ndarray, valid: np.ndarray | None = None) -> dict:
+        """Every hypothesis of a one-checkpoint predictor on inputs already normalised as
+        the model takes them ((B, C, H, W), e.g. ``data.inputs.model_input`` of training's
+        patches): ``pred``, ``spread``, ``uncertainty`` and ``valid`` as ``__call__`` gives
+        them (the training job fits the calibration on exactly these)."""
+        if len(getattr(self, "members", ())) > 1:
+            raise ValueError("predict_normalised takes one checkpoint's normalised inputs")
+        x = np.asarray(x, np.float32)
+        if valid is None:
+            valid = np.ones((x.shape[0], *x.shape[2:]), bool)
+        with torch.inference_mode():
+            return self._fold([(self.model, self.norm, x)], np.asarray(valid, bool))
+
+    def _fold(self, inputs: Sequence[tuple], valid: np.ndarray) -> dict[str, np.ndarray]:
+        """``pred``, ``spread``, ``uncertainty`` and ``valid`` from each member's
+        ``(model, norm, normalised input)``, over the predictor's flips."""
         # Running sums of each hypothesis minus the first one: mean and population std in
         # a few in-place passes, without stacking the hypotheses, and without the
         # cancellation of E[y^2] - E[y]^2 in float32. One checkpoint: in its normalised
         # space, scaled to reflectance once at the end (std scales by opt_std); an ensemble
         # (norms differ): in reflectance.
-        members = getattr(self, "members", [(self.model, self.norm)])
-        single = len(members) == 1
-        ref = acc = acc2 = valid = None
+        single = len(inputs) == 1
+        ref = acc = acc2 = None
         n = 0
-        for model, norm in members:
-            x, valid = model_inputs({k: batch[k] for k in keys}, norm, input_set)
+        for model, norm, x in inputs:
             for axes in FLIPS[: getattr(self, "flips", 1)]:
                 y = forward(model, _flip(x, axes), self.device, getattr(self, "lock", None))
                 y = torch.flip(y, axes) if axes else y
@@ -389,6 +426,9 @@ class TilePredictor:
         invalid = torch.from_numpy(~valid)
         mean = mean.masked_fill_(invalid[:, None], float("nan"))
         spread = spread.masked_fill_(invalid, float("nan"))
-        out["pred"], out["spread"] = mean.numpy(), spread.numpy()
-        out["valid"] = valid
+        out = {"pred": mean.numpy(), "spread": spread.numpy(), "valid": valid}
+        knots = getattr(self, "calibration", None)
+        out["uncertainty"] = (
+            out["spread"] if knots is None else apply_calibration(out["spread"], knots)
+        )
         return out

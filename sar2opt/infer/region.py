@@ -519,6 +519,8 @@ def infer_region(
             st.END_ATTR: end,
             "hypotheses": len(models.checkpoints) * cfg.infer.tta_flips,
             "tta_flips": cfg.infer.tta_flips,
+            # the ``uncertainty`` band: the checkpoint's calibrated |error|, or the raw spread
+            "uncertainty_calibration": models.uncertainty_calibration(cfg.infer.tta_flips),
             st.COMPLETE_ATTR: False,
         }
     )

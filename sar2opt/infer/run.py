@@ -23,12 +23,8 @@ from typing import Protocol
 import numpy as np
 
 from sar2opt.infer.composite import (
-    EVIDENCE_RANK,
-    SOURCE_CLOUD_REMOVED,
     SOURCE_NODATA,
     SOURCE_S2,
-    SOURCE_SYNTH,
-    SOURCE_SYNTH_PRIOR,
     evidence_rank,
     nearest_clear_pick,
     synthesis_source,
@@ -42,13 +38,25 @@ from sar2opt.profiles import CollectionProfile
 #: (row, col, height, width) of a window on the lattice's grid.
 Window = tuple[int, int, int, int]
 #: A predictor: ``{"sar": (B, Cs, H, W)[, "prior": (B, Co, H, W)][, "dem": (B, 1, H, W)]}``
-#: -> ``{"pred": (B, Co, H, W), "spread": (B, H, W)}`` (``predictor.TilePredictor``).
+#: -> ``{"pred": (B, Co, H, W), "spread": (B, H, W)[, "uncertainty": (B, H, W)]}``
+#: (``predictor.TilePredictor``; ``uncertainty``, the calibrated spread, is what is written).
 Predict = Callable[[dict], dict]
+
+
+#: Width of the ramp on the clear side of a cloud-mask edge where real S2 passes into the
+#: synthesis (``CompositeSpec.feather_px``): the step across the edge spread over ~8 px.
+FEATHER_PX = 8
 
 
 @dataclass(frozen=True)
 class CompositeSpec:
-    """How real S2 pixels replace the synthesis (``max_dt_days`` <= 0 turns it off)."""
+    """How real S2 pixels replace the synthesis (``max_dt_days`` <= 0 turns it off).
+
+    ``feather_px``: on the clear side of a cloud-mask edge, within about that many pixels,
+    the real S2 pixel is blended with the synthesis (``periods.edge_weight`` of the clear
+    pixels: the S2 share rises from ~0 at the edge to 1), so a biased synthesis does not
+    leave a hard step around every cloud; 0 cuts hard. Clear pixels farther from the mask
+    are the real S2 pixel, bit for bit."""
 
     max_dt_days: float = 0.0
     opt_bands: tuple[str, ...] = ()
@@ -57,6 +65,7 @@ class CompositeSpec:
     shadow_brightness: float = 0.016
     dilate_px: int = 0
     profile: CollectionProfile | None = None  # the S2 collection's (re-keys, signs, scales)
+    feather_px: int = FEATHER_PX
 
 
 class SarSource(Protocol):
@@ -301,38 +310,44 @@ def block_crop(lat: BlockLattice, strip: Strip, bj: int, arr: np.ndarray) -> np.
     return np.asarray(arr)[..., r0 - r : r1 - r, c0 - c : c1 - c]
 
 
-def offer_clear_s2(job: FillJob, strip: Strip, bj: int, best: BestEvidence) -> None:
+def offer_clear_s2(job: FillJob, strip: Strip, bj: int, best: BestEvidence) -> np.ndarray:
     """Offer block ``bj`` the clear S2 pixels of its time step (``job.s2_by_time``), each
-    with the date it was seen, nearest the time step's reference first."""
+    with the date it was seen, nearest the time step's reference first. Returns their
+    ``keep`` (H, W): 1 far from a cloud-mask edge, falling to ~0 at it over the feather
+    (``CompositeSpec.feather_px``), 0 where no clear S2 pixel was found."""
     lat, composite, t = job.lattice, job.composite, strip.t
     r0, c0, r1, c1 = lat.core(strip.bi, bj)
     # read a margin of dilate_px so a cloud just across the block edge still grows into
-    # the block: the mask is then the one of the whole image, and no seam shows
-    pr0, pc0, ph, pw = lat.halo(strip.bi, bj, composite.dilate_px)
+    # the block: the mask is then the one of the whole image, and no seam shows; and of
+    # feather_px more so the ramp sees the mask edges across the block edge too
+    feather = max(int(composite.feather_px), 0)
+    pr0, pc0, ph, pw = lat.halo(strip.bi, bj, composite.dilate_px + feather)
     obs, clear, when = read_clear_s2(
         job.s2_by_time[t], lat.grid.subgrid(pr0, pc0, ph, pw), job.out_bands, composite
     )
     inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
     ref = job.ref_seconds(t)
     dt_days = (when - ref) / 86400.0
-    s2, pick = nearest_clear_pick(
-        obs[..., inner[0], inner[1]], clear[:, inner[0], inner[1]], dt_days, job.s2_max_dt(t)
-    )
+    s2, pick = nearest_clear_pick(obs, clear, dt_days, job.s2_max_dt(t))
+    keep = edge_weight(pick >= 0, feather)[inner]
+    s2, pick = s2[:, inner[0], inner[1]], pick[inner]
     source = np.where(pick >= 0, SOURCE_S2, SOURCE_NODATA).astype(np.uint8)
     obs_s = np.where(pick >= 0, when[np.maximum(pick, 0)], 0)
     best.offer(s2, source, np.float32(0.0), obs_s, evidence_rank(source), ref)
+    return keep
 
 
 def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey]:
     """One strip to written blocks; the finished keys.
 
     Every block of the strip folds its evidence (``periods.BestEvidence``): the clear S2
-    pixels of the time step (with the composite on), then the synthesis from each S1
+    pixels of the time step (with the composite on), and the synthesis from each S1
     acquisition of the time step (``FillJob.acquisitions``: one, or a period's), read over
-    the strip's window and predicted ``batch_size`` blocks at a time. An acquisition is
-    skipped once every pixel holds better evidence (a period already clear in S2 costs no
-    forward pass). Then all blocks are written at once (one zarr call per array for the
-    strip's neighbouring blocks).
+    the strip's window and predicted ``batch_size`` blocks at a time; near a cloud-mask
+    edge the clear S2 is feathered into the synthesis (``BestEvidence.feather_over``). An
+    acquisition is skipped once every pixel holds clear S2 away from any mask edge (a
+    period already clear in S2 costs no forward pass). Then all blocks are written at once
+    (one zarr call per array for the strip's neighbouring blocks).
 
     ``predict`` is the only step that needs the model: ``StripWorker`` runs several strips
     at once in threads, and the predictor lets one of them run the model at a time while
@@ -340,21 +355,20 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
     """
     lat, t = job.lattice, strip.t
     shape = {bj: core_shape(lat.core(strip.bi, bj)) for bj in strip.bjs}
-    best: dict[int, BestEvidence] = {}
+    best: dict[int, BestEvidence] = {}  # the synthesis
+    clear: dict[int, BestEvidence] = {}  # the clear S2, and how much of it each pixel keeps
+    keep: dict[int, np.ndarray] = {}
     if job.composite and job.composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]:
         for bj in strip.bjs:
-            best[bj] = BestEvidence(len(job.out_bands), shape[bj])
-            offer_clear_s2(job, strip, bj, best[bj])
-    # the best a synthesis can be: a cloud removal, or with a prior, where the model reads one
-    best_code = SOURCE_SYNTH_PRIOR if job.reads_prior else SOURCE_SYNTH
-    synth_rank = EVIDENCE_RANK[SOURCE_CLOUD_REMOVED if job.reads_cloudy else best_code]
+            clear[bj] = BestEvidence(len(job.out_bands), shape[bj])
+            keep[bj] = offer_clear_s2(job, strip, bj, clear[bj])
     window = strip_window(lat, strip.bi, strip.bjs)
     ref = job.ref_seconds(t)
     passes = job.acquisitions_of(t)
     feather_px = (lat.tile_px - lat.block_px) // 2  # the context each window has
     for a in passes:
-        if len(best) == len(strip.bjs) and all(b.settled(synth_rank) for b in best.values()):
-            break
+        if len(keep) == len(strip.bjs) and all((k >= 1).all() for k in keep.values()):
+            break  # every pixel real clear S2 away from the mask edges
         inputs = {"sar": job.sar.read(a, window)}
         if job.aux is not None:
             inputs |= job.aux.read(a, window)
@@ -367,8 +381,10 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
             weights = strip_tiles(lat, strip, edge_weight(valid, feather_px)[None])
         for i in range(0, len(strip.bjs), job.batch_size):
             out = predict({k: np.stack(v[i : i + job.batch_size]) for k, v in tiles.items()})
+            # the calibrated expected |error| where the predictor has one, else the spread
+            unc = out.get("uncertainty", out["spread"])
             for k, (bj, pred, spread) in enumerate(
-                zip(strip.bjs[i : i + job.batch_size], out["pred"], out["spread"], strict=True)
+                zip(strip.bjs[i : i + job.batch_size], out["pred"], unc, strict=True)
             ):
                 pred, spread = block_crop(lat, strip, bj, pred), block_crop(lat, strip, bj, spread)
                 if bj not in best:
@@ -390,6 +406,9 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
                 best[bj].offer(
                     pred, source, spread, job.obs_seconds_of(a), evidence_rank(source), ref, weight
                 )
+    for bj, s2 in clear.items():
+        s2.feather_over(best.get(bj) or BestEvidence(len(job.out_bands), shape[bj]), keep[bj])
+        best[bj] = s2
     blocks = [
         (t, lat.core(strip.bi, bj), b.optical, b.source, b.uncertainty, b.obs_time)
         for bj, b in best.items()

@@ -210,3 +210,15 @@ def load_checkpoint_weights(dir: str | Path, device: str | torch.device = "cpu")
     if not isinstance(ckpt, dict) or "generator" not in ckpt:
         raise CheckpointError(f"{path} is not a sar2opt checkpoint (no generator weights)")
     return ckpt["generator"], ckpt.get("meta", {})
+
+
+def update_meta(dir: str | Path, **entries: object) -> dict:
+    """Add ``entries`` to the metadata of ``dir/model.pt`` (and ``config.yaml``), weights
+    untouched: what is learnt about a checkpoint after training (its uncertainty
+    calibration). Returns the new meta."""
+    ckpt, meta = _read(dir)
+    meta = _plain({**meta, **entries})
+    d = Path(dir)
+    torch.save({**ckpt, "meta": meta}, d / MODEL_FILE)
+    (d / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+    return meta

@@ -3,10 +3,11 @@
 Normalisation statistics come from the training split only. The run lives under
 ``RunConfig(storage_path, name)`` (local or ``s3://``): re-running the same job with the
 same storage path and run name resumes it from its latest checkpoint. After training, the
-BEST checkpoint (lowest validation MAE) is copied to ``out/checkpoint`` and scored on the
-held-out test patches next to the constant train-mean colour and a ridge fit from the SAR
-(``sar2opt.evaluate.holdout``), so the model's number never stands alone. The workers get
-the run as one typed ``loop.WorkerConfig``.
+BEST checkpoint (lowest validation MAE) is copied to ``out/checkpoint``, its uncertainty is
+calibrated on the validation split (``calibrate``: stated spread -> expected |error|), and it
+is scored on the held-out test patches next to the constant train-mean colour and a ridge fit
+from the SAR (``sar2opt.evaluate.holdout``), so the model's number never stands alone. The
+workers get the run as one typed ``loop.WorkerConfig``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from sar2opt.data.stream import (
 )
 from sar2opt.errors import Sar2OptError
 from sar2opt.evaluate.holdout import format_scores, score_checkpoint
+from sar2opt.infer.calibration import format_decile_table
 from sar2opt.provenance import git_sha
+from sar2opt.train.calibrate import calibrate_checkpoint
 from sar2opt.train.checkpoint import load_generator
 from sar2opt.train.loop import (
     METRIC_COLUMNS,
@@ -289,6 +292,11 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
 
     history = result.return_value or []
     write_metrics_csv(out_dir / "metrics.csv", history)
+    # the spread of inference's hypotheses -> expected |error|, fitted on the val split
+    reliability = calibrate_checkpoint(
+        ckpt_dir, data.cube_path, data.index, data.read_kw, seed=tr.seed,
+        check_flips=max(cfg.infer.tta_flips, 2),
+    )  # fmt: skip
     gen, meta = load_generator(ckpt_dir)  # what inference loads
     scores = score_checkpoint(
         gen, meta, data.cube_path, data.index, data.read_kw, index_hash=data.index_hash,
@@ -296,6 +304,13 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
     )  # fmt: skip
     scores["stopped_early"] = bool(history and history[-1].get("stopped"))
     scores["epochs_run"] = int(history[-1]["epoch"]) if history else 0
+    scores["uncertainty"] = reliability
     (out_dir / "test_scores.json").write_text(json.dumps(scores, indent=2))
     print(format_scores(scores), flush=True)
+    print(
+        f"=== uncertainty per decile ({reliability['split']} split, {reliability['flips']} "
+        f"hypotheses, calibrated on the val split; ratio = |error| / stated)\n"
+        + format_decile_table(reliability["deciles"]),
+        flush=True,
+    )
     return ckpt_dir

@@ -263,11 +263,12 @@ def test_a_block_all_clear_in_s2_costs_no_forward_pass(tmp_path, monkeypatch) ->
     seen = {"s2": 0}
 
     def s2(items, grid, out_bands, spec):  # one clear scene, cloudy where ``items`` says
-        seen["s2"] += 1
+        seen["s2"] += 1  # (in the top 48 rows of the grid: half the first block row)
         h, w = grid.shape
+        row0 = round((GRID.bounds[3] - grid.bounds[3]) / GRID.res_m)
         clear = np.ones((1, h, w), bool)
         if items[0]["cloudy"]:
-            clear[:, : h // 2] = False
+            clear[:, : max(48 - row0, 0)] = False
         return np.full((1, 1, h, w), 0.07, np.float32), clear, np.array([obs_seconds("2023-07-16")])
 
     monkeypatch.setattr(run, "read_clear_s2", s2)
@@ -292,7 +293,106 @@ def test_a_block_all_clear_in_s2_costs_no_forward_pass(tmp_path, monkeypatch) ->
         process_strip(Strip(0, "2023-07-01T00:00:00Z", 0, (0, 1)), job, predictor)
         assert Counting.calls == forwards * 3  # each pass once (2 blocks: one batch)
         assert out
+        f = run.FEATHER_PX  # the ramp below the cloud: synthesis near it, S2 beyond
         for *_, source, _, obs in out:
-            assert (source[: source.shape[0] // 2] == (2 if cloudy else 1)).all()
-            assert (source[source.shape[0] // 2 :] == 1).all()  # clear S2 below: kept
+            assert (source[:48] == (2 if cloudy else 1)).all()
+            assert (source[48 + f :] == 1).all()  # clear S2 away from the cloud: kept
+            assert (source[48] == (2 if cloudy else 1)).all() and (source[48 + f - 1] == 1).all()
             assert (obs[source == 1] == obs_seconds("2023-07-16")).all()
+
+
+CLOUD = (slice(60, 140), slice(110, 190))  # rows, cols of a cloud on GRID (crosses blocks)
+S2_BIAS = 0.003  # how far the synthesis is from the real S2 (reflectance)
+
+
+def _s2_of(sar: np.ndarray) -> np.ndarray:
+    """The real S2 (1 band) of the fake scene: a function of its VV, so it has texture."""
+    return (0.05 + 0.004 * (sar[..., :1, :, :] + 12)).astype(np.float32)
+
+
+def _composite_with_cloud(feather_px: int, monkeypatch) -> tuple[np.ndarray, np.ndarray]:
+    """The composite (H, W) and source (H, W) of one date whose S2 is clear but under
+    ``CLOUD``, filled by a synthesis ``S2_BIAS`` above the real S2."""
+    import sar2opt.infer.run as run
+    from sar2opt.infer.plan import BlockLattice
+    from sar2opt.infer.run import CompositeSpec, FillJob, block_tasks, strip_tasks
+    from sar2opt.zones import blocks_by_row
+    from tests.helpers.infer_fakes import FakeSar
+
+    when = obs_seconds("2023-07-16")
+
+    def s2(items, grid, out_bands, spec):
+        h, w = grid.shape
+        r0 = round((GRID.bounds[3] - grid.bounds[3]) / GRID.res_m)
+        c0 = round((grid.bounds[0] - GRID.bounds[0]) / GRID.res_m)
+        clear = np.ones((H, W), bool)
+        clear[CLOUD] = False
+        win = (slice(r0, r0 + h), slice(c0, c0 + w))
+        return (
+            _s2_of(fake_sar(0)[None])[..., win[0], win[1]],
+            clear[None, win[0], win[1]],
+            np.array([when]),
+        )
+
+    def biased(batch):
+        pred = _s2_of(batch["sar"]) + np.float32(S2_BIAS)
+        return {"pred": pred, "spread": np.full(pred[:, 0].shape, 0.001, np.float32)}
+
+    monkeypatch.setattr(run, "read_clear_s2", s2)
+    lat = BlockLattice(GRID, 128, 32)
+    out: list = []
+    job = FillJob(
+        "unused.zarr", lat, FakeSar(), batch_size=4, out_bands=("B04",),
+        s2_by_time=(({},),), composite=CompositeSpec(max_dt_days=6, feather_px=feather_px),
+        reference_seconds=(when,), write=lambda job, strip, blocks: out.extend(blocks),
+    )  # fmt: skip
+    blocks = block_tasks(["2023-07-16"], [0], lambda t: blocks_by_row(lat, None), set())
+    for strip in strip_tasks(blocks, 3):
+        run.process_strip(strip, job, biased)
+    img, src = np.full((H, W), np.nan, np.float32), np.zeros((H, W), np.uint8)
+    for _, (r0, c0, r1, c1), optical, source, _, _ in out:
+        img[r0:r1, c0:c1], src[r0:r1, c0:c1] = optical[0], source
+    return img, src
+
+
+def _edge_steps(img: np.ndarray, f: int) -> tuple[float, float]:
+    """(mean over rows of the largest step along a profile inside the clear area, the same
+    along a profile of the same length across the cloud's left and right edges)."""
+    rows = slice(CLOUD[0].start + f + 2, CLOUD[0].stop - f - 2)  # off the top and bottom edges
+    step = np.abs(np.diff(img[rows], axis=1))  # step[:, c]: between columns c and c + 1
+    n = f + 4
+    left, right = CLOUD[1].start, CLOUD[1].stop
+    across = [step[:, left - n + 1 : left + 1], step[:, right - 2 : right + n - 2]]
+    inside = [step[:, 20 : 20 + n], step[:, 260 : 260 + n]]
+    return (
+        float(np.mean([s.max(axis=1).mean() for s in inside])),
+        float(np.mean([s.max(axis=1).mean() for s in across])),
+    )
+
+
+def test_cloud_mask_edges_are_feathered_not_cut(monkeypatch) -> None:
+    """Around a cloud filled by a biased synthesis the composite steps across the mask edge
+    little more than inside the clear area (cut hard: several times that); clear pixels
+    away from the edge are the real S2 bit for bit, and ``source`` names the dominant one."""
+    from sar2opt.infer.run import FEATHER_PX
+
+    f = FEATHER_PX
+    img, src = _composite_with_cloud(f, monkeypatch)
+    truth = _s2_of(fake_sar(0)[None])[0, 0]
+    clear = np.ones((H, W), bool)
+    clear[CLOUD] = False
+    keep = edge_weight(clear, f)
+    np.testing.assert_array_equal(img[keep == 1], truth[keep == 1])  # bit for bit
+    np.testing.assert_allclose(img[~clear], truth[~clear] + S2_BIAS, atol=1e-6)  # synthesis
+    ramp = clear & (keep < 1)
+    np.testing.assert_allclose(
+        img[ramp], truth[ramp] + (1 - keep[ramp]) * S2_BIAS, atol=1e-6
+    )  # the blend
+    np.testing.assert_array_equal(src == 1, clear & (keep >= 0.5))
+    assert ((src == 1) | (src == 2)).all() and (ramp & (src == 2)).any()
+    inside, across = _edge_steps(img, f)
+    assert across <= 1.5 * inside, (across, inside)
+    hard, _ = _composite_with_cloud(0, monkeypatch)
+    np.testing.assert_array_equal(hard[clear], truth[clear])
+    inside_hard, across_hard = _edge_steps(hard, f)
+    assert inside_hard == inside and across_hard >= 2.5 * inside, (across_hard, inside)

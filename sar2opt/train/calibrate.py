@@ -1,0 +1,119 @@
+"""After training: fit the best checkpoint's uncertainty calibration on the validation split.
+
+The predictor's ``spread`` (std of its test-time-flip hypotheses) ranks errors but is not in
+their units. Here the checkpoint runs as inference runs it (``TilePredictor``, the same
+flips) on validation patches; the spread and |error| of their clear pixels are fitted into
+knots (``infer.calibration.fit_calibration``), one set per hypothesis count inference may
+use, and stored in the checkpoint's metadata (``uncertainty_calibration``). The held-out
+test patches then show, per decile of the calibrated uncertainty, the mean |error| beside it
+(``test_scores.json``), so the claim is checked on blocks the fit never saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sar2opt.config import MAX_TTA_FLIPS
+from sar2opt.data.inputs import model_input
+from sar2opt.data.normalise import denormalise
+from sar2opt.data.stream import read_patches
+from sar2opt.infer.calibration import (
+    CALIBRATION_KEY,
+    apply_calibration,
+    decile_table,
+    fit_calibration,
+)
+
+#: Patches of a split the calibration reads at most (drawn with the run's seed), and pixels
+#: kept per patch (drawn too): bounded time and memory whatever the split's size.
+CALIBRATION_MAX_PATCHES = 256
+CALIBRATION_PX_PER_PATCH = 2048
+CHUNK = 32  # patches per forward batch
+#: Hypothesis counts a calibration is fitted for (one flip has no spread).
+CALIBRATED_FLIPS: tuple[int, ...] = tuple(range(2, MAX_TTA_FLIPS + 1))
+
+
+def spread_and_error(
+    gen,
+    meta: dict,
+    cube_path: str,
+    rows: pd.DataFrame,
+    read_kw: dict,
+    flips: Sequence[int],
+    seed: int = 0,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per flip count, the predictor's ``spread`` and the band-mean |error| of its ``pred``
+    (reflectance) on the clear pixels of ``rows``' patches (a seeded sample of them)."""
+    from sar2opt.infer.predictor import TilePredictor
+
+    rng = np.random.default_rng(seed)
+    if len(rows) > CALIBRATION_MAX_PATCHES:
+        rows = rows.iloc[np.sort(rng.permutation(len(rows))[:CALIBRATION_MAX_PATCHES])]
+    input_set = meta.get("input_set", "S")
+    plain = {k: v for k, v in meta.items() if k != CALIBRATION_KEY}  # the raw spread
+    predictors = {k: TilePredictor.from_model(gen, plain, flips=k) for k in flips}
+    om, os_ = np.asarray(meta["norm"]["opt_mean"]), np.asarray(meta["norm"]["opt_std"])
+    got: dict[int, tuple[list, list]] = {k: ([], []) for k in flips}
+    for i in range(0, len(rows), CHUNK):
+        t = read_patches(cube_path, rows.iloc[i : i + CHUNK], **read_kw)
+        x = model_input(t, input_set).numpy()
+        truth = denormalise(t["opt"], om, os_)
+        clear = t["mask"][:, 0] > 0
+        pick = [_sample(np.flatnonzero(c), rng) for c in clear.reshape(len(clear), -1)]
+        for k, predictor in predictors.items():
+            out = predictor.predict_normalised(x)
+            err = np.abs(out["pred"] - truth).mean(axis=1)
+            for j, px in enumerate(pick):
+                got[k][0].append(out["spread"][j].reshape(-1)[px])
+                got[k][1].append(err[j].reshape(-1)[px])
+    return {k: (np.concatenate(s or [[]]), np.concatenate(e or [[]])) for k, (s, e) in got.items()}
+
+
+def _sample(px: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if px.size <= CALIBRATION_PX_PER_PATCH:
+        return px
+    return np.sort(rng.choice(px, CALIBRATION_PX_PER_PATCH, replace=False))
+
+
+def calibrate_checkpoint(
+    ckpt_dir: str | Path,
+    cube_path: str,
+    index: pd.DataFrame,
+    read_kw: dict,
+    *,
+    seed: int = 0,
+    check_flips: int = 2,
+) -> dict:
+    """Fit the checkpoint's calibration on the ``val`` split of ``index`` and store it in its
+    metadata; return the reliability of the calibrated ``uncertainty`` with ``check_flips``
+    hypotheses on the held-out ``test`` split (the validation split when there is none):
+    ``{"split", "flips", "deciles": calibration.decile_table rows}``."""
+    from sar2opt.train.checkpoint import load_generator, update_meta
+
+    gen, meta = load_generator(ckpt_dir)
+    val = index[index["split"] == "val"]
+    fits = []
+    for k, (s, e) in spread_and_error(
+        gen, meta, cube_path, val, read_kw, CALIBRATED_FLIPS, seed
+    ).items():
+        if np.isfinite(s).any():
+            fits.append({"flips": k, **fit_calibration(s, e)})
+    meta = update_meta(ckpt_dir, **{CALIBRATION_KEY: fits})
+    split = "test" if (index["split"] == "test").any() else "val"
+    held = index[index["split"] == split]
+    s, e = spread_and_error(gen, meta, cube_path, held, read_kw, (check_flips,), seed + 1)[
+        check_flips
+    ]
+    knots = next((f for f in fits if f["flips"] == check_flips), None)
+    stated = s if knots is None else apply_calibration(s, knots)
+    return {
+        "split": split,
+        "flips": check_flips,
+        "calibrated": knots is not None,
+        "deciles": decile_table(stated, e),
+        "deciles_raw_spread": decile_table(s, e),
+    }
