@@ -43,6 +43,7 @@ from sar2opt.infer.store import (
     OPTICAL_VAR,
     SOURCE_VAR,
     TIMES_ATTR,
+    UNCERTAINTY_LONG_NAME,
     UNCERTAINTY_VAR,
     StoreMissingError,
     partial_path,
@@ -209,7 +210,7 @@ def _asset(ly: Layer, res_m: float) -> dict:
             f"{k} {v}" for k, v in SOURCE_MEANINGS.items()
         )
     else:
-        asset["title"] = "spread of the synthesis over hypotheses (std, band mean)"
+        asset["title"] = UNCERTAINTY_LONG_NAME
     return asset
 
 

@@ -34,6 +34,7 @@ from sar2opt.infer.store import (
     SOURCE_VAR,
     STAC_DIR,
     TIMES_ATTR,
+    UNCERTAINTY_LONG_NAME,
     UNCERTAINTY_VAR,
     VARS,
     as_zarr_group,
@@ -108,7 +109,7 @@ def cube_fields(grid: GridSpec, times: Sequence[str], bands: Sequence[str]) -> d
                 "type": "data",
                 "dimensions": ["time", "y", "x"],
                 "unit": "1",
-                "description": "spread of the synthesis over hypotheses (std, band mean)",
+                "description": UNCERTAINTY_LONG_NAME,
             },
             OBS_TIME_VAR: {
                 "type": "auxiliary",

@@ -55,6 +55,11 @@ if TYPE_CHECKING:  # imported where used: the actors only write chunks, with zar
 OPTICAL_VAR = "optical"
 SOURCE_VAR = "source"
 UNCERTAINTY_VAR = "uncertainty"
+#: What ``uncertainty`` holds (store, STAC and COG export say the same).
+UNCERTAINTY_LONG_NAME = (
+    "expected |error| of the optical (band mean, reflectance): the spread over hypotheses, "
+    "calibrated on validation blocks unless the store attr uncertainty_calibration says otherwise"
+)
 OBS_TIME_VAR = "obs_time"  # when the observation each pixel took was made
 VARS = (OPTICAL_VAR, SOURCE_VAR, UNCERTAINTY_VAR, OBS_TIME_VAR)
 #: ``obs_time`` on disk: int32 seconds since this instant (to 2082), -1 for none; xarray
@@ -335,7 +340,7 @@ def store_dataset(
                 ("time", "y", "x"),
                 da.full((nt, h, w), np.nan, dtype="float32", chunks=(1, bh, sw)),
                 {
-                    "long_name": "spread of the synthesis over hypotheses (std, band mean)",
+                    "long_name": UNCERTAINTY_LONG_NAME,
                     "units": "1",
                 },
             ),
