@@ -12,7 +12,7 @@ import rasterio
 import yaml
 from affine import Affine
 
-from sar2opt.catalog.ingest import ingest, parse_manifest
+from sar2opt.catalog.ingest import ingest, parse_manifest, read_band
 from sar2opt.catalog.sets import biomassters_manifest, biomassters_month
 from sar2opt.cli import main
 from sar2opt.errors import CatalogError
@@ -225,7 +225,8 @@ def test_ssl4eo_sample(ssl4eo):
     want = {"B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"}
     assert all(set(i["assets"]) == want for i in s2)
     # one UTM 43N grid for S1 and S2 (their source grids differ), 10 m on the lattice
-    grids = {json.dumps([i["properties"][k] for k in ("proj:epsg", "proj:transform")]) for i in items}
+    keys = ("proj:epsg", "proj:transform")
+    grids = {json.dumps([i["properties"][k] for k in keys]) for i in items}
     assert len(grids) == 1
     p = items[0]["properties"]
     assert p["proj:epsg"] == 32643 and p["proj:transform"][0] == 10.0
@@ -261,9 +262,7 @@ def test_biomassters_sample(biomassters):
     cover = {i["properties"]["datetime"][:7]: i["properties"]["eo:cloud_cover"] for i in s2}
     assert 35 < cover["2019-12"] < 70 and 25 < cover["2020-08"] < 60 and cover["2020-05"] < 5
     # band order: ascending VV is band 1, descending VH is band 4 of the source
-    src = BIOMASSTERS / "train" / "0060c0a5_S1_00.tif"
-    with rasterio.open(src) as f:
-        vh_desc_db = f.read(4)
+    vh_desc_db = read_band(BIOMASSTERS / "train" / "0060c0a5_S1_00.tif", 4)
     vh = _read(next(i for i in desc if i["id"].startswith("S1_BIOMASSTERS_201909"))["assets"]
                ["vh"]["href"])[0]  # fmt: skip
     np.testing.assert_allclose(vh, 10 ** (vh_desc_db / 10), rtol=1e-5)
