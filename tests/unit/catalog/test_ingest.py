@@ -4,6 +4,7 @@ one grid, the no-georeference error, and the SSL4EO / BioMassters samples when p
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import rasterio
 import yaml
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 
 from sar2opt.catalog.ingest import ingest, parse_manifest, read_band
 from sar2opt.catalog.sets import biomassters_manifest, biomassters_month
@@ -29,11 +31,13 @@ def _tif(path: Path, arr: np.ndarray, crs: str | None = None, transform: Affine 
     arr = arr if arr.ndim == 3 else arr[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     kw = {"crs": crs, "transform": transform} if crs is not None else {}
-    with rasterio.open(
-        path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-        dtype=arr.dtype, **kw,
-    ) as dst:  # fmt: skip
-        dst.write(arr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # the no-georeference case
+        with rasterio.open(
+            path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1],
+            count=arr.shape[0], dtype=arr.dtype, **kw,
+        ) as dst:  # fmt: skip
+            dst.write(arr)
     return path
 
 
