@@ -173,7 +173,7 @@ def _add_catalog(sub: argparse._SubParsersAction) -> None:
         help="YAML: files: [{path, sensor: s1|s2|dem, band, date, units, ...}] "
         "(sar2opt/catalog/ingest.py)",
     )
-    p.add_argument("--out", required=True, help="output folder (COGs, items.parquet)")
+    p.add_argument("--out", required=True, help="output folder (COGs, items.parquet, aoi.geojson)")
     p.set_defaults(func=_cmd_ingest)
 
     for name, what in (
@@ -183,7 +183,7 @@ def _add_catalog(sub: argparse._SubParsersAction) -> None:
         p = csub.add_parser(name, help=f"write a manifest for {what} and ingest it")
         p.add_argument("src", help=f"folder of {what}")
         p.add_argument(
-            "--out", required=True, help="output folder (manifest.yaml, COGs, items.parquet)"
+            "--out", required=True, help="output folder (manifest.yaml, COGs, items, aoi.geojson)"
         )
         p.set_defaults(func=_cmd_real_set)
 

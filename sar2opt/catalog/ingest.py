@@ -62,6 +62,7 @@ from sar2opt.grid import GridSpec, utm_epsg
 log = logging.getLogger(__name__)
 
 DEFAULT_RES_M = 10.0
+AOI_NAME = "aoi.geojson"  # the ingested grid's footprint, for jobs/build_cube.py --aoi
 CLP_BAND = "CLP"  # cloud probability 0-100 (s2cloudless, as in BioMassters)
 CLP_NODATA = 255
 CLP_CLOUD_PCT = 50.0  # a pixel counts as cloud in eo:cloud_cover when CLP >= this
@@ -501,8 +502,30 @@ def ingest_manifest(manifest: Manifest, out_dir: str | Path) -> list[dict]:
             href = write_cog(cogs / f"{item_id}.tif", arrays["dem"], grid, DEM_NODATA, "float32")
             items.append(dem_item(item_id, grid, href, extra_properties=props))
     write_catalog(items, out_dir)
+    write_aoi(grid, out_dir / AOI_NAME, manifest.name)
     log.info("ingested %d items into %s", len(items), out_dir)
     return items
+
+
+def write_aoi(grid: GridSpec, path: Path, name: str) -> Path:
+    """The grid's footprint as a lon/lat GeoJSON AOI, inset by half a pixel so that a cube
+    built on it (``jobs/build_cube.py --aoi``) snaps back to exactly this grid."""
+    import json
+
+    from pyproj import Transformer
+
+    h = grid.res_m / 2
+    xmin, ymin, xmax, ymax = grid.bounds
+    ring = [(xmin + h, ymin + h), (xmax - h, ymin + h), (xmax - h, ymax - h), (xmin + h, ymax - h)]
+    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    coords = [[round(v, 9) for v in tr.transform(x, y)] for x, y in ring]
+    doc = {
+        "type": "Feature",
+        "properties": {"name": name, "grid": grid.to_dict()},
+        "geometry": {"type": "Polygon", "coordinates": [[*coords, coords[0]]]},
+    }
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
 
 
 def ingest(src_dir: str | Path, manifest_path: str | Path, out_dir: str | Path) -> list[dict]:
