@@ -62,7 +62,7 @@ from sar2opt.grid import GridSpec, utm_epsg
 log = logging.getLogger(__name__)
 
 DEFAULT_RES_M = 10.0
-AOI_NAME = "aoi.geojson"  # the ingested grid's footprint, for jobs/build_cube.py --aoi
+AOI_NAME = "aoi.geojson"  # where every file has data, for jobs/build_cube.py --aoi
 CLP_BAND = "CLP"  # cloud probability 0-100 (s2cloudless, as in BioMassters)
 CLP_NODATA = 255
 CLP_CLOUD_PCT = 50.0  # a pixel counts as cloud in eo:cloud_cover when CLP >= this
@@ -502,27 +502,64 @@ def ingest_manifest(manifest: Manifest, out_dir: str | Path) -> list[dict]:
             href = write_cog(cogs / f"{item_id}.tif", arrays["dem"], grid, DEM_NODATA, "float32")
             items.append(dem_item(item_id, grid, href, extra_properties=props))
     write_catalog(items, out_dir)
-    write_aoi(grid, out_dir / AOI_NAME, manifest.name)
+    write_aoi(aoi_grid_bounds(geos, grid), out_dir / AOI_NAME, manifest.name)
     log.info("ingested %d items into %s", len(items), out_dir)
     return items
 
 
-def write_aoi(grid: GridSpec, path: Path, name: str) -> Path:
-    """The grid's footprint as a lon/lat GeoJSON AOI, inset by half a pixel so that a cube
-    built on it (``jobs/build_cube.py --aoi``) snaps back to exactly this grid."""
+def common_footprint(geos: list[SourceGeo], grid: GridSpec):
+    """Where every file has pixels: the intersection of their footprints in ``grid``'s CRS
+    (a shapely polygon; edges densified so a reprojected edge keeps its bend)."""
+    from pyproj import Transformer
+    from shapely.geometry import Polygon
+
+    poly = None
+    for g in geos:
+        xmin, ymin, xmax, ymax = g.bounds
+        t = np.linspace(0.0, 1.0, 21)
+        xs = np.concatenate([xmin + (xmax - xmin) * t, np.full(21, xmax),
+                             xmax - (xmax - xmin) * t, np.full(21, xmin)])  # fmt: skip
+        ys = np.concatenate([np.full(21, ymin), ymin + (ymax - ymin) * t,
+                             np.full(21, ymax), ymax - (ymax - ymin) * t])  # fmt: skip
+        tx, ty = Transformer.from_crs(g.crs, grid.crs, always_xy=True).transform(xs, ys)
+        fp = Polygon(zip(tx, ty, strict=True))
+        poly = fp if poly is None else poly.intersection(fp)
+    return poly
+
+
+def aoi_grid_bounds(geos: list[SourceGeo], grid: GridSpec) -> tuple[float, ...]:
+    """Lon/lat bounds of an AOI whose cube grid (``grid_for_lonlat_bounds``, what
+    ``jobs/build_cube.py`` derives) lies wholly where every file has data: the common
+    footprint's box, shrunk a pixel at a time until the lon/lat round trip (which grows a box
+    away from the UTM central meridian) fits. So a cube on it has no empty rim."""
+    from shapely.geometry import box
+
+    from sar2opt.grid import grid_for_lonlat_bounds
+
+    common = common_footprint(geos, grid)
+    if common is None or common.is_empty:
+        raise CatalogError("the files do not overlap: no common footprint for an AOI")
+    x0, y0, x1, y1 = common.bounds
+    r = grid.res_m
+    ll = None
+    for k in range(int(min(x1 - x0, y1 - y0) / r / 2)):
+        inset = (x0 + k * r, y0 + k * r, x1 - k * r, y1 - k * r)
+        ll = transform_bounds(grid.crs, "EPSG:4326", *inset, densify_pts=21)
+        cube = grid_for_lonlat_bounds(ll, r, grid.epsg)
+        if common.buffer(1e-6).contains(box(*cube.bounds)):
+            return ll
+    raise CatalogError("the files' common footprint is too small for an AOI")
+
+
+def write_aoi(bounds_lonlat: tuple[float, ...], path: Path, name: str) -> Path:
+    """A lon/lat rectangle as a GeoJSON AOI (for ``jobs/build_cube.py --aoi``)."""
     import json
 
-    from pyproj import Transformer
-
-    h = grid.res_m / 2
-    xmin, ymin, xmax, ymax = grid.bounds
-    ring = [(xmin + h, ymin + h), (xmax - h, ymin + h), (xmax - h, ymax - h), (xmin + h, ymax - h)]
-    tr = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    coords = [[round(v, 9) for v in tr.transform(x, y)] for x, y in ring]
+    w, s, e, n = (round(float(v), 9) for v in bounds_lonlat)
     doc = {
         "type": "Feature",
-        "properties": {"name": name, "grid": grid.to_dict()},
-        "geometry": {"type": "Polygon", "coordinates": [[*coords, coords[0]]]},
+        "properties": {"name": name},
+        "geometry": {"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
     }
     path.write_text(json.dumps(doc, indent=1) + "\n")
     return path

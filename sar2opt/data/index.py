@@ -74,10 +74,10 @@ log = logging.getLogger(__name__)
 def _layouts(p: int) -> tuple[tuple[int, int, int, int], ...]:
     """(patch, block, gap, stride) layouts for an auto patch of ``p`` px, preferred first:
     the classic one (blocks of 4 p, a p gap, stride p/2: the old defaults at 128 px), then a
-    compact one for small grids (blocks of 1.5 p, a p/4 gap, stride p/4: every block still
-    holds a patch p/4 away from each side, so splits never touch)."""
+    compact one for small grids (blocks of 1.5 p, a p/4 gap, stride p/8: every block still
+    holds a patch p/4 away from each side, so splits never touch, and 5 x 5 positions)."""
     q = p // 4
-    return ((p, 4 * p, p, p // 2), (p, p + 2 * q, q, q))
+    return ((p, 4 * p, p, p // 2), (p, p + 2 * q, q, max(1, p // 8)))
 
 
 def usable_blocks(height: int, width: int, patch_px: int, block_px: int) -> int:

@@ -209,11 +209,11 @@ def test_split_pixels_are_the_split_blocks_and_hold_no_training_patch() -> None:
     [
         # (patch, block, gap, stride): the old defaults where the grid holds >= 10 blocks
         (2048, (128, 512, 128, 64)),
-        (1024, (128, 192, 32, 32)),  # compact 128 px layout: 5 x 5 blocks
-        (400, (64, 96, 16, 16)),  # compact 64 px layout: 4 x 4 blocks
-        (264, (32, 48, 8, 8)),  # SSL4EO: 64 px layouts give only 2-9 blocks
-        (256, (32, 48, 8, 8)),  # BioMassters, MultiEarth
-        (120, (32, 48, 8, 8)),  # 2 x 2 blocks: the most a 120 px grid gives
+        (1024, (128, 192, 32, 16)),  # compact 128 px layout: 5 x 5 blocks
+        (400, (64, 96, 16, 8)),  # compact 64 px layout: 4 x 4 blocks
+        (264, (32, 48, 8, 4)),  # SSL4EO: 64 px layouts give only 2-9 blocks
+        (256, (32, 48, 8, 4)),  # BioMassters, MultiEarth
+        (120, (32, 48, 8, 4)),  # 2 x 2 blocks: the most a 120 px grid gives
     ],
 )
 def test_unset_sizes_are_derived_from_the_grid(side, want) -> None:
@@ -250,6 +250,6 @@ def test_set_sizes_that_do_not_fit_stop_with_one_line_saying_what_to_set() -> No
         assign_blocks(120, 120, PatchSpec(patch_px=32, block_px=96))
     msg = str(e.value)
     assert "\n" not in msg and "1 usable 96 px block(s)" in msg
-    assert "set patches.patch_px: 32, block_px: 48, gap_px: 8, stride_px: 8" in msg
+    assert "set patches.patch_px: 32, block_px: 48, gap_px: 8, stride_px: 4" in msg
     with pytest.raises(PatchError, match="too small to hold train, val and test blocks"):
         resolve_patches(PatchSpec(), 60, 60)
