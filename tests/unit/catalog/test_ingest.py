@@ -14,6 +14,7 @@ import yaml
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
 
+from sar2opt.aoi import grid_for_aoi, load_aoi
 from sar2opt.catalog.ingest import ingest, parse_manifest, read_band
 from sar2opt.catalog.sets import biomassters_manifest, biomassters_month
 from sar2opt.cli import main
@@ -241,6 +242,15 @@ def test_ssl4eo_sample(ssl4eo):
     assert valid.size > 0.9 * vv.size and 0.003 < np.median(valid) < 0.3
     b11, _, _ = _read(s2[0]["assets"]["B11"]["href"])
     assert b11.shape == vv.shape and 1000 < np.median(b11[b11 > 0]) < 6000
+    # the AOI written beside the catalog gives a cube grid where S1 and S2 both have data
+    cube_grid = grid_for_aoi(load_aoi(ssl4eo / "aoi.geojson"), 10.0)
+    assert cube_grid.epsg == 32643 and 240 <= cube_grid.height <= 264
+    for it, band in ((s1[0], "vv"), (s1[1], "vh"), (s2[0], "B02"), (s2[1], "B8A")):
+        with rasterio.open(it["assets"][band]["href"]) as src:
+            win = src.window(*cube_grid.bounds)
+            assert abs(win.col_off - round(win.col_off)) < 1e-6 and win.col_off >= 0
+            arr = src.read(1, window=win)
+        assert arr.shape == cube_grid.shape and (arr != src.nodata).all(), band
 
 
 def test_biomassters_sample(biomassters):
@@ -271,3 +281,6 @@ def test_biomassters_sample(biomassters):
                ["vh"]["href"])[0]  # fmt: skip
     np.testing.assert_allclose(vh, 10 ** (vh_desc_db / 10), rtol=1e-5)
     assert biomassters_manifest(BIOMASSTERS)["grid"]["epsg"] == 32635
+    # a cube on the written AOI is exactly the chip's grid
+    grid = grid_for_aoi(load_aoi(biomassters / "aoi.geojson"), 10.0)
+    assert grid.epsg == 32635 and grid.bounds == (500000.0, 6897440.0, 502560.0, 6900000.0)
