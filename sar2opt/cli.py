@@ -110,12 +110,12 @@ def _cmd_real_set(args: argparse.Namespace) -> int:
     from sar2opt.catalog import sets
     from sar2opt.catalog.ingest import ingest
 
+    out = resolve_output(args.out)
     src = Path(args.src)
     if not src.is_dir():
         from sar2opt.errors import CatalogError
 
         raise CatalogError(f"{args.catalog_cmd} folder not found: {src}")
-    out = resolve_output(args.out)
     build = {"ssl4eo": sets.ssl4eo_manifest, "biomassters": sets.biomassters_manifest}
     manifest = sets.write_manifest(build[args.catalog_cmd](src), out / "manifest.yaml")
     print(f"manifest: {manifest}")

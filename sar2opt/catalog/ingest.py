@@ -22,7 +22,8 @@ Manifest::
       - {path: s2/B2.tif, sensor: s2, band: B02, date: 2020-06-04, units: dn, scale: 10000}
       - {path: s2.tif, sensor: s2, band: CLP, date: 2020-06-04, band_index: 11}
 
-Files of one sensor, date/time (and orbit state) make one item. A date without a time is
+Files of one sensor, date/time (and orbit state) make one item; a DEM is one file (its date
+is not needed). A date without a time is
 taken as 12:00 UTC and the item says ``sar2opt:time_of_day_known: false``.
 """
 
@@ -241,7 +242,7 @@ def _entry(src_dir: Path, row: Any, i: int) -> FileEntry:
         raise CatalogError(f"{where}: missing key 'date'")
     dt, known = _parse_dt(row.get("date", "2021-04-22"), where)
     spectral = sensor == "s1" or (sensor == "s2" and band not in S2_MASK_BANDS)
-    units = str(row.get("units", "" if spectral else "m" if sensor == "dem" else "")).lower()
+    units = str(row.get("units") or ("m" if sensor == "dem" else "")).lower()
     if spectral and units not in UNITS[sensor]:
         raise CatalogError(
             f"{where}: set units to one of {list(UNITS[sensor])} (got {row.get('units')!r})"

@@ -185,6 +185,17 @@ def test_clp_sets_cloud_cover_and_is_kept_as_an_asset(tmp_path):
     assert nodata == 255 and clp.dtype == np.uint8 and (clp[:4] == 80).all()
 
 
+def test_dem_becomes_a_cop_dem_item_in_metres(tmp_path):
+    src = tmp_path / "src"
+    _tif(src / "dem.tif", np.arange(16, dtype=np.float32).reshape(4, 4) + 100, f"EPSG:{EPSG}",
+         Affine(10, 0, X0, 0, -10, Y0))  # fmt: skip
+    m = _manifest(tmp_path, {"files": [{"path": "dem.tif", "sensor": "dem", "band": "dem"}]})
+    (item,) = ingest(src, m, tmp_path / "out")
+    assert item["collection"] == "cop-dem-glo-30"
+    dem, _, nodata = _read(item["assets"]["data"]["href"])
+    assert nodata == -32767 and dem[0, 0] == 100 and dem[3, 3] == 115
+
+
 def test_biomassters_months_start_in_september():
     assert biomassters_month(0) == (2019, 9)
     assert biomassters_month(3) == (2019, 12)
