@@ -96,6 +96,34 @@ def _cmd_multiearth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from sar2opt.catalog.ingest import ingest
+
+    out = resolve_output(args.out)
+    items = ingest(Path(args.src), Path(args.manifest), out)
+    print(_summary(items, out))
+    return 0
+
+
+def _cmd_real_set(args: argparse.Namespace) -> int:
+    """ssl4eo / biomassters: write the set's manifest into --out, then ingest through it."""
+    from sar2opt.catalog import sets
+    from sar2opt.catalog.ingest import ingest
+
+    out = resolve_output(args.out)
+    src = Path(args.src)
+    if not src.is_dir():
+        from sar2opt.errors import CatalogError
+
+        raise CatalogError(f"{args.catalog_cmd} folder not found: {src}")
+    build = {"ssl4eo": sets.ssl4eo_manifest, "biomassters": sets.biomassters_manifest}
+    manifest = sets.write_manifest(build[args.catalog_cmd](src), out / "manifest.yaml")
+    print(f"manifest: {manifest}")
+    items = ingest(src, manifest, out)
+    print(_summary(items, out))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from sar2opt.catalog.server import CatalogServer
 
@@ -133,6 +161,31 @@ def _add_catalog(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="folder with Sentinel1_*/Sentinel2_* GeoTIFFs")
     p.add_argument("--out", required=True, help="output folder (COGs, items.parquet)")
     p.set_defaults(func=_cmd_multiearth)
+
+    p = csub.add_parser(
+        "ingest",
+        help="warp a folder of GeoTIFFs onto one grid as COGs + STAC items, through a manifest",
+    )
+    p.add_argument("src", help="folder holding the files (manifest paths are relative to it)")
+    p.add_argument(
+        "--manifest",
+        required=True,
+        help="YAML: files: [{path, sensor: s1|s2|dem, band, date, units, ...}] "
+        "(sar2opt/catalog/ingest.py)",
+    )
+    p.add_argument("--out", required=True, help="output folder (COGs, items.parquet, aoi.geojson)")
+    p.set_defaults(func=_cmd_ingest)
+
+    for name, what in (
+        ("ssl4eo", "the SSL4EO-S12 sample (s1/, s2a/)"),
+        ("biomassters", "the BioMassters sample (train/<chip>_S1_MM.tif, _S2_MM.tif)"),
+    ):
+        p = csub.add_parser(name, help=f"write a manifest for {what} and ingest it")
+        p.add_argument("src", help=f"folder of {what}")
+        p.add_argument(
+            "--out", required=True, help="output folder (manifest.yaml, COGs, items, aoi.geojson)"
+        )
+        p.set_defaults(func=_cmd_real_set)
 
     p = csub.add_parser("serve", help="serve DIR/items.parquet as a STAC API (foreground)")
     p.add_argument("dir", help="catalog folder holding items.parquet")

@@ -84,12 +84,19 @@ class CubeSpec:
     cpus_per_tile: float = 1.0
 
 
+#: Patch sizes tried, largest first, when ``patches.patch_px`` is left unset (auto).
+AUTO_PATCH_PX = (128, 64, 32)
+
+
 @dataclass(frozen=True)
 class PatchSpec:
     """Cloud-free training patches cut from a cube."""
 
-    patch_px: int = 128
-    stride_px: int = 64
+    # None (auto): derived from the cube grid by sar2opt.data.index.resolve_patches: the
+    # largest of AUTO_PATCH_PX whose split blocks number ~10 or more (train, val and test
+    # each >= 1), so a 120 px scene trains as well as a 10 km one. Set = used as given.
+    patch_px: int | None = None
+    stride_px: int | None = None  # None: patch_px / 2 (auto layouts choose their own)
     min_clear_frac: float = 0.98
     val_frac: float = 0.2
     # Patch index (sar2opt.data.index): square blocks of block_px (None = 4 x patch_px) are
@@ -352,10 +359,11 @@ def check_patches(spec: PatchSpec) -> None:
             "patches.val_frac + patches.test_frac must be < 1 (the rest trains), got "
             f"{spec.val_frac} + {spec.test_frac}"
         )
-    if spec.block_px is not None and spec.block_px < spec.patch_px:
+    smallest = spec.patch_px if spec.patch_px is not None else min(AUTO_PATCH_PX)
+    if spec.block_px is not None and spec.block_px < smallest:
+        what = spec.patch_px if spec.patch_px is not None else f"auto, {smallest} at the least"
         raise ConfigError(
-            f"patches.block_px ({spec.block_px}) must be at least patches.patch_px "
-            f"({spec.patch_px})"
+            f"patches.block_px ({spec.block_px}) must be at least patches.patch_px ({what})"
         )
     _at_least(spec, "patches", 0, "gap_px")
 

@@ -1,8 +1,9 @@
 """Local STAC catalog stage: COGs + Planetary-Computer-shaped items + a rustac STAC API server.
 
-``generate_scene`` / ``generate_region`` (the synthetic Earth) and ``ingest_multiearth`` (the
-real MultiEarth sample) write ``items.parquet``; ``CatalogServer`` serves it so later stages
-search it like any STAC API.
+``generate_scene`` / ``generate_region`` (the synthetic Earth), ``ingest_multiearth`` (the
+real MultiEarth sample) and ``ingest.ingest`` (any folder of GeoTIFFs through a manifest; the
+SSL4EO and BioMassters manifests in ``sets``) write ``items.parquet``; ``CatalogServer``
+serves it so later stages search it like any STAC API.
 """
 
 from sar2opt.catalog.cog import write_cog

@@ -5,8 +5,9 @@ Three collections are modelled:
 * ``sentinel-1-rtc``: assets ``vv``/``vh`` hold float32 LINEAR gamma0 power, nodata -32768;
   synthetic items add ``layover``/``shadow`` uint8 masks (1 = affected, role ``data-mask``).
 * ``sentinel-2-l2a``: assets ``B01``.. hold uint16 DN = reflectance x 10000 (nodata 0, processing
-  baseline "03.00": no +1000 BOA offset), plus ``QA60``/``SCL`` when present; synthetic items
-  add ``truth_B02``.. (the same bands without clouds or shadows, role ``truth``).
+  baseline "03.00": no +1000 BOA offset), plus ``QA60``/``SCL``/``CLP`` (cloud probability)
+  when present; synthetic items add ``truth_B02``.. (the same bands without clouds or
+  shadows, role ``truth``).
 * ``cop-dem-glo-30``: one asset ``data``, float32 elevation in metres (nodata -32767).
 
 Every item carries both ``proj:epsg`` (read by stackstac and older tools) and ``proj:code``
@@ -225,7 +226,8 @@ def s2_item(
     processing_baseline: str = "03.00",
     extra_properties: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A ``sentinel-2-l2a`` item: bands ``B01``.. as uint16 DN (x1e4), ``QA60``, ``SCL``.
+    """A ``sentinel-2-l2a`` item: bands ``B01``.. as uint16 DN (x1e4), ``QA60``, ``SCL``,
+    ``CLP`` (uint8 cloud probability in percent, nodata 255, as BioMassters ships it).
 
     QA60 gets no nodata (0 means "no cloud bit set", not "missing"); SCL is uint8 with nodata 0,
     as on Planetary Computer.
@@ -251,7 +253,7 @@ def s2_item(
             assets[name] = {
                 "href": _href(href),
                 "type": COG_TYPE,
-                "title": f"Band {int(name[1:])} - {common}",
+                "title": f"Band {name[1:].lstrip('0')} - {common}",  # B02 -> 2, B8A -> 8A
                 "roles": ["data"],
                 "gsd": gsd,
                 "eo:bands": [eo_band],
@@ -266,6 +268,14 @@ def s2_item(
                 "title": "QA60 cloud bitmask (bits 10 opaque, 11 cirrus)",
                 "roles": ["cloud"],
                 "raster:bands": [raster_band("uint16", None, grid.res_m)],
+            }
+        elif name == "CLP":
+            assets[name] = {
+                "href": _href(href),
+                "type": COG_TYPE,
+                "title": "Cloud probability (%, s2cloudless)",
+                "roles": ["cloud"],
+                "raster:bands": [raster_band("uint8", 255, grid.res_m, unit="percent")],
             }
         elif name == "SCL":
             assets[name] = {

@@ -16,12 +16,14 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import rasterio
-from rasterio.errors import NotGeoreferencedWarning
-
-from sar2opt.catalog.cog import write_cog
-from sar2opt.catalog.items import S1_NODATA, S2_NODATA, s1_item, s2_item, write_catalog
+from sar2opt.catalog.ingest import (
+    db_to_linear,
+    estimate_cloud_cover,
+    read_band,
+    write_s1,
+    write_s2,
+)
+from sar2opt.catalog.items import write_catalog
 from sar2opt.errors import CatalogError
 from sar2opt.grid import GridSpec, utm_epsg
 
@@ -35,9 +37,6 @@ _NAME = re.compile(
 )
 _S1_BANDS = {"VV": "vv", "VH": "vh"}
 _S2_BANDS = {"B1": "B01", "B2": "B02", "B3": "B03", "B4": "B04", "QA60": "QA60"}
-# Crude pixel cloud test used only to fill eo:cloud_cover (QA60 is all zeros in this archive).
-_CLOUD_BRIGHTNESS = 0.18
-_CLOUD_WHITENESS = 0.7
 
 
 def patch_grid(lon: float, lat: float, px: int = PATCH_PX, res_m: float = RES_M) -> GridSpec:
@@ -54,27 +53,6 @@ def patch_grid(lon: float, lat: float, px: int = PATCH_PX, res_m: float = RES_M)
     cov = GridSpec.covering(epsg, res_m, (x - half, y - half, x + half, y + half))
     xmin, ymax = cov.bounds[0], cov.bounds[3]
     return GridSpec(epsg, res_m, (xmin, ymax - px * res_m, xmin + px * res_m, ymax))
-
-
-def _read(path: Path) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
-            return src.read(1)
-
-
-def _estimate_cloud_cover(bands: dict[str, np.ndarray]) -> float | None:
-    """Percent of bright, white pixels in B02-B04: an estimate, since QA60 cannot be trusted."""
-    if not all(b in bands for b in ("B02", "B03", "B04")):
-        return None
-    rgb = np.stack([bands[b].astype(np.float32) / 10000.0 for b in ("B02", "B03", "B04")])
-    valid = np.all(rgb > 0, axis=0)
-    if not valid.any():
-        return None
-    bright = rgb.mean(axis=0)
-    white = rgb.min(axis=0) / np.maximum(rgb.max(axis=0), 1e-6)
-    cloud = (bright > _CLOUD_BRIGHTNESS) & (white > _CLOUD_WHITENESS) & valid
-    return 100.0 * float(cloud.sum()) / float(valid.sum())
 
 
 def ingest_multiearth(src_dir: str | Path, out_dir: str | Path) -> list[dict]:
@@ -110,7 +88,6 @@ def ingest_multiearth(src_dir: str | Path, out_dir: str | Path) -> list[dict]:
             f"under {src_dir}"
         )
 
-    cogs = out_dir / "cogs"
     items: list[dict] = []
     for (sensor, lon_s, lat_s, ymd), files in sorted(groups.items()):
         lon, lat = float(lon_s), float(lat_s)
@@ -121,23 +98,21 @@ def ingest_multiearth(src_dir: str | Path, out_dir: str | Path) -> list[dict]:
             "sar2opt:time_of_day_known": False,
             "sar2opt:patch_centre": [lon, lat],
         }
-        hrefs: dict[str, Path] = {}
         if sensor == "1":
             item_id = f"S1_MULTIEARTH_{lon_s}_{lat_s}_{ymd}"
+            linear = {}
             for pol, path in sorted(files.items()):
-                db = _read(path).astype(np.float32)
+                db = read_band(path)
                 if db.shape != grid.shape:
                     raise CatalogError(f"{path.name}: expected {grid.shape} pixels, got {db.shape}")
-                lin = np.where(np.isfinite(db), 10.0 ** (db / 10.0), S1_NODATA).astype(np.float32)
-                hrefs[pol] = write_cog(
-                    cogs / f"{item_id}_{pol}.tif", lin, grid, S1_NODATA, "float32"
-                )
+                linear[pol] = db_to_linear(db)
             items.append(
-                s1_item(
+                write_s1(
+                    out_dir / "cogs",
                     item_id,
                     dt,
                     grid,
-                    hrefs,
+                    linear,
                     platform="SENTINEL-1",  # A or B: not recorded in the sample
                     orbit_state=None,  # not recorded in the sample
                     extra_properties={
@@ -148,23 +123,22 @@ def ingest_multiearth(src_dir: str | Path, out_dir: str | Path) -> list[dict]:
             )
         else:
             item_id = f"S2_MULTIEARTH_{lon_s}_{lat_s}_{ymd}"
-            arrays: dict[str, np.ndarray] = {}
+            arrays = {}
             for name, path in sorted(files.items()):
-                arr = _read(path)
+                arr = read_band(path)
                 if arr.shape != grid.shape:
                     raise CatalogError(
                         f"{path.name}: expected {grid.shape} pixels, got {arr.shape}"
                     )
                 arrays[name] = arr
-                nodata = None if name == "QA60" else S2_NODATA
-                hrefs[name] = write_cog(cogs / f"{item_id}_{name}.tif", arr, grid, nodata, "uint16")
             items.append(
-                s2_item(
+                write_s2(
+                    out_dir / "cogs",
                     item_id,
                     dt,
                     grid,
-                    hrefs,
-                    cloud_cover=_estimate_cloud_cover(arrays),
+                    arrays,
+                    cloud_cover=estimate_cloud_cover(arrays),
                     platform="Sentinel-2",  # A or B: not recorded in the sample
                     # Pre-04.00 baseline: DN = reflectance x 1e4 with no +1000 offset.
                     processing_baseline="03.00",

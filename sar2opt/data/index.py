@@ -28,13 +28,20 @@ value and no non-finite optical value at a clear pixel (the rules of the in-memo
 cutter in ``tests/helpers/patch_reference.py``). The same-date cloudy S2 of SC/SCO/SCOD may
 be missing anywhere: its cloud mask says so, and the model is trained to fill there.
 
+Sizes. ``patches.patch_px`` left unset derives patch, block, gap and stride from the grid
+(:func:`resolve_patches`: the largest patch of ``AUTO_PATCH_PX`` giving ~10 blocks or more),
+so a 120 px real scene trains with the defaults; sizes set explicitly that leave no train, val
+or test block stop with one line naming the values to set.
+
 :func:`index_hash` fingerprints an index (stored in checkpoints, so a run says which patches
 it saw); :func:`split_counts` counts patches per split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,7 +49,7 @@ import pandas as pd
 import xarray as xr
 from affine import Affine
 
-from sar2opt.config import PatchSpec
+from sar2opt.config import AUTO_PATCH_PX, PatchSpec
 from sar2opt.data.patches import (
     CLEAR_BAND,
     CLOUD_MASK_BAND,
@@ -59,10 +66,101 @@ INDEX_COLUMNS = (
 )  # fmt: skip
 UNASSIGNED = -1  # block label of a block too small to hold a patch (grid edge)
 STRIP_TARGET_PX = 512  # rows read per date at a time (whole block rows, at least one)
+MIN_AUTO_BLOCKS = 10  # an auto layout is taken when it gives at least this many blocks
+
+log = logging.getLogger(__name__)
+
+
+def _layouts(p: int) -> tuple[tuple[int, int, int, int], ...]:
+    """(patch, block, gap, stride) layouts for an auto patch of ``p`` px, preferred first:
+    the classic one (blocks of 4 p, a p gap, stride p/2: the old defaults at 128 px), then a
+    compact one for small grids (blocks of 1.5 p, a p/4 gap, stride p/8: every block still
+    holds a patch p/4 away from each side, so splits never touch, and 5 x 5 positions)."""
+    q = p // 4
+    return ((p, 4 * p, p, p // 2), (p, p + 2 * q, q, max(1, p // 8)))
+
+
+def usable_blocks(height: int, width: int, patch_px: int, block_px: int) -> int:
+    """Blocks of ``block_px`` (from the grid origin) that can hold a ``patch_px`` patch."""
+    ny = height // block_px + int(height % block_px >= patch_px)
+    nx = width // block_px + int(width % block_px >= patch_px)
+    return ny * nx
+
+
+def _split_sizes(n: int, spec: PatchSpec) -> tuple[int, int, int]:
+    """(test, val, train) block counts for ``n`` usable blocks (train may be < 1)."""
+    n_test = max(int(spec.test_frac > 0), int(round(spec.test_frac * n)))
+    n_val = max(int(spec.val_frac > 0), int(round(spec.val_frac * n)))
+    return n_test, n_val, n - n_test - n_val
+
+
+def _auto_layout(height: int, width: int, spec: PatchSpec) -> tuple[int, int, int, int] | None:
+    """The largest auto layout with >= MIN_AUTO_BLOCKS blocks, else the one with the most
+    blocks that still gives train, val and test a block each; None when none does. A
+    block_px / gap_px / stride_px the user set is kept in every layout."""
+    best: tuple[int, tuple[int, int, int, int]] | None = None
+    for p in AUTO_PATCH_PX:
+        for lp, lb, lg, ls in _layouts(p):
+            b = spec.block_px if spec.block_px is not None else lb
+            g = spec.gap_px if spec.gap_px is not None else lg
+            s = spec.stride_px if spec.stride_px is not None else ls
+            if b < lp:
+                continue
+            n = usable_blocks(height, width, lp, b)
+            if _split_sizes(n, spec)[2] < 1:
+                continue
+            if n >= MIN_AUTO_BLOCKS:
+                return (lp, b, g, s)
+            if best is None or n > best[0]:
+                best = (n, (lp, b, g, s))
+    return None if best is None else best[1]
+
+
+def resolve_patches(spec: PatchSpec, height: int, width: int) -> PatchSpec:
+    """``spec`` with every size set for a ``height`` x ``width`` px grid (deterministic, so
+    training and evaluation derive the same split from the same grid).
+
+    ``patch_px`` unset (auto): the largest of AUTO_PATCH_PX that cuts the grid into
+    >= MIN_AUTO_BLOCKS split blocks (``_layouts``), logged. ``patch_px`` set: used as given
+    (stride defaults to patch_px / 2, block and gap as documented in the module doc).
+    """
+    if spec.patch_px is not None:
+        if spec.stride_px is None:
+            return dataclasses.replace(spec, stride_px=max(1, spec.patch_px // 2))
+        return spec
+    layout = _auto_layout(height, width, spec)
+    if layout is None:
+        raise PatchError(
+            f"a {height}x{width} px grid is too small to hold train, val and test blocks even "
+            f"with {min(AUTO_PATCH_PX)} px patches; use a larger AOI"
+        )
+    p, b, g, s = layout
+    log.info(
+        "patches (auto for %dx%d px): patch_px %d, block_px %d, gap_px %d, stride_px %d, "
+        "%d blocks", height, width, p, b, g, s, usable_blocks(height, width, p, b),
+    )  # fmt: skip
+    return dataclasses.replace(spec, patch_px=p, block_px=b, gap_px=g, stride_px=s)
+
+
+def _suggest(height: int, width: int, spec: PatchSpec) -> str:
+    """What to set so that a grid this size splits: the auto layout's values."""
+    auto = _auto_layout(
+        height,
+        width,
+        dataclasses.replace(spec, patch_px=None, block_px=None, gap_px=None, stride_px=None),
+    )
+    if auto is None:
+        return "use a larger AOI"
+    p, b, g, s = auto
+    return (
+        f"set patches.patch_px: {p}, block_px: {b}, gap_px: {g}, stride_px: {s} (or leave "
+        "patch_px and block_px unset to derive them from the grid), or use a larger AOI"
+    )
 
 
 def block_size(spec: PatchSpec) -> int:
-    """Split block side in pixels: ``spec.block_px``, or 4 x ``patch_px`` when unset."""
+    """Split block side in pixels: ``spec.block_px``, or 4 x ``patch_px`` when unset (of a
+    spec with ``patch_px`` set: ``resolve_patches``)."""
     return 4 * spec.patch_px if spec.block_px is None else spec.block_px
 
 
@@ -72,6 +170,8 @@ def gap_size(spec: PatchSpec) -> int:
 
 
 def _check_spec(spec: PatchSpec) -> tuple[int, int, int, int]:
+    if spec.patch_px is None or spec.stride_px is None:
+        raise PatchError("patch sizes are unresolved: call resolve_patches(spec, height, width)")
     p, stride, b, g = spec.patch_px, spec.stride_px, block_size(spec), gap_size(spec)
     if p <= 0 or stride <= 0:
         raise PatchError(f"patch_px and stride_px must be positive, got {p}, {stride}")
@@ -93,21 +193,23 @@ def assign_blocks(height: int, width: int, spec: PatchSpec) -> np.ndarray:
     Blocks are ``block_px`` squares from the grid origin; those cut by the grid edge to less
     than ``patch_px`` hold no patch and stay UNASSIGNED. The usable ones are permuted with
     ``split_seed``: the first ``round(test_frac * n)`` (at least 1 if test_frac > 0) are test,
-    the next ``round(val_frac * n)`` (likewise) val, the rest train.
+    the next ``round(val_frac * n)`` (likewise) val, the rest train. Sizes left unset are
+    derived from the grid first (``resolve_patches``).
     """
+    explicit = spec.patch_px is not None
+    spec = resolve_patches(spec, height, width)
     p, _, b, _ = _check_spec(spec)
     nby, nbx = -(-height // b), -(-width // b)
     ext_y = np.minimum(b, height - np.arange(nby) * b)
     ext_x = np.minimum(b, width - np.arange(nbx) * b)
     usable = (ext_y[:, None] >= p) & (ext_x[None, :] >= p)
     n = int(usable.sum())
-    n_test = max(int(spec.test_frac > 0), int(round(spec.test_frac * n)))
-    n_val = max(int(spec.val_frac > 0), int(round(spec.val_frac * n)))
+    n_test, n_val, _ = _split_sizes(n, spec)
     if n - n_test - n_val < 1:
+        hint = _suggest(height, width, spec) if explicit else "use a larger AOI"
         raise PatchError(
             f"a {height}x{width} px grid has {n} usable {b} px block(s), too few for train + "
-            f"val ({spec.val_frac}) + test ({spec.test_frac}); use a larger AOI or a smaller "
-            "patches.block_px"
+            f"val ({spec.val_frac}) + test ({spec.test_frac}); {hint}"
         )
     codes = np.full(n, SPLITS.index("train"), dtype=np.int64)
     perm = np.random.default_rng(spec.split_seed).permutation(n)
@@ -126,6 +228,7 @@ def split_pixels(height: int, width: int, spec: PatchSpec, split: str = "test") 
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = resolve_patches(spec, height, width)
     b = block_size(spec)
     labels = assign_blocks(height, width, spec) == SPLITS.index(split)
     return labels.repeat(b, axis=0).repeat(b, axis=1)[:height, :width]
@@ -148,6 +251,7 @@ def candidate_patches(
     the patch grown by ``gap_px`` on every side (block-level summed-area table: exact, and
     cheap on a continental grid since blocks are few).
     """
+    spec = resolve_patches(spec, height, width)
     p, stride, b, g = _check_spec(spec)
     rs, cs = _axis_starts(height, b, p, stride), _axis_starts(width, b, p, stride)
     r, c = (a.ravel() for a in np.meshgrid(rs, cs, indexing="ij"))
@@ -241,8 +345,9 @@ def build_patch_index(
         raise PatchError(
             f"cube lacks band(s) {missing} (input set {input_set}){hint}; it has {have}"
         )
-    p, _, b, _ = _check_spec(spec)
     n_t, height, width = cube.sizes["time"], cube.sizes["y"], cube.sizes["x"]
+    spec = resolve_patches(spec, height, width)
+    p, _, b, _ = _check_spec(spec)
     labels = assign_blocks(height, width, spec)
     r_all, c_all, blk_all, code_all = candidate_patches(height, width, spec, labels)
     cs, co = len(sar_bands), len(opt_bands)

@@ -109,6 +109,13 @@ class TrainData:
     cached_mb: float  # train + val held in the object store; 0 = streamed from the store
 
 
+def _sizes(index: pd.DataFrame, spec) -> str:
+    """The patch layout trained on, and whether it was derived from the grid."""
+    a = index.attrs
+    auto = " (auto: patches.patch_px unset)" if spec.patch_px is None else ""
+    return f"{a['patch_px']} px, blocks {a['block_px']} px, gap {a['gap_px']} px{auto}"
+
+
 def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, cfg) -> TrainData:
     """Index the cube's patches, compute the train-split statistics, build the datasets.
 
@@ -123,7 +130,7 @@ def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, 
         dem_band=aux.get("dem", [DEM_BAND])[0], prior_bands=aux.get("prior"),
         cloudy_bands=aux.get("cloudy"),
     )  # fmt: skip
-    p = cfg.patches.patch_px
+    p = int(index.attrs["patch_px"])  # patches.patch_px, or derived from the grid when unset
     norm = norm_stats(cube_path, index, sar_bands, opt_bands, aux, seed=cfg.train.seed, patch_px=p)
     kw = {"sar_bands": sar_bands, "opt_bands": opt_bands, "aux": aux, "norm": norm, "patch_px": p}
     if "cloudy" in aux:
@@ -236,7 +243,8 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
     held = f"cached ({data.cached_mb:.0f} MB)" if data.cached_mb else "streamed"
     print(
         f"patches: {', '.join(f'{v} {k}' for k, v in data.counts.items())} "
-        f"({cfg.patches.patch_px} px, train/val {held}), {nw} workers x batch {batch_size}, "
+        f"({_sizes(data.index, cfg.patches)}, train/val {held}), {nw} workers x batch "
+        f"{batch_size}, "
         f"{cpus:g} CPU each",
         flush=True,
     )

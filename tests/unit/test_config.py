@@ -42,7 +42,7 @@ BAD = [
     ("patches.min_clear_frac=1.5", "patches.min_clear_frac", "[0, 1]"),
     ("patches.val_frac=-0.1", "patches.val_frac", "[0, 1]"),
     ("patches.test_frac=0.9", "patches.val_frac + patches.test_frac", "< 1"),
-    ("patches.block_px=64", "patches.block_px", "at least patches.patch_px"),
+    ("patches.block_px=16", "patches.block_px", "at least patches.patch_px"),
     ("patches.gap_px=-1", "patches.gap_px", ">= 0"),
     ("cube.res_m=0", "cube.res_m", "> 0"),
     ("cube.tile_px=1000", "cube.tile_px", "multiple of cube.chunk_px"),
@@ -67,6 +67,14 @@ def test_bad_value_is_a_config_error_naming_the_key(override: str, key: str, say
     with pytest.raises(ConfigError) as e:
         load_config(None, [override])
     assert key in str(e.value) and says in str(e.value)
+
+
+def test_block_smaller_than_a_set_patch_is_a_config_error() -> None:
+    with pytest.raises(
+        ConfigError, match=r"patches.block_px \(64\) must be at least patches.patch_px \(128\)"
+    ):
+        load_config(None, ["patches.patch_px=128", "patches.block_px=64"])
+    load_config(None, ["patches.block_px=64"])  # auto patches: 64 or 32 px fit a 64 px block
 
 
 GOOD = [

@@ -16,8 +16,10 @@ from sar2opt.data.index import (
     build_patch_index,
     candidate_patches,
     index_hash,
+    resolve_patches,
     split_counts,
     split_pixels,
+    usable_blocks,
 )
 from sar2opt.data.patches import PatchError
 from tests.helpers.cubes import NAN_SAR, OPT, PRIOR, RES, SAR, SPEC, X0, Y0, make_cube
@@ -197,3 +199,57 @@ def test_split_pixels_are_the_split_blocks_and_hold_no_training_patch() -> None:
         assert not test_px[r : r + 16, c : c + 16].any()  # training never saw a test pixel
     with pytest.raises(ValueError, match="split must be one of"):
         split_pixels(192, 256, SPEC, "validation")
+
+
+# ---------------------------------------------------------------- sizes derived from the grid
+
+
+@pytest.mark.parametrize(
+    ("side", "want"),
+    [
+        # (patch, block, gap, stride): the old defaults where the grid holds >= 10 blocks
+        (2048, (128, 512, 128, 64)),
+        (1024, (128, 192, 32, 16)),  # compact 128 px layout: 5 x 5 blocks
+        (400, (64, 96, 16, 8)),  # compact 64 px layout: 4 x 4 blocks
+        (264, (32, 48, 8, 4)),  # SSL4EO: 64 px layouts give only 2-9 blocks
+        (256, (32, 48, 8, 4)),  # BioMassters, MultiEarth
+        (120, (32, 48, 8, 4)),  # 2 x 2 blocks: the most a 120 px grid gives
+    ],
+)
+def test_unset_sizes_are_derived_from_the_grid(side, want) -> None:
+    r = resolve_patches(PatchSpec(), side, side)
+    assert (r.patch_px, r.block_px, r.gap_px, r.stride_px) == want
+    n = usable_blocks(side, side, r.patch_px, r.block_px)
+    assert n >= 10 or side == 120
+    assert resolve_patches(r, side, side) == r  # resolved stays resolved
+    # set values are kept: only what is unset is derived
+    assert resolve_patches(PatchSpec(patch_px=64), side, side).patch_px == 64
+    assert resolve_patches(PatchSpec(patch_px=64), side, side).stride_px == 32
+
+
+def test_a_120px_scene_splits_into_train_val_test_with_defaults() -> None:
+    cube = make_cube(n_t=2, h=120, w=120)
+    idx = build_patch_index(cube, SAR, OPT, PatchSpec(min_clear_frac=0.95))
+    counts = split_counts(idx)
+    assert all(counts[s] > 0 for s in SPLITS), counts
+    assert idx.attrs["patch_px"] == 32 and idx.attrs["block_px"] == 48
+    # the split evaluation derives from the grid is the one the index used
+    for s in SPLITS:
+        mask = split_pixels(120, 120, PatchSpec(), s)
+        rows = idx[idx["split"] == s]
+        for r, c in zip(rows["row"], rows["col"], strict=True):
+            assert mask[r : r + 32, c : c + 32].all()
+    # patches of different splits keep the derived 8 px gap
+    a = idx[idx["split"] == "train"][["row", "col"]].to_numpy()
+    b = idx[idx["split"] != "train"][["row", "col"]].to_numpy()
+    assert _pair_separation(a, b, 32).min() >= 8
+
+
+def test_set_sizes_that_do_not_fit_stop_with_one_line_saying_what_to_set() -> None:
+    with pytest.raises(PatchError) as e:
+        assign_blocks(120, 120, PatchSpec(patch_px=32, block_px=96))
+    msg = str(e.value)
+    assert "\n" not in msg and "1 usable 96 px block(s)" in msg
+    assert "set patches.patch_px: 32, block_px: 48, gap_px: 8, stride_px: 4" in msg
+    with pytest.raises(PatchError, match="too small to hold train, val and test blocks"):
+        resolve_patches(PatchSpec(), 60, 60)
