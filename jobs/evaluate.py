@@ -305,6 +305,7 @@ def main(args: argparse.Namespace) -> int:
                 "times": list(scene.times),
                 "bands": list(result.bands),
                 "predicted_bands": list(scene.bands),
+                # donor -2: the held-out blocks (a cube without a cloudy date)
                 "laid_clouds": [{str(t): d for t, d in p.items()} for p in result.laid],
                 "reliability": reliability,
             },

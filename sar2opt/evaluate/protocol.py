@@ -293,8 +293,17 @@ class CloudLaySpec:
     min_clear: float = 0.5
 
 
+#: ``lay_clouds``'s donors: none (the date is not scored), and the held-out blocks laid
+#: instead of a cloud.
+NO_DONOR, BLOCKS_DONOR = -1, -2
+
+
 def lay_clouds(
-    scene: Scene, seed: int, spec: CloudLaySpec = CloudLaySpec(), allowed: np.ndarray | None = None
+    scene: Scene,
+    seed: int,
+    spec: CloudLaySpec = CloudLaySpec(),
+    allowed: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
 ) -> tuple[Scene, np.ndarray, dict[int, int]]:
     """(scene with the laid clouds in its cloudy input, laid mask (T, H, W), {target: donor}).
 
@@ -302,6 +311,9 @@ def lay_clouds(
     from ``seed`` and ``t`` alone (deterministic). The donor masks are the cube's
     ``cloud_mask`` (``~clear`` when the cube has no same-date S2 bands); the cloudy input's
     own mask is united with them by ``data.stream.lay_cloud_masks``, as in training.
+    A cube with no cloudy date to donate (a clear season) gets ``blocks`` (H, W), e.g. a
+    seed's held-out blocks, laid on every clear date instead (donor ``BLOCKS_DONOR``); the
+    error without them says what is missing.
     """
     from sar2opt.data.stream import lay_cloud_masks
 
@@ -313,23 +325,28 @@ def lay_clouds(
     cover = (clouds & area).sum(axis=(1, 2)) / n_area
     clear = (scene.clear & area).sum(axis=(1, 2)) / n_area
     donor_ok = (cover >= spec.min_cover) & (cover <= spec.max_cover)
-    donors = np.full(n_t, -1, dtype=np.int64)
+    donors = np.full(n_t, NO_DONOR, dtype=np.int64)
     for t in range(n_t):
         cands = np.flatnonzero(donor_ok & (np.arange(n_t) != t))
         if clear[t] >= spec.min_clear and cands.size:
             donors[t] = cands[np.random.default_rng([int(seed), t]).integers(cands.size)]
-    if not (donors >= 0).any():
+    if not (donors >= 0).any() and blocks is not None:
+        donors[clear >= spec.min_clear] = BLOCKS_DONOR
+    sel = donors != NO_DONOR
+    if not sel.any():
         raise ValueError(
             f"no clear date (>= {spec.min_clear:.0%} clear) with another date whose cloud mask "
             f"covers {spec.min_cover:.0%}-{spec.max_cover:.0%} of the scored area to lay on it "
             f"(cloud cover per date: {', '.join(f'{c:.0%}' for c in cover)})"
         )
-    sel = donors >= 0
     laid = np.zeros((n_t, h, w), bool)
-    laid[sel] = clouds[donors[sel]]
+    for t in np.flatnonzero(sel):
+        laid[t] = clouds[donors[t]] if donors[t] >= 0 else np.asarray(blocks, bool)
     cloudy = scene.cloudy
     if cloudy is not None:
-        cloudy = lay_cloud_masks(cloudy, clouds[donors[sel]][:, None].astype("float32"), donors)
+        cloudy = lay_cloud_masks(
+            cloudy, laid[sel][:, None].astype("float32"), np.where(sel, 0, NO_DONOR)
+        )
     pairs = {int(t): int(donors[t]) for t in np.flatnonzero(sel)}
     return replace(scene, cloudy=cloudy), laid, pairs
 
@@ -401,13 +418,16 @@ def run_protocol(
             seen = scene
             score_mask = scene.clear.astype(bool) & held[None]
         else:
-            seen, laid, pairs = lay_clouds(scene, int(s), clouds, allowed)
+            blocks = block_split(h, w, spec, int(s), allowed)[1]  # for a cloud-free cube
+            seen, laid, pairs = lay_clouds(scene, int(s), clouds, allowed, blocks)
             train = ~dilate(laid, clouds.buffer_px)
             held = laid if allowed is None else laid & np.asarray(allowed, bool)[None]
             score_mask = scene.clear.astype(bool) & held
             laids.append(pairs)
             lays = ", ".join(
-                f"of {scene.times[d][:10]} on {scene.times[t][:10]}" for t, d in pairs.items()
+                f"of {scene.times[d][:10] if d >= 0 else 'the held-out blocks'} on "
+                f"{scene.times[t][:10]}"
+                for t, d in pairs.items()
             )
             log(f"seed {s}: clouds laid: {lays}; {int(score_mask.sum())} px scored")
         helds.append(held)

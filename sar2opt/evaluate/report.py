@@ -316,6 +316,8 @@ def protocol_note(result: ProtocolResult, block_px: int, times: Sequence[str] = 
     scene's dates, to name the laid clouds' dates)."""
 
     def day(i: int) -> str:
+        if i < 0:  # protocol.BLOCKS_DONOR: no date of the cube had clouds to lay
+            return "the held-out blocks"
         return times[i][:10] if i < len(times) else f"date {i}"
 
     seeds = ", ".join(map(str, result.seeds))

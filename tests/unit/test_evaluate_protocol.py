@@ -285,3 +285,25 @@ def test_per_date_fits_skip_a_date_without_training_pixels():
     for method in (mean_colour_method(per_date=True), ridge_method(per_date=True)):
         pred = method(sc, train, 0)
         assert np.isfinite(pred[0]).all() and np.isnan(pred[1]).all()
+
+
+def test_a_cloud_free_cube_gets_the_held_out_blocks_laid_as_clouds():
+    """No date has clouds to donate (a clear season): the seed's held-out blocks are laid
+    on every clear date instead, masked in the cloudy input, and only they are scored."""
+    from sar2opt.evaluate.protocol import BLOCKS_DONOR
+
+    sc = _cloud_scene()
+    clear = replace(
+        sc,
+        clear=np.ones_like(sc.clear),
+        cloudy=np.concatenate([sc.cloudy[:, :-1], np.zeros_like(sc.cloudy[:, -1:])], axis=1),
+    )
+    with pytest.raises(ValueError, match="no clear date"):
+        lay_clouds(clear, 0, CloudLaySpec(buffer_px=2))
+    blocks = np.zeros((32, 32), bool)
+    blocks[8:16, 8:24] = True
+    seen, laid, pairs = lay_clouds(clear, 0, CloudLaySpec(buffer_px=2), blocks=blocks)
+    assert pairs == {t: BLOCKS_DONOR for t in range(clear.clear.shape[0])}
+    assert (laid == blocks[None]).all()
+    assert (seen.cloudy[:, -1] == blocks[None]).all()  # masked exactly there
+    assert (seen.cloudy[:, :-1] == clear.cloudy[:, :-1]).all()  # reflectance kept
