@@ -28,6 +28,9 @@ DISCRIMINATOR_NAMES = ("patchgan", "multiscale", "none")  # none: reconstruction
 REFINER_NAMES = ("none", "restormer")
 DEM_FUSIONS = ("early", "intermediate", "late")
 INPUT_SET_NAMES = ("S", "SD", "SO", "SOD", "SC", "SCO", "SCOD")
+REFERENCE_NAMES = ("none", "prior", "scene_fit")  # sar2opt.models.reference.REFERENCES
+#: What a reference reads: the input-set letter that supplies it (O: prior, C: cloudy S2).
+REFERENCE_NEEDS = {"prior": ("O", "a prior"), "scene_fit": ("C", "a same-date S2")}
 RECON_LOSSES = ("l1", "mse_mae")
 GAN_MODES = ("vanilla", "lsgan", "hinge")
 LR_SCHEDULES = ("constant", "cosine")
@@ -125,6 +128,10 @@ class ModelSpec:
     dem_fusion: str = "early"  # SARDINet: early | late | intermediate
     refine: str = "none"  # a refinement stage after the generator: none | restormer
     dropout: float = 0.0  # > 0: dropout kept on at inference gives stochastic hypotheses
+    # Predict a residual over a per-pixel reference (sar2opt.models.reference): none | prior
+    # (the prior clear optical; input sets with O) | scene_fit (per sample, a ridge from SAR
+    # to the clear pixels of the same-date S2; input sets with C)
+    reference: str = "none"
 
 
 @dataclass(frozen=True)
@@ -369,12 +376,21 @@ def check_patches(spec: PatchSpec) -> None:
 
 
 def check_model(spec: ModelSpec) -> None:
-    """Registry names and positive sizes."""
+    """Registry names, positive sizes, and a reference the input set can supply."""
     _choice("model.generator", spec.generator, GENERATOR_NAMES)
     _choice("model.discriminator", spec.discriminator, DISCRIMINATOR_NAMES)
     _choice("model.refine", spec.refine, REFINER_NAMES)
     _choice("model.dem_fusion", spec.dem_fusion, DEM_FUSIONS)
     _choice("model.input_set", spec.input_set, INPUT_SET_NAMES)
+    _choice("model.reference", spec.reference, REFERENCE_NAMES)
+    if spec.reference in REFERENCE_NEEDS:
+        letter, what = REFERENCE_NEEDS[spec.reference]
+        if letter not in spec.input_set:
+            sets = [s for s in INPUT_SET_NAMES if letter in s]
+            raise ConfigError(
+                f"model.reference={spec.reference} reads {what}, which input set "
+                f"{spec.input_set} lacks: use model.input_set {', '.join(sets[:-1])} or {sets[-1]}"
+            )
     _at_least(spec, "model", 1, "ngf", "ndf", "depth", "n_blocks", "n_scales")
     if not 0 <= spec.dropout < 1:
         raise ConfigError(f"model.dropout must be in [0, 1), got {spec.dropout}")

@@ -11,12 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from sar2opt.ops import box_sum
+from sar2opt.models import reference as ref
+from sar2opt.models.reference import LOCAL_MEAN_PX
 
-#: Side of the square window for the local-mean features (pixels): 5 px = 50 m at 10 m,
-#: enough to average speckle while keeping field edges.
-LOCAL_MEAN_PX = 5
+# One implementation with the model's ``scene_fit`` reference: the features and the ridge
+# are ``sar2opt.models.reference``'s (torch, float64); these are their numpy faces.
 
 
 def local_mean(x: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
@@ -24,17 +25,7 @@ def local_mean(x: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
 
     At the edges the window is cut to the image; a pixel whose whole window is NaN stays NaN.
     """
-    if win_px % 2 != 1 or win_px < 1:
-        raise ValueError(f"local-mean window must be odd and >= 1, got {win_px}")
-    x = np.asarray(x, dtype="float64")
-    ok = np.isfinite(x)
-    r = win_px // 2
-    vals = np.pad(np.where(ok, x, 0.0), r)
-    cnt = np.pad(ok.astype("float64"), r)
-
-    n = box_sum(cnt, win_px)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, box_sum(vals, win_px) / n, np.nan)
+    return ref.local_mean(torch.from_numpy(np.asarray(x, dtype="float64")), win_px).numpy()
 
 
 def sar_features(sar_db: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
@@ -42,9 +33,7 @@ def sar_features(sar_db: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
     sar_db = np.asarray(sar_db, dtype="float64")
     if sar_db.ndim != 3 or sar_db.shape[0] != 2:
         raise ValueError(f"sar must be (2, H, W) VV, VH dB, got {sar_db.shape}")
-    vv, vh = sar_db
-    base = [vv, vh, vv - vh]
-    return np.stack(base + [local_mean(b, win_px) for b in base])
+    return ref.sar_features(torch.from_numpy(sar_db), win_px).numpy()
 
 
 def constant_colour(truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -69,38 +58,34 @@ class Ridge:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(F, ...) features -> (C, ...) prediction; NaN wherever a feature is NaN."""
         x = np.asarray(x, dtype="float64")
-        f = x.shape[0]
-        flat = x.reshape(f, -1)
-        z = (flat - self.x_mean[:, None]) / self.x_std[:, None]
-        y = self.coef.T @ np.nan_to_num(z) + self.intercept[:, None]
-        y[:, ~np.isfinite(flat).all(axis=0)] = np.nan
+        flat = torch.from_numpy(x.reshape(x.shape[0], -1))[None]
+        arrays = (self.x_mean, self.x_std, self.coef, self.intercept)
+        fit = ref.RidgeFit(*(torch.from_numpy(a)[None] for a in arrays))
+        y = ref.apply_ridge(fit, flat)[0].numpy()
         return y.reshape(self.coef.shape[1], *x.shape[1:])
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float = 1.0) -> Ridge:
-    """Closed-form ridge: ``x`` (F, n) features, ``y`` (C, n) targets, unpenalised intercept.
-
-    Features are standardised first, so ``alpha`` means the same whatever their units;
-    solves (ZᵀZ + alpha·I) w = Zᵀ(y - ȳ). Columns with any NaN are dropped.
-    """
+    """Closed-form ridge: ``x`` (F, n) features, ``y`` (C, n) targets, unpenalised intercept
+    (``models.reference.fit_ridge``: features standardised, so ``alpha`` means the same
+    whatever their units). Columns with any NaN are dropped."""
     x = np.asarray(x, dtype="float64").reshape(np.shape(x)[0], -1)
     y = np.asarray(y, dtype="float64").reshape(np.shape(y)[0], -1)
     ok = np.isfinite(x).all(axis=0) & np.isfinite(y).all(axis=0)
     if ok.sum() < x.shape[0] + 1:
         raise ValueError(f"ridge needs more than {x.shape[0]} valid samples, got {ok.sum()}")
-    x, y = x[:, ok], y[:, ok]
-    mu, sd = x.mean(axis=1), x.std(axis=1)
-    sd = np.where(sd > 0, sd, 1.0)
-    z = (x - mu[:, None]) / sd[:, None]
-    ym = y.mean(axis=1)
-    gram = z @ z.T + alpha * np.eye(z.shape[0])
-    coef = np.linalg.solve(gram, z @ (y - ym[:, None]).T)  # (F, C)
-    return Ridge(mu, sd, coef, ym, float(alpha))
+    t = [torch.from_numpy(a)[None] for a in (x, y, ok)]
+    fit = ref.fit_ridge(*t, alpha=alpha)
+    arrays = (a[0].numpy() for a in (fit.x_mean, fit.x_std, fit.coef, fit.intercept))
+    return Ridge(*arrays, float(alpha))
 
 
 def feature_stack(sar_db: np.ndarray, win_px: int = LOCAL_MEAN_PX) -> np.ndarray:
     """(T, 6, H, W) :func:`sar_features` of (T, 2, H, W) VV, VH dB."""
-    return np.stack([sar_features(s, win_px) for s in sar_db])
+    sar_db = np.asarray(sar_db, dtype="float64")
+    if sar_db.ndim != 4 or sar_db.shape[1] != 2:
+        raise ValueError(f"sar must be (T, 2, H, W) VV, VH dB, got {sar_db.shape}")
+    return ref.sar_features(torch.from_numpy(sar_db), win_px).numpy()
 
 
 @dataclass(frozen=True)

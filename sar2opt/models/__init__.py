@@ -16,6 +16,7 @@ from sar2opt.models.attention import AttentionGenerator
 from sar2opt.models.common import forward_padded, n_params
 from sar2opt.models.patchgan import PatchGANDiscriminator
 from sar2opt.models.pix2pixhd import LocalEnhancer, MultiscaleDiscriminator
+from sar2opt.models.reference import ReferenceGenerator
 from sar2opt.models.restormer import RefinedGenerator, Restormer
 from sar2opt.models.sardinet import SARDINet
 from sar2opt.models.spade import SPADEGenerator
@@ -47,13 +48,16 @@ def build_generator(spec: ModelSpec, in_ch: int, out_ch: int, dem_ch: int = 0) -
     """The generator named by ``spec.generator`` (then ``spec.refine``) for in_ch -> out_ch.
 
     in_ch counts every input channel of the input set (SAR, prior, DEM); the DEM is the
-    trailing ``dem_ch`` of them.
+    trailing ``dem_ch`` of them. With ``spec.reference`` other than none, the whole is
+    wrapped to predict a residual over that reference (``models.reference``).
     """
     cls = _lookup(GENERATORS, spec.generator, "model.generator")
     gen = cls.from_spec(spec, in_ch, out_ch, dem_ch)
     refiner = _lookup(REFINERS, spec.refine, "model.refine")
     if refiner is not None:
         gen = RefinedGenerator(gen, refiner.from_spec(spec, in_ch + out_ch, out_ch))
+    if spec.reference != "none":
+        gen = ReferenceGenerator(gen, spec.reference, spec.input_set, in_ch, out_ch)
     return gen
 
 
@@ -71,6 +75,7 @@ __all__ = [
     "LocalEnhancer",
     "MultiscaleDiscriminator",
     "PatchGANDiscriminator",
+    "ReferenceGenerator",
     "RefinedGenerator",
     "Restormer",
     "SARDINet",

@@ -1,0 +1,229 @@
+"""Residual over a per-pixel reference: out = net(x) + reference(x), one file.
+
+A net pooled over many scenes must learn each scene's colour from speckle; a per-scene
+linear fit of SAR to optical gets the colour right but no texture, and the last clear image
+of the place gets both, as they were. ``ReferenceGenerator`` lets any generator predict only
+what a reference misses. The reference is computed from the model's own input (no
+parameters, nothing learnt), so training and inference, which both build the model through
+``sar2opt.models.build_generator``, use one definition of it:
+
+- ``prior``: the prior clear optical channels of the input (SO, SOD, SCO, SCOD). A pixel
+  without a prior at inference gets the band mean there (0 once standardised: see
+  ``sar2opt.data.inputs``), as the net does.
+- ``scene_fit``: per sample, a ridge fit (closed form) from SAR features (the channels,
+  VV - VH, their local means: :func:`sar_features`) to the same-date S2 reflectance over the
+  pixels its cloud mask calls clear (SC, SCO, SCOD): the per-date ridge baseline of
+  ``sar2opt.evaluate.baselines`` (the same :func:`fit_ridge`), fitted on the window the model
+  sees. A sample with fewer than :func:`min_clear_px` clear pixels falls back to the prior
+  when the input set has one, else to the band mean (0).
+
+Inputs arrive standardised in the order sar, cloudy, prior, dem (``data.inputs``); the
+prior and the cloudy S2 are standardised with the optical statistics, the output's own
+units, so a reference needs no rescaling. The wrapped net's output convolutions start at
+zero: an untrained model *is* its reference. Every registry generator returns one tensor
+(several hypotheses come from several forwards: ``models.hypotheses``), so the sum is one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sar2opt.data.inputs import DEM_CH, MASK_CH, input_keys
+from sar2opt.models.restormer import RefinedGenerator
+from sar2opt.models.sardinet import SARDINet
+
+#: Side of the square window of the local-mean features (pixels): 5 px = 50 m at 10 m,
+#: enough to average speckle while keeping field edges.
+LOCAL_MEAN_PX = 5
+#: Ridge penalty on standardised features: against n >= MIN_CLEAR_PX samples, a light touch
+#: that keeps the collinear features (VV, VH, VV - VH) solvable.
+RIDGE_ALPHA = 1.0
+#: A scene fit needs at least this many clear pixels, and MIN_CLEAR_FRAC of the window: a
+#: fit to a few clear pixels in a corner extrapolates badly over the rest (on the demo
+#: scene's cloud-removal test patches, 1 % gave 4x the hidden-pixel MAE of 10 %).
+MIN_CLEAR_PX = 64
+MIN_CLEAR_FRAC = 0.1
+#: Reference kinds (config.REFERENCE_NAMES lists the same names, without importing torch).
+REFERENCES = ("none", "prior", "scene_fit")
+
+
+# --- features and the ridge: torch, any leading dims; float64 inside ----------------------
+
+
+def local_mean(x: torch.Tensor, win_px: int = LOCAL_MEAN_PX) -> torch.Tensor:
+    """Same-size mean over a ``win_px`` square (odd) around each pixel of x (..., H, W),
+    ignoring NaN; at the edges the window is cut to the image; an all-NaN window gives NaN."""
+    if win_px % 2 != 1 or win_px < 1:
+        raise ValueError(f"local-mean window must be odd and >= 1, got {win_px}")
+    shape = x.shape
+    flat = x.reshape(-1, 1, *shape[-2:])
+    ok = torch.isfinite(flat)
+    r = win_px // 2
+
+    def box(v: torch.Tensor) -> torch.Tensor:  # window sums, zeros beyond the edge
+        return F.avg_pool2d(v, win_px, 1, r, count_include_pad=True, divisor_override=1)
+
+    n = box(ok.to(flat.dtype))
+    s = box(torch.where(ok, flat, torch.zeros((), dtype=flat.dtype, device=flat.device)))
+    out = torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, math.nan))
+    return out.reshape(shape)
+
+
+def sar_features(sar: torch.Tensor, win_px: int = LOCAL_MEAN_PX) -> torch.Tensor:
+    """(..., F, H, W) features of SAR (..., Cs, H, W): the channels (VV, VH and VV - VH for
+    two), then their local means. In dB or standardised: a linear fit does not care."""
+    base = [sar[..., i, :, :] for i in range(sar.shape[-3])]
+    if len(base) == 2:
+        base.append(base[0] - base[1])
+    base = torch.stack(base, dim=-3)
+    return torch.cat([base, local_mean(base, win_px)], dim=-3)
+
+
+def n_features(n_sar: int) -> int:
+    """How many channels :func:`sar_features` gives for ``n_sar`` SAR channels."""
+    return 2 * (n_sar + (n_sar == 2))
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """Batched linear maps from standardised features to bands (float64): ``x_mean``,
+    ``x_std`` (N, F), ``coef`` (N, F, C), ``intercept`` (N, C)."""
+
+    x_mean: torch.Tensor
+    x_std: torch.Tensor
+    coef: torch.Tensor
+    intercept: torch.Tensor
+
+
+def fit_ridge(
+    x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float = RIDGE_ALPHA
+) -> RidgeFit:
+    """Closed-form ridge per sample over the pixels ``w`` marks: ``x`` (N, F, P) features,
+    ``y`` (N, C, P) targets, ``w`` (N, P) bool; unpenalised intercept.
+
+    Features are standardised over the fitted pixels first (so ``alpha`` means the same
+    whatever their units), then (ZᵀZ + alpha·I) b = Zᵀ(y - ȳ), solved in float64 on any
+    device. Values outside ``w`` are ignored (NaN too). A sample without fitted pixels gets
+    the zero map (callers check the count).
+    """
+    x64, y64 = x.to(torch.float64), y.to(torch.float64)
+    wf = w.to(torch.float64).unsqueeze(1)  # (N, 1, P)
+    x64 = torch.where(wf > 0, x64, torch.zeros((), dtype=torch.float64, device=x.device))
+    y64 = torch.where(wf > 0, y64, torch.zeros((), dtype=torch.float64, device=y.device))
+    n = wf.sum(-1).clamp_min(1.0)  # (N, 1)
+    mu = x64.sum(-1) / n
+    sd = (((x64 - mu[..., None]) ** 2 * wf).sum(-1) / n).sqrt()
+    sd = torch.where(sd > 0, sd, torch.ones_like(sd))
+    z = (x64 - mu[..., None]) / sd[..., None] * wf  # 0 outside w
+    ym = y64.sum(-1) / n  # (N, C)
+    gram = z @ z.transpose(1, 2)
+    gram = gram + alpha * torch.eye(z.shape[1], dtype=torch.float64, device=z.device)
+    coef = torch.linalg.solve(gram, z @ ((y64 - ym[..., None]) * wf).transpose(1, 2))
+    return RidgeFit(mu, sd, coef, ym)
+
+
+def apply_ridge(fit: RidgeFit, x: torch.Tensor) -> torch.Tensor:
+    """(N, F, P) features -> (N, C, P) float64 prediction of each sample's map; NaN where a
+    feature is NaN."""
+    x64 = x.to(torch.float64)
+    z = (x64 - fit.x_mean[..., None]) / fit.x_std[..., None]
+    y = fit.coef.transpose(1, 2) @ torch.nan_to_num(z) + fit.intercept[..., None]
+    bad = ~torch.isfinite(x64).all(dim=1, keepdim=True)
+    return y.masked_fill(bad, math.nan)
+
+
+def min_clear_px(h: int, w: int) -> int:
+    """Clear pixels a scene fit of an h x w window needs: MIN_CLEAR_PX or MIN_CLEAR_FRAC of it."""
+    return max(MIN_CLEAR_PX, math.ceil(MIN_CLEAR_FRAC * h * w))
+
+
+def scene_fit(
+    sar: torch.Tensor,
+    refl: torch.Tensor,
+    clear: torch.Tensor,
+    fallback: torch.Tensor | None = None,
+    alpha: float = RIDGE_ALPHA,
+    win_px: int = LOCAL_MEAN_PX,
+) -> torch.Tensor:
+    """Per sample, the ridge from :func:`sar_features` of ``sar`` (N, Cs, H, W) to ``refl``
+    (N, C, H, W) fitted on the ``clear`` (N, H, W) pixels, predicted everywhere (float64).
+    Samples with fewer than :func:`min_clear_px` clear pixels get ``fallback`` (N, C, H, W),
+    or 0 without one."""
+    nb, c, h, w = refl.shape
+    feats = sar_features(sar.to(torch.float64), win_px).reshape(nb, -1, h * w)
+    clear = clear.reshape(nb, h * w)
+    fit = apply_ridge(fit_ridge(feats, refl.reshape(nb, c, h * w), clear, alpha), feats)
+    fit = fit.reshape(nb, c, h, w)
+    enough = (clear.sum(-1) >= min_clear_px(h, w)).view(nb, 1, 1, 1)
+    other = torch.zeros_like(fit) if fallback is None else fallback.to(torch.float64)
+    return torch.where(enough, fit, other)
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+def output_convs(net: nn.Module) -> list[nn.Module]:
+    """The convolutions that make a generator's output: its last one; for SARDINet each
+    band decoder's last; for a refined generator those of both stages (y0 + refiner)."""
+    if isinstance(net, RefinedGenerator):
+        return output_convs(net.base) + output_convs(net.refiner)
+    if isinstance(net, SARDINet):
+        return [c for d in net.decoders for c in output_convs(d)]
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    if not convs:
+        raise ValueError(f"{type(net).__name__} has no convolution to start at zero")
+    return convs[-1:]
+
+
+def zero_output(net: nn.Module) -> nn.Module:
+    """Start ``net``'s output at exactly 0 (zero weights and bias of :func:`output_convs`)."""
+    for conv in output_convs(net):
+        nn.init.zeros_(conv.weight)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+    return net
+
+
+class ReferenceGenerator(nn.Module):
+    """Any generator (N, in_ch, H, W) -> (N, Co, H, W) predicting a residual over a reference
+    of ``kind`` (``prior`` | ``scene_fit``) computed from the input of ``input_set``."""
+
+    def __init__(self, net: nn.Module, kind: str, input_set: str, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        keys = input_keys(input_set)
+        if kind == "prior" and "prior" not in keys:
+            raise ValueError(f"reference 'prior' needs an input set with a prior, not {input_set}")
+        if kind == "scene_fit" and "cloudy" not in keys:
+            raise ValueError(f"reference 'scene_fit' needs a cloudy S2 input, not {input_set}")
+        if kind not in REFERENCES[1:]:
+            raise ValueError(f"unknown reference {kind!r}; choices: {', '.join(REFERENCES[1:])}")
+        width = {"cloudy": out_ch + MASK_CH, "prior": out_ch, "dem": DEM_CH}
+        n_sar = in_ch - sum(width[k] for k in keys[1:])
+        self.slices, i = {}, 0
+        for k in keys:  # channel ranges of each key in the input (sar first)
+            self.slices[k] = slice(i, i + (n_sar if k == "sar" else width[k]))
+            i += self.slices[k].stop - self.slices[k].start
+        if n_sar < 1 or i != in_ch:
+            raise ValueError(f"{in_ch} input channels do not fit input set {input_set}")
+        self.net, self.kind, self.out_ch = zero_output(net), kind, out_ch
+        self.stride = net.stride
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, Co, H, W) reference of standardised input x, in the output's units and dtype;
+        a constant of the model (no gradient flows through it)."""
+        x = x.detach()
+        prior = x[:, self.slices["prior"]] if "prior" in self.slices else None
+        if self.kind == "prior":
+            return prior
+        sar, cloudy = x[:, self.slices["sar"]], x[:, self.slices["cloudy"]]
+        with torch.autocast(x.device.type, enabled=False):  # the solve wants float64
+            ref = scene_fit(sar, cloudy[:, :-MASK_CH], cloudy[:, -1] < 0.5, prior)
+        return ref.to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + self.reference(x)
