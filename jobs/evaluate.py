@@ -34,7 +34,8 @@ from sar2opt.paths import claim_folder
 REFERENCE = "ridge per date (baseline)"
 MEAN = "mean colour per date (baseline)"
 COPY_PRIOR = "copy the prior clear pixel (baseline)"
-BASELINES = (REFERENCE, MEAN, "ridge pooled (baseline)", COPY_PRIOR)
+PRIOR_FIT = "scene fit per date: SAR + prior (baseline)"
+BASELINES = (REFERENCE, MEAN, "ridge pooled (baseline)", COPY_PRIOR, PRIOR_FIT)
 TERRAIN_BANDS = ("layover", "foreshortening", "shadow", "non_distorted")
 
 
@@ -204,6 +205,7 @@ def main(args: argparse.Namespace) -> int:
         copy_prior_method,
         load_scene,
         mean_colour_method,
+        prior_fit_method,
         ridge_method,
         run_protocol,
     )
@@ -250,6 +252,7 @@ def main(args: argparse.Namespace) -> int:
     }
     if scene.prior is not None:
         methods[COPY_PRIOR] = copy_prior_method()
+        methods[PRIOR_FIT] = prior_fit_method()
     notes: list[str] = []
     allowed = None
     metrics_csv = None

@@ -229,6 +229,38 @@ def ridge_method(per_date: bool = True, alpha: float = 1.0) -> Method:
     return run
 
 
+def prior_fit_method(alpha: float = 1.0) -> Method:
+    """'Scene fit: SAR + prior': per date, the ridge from the SAR features and the prior
+    clear optical to the date's training pixels (``models.reference.scene_fit``, the
+    reference of an SCO/SCOD model with ``model.reference: scene_fit``), so the report shows
+    what the net adds to it. Where a pixel has no prior, the date's mean prior stands in (a
+    model sees the band mean there)."""
+    import torch
+
+    from sar2opt.models.reference import scene_fit
+
+    def run(scene: Scene, train: np.ndarray, seed: int) -> np.ndarray:
+        if scene.prior is None:
+            raise ValueError("the cube has no prior bands (build it with cube.prior_days > 0)")
+        tm = scene.clear & train_dates(train, scene)
+
+        def fit(i: int) -> np.ndarray:
+            prior = scene.prior[i].astype("float64")
+            has = np.isfinite(prior).all(0)
+            fill = prior[:, has].mean(1) if has.any() else np.zeros(prior.shape[0])
+            prior = np.where(has[None], prior, fill[:, None, None])
+            truth = np.nan_to_num(scene.truth[i]).astype("float64")
+            ok = tm[i] & np.isfinite(scene.truth[i]).all(0)
+            t = [torch.from_numpy(np.ascontiguousarray(a))[None] for a in (scene.sar_db[i], truth)]
+            pt = torch.from_numpy(prior)[None]
+            out = scene_fit(t[0].double(), t[1], torch.from_numpy(ok)[None], pt, alpha, extra=pt)
+            return out[0].numpy().astype("float32")
+
+        return _per_date(scene, tm, fit, RIDGE_MIN_PX)
+
+    return run
+
+
 def copy_prior_method() -> Method:
     """'Copy the prior clear pixel': the latest clear S2 before the date as the prediction
     (NaN, so unscored, where there is none within the prior window)."""
