@@ -44,7 +44,7 @@ demo: setup
 	$(BIN)/python jobs/demo.py --source synthetic --out $(OUT)/demo
 
 demo-real: setup
-	$(BIN)/python jobs/demo.py --source multiearth --src $(SHARED)/multiearth_sample --out $(OUT)/demo-real
+	$(BIN)/python jobs/demo.py --source real --src $(SHARED) --out $(OUT)/demo-real
 
 test: setup
 	$(BIN)/python -m pytest -q --durations=15 tests

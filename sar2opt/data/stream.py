@@ -136,16 +136,35 @@ def _split_raw(raw: np.ndarray, n_sar: int, n_opt: int, aux: Mapping) -> dict[st
 
 @dataclass(frozen=True)
 class CloudMasks:
-    """Synthetic clouds for cloud-removal training (module doc): with probability ``rate``
-    a patch gets the cloud mask of its window at another date (uniform over the cube's other
-    dates), united with its own; drawn from ``seed`` and the patch's (time, row, col)."""
+    """Evidence hidden in training as inference meets it missing (module doc): with
+    probability ``rate`` a patch gets the cloud mask of its window at another date (uniform
+    over the cube's other dates) united with its own (cloud removal); with probability
+    ``prior_gap_rate`` its prior is withheld (the band mean, as inference gives a pixel with
+    no clear S2 within ``prior_days``: the index keeps only patches with a prior, so without
+    gaps a model never sees one, and on the real BioMassters chip a net under a scene-fit
+    reference went 3x wrong where April's prior is missing). Drawn from ``seed`` and the
+    patch's (time, row, col)."""
 
     seed: int = 0
     rate: float = 0.5
+    prior_gap_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.rate <= 1:
             raise PatchError(f"cloud mask rate must be in [0, 1], got {self.rate}")
+        if not 0 <= self.prior_gap_rate <= 1:
+            raise PatchError(f"prior gap rate must be in [0, 1], got {self.prior_gap_rate}")
+
+    def prior_gaps(self, t: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        """Per patch, whether its prior is withheld (a draw apart from the cloud donors')."""
+        return np.array(
+            [
+                np.random.default_rng([self.seed, 1, int(tt), int(rr), int(cc)]).random()
+                < self.prior_gap_rate
+                for tt, rr, cc in zip(t, r, c, strict=True)
+            ],
+            dtype=bool,
+        )
 
     def donors(self, t: np.ndarray, r: np.ndarray, c: np.ndarray, n_time: int) -> np.ndarray:
         """Per patch (origins ``t``, ``r``, ``c``), the date whose cloud mask it gets; -1 for
@@ -220,7 +239,11 @@ def _read_batch(
             mask_band = band_idx[n_sar + n_opt + len(aux["cloudy"])]  # cloudy leads the aux
             donor_mask = _read_windows(arr, [mask_band], donors[sel], r[sel], c[sel], patch_px)
             parts["cloudy"] = lay_cloud_masks(parts["cloudy"], donor_mask, donors)
-    return _normalised(parts, norm)
+    out = _normalised(parts, norm)
+    if cloud_masks is not None and cloud_masks.prior_gap_rate > 0 and "prior" in out:
+        gaps = cloud_masks.prior_gaps(t, r, c)
+        out["prior"][gaps] = 0.0  # standardised band mean: inference's missing prior
+    return out
 
 
 def _locality_order(index: pd.DataFrame) -> np.ndarray:

@@ -52,10 +52,12 @@ def build_generator(spec: ModelSpec, in_ch: int, out_ch: int, dem_ch: int = 0) -
     wrapped to predict a residual over that reference (``models.reference``).
     """
     cls = _lookup(GENERATORS, spec.generator, "model.generator")
-    gen = cls.from_spec(spec, in_ch, out_ch, dem_ch)
+    # a net under a reference also sees the reference it corrects, ahead of its input
+    net_in = in_ch + (out_ch if spec.reference != "none" else 0)
+    gen = cls.from_spec(spec, net_in, out_ch, dem_ch)
     refiner = _lookup(REFINERS, spec.refine, "model.refine")
     if refiner is not None:
-        gen = RefinedGenerator(gen, refiner.from_spec(spec, in_ch + out_ch, out_ch))
+        gen = RefinedGenerator(gen, refiner.from_spec(spec, net_in + out_ch, out_ch))
     if spec.reference != "none":
         gen = ReferenceGenerator(gen, spec.reference, spec.input_set, in_ch, out_ch)
     return gen

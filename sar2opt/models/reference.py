@@ -199,8 +199,9 @@ def zero_output(net: nn.Module) -> nn.Module:
 
 
 class ReferenceGenerator(nn.Module):
-    """Any generator (N, in_ch, H, W) -> (N, Co, H, W) predicting a residual over a reference
-    of ``kind`` (``prior`` | ``scene_fit``) computed from the input of ``input_set``."""
+    """Any generator (N, Co + in_ch, H, W) -> (N, Co, H, W), fed the reference and the input,
+    predicting a residual over a reference of ``kind`` (``prior`` | ``scene_fit``) computed
+    from the input (N, in_ch, H, W) of ``input_set``."""
 
     def __init__(self, net: nn.Module, kind: str, input_set: str, in_ch: int, out_ch: int) -> None:
         super().__init__()
@@ -235,4 +236,8 @@ class ReferenceGenerator(nn.Module):
         return ref.to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) + self.reference(x)
+        # The net sees the reference ahead of the input (the DEM stays trailing, where a
+        # fusing generator looks for it): a fit and a prior fallback err differently, and
+        # a window may get either (training's laid clouds often hide a whole patch).
+        ref = self.reference(x)
+        return self.net(torch.cat([ref, x], dim=1)) + ref

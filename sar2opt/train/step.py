@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sar2opt.config import GAN_MODES, RECON_LOSSES, TrainSpec
-from sar2opt.data.inputs import model_input
+from sar2opt.data.inputs import MASK_CH, model_input, uses_cloudy
 from sar2opt.data.normalise import denormalise
 from sar2opt.errors import ConfigError
 from sar2opt.models.losses import (
@@ -88,6 +88,22 @@ def _adv(scales: list[list[torch.Tensor]], real: bool, mode: str, for_d: bool) -
     return torch.stack([adversarial_loss(s[-1].float(), real, mode, for_d) for s in scales]).mean()
 
 
+def scored_mask(batch: dict[str, torch.Tensor], input_set: str) -> torch.Tensor | None:
+    """The pixels a batch is scored on: the clear target pixels (``mask``); for a
+    cloud-removal set (SC, SCO, SCOD) only those its same-date S2 input hides (the mask
+    channel of ``cloudy``: its own clouds and the laid ones). Where the input shows the
+    pixel, the composite keeps the real S2 and a model only has to copy it; scoring those
+    would let copying drown out the fill (on the real BioMassters chip a net trained on all
+    pixels ended worse under the clouds than its own reference). A sample with nothing
+    hidden adds nothing."""
+    mask = batch.get("mask")
+    if not uses_cloudy(input_set) or "cloudy" not in batch:
+        return mask
+    hidden = batch["cloudy"][:, -MASK_CH:] > 0.5
+    clear = torch.ones_like(hidden) if mask is None else mask > 0
+    return (clear & hidden).to(batch["opt"].dtype)
+
+
 def recon_loss(
     pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, losses: LossSpec
 ) -> torch.Tensor:
@@ -122,7 +138,7 @@ def gan_step(
     ls = losses or LossSpec()
     lam = ls.lambda_l1 if lambda_l1 is None else lambda_l1
     x = model_input(batch, input_set)
-    opt, mask = batch["opt"], batch.get("mask")
+    opt, mask = batch["opt"], scored_mask(batch, input_set)
     gen.train()
     with _autocast(x, amp):
         fake = gen(x)
@@ -184,7 +200,7 @@ def eval_step(
     by weight. Runs the generator in eval mode and restores its previous mode.
     """
     x = model_input(batch, input_set)
-    opt, mask = batch["opt"], batch.get("mask")
+    opt, mask = batch["opt"], scored_mask(batch, input_set)
     was_training = gen.training
     gen.eval()
     try:
@@ -227,7 +243,7 @@ def eval_sums(
     from sar2opt.evaluate.metrics import ssim_map
 
     x = model_input(batch, input_set)
-    opt, mask = batch["opt"], batch.get("mask")
+    opt, mask = batch["opt"], scored_mask(batch, input_set)
     was_training = gen.training
     gen.eval()
     try:

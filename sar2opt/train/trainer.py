@@ -51,6 +51,7 @@ from sar2opt.train.loop import (
     train_loop_per_worker,
     write_metrics_csv,
 )
+from sar2opt.train.reference_gate import format_gate, gate_checkpoint, val_batches
 from sar2opt.train.schedule import auto_cpus_per_worker
 
 __all__ = ["METRIC_COLUMNS", "TrainError", "train_model"]
@@ -62,6 +63,9 @@ CACHE_STORE_FRACTION = 0.25
 # Cloud removal (SC/SCO/SCOD): the share of train, val and test patches that get the cloud
 # mask of another date on top of their own (``stream.CloudMasks``): the rest keep their own.
 CLOUD_MASK_RATE = 0.5
+# Sets with a prior (SO, SOD, SCO, SCOD): the share of patches whose prior is withheld (the
+# band mean, as inference has where no clear S2 lies within prior_days).
+PRIOR_GAP_RATE = 0.2
 SCORE_ATTR = "val_mae_refl"  # the best checkpoint has the lowest validation MAE
 log = logging.getLogger(__name__)
 
@@ -133,8 +137,12 @@ def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, 
     p = int(index.attrs["patch_px"])  # patches.patch_px, or derived from the grid when unset
     norm = norm_stats(cube_path, index, sar_bands, opt_bands, aux, seed=cfg.train.seed, patch_px=p)
     kw = {"sar_bands": sar_bands, "opt_bands": opt_bands, "aux": aux, "norm": norm, "patch_px": p}
-    if "cloudy" in aux:
-        kw["cloud_masks"] = CloudMasks(seed=cfg.train.seed, rate=CLOUD_MASK_RATE)
+    if "cloudy" in aux or "prior" in aux:
+        kw["cloud_masks"] = CloudMasks(
+            seed=cfg.train.seed,
+            rate=CLOUD_MASK_RATE if "cloudy" in aux else 0.0,
+            prior_gap_rate=PRIOR_GAP_RATE if "prior" in aux else 0.0,
+        )
     # one log line per epoch is the job's progress: not Ray Data's plan of each epoch's stream
     ray.data.DataContext.get_current().print_on_execution_start = False
     datasets = {
@@ -300,6 +308,10 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
 
     history = result.return_value or []
     write_metrics_csv(out_dir / "metrics.csv", history)
+    # a net that does not beat its own reference on the val split is not kept
+    gate = gate_checkpoint(ckpt_dir, val_batches(data.cube_path, data.index, data.read_kw, tr.seed))
+    if gate:
+        print(format_gate(gate), flush=True)
     # the spread of inference's hypotheses -> expected |error|, fitted on the val split
     reliability = calibrate_checkpoint(
         ckpt_dir, data.cube_path, data.index, data.read_kw, seed=tr.seed,
@@ -313,6 +325,8 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
     scores["stopped_early"] = bool(history and history[-1].get("stopped"))
     scores["epochs_run"] = int(history[-1]["epoch"]) if history else 0
     scores["uncertainty"] = reliability
+    if gate:
+        scores["reference_gate"] = gate
     (out_dir / "test_scores.json").write_text(json.dumps(scores, indent=2))
     print(format_scores(scores), flush=True)
     print(

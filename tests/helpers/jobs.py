@@ -196,8 +196,10 @@ def load_job(name: str):
     check then costs no second interpreter and its imports."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, REPO / "jobs" / f"{name}.py")
+    key = f"_sar2opt_job_{name}"  # registered: dataclasses look their module up by name
+    spec = importlib.util.spec_from_file_location(key, REPO / "jobs" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[key] = mod
     spec.loader.exec_module(mod)
     return mod
 

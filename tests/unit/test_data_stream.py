@@ -270,3 +270,27 @@ def test_train_feed_shuffles_each_epoch_and_serves_each_patch_once(
         assert len(set(flat)) == len(flat), f"a patch came twice in epoch {epoch}"
     for r in range(world):
         assert seen[1][r] != seen[2][r]  # another order (and mix) in the next epoch
+
+
+def test_prior_gaps_withhold_the_prior_of_a_seeded_share_of_patches(store) -> None:
+    """Inference gives a pixel without a prior the band mean (0 standardised); training
+    withholds the prior of ``prior_gap_rate`` of the patches the same way, by a seeded draw
+    per (time, row, col). Everything else is the plain read."""
+    path, cube, idx = store
+    rows = idx.head(64)
+    kw = {"sar_bands": SAR, "opt_bands": OPT, "aux": AUX, "norm": NORM, "patch_px": P}
+    plain = read_patches(path, rows, **kw)
+    gaps = stream.CloudMasks(seed=3, rate=0.0, prior_gap_rate=0.4)
+    got = read_patches(path, rows, cloud_masks=gaps, **kw)
+    drawn = gaps.prior_gaps(*(rows[k].to_numpy() for k in ("time", "row", "col")))
+    assert 0 < drawn.sum() < len(rows)  # some withheld, some kept
+    assert (got["prior"][drawn] == 0).all()
+    np.testing.assert_array_equal(got["prior"][~drawn], plain["prior"][~drawn])
+    for k in ("sar", "opt", "mask", "dem"):
+        np.testing.assert_array_equal(got[k], plain[k])
+    again = stream.CloudMasks(seed=3, rate=0.0, prior_gap_rate=0.4)
+    np.testing.assert_array_equal(
+        again.prior_gaps(*(rows[k].to_numpy() for k in ("time", "row", "col"))), drawn
+    )
+    with pytest.raises(PatchError, match="prior gap rate"):
+        stream.CloudMasks(prior_gap_rate=1.5)

@@ -164,9 +164,10 @@ def test_gradients_reach_the_net_only_and_training_moves_it_off_the_reference() 
     loss.backward()
     last = model.net.ups[-1][-1]
     assert last.weight.grad.abs().sum() > 0  # the zeroed output conv learns first
-    # the input's gradient is the net's alone: the reference is a constant
+    # the input's gradient is the net's alone: the reference is a constant (the net sees it
+    # ahead of the input, as a constant too)
     x2 = x.detach().clone().requires_grad_(True)
-    (model.net(x2) - target + ref0).abs().mean().backward()
+    (model.net(torch.cat([ref0, x2], 1)) - target + ref0).abs().mean().backward()
     torch.testing.assert_close(x.grad, x2.grad)
     first = (model(x) - target).abs().mean().item()
     for _ in range(30):

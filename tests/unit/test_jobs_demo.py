@@ -1,0 +1,49 @@
+"""`jobs/demo.py --source real` (make demo-real): what it checks before any work, and the
+table it prints from each set's evaluate scores."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.jobs import error_line, load_job
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_job("demo")
+
+
+def _scores(ridge: float, ckpt: float, fit: float) -> dict:
+    row = lambda m: {"mae": [m, m / 10], "pixels": [1000, 0]}  # noqa: E731
+    return {
+        "summary": {
+            "checkpoint unet SCO (epoch 4)": row(ckpt),
+            "ridge per date (baseline)": row(ridge),
+            "scene fit per date: SAR + prior (baseline)": row(fit),
+            "ridge pooled (baseline)": row(0.5),
+        },
+        "coverage": {"scene fit per date: SAR + prior (baseline)": 0.8},
+    }
+
+
+def test_the_real_table_puts_each_method_against_the_per_date_ridge(demo) -> None:
+    text = demo._real_table({"bms": _scores(0.03, 0.024, 0.021), "ssl": _scores(0.02, 0.03, 0.01)})
+    rows = [ln.split() for ln in text.splitlines() if ln.startswith(("bms", "ssl"))]
+    # per set: checkpoint, scene fit, ridge (the order of REAL_ROWS; pooled ridge left out)
+    assert [r[1] for r in rows] == ["checkpoint", "scene", "ridge"] * 2
+    ratio = {(r[0], r[1]): float(r[-3]) for r in rows}
+    assert ratio[("bms", "checkpoint")] == pytest.approx(0.8)
+    assert ratio[("ssl", "checkpoint")] == pytest.approx(1.5)
+    assert ratio[("bms", "ridge")] == 1.0
+    assert [r[-2] for r in rows if r[1] == "scene"] == ["80", "80"]  # coverage, %
+
+
+def test_real_demo_without_the_samples_stops_with_one_line(demo, tmp_path, capsys) -> None:
+    (tmp_path / "data" / "ssl4eo_sample").mkdir(parents=True)
+    args = demo.parse_args(
+        ["--source", "real", "--src", str(tmp_path / "data"), "--out", str(tmp_path / "out")]
+    )
+    assert demo.main(args) == 2
+    line = error_line(capsys)
+    assert "lacks biomassters_sample, multiearth_sample" in line
+    assert not (tmp_path / "out" / "biomassters").exists()
