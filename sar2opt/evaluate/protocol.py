@@ -233,8 +233,8 @@ def prior_fit_method(alpha: float = 1.0) -> Method:
     """'Scene fit: SAR + prior': per date, the ridge from the SAR features and the prior
     clear optical to the date's training pixels (``models.reference.scene_fit``, the
     reference of an SCO/SCOD model with ``model.reference: scene_fit``), so the report shows
-    what the net adds to it. Where a pixel has no prior, the date's mean prior stands in (a
-    model sees the band mean there)."""
+    what the net adds to it. Where a pixel has no prior, the date's SAR-only fit (a fit
+    leaning on the prior errs more there with a stand-in than without it)."""
     import torch
 
     from sar2opt.models.reference import scene_fit
@@ -252,9 +252,11 @@ def prior_fit_method(alpha: float = 1.0) -> Method:
             truth = np.nan_to_num(scene.truth[i]).astype("float64")
             ok = tm[i] & np.isfinite(scene.truth[i]).all(0)
             t = [torch.from_numpy(np.ascontiguousarray(a))[None] for a in (scene.sar_db[i], truth)]
-            pt = torch.from_numpy(prior)[None]
-            out = scene_fit(t[0].double(), t[1], torch.from_numpy(ok)[None], pt, alpha, extra=pt)
-            return out[0].numpy().astype("float32")
+            pt, okt = torch.from_numpy(prior)[None], torch.from_numpy(ok)[None]
+            out = scene_fit(t[0].double(), t[1], okt, pt, alpha, extra=pt)[0].numpy()
+            # where a pixel has no prior, the SAR-only fit of the date (the per-date ridge)
+            sar_only = scene_fit(t[0].double(), t[1], okt, None, alpha)[0].numpy()
+            return np.where(has[None], out, sar_only).astype("float32")
 
         return _per_date(scene, tm, fit, RIDGE_MIN_PX)
 
