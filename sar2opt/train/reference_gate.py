@@ -96,6 +96,11 @@ def val_batches(cube_path: str, index, read_kw: dict, seed: int = 0):
 
 def format_gate(got: Mapping[str, object]) -> str:
     """One line for the training job's output."""
+    if not got["pixels"]:
+        return (
+            "=== net vs its reference: the val split has no scored pixel (for cloud removal: "
+            "no date with clouds to lay), so the net could not be judged and is kept"
+        )
     kept = (
         "kept the net"
         if got["kept"] == "net"

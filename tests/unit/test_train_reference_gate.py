@@ -18,7 +18,12 @@ from sar2opt.train.checkpoint import (
     save_checkpoint,
     save_untrained_checkpoint,
 )
-from sar2opt.train.reference_gate import GATE_KEY, gate_checkpoint, net_vs_reference
+from sar2opt.train.reference_gate import (
+    GATE_KEY,
+    format_gate,
+    gate_checkpoint,
+    net_vs_reference,
+)
 from sar2opt.train.step import scored_mask
 
 CFG = {"model": {"input_set": "SCO", "reference": "scene_fit", "ngf": 8, "depth": 3}}
@@ -101,3 +106,10 @@ def test_the_gate_scores_in_reflectance_on_the_scored_pixels_only() -> None:
     assert got["pixels"] == 4 * 32 * 16 * 4
     assert np.isclose(got["reference_mae"], std.mean(), rtol=1e-5)
     assert got["net_mae"] == got["reference_mae"]  # an untrained net is its reference
+
+
+def test_the_gate_line_says_what_was_kept_and_when_nothing_could_be_judged() -> None:
+    got = {"net_mae": 0.0123, "reference_mae": 0.0146, "pixels": 1000.0, "kept": "net"}
+    assert "net MAE 0.0123, reference alone 0.0146: kept the net" in format_gate(got)
+    assert "zeroed" in format_gate({**got, "kept": "reference"})
+    assert "could not be judged" in format_gate({**got, "pixels": 0.0})
