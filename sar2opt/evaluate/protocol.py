@@ -253,9 +253,13 @@ def prior_fit_method(alpha: float = 1.0) -> Method:
             ok = tm[i] & np.isfinite(scene.truth[i]).all(0)
             t = [torch.from_numpy(np.ascontiguousarray(a))[None] for a in (scene.sar_db[i], truth)]
             pt, okt = torch.from_numpy(prior)[None], torch.from_numpy(ok)[None]
-            out = scene_fit(t[0].double(), t[1], okt, pt, alpha, extra=pt)[0].numpy()
+            # A whole date takes the per-date ridge's pixel rule (``_per_date``), not the
+            # 10 % of a model's window that ``scene_fit`` asks by default: under laid clouds
+            # and their buffer a date keeps less, and the fit fell back to the prior or 0.
+            kw = {"min_px": 1}
+            out = scene_fit(t[0].double(), t[1], okt, pt, alpha, extra=pt, **kw)[0].numpy()
             # where a pixel has no prior, the SAR-only fit of the date (the per-date ridge)
-            sar_only = scene_fit(t[0].double(), t[1], okt, None, alpha)[0].numpy()
+            sar_only = scene_fit(t[0].double(), t[1], okt, None, alpha, **kw)[0].numpy()
             return np.where(has[None], out, sar_only).astype("float32")
 
         return _per_date(scene, tm, fit, RIDGE_MIN_PX)

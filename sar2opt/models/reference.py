@@ -154,12 +154,13 @@ def scene_fit(
     alpha: float = RIDGE_ALPHA,
     win_px: int = LOCAL_MEAN_PX,
     extra: torch.Tensor | None = None,
+    min_px: int | None = None,
 ) -> torch.Tensor:
     """Per sample, the ridge from :func:`sar_features` of ``sar`` (N, Cs, H, W), and the
     ``extra`` features (N, E, H, W; the prior optical) when given, to ``refl`` (N, C, H, W)
     fitted on the ``clear`` (N, H, W) pixels, predicted everywhere (float64). Samples with
-    fewer than :func:`min_clear_px` clear pixels get ``fallback`` (N, C, H, W), or 0
-    without one."""
+    fewer than ``min_px`` clear pixels (default :func:`min_clear_px`, the rule for a model's
+    window) get ``fallback`` (N, C, H, W), or 0 without one."""
     nb, c, h, w = refl.shape
     feats = sar_features(sar.to(torch.float64), win_px)
     if extra is not None:
@@ -168,7 +169,8 @@ def scene_fit(
     clear = clear.reshape(nb, h * w)
     fit = apply_ridge(fit_ridge(feats, refl.reshape(nb, c, h * w), clear, alpha), feats)
     fit = fit.reshape(nb, c, h, w)
-    enough = (clear.sum(-1) >= min_clear_px(h, w)).view(nb, 1, 1, 1)
+    need = min_clear_px(h, w) if min_px is None else min_px
+    enough = (clear.sum(-1) >= need).view(nb, 1, 1, 1)
     other = torch.zeros_like(fit) if fallback is None else fallback.to(torch.float64)
     return torch.where(enough, fit, other)
 

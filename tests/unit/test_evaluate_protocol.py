@@ -20,6 +20,7 @@ from sar2opt.evaluate.protocol import (
     mean_colour_method,
     mean_std,
     predictor_method,
+    prior_fit_method,
     ridge_method,
     run_protocol,
     scores,
@@ -222,6 +223,24 @@ def test_copy_prior_scored_where_the_prior_exists():
     assert summ["prior"]["pixels"][0] == (sc.clear & held)[:, :, 8:].sum()
     with pytest.raises(ValueError, match="prior"):
         copy_prior_method()(replace(sc, prior=None), held, 0)
+
+
+def test_scene_fit_baseline_fits_a_date_with_few_training_pixels():
+    """The whole-date scene fit asks the per-date ridge's pixel count, not 10 % of the
+    scene (a model window's rule): with 64 training pixels of 1024 (6 %) it still fits.
+    Before, it fell back to copying the prior, or to 0 where there was none (MultiEarth's
+    scene-fit row scored 1.95x ridge under laid clouds for that reason)."""
+    sc = _cloud_scene()
+    train = np.zeros((32, 32), bool)
+    train[20:28, 12:20] = True  # 64 px, all with a prior
+    fit = prior_fit_method()(sc, train, 0)
+    ridge = ridge_method()(sc, train, 0)
+    held = ~train
+    # the prior is the truth + 0.01: the fit learns the offset; copying it errs by 0.01
+    assert np.abs(fit - sc.truth)[:, :, held[:, :] & ~np.isnan(sc.prior[0, 0])].max() < 1e-3
+    # no prior on columns 0-7: the date's SAR-only fit, which is the per-date ridge (not 0)
+    np.testing.assert_allclose(fit[..., :8], ridge[..., :8], atol=1e-5)
+    assert np.abs(fit[..., :8]).min() > 0
 
 
 def test_scored_bands_and_stated_uncertainty_from_a_predictor():
