@@ -547,8 +547,8 @@ def _standing_notes(bands: list[str], scene, cloud_mode: bool, input_set: str | 
         )
     if not any(b in bands for b in TERRAIN_BANDS):
         notes.append(
-            "No layover/foreshortening/shadow masks in this cube: per-terrain scores skipped "
-            "(sar2opt.evaluate.metrics.region_scores computes them when masks exist)."
+            "No layover/foreshortening/shadow masks in this cube: no scores per radar "
+            "geometry (per-slope scores come from the dem band)."
         )
     return notes
 

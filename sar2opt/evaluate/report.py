@@ -428,7 +428,8 @@ def protocol_note(result: ProtocolResult, block_px: int, times: Sequence[str] = 
             "held-out pixels of every date."
         )
     return (
-        f"{head} Reflectance units; bands scored: {bands}. Coverage: the method's scored "
+        f"{head} Reflectance units; bands scored: {bands}. SSIM: gaussian window (σ 1.5 px) "
+        "over the scored pixels only, averaged over them. Coverage: the method's scored "
         "pixels over the reference's (a method without a prediction at a pixel, e.g. no "
         "prior clear S2 within the prior window, is scored where it has one). Bold: best in "
         "column."

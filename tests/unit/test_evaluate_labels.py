@@ -162,3 +162,19 @@ def test_downstream_forest_real_vs_synthesised_s2():
     assert r["train_px"] == 2 * 16 * 32 - 2  # the unlabelled pixel of both dates left out
     s = downstream_summary([r, r])
     assert list(s)[:2] == [REAL, MAJORITY] and s["flat"]["accuracy"] == (acc["flat"], 0.0)
+
+
+def test_a_georeferenced_netcdf_label_reads_like_its_geotiff(tmp_path):
+    import rasterio.shutil
+
+    grid = GridSpec(32721, 10.0, (698700.0, 9514560.0, 698780.0, 9514640.0))  # 8 x 8
+    a = (np.arange(64).reshape(8, 8) % 3).astype("uint8")
+    tif = _write(tmp_path / "l.tif", a, grid)
+    rasterio.shutil.copy(tif, tmp_path / "l.nc", driver="netCDF")
+    lm = load_labels(tmp_path / "l.nc", grid)
+    assert np.array_equal(lm.classes, a) and lm.names == {0: "0", 1: "1", 2: "2"}
+    # the MultiEarth netCDF has no georeference for its stacked patches: refused, not guessed
+    nc = DATA / "multiearth_sample" / "deforestation_sample.nc"
+    if nc.is_file():
+        with pytest.raises(ValueError, match="no georeference"):
+            load_labels(nc, grid)
