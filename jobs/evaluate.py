@@ -3,6 +3,9 @@
     python jobs/evaluate.py --cube out/cube.zarr --checkpoint out/train/checkpoint --out out/eval
         [--seeds 0 1 2] [--block-px 32] [--val-frac 0.5] [--residual-steps 300]
         [--bands B04 B08] [--cloud-removal] [--flips N]
+        [--labels LABELS.tif [--label-bins 0 50 100 200]]
+    python jobs/evaluate.py --stac-url URL --aoi AOI.geojson --start D --end D
+        --checkpoint CKPT --out out/eval [--set cube.KEY=VALUE]   # builds out/eval/cube.zarr
 
 Methods: the checkpoint, fed every input its input set reads (SAR, the prior clear S2, the
 same-date cloudy S2 + cloud mask, the DEM: the cube's bands, made into the model's tensors
@@ -13,7 +16,15 @@ reference' (a small U-Net correcting the per-date ridge, refitted per seed).
 Held-out blocks (S, SD, SO, SOD checkpoints; drawn only where the checkpoint never trained:
 its test or validation blocks), or, for cloud-removal checkpoints (SC, SCO, SCOD) and with
 ``--cloud-removal``, real cloud masks of a cloudy date laid onto clear dates and every
-method scored under them (``evaluate.protocol``). Progress goes to stderr; writes
+method scored under them (``evaluate.protocol``). Every method gets MAE and SSIM
+(gaussian window over the scored pixels), and the table says whether each is at least the
+ridge's SSIM. ``--labels``: MAE/SSIM per class of a label raster (``--label-bins`` for a
+continuous one) and a downstream check (a random forest on real S2 predicting the label,
+applied to real vs synthesised S2); a cube with a ``dem`` band: MAE/SSIM per slope class; a
+checkpoint with 2+ hypotheses: the MultiEarth best-of-N beside its single output. Without
+``--cube``, the cube of ``--aoi/--start/--end`` is built from ``--stac-url`` with the
+checkpoint's catalog and cube settings (``cube.tiled_build.build_tiled``, as
+jobs/build_cube.py) into ``--out``/cube.zarr. Progress goes to stderr; writes
 ``report.html`` and ``scores.json``; user errors are one ``error: ...`` line on stderr and
 exit code 2.
 """
@@ -45,7 +56,12 @@ class EvaluateError(Sar2OptError):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cube", required=True, type=Path, help="Zarr cube from the cube stage")
+    ap.add_argument("--cube", type=Path, default=None, help="Zarr cube from the cube stage")
+    jobkit.add_stac_url_arg(ap)
+    ap.add_argument("--aoi", help="without --cube: build the cube of this AOI (GeoJSON)")
+    ap.add_argument("--start", help="without --cube: first date, YYYY-MM-DD")
+    ap.add_argument("--end", help="without --cube: last date, YYYY-MM-DD")
+    jobkit.add_config_args(ap, config=False)
     ap.add_argument("--checkpoint", type=Path, default=None, help="checkpoint directory")
     jobkit.add_out_arg(ap, "folder for report.html, scores.json")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -67,7 +83,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="test-time flips of the checkpoint (default: its infer.tta_flips, as inference)",
     )
-    return ap.parse_args(argv)
+    ap.add_argument(
+        "--labels",
+        default=None,
+        help="label raster (GeoTIFF / netCDF): scores per class and a downstream check",
+    )
+    ap.add_argument(
+        "--label-bins",
+        type=float,
+        nargs="+",
+        default=None,
+        help="bin edges for a continuous label (e.g. biomass: 0 50 100 200)",
+    )
+    args = ap.parse_args(argv)
+    if args.cube is None and not (args.aoi and args.start and args.end):
+        ap.error("give --cube, or --aoi, --start and --end (and --stac-url) to build one")
+    return args
 
 
 #: How to build a cube that has each model input (the cube flag; ``{}``: the checkpoint's value).
@@ -175,7 +206,88 @@ def _checkpoint(args: argparse.Namespace, scene, meta: dict) -> tuple[dict, obje
         f"predictor with {flips} test-time flip(s), the mean of its hypotheses as its "
         "prediction and their spread as its uncertainty, as inference writes them."
     )
-    return {name: predictor_method(predictor, input_keys(input_set))}, allowed, [note]
+    method = predictor_method(predictor, input_keys(input_set), candidates=True)
+    return {name: method}, allowed, [note]
+
+
+def build_cube(args: argparse.Namespace, meta: dict | None, log) -> Path:
+    """Build the cube of ``--aoi/--start/--end`` into ``--out``/cube.zarr through the cube
+    stage's own builder (``build_tiled``, what jobs/build_cube.py runs), with the
+    checkpoint's catalog and cube settings (its training cube's prior / same-date S2 rule),
+    then ``--stac-url`` and ``--set`` on top; the one store's path."""
+    import dataclasses
+    import tempfile
+
+    import yaml
+
+    from sar2opt.aoi import load_aoi
+    from sar2opt.config import config_from_dict, config_to_dict
+    from sar2opt.cube.tiled_build import build_tiled
+
+    saved = config_from_dict((meta or {}).get("config") or {}, saved=True)
+    if meta is not None and meta.get("cube_spec"):
+        from sar2opt.infer.predictor import PRIOR_RULE, input_rule
+
+        rule = input_rule(meta)
+        saved = dataclasses.replace(
+            saved,
+            cube=dataclasses.replace(saved.cube, **{k: getattr(rule, k) for k in PRIOR_RULE}),
+        )
+    with tempfile.TemporaryDirectory() as tmp:  # the saved config + this job's overrides
+        path = Path(tmp) / "config.yaml"
+        path.write_text(yaml.safe_dump(config_to_dict(saved)))
+        args.config = str(path)
+        cfg = jobkit.load_job_config(args)
+    out = args.out / "cube.zarr"
+    claim_folder(args.out, "evaluate")
+    log(f"building the cube of {args.aoi} {args.start}..{args.end} into {out}")
+    res = build_tiled(
+        load_aoi(args.aoi), args.start, args.end, catalog=cfg.catalog, spec=cfg.cube, out=out,
+        overwrite=True, log=log,
+    )  # fmt: skip
+    if len(res.stores) != 1:
+        raise EvaluateError(
+            f"the AOI spans {len(res.stores)} UTM zones ({', '.join(map(str, res.stores))}): "
+            "evaluate one zone's store with --cube"
+        )
+    return Path(res.stores[0])
+
+
+def regions_of(args: argparse.Namespace, scene, attrs: dict, notes: list[str]):
+    """(regions, labels): the label classes of ``--labels`` and the DEM's slope classes,
+    both (H, W) on the cube's grid; notes say what was placed how, or skipped."""
+    from sar2opt.evaluate.labels import load_labels, slope_regions, static_dem
+    from sar2opt.grid import GridSpec
+
+    regions: dict = {}
+    labels = None
+    grid = GridSpec.from_dict(attrs["grid"]) if isinstance(attrs.get("grid"), dict) else None
+    if args.labels is not None:
+        if grid is None:
+            raise EvaluateError("the cube records no grid (attrs 'grid'): cannot warp --labels")
+        if grid.shape != scene.clear.shape[1:]:
+            raise EvaluateError(f"the cube's grid {grid} is not its pixel shape")
+        try:
+            labels = load_labels(args.labels, grid, args.label_bins)
+        except (ValueError, OSError) as e:
+            raise EvaluateError(f"--labels: {e}") from None
+        regions |= labels.regions()
+        n = int((labels.classes >= 0).sum())
+        notes.append(
+            f"Labels {Path(str(args.labels)).name}: {labels.source}, nearest neighbour onto "
+            f"the cube's grid; {n} labelled px of {labels.classes.size}; classes "
+            f"{', '.join(labels.names.values())}."
+        )
+    if scene.dem is not None:
+        res_m = grid.res_m if grid is not None else 10.0
+        regions |= slope_regions(static_dem(scene.dem), res_m)
+        notes.append(
+            f"Per terrain: slope from the cube's dem band at {res_m:g} m pixels "
+            "(flat < 2°, gentle 2-10°, steep > 10°)."
+        )
+    else:
+        notes.append("No dem band in this cube: per-slope scores skipped (catalog.dem_collection).")
+    return regions, labels
 
 
 def _progress():
@@ -190,7 +302,7 @@ def _progress():
 @jobkit.entry
 def main(args: argparse.Namespace) -> int:
     args.out = jobkit.output_path(args, "evaluate")  # in the root; a user's folder is refused
-    if not args.cube.exists():
+    if args.cube is not None and not args.cube.exists():
         raise EvaluateError(f"cube not found: {args.cube}")
     if args.checkpoint is not None and not args.checkpoint.exists():
         raise EvaluateError(f"checkpoint not found: {args.checkpoint}")
@@ -199,6 +311,7 @@ def main(args: argparse.Namespace) -> int:
     import xarray as xr
 
     from sar2opt.data.inputs import uses_cloudy
+    from sar2opt.evaluate.downstream import downstream_summary
     from sar2opt.evaluate.protocol import (
         BlockSplitSpec,
         CloudLaySpec,
@@ -215,6 +328,12 @@ def main(args: argparse.Namespace) -> int:
 
     log = _progress()
     meta, aux, input_set = None, None, None
+    if args.cube is None:
+        if args.checkpoint is not None:
+            from sar2opt.train.checkpoint import load_meta
+
+            meta = load_meta(args.checkpoint)
+        args.cube = build_cube(args, meta, log)
     try:
         ds = xr.open_zarr(args.cube)
         cube_bands, attrs = [str(b) for b in ds["cube"].band.values], dict(ds.attrs)
@@ -265,10 +384,21 @@ def main(args: argparse.Namespace) -> int:
         rs = ResidualSpec(ngf=args.residual_ngf, steps=args.residual_steps)
         methods["SAR + ridge reference: residual U-Net"] = residual_method(rs)
     notes += _standing_notes(cube_bands, scene, clouds is not None, input_set)
+    regions, labels = regions_of(args, scene, attrs, notes)
+    downstream = None
+    if labels is not None:
+        from sar2opt.evaluate.downstream import downstream_check, sklearn_missing
+
+        why = sklearn_missing()
+        if why:
+            notes.append(why + " (pip install scikit-learn).")
+        else:
+            downstream = downstream_check(labels.classes)
     try:
         result = run_protocol(
-            scene, methods, spec, args.seeds, allowed, log=log, bands=bands, clouds=clouds
-        )
+            scene, methods, spec, args.seeds, allowed, log=log, bands=bands, clouds=clouds,
+            regions=regions, downstream=downstream,
+        )  # fmt: skip
     except ValueError as e:
         raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
 
@@ -311,21 +441,75 @@ def main(args: argparse.Namespace) -> int:
                 # donor -2: the held-out blocks (a cube without a cloudy date)
                 "laid_clouds": [{str(t): d for t, d in p.items()} for p in result.laid],
                 "reliability": reliability,
+                "regions": result.region_summary(),
+                "per_region": result.per_region,
+                "downstream": downstream_summary(result.downstream),
+                "downstream_per_seed": result.downstream,
             },
             indent=1,
         )
     )
-    print(f"\n{'method':44s} {'MAE mean ± std':>20s} {'coverage':>9s}")
-    for k in sorted(summary, key=lambda k: summary[k]["mae"][0]):
-        mu, sd = summary[k]["mae"]
-        print(f"{k:44s} {mu:10.4f} ± {sd:.4f} {100 * cov[k]:8.0f} %")
-    if v["best"] is not None:
-        print(
-            f"best {v['best']}: {100 * v['gain']:+.1f} % MAE vs {REFERENCE} "
-            f"({'meets' if v['passed'] else 'misses'} the {100 * args.target:.0f} % target)"
-        )
+    print("\n" + "\n".join(format_tables(result, cov, v, args.target)))
     print(args.out / "report.html")
     return 0
+
+
+def format_tables(result, cov: dict, v: dict, target: float) -> list[str]:
+    """The printed tables: every method's MAE and SSIM (mean ± std over seeds), MAE gain and
+    'SSIM ≥ ridge', coverage; then per region, the downstream check and best-of-N."""
+    from sar2opt.evaluate.downstream import downstream_summary
+    from sar2opt.evaluate.report import region_groups, ssim_at_least
+
+    summary = result.summary()
+    order = sorted(summary, key=lambda k: summary[k]["mae"][0])
+    ref = summary.get(REFERENCE, {}).get("mae", (float("nan"),))[0]
+    out = [
+        f"{'method':44s} {'MAE mean ± std':>17s} {'SSIM mean ± std':>15s} {'x ridge':>7s} "
+        f"{'SSIM ≥ ridge':>12s} {'coverage':>8s}"
+    ]
+    for k in order:
+        (mu, sd), (smu, ssd) = summary[k]["mae"], summary[k]["ssim"]
+        ok = ssim_at_least(summary, k, REFERENCE) if k != REFERENCE else None
+        word = "-" if ok is None else ("yes" if ok else "no")
+        out.append(
+            f"{k:44s} {mu:8.4f} ± {sd:.4f} {smu:7.3f} ± {ssd:.3f} {mu / ref:7.2f} "
+            f"{word:>12s} {100 * cov[k]:6.0f} %"
+        )
+    if v["best"] is not None:
+        ss = v.get("ssim_ok")
+        out.append(
+            f"best {v['best']}: {100 * v['gain']:+.1f} % MAE vs {REFERENCE} "
+            f"({'meets' if v['passed'] else 'misses'} the {100 * target:.0f} % target); SSIM "
+            + ("not judged" if ss is None else ("≥ ridge" if ss else "< ridge"))
+        )
+    regions = result.region_summary()
+    for group, names in region_groups(regions).items():
+        out.append(f"\nper {group}: MAE / SSIM (mean over seeds)")
+        out.append(f"{'method':44s} " + " ".join(f"{n:>20s}" for n in names))
+        for k in order:
+            if k in regions:
+                cells = [
+                    f"{regions[k][n]['mae'][0]:.4f} / {regions[k][n]['ssim'][0]:.3f}" for n in names
+                ]
+                out.append(f"{k:44s} " + " ".join(f"{c:>20s}" for c in cells))
+        first = next(k for k in order if k in regions)
+        px = [f"{regions[first][n]['pixels'][0]:.0f} px" for n in names]
+        out.append(f"{'pixels / seed':44s} " + " ".join(f"{c:>20s}" for c in px))
+    down = downstream_summary(result.downstream)
+    if down:
+        out.append("\ndownstream: random forest trained on real S2, accuracy on the scored px")
+        for k, d in down.items():
+            mu, sd = d["accuracy"]
+            out.append(f"{k:44s} {mu:8.3f} ± {sd:.3f} {d['pixels'][0]:9.0f} px")
+    for k in order:
+        if "best_of_n" in summary[k]:
+            s = summary[k]
+            out.append(
+                f"\n{k}: MultiEarth best-of-{s['n_candidates'][0]:.0f} MAE per image "
+                f"{s['best_of_n'][0]:.4f} ± {s['best_of_n'][1]:.4f} (picked with the truth) vs "
+                f"single output {s['mae_per_image'][0]:.4f} ± {s['mae_per_image'][1]:.4f}"
+            )
+    return out
 
 
 def block_split_check(scene, spec) -> None:
@@ -363,8 +547,8 @@ def _standing_notes(bands: list[str], scene, cloud_mode: bool, input_set: str | 
         )
     if not any(b in bands for b in TERRAIN_BANDS):
         notes.append(
-            "No layover/foreshortening/shadow masks in this cube: per-terrain scores skipped "
-            "(sar2opt.evaluate.metrics.region_scores computes them when masks exist)."
+            "No layover/foreshortening/shadow masks in this cube: no scores per radar "
+            "geometry (per-slope scores come from the dem band)."
         )
     return notes
 

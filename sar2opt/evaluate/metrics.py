@@ -218,3 +218,76 @@ def class_scores(
     """``region_scores`` per land-cover class of an integer label image (H, W)."""
     labels = np.asarray(labels)
     return region_scores(pred, truth, {name: labels == k for k, name in class_names.items()}, mask)
+
+
+# --- masked gaussian SSIM (evaluate's protocol) ----------------------------------------------
+
+#: Gaussian SSIM window: sigma 1.5 px truncated at 3.5 sigma (11 px), population covariances,
+#: K1 = 0.01, K2 = 0.03: Wang et al. 2004 and scikit-image's ``gaussian_weights=True``.
+SSIM_SIGMA_PX = 1.5
+SSIM_TRUNCATE = 3.5
+
+
+def gaussian_kernel(sigma_px: float = SSIM_SIGMA_PX, truncate: float = SSIM_TRUNCATE) -> np.ndarray:
+    """1-D normalised gaussian taps, radius ``int(truncate * sigma + 0.5)`` (scipy's rule)."""
+    r = int(truncate * sigma_px + 0.5)
+    x = np.arange(-r, r + 1, dtype="float64")
+    k = np.exp(-0.5 * (x / sigma_px) ** 2)
+    return k / k.sum()
+
+
+def gaussian_filter2d(a: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Separable filter of the last two axes, zeros outside the image (callers normalise by
+    the filtered weight, so the border is a renormalised window, not a padded one)."""
+    r = len(kernel) // 2
+    h, w = a.shape[-2:]
+    pad = [(0, 0)] * (a.ndim - 2) + [(r, r), (r, r)]
+    p = np.pad(np.asarray(a, "float64"), pad)
+    rows = sum(kernel[i] * p[..., i : i + h, :] for i in range(len(kernel)))
+    return sum(kernel[i] * rows[..., :, i : i + w] for i in range(len(kernel)))
+
+
+def masked_ssim_map(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray | None = None,
+    data_range: float = DATA_RANGE,
+    sigma_px: float = SSIM_SIGMA_PX,
+) -> np.ndarray:
+    """Gaussian-window SSIM of each band at each scored pixel, (C, H, W), NaN elsewhere.
+
+    The window's means, variances and covariance are weighted by the gaussian over the scored
+    pixels only (``mask`` and finite in both images), renormalised by their weight: a scored
+    pixel next to unscored ones (a laid cloud's edge, a block's border) sees none of them.
+    Scoring a cloud-removal model on the full tile instead would let the clear pixels it
+    copies around the hole lift its SSIM. With every pixel scored, the map equals
+    scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False)`` away from the image border."""
+    pred = np.asarray(pred, "float64")
+    truth = np.asarray(truth, "float64")
+    ok = np.isfinite(pred).all(axis=0) & np.isfinite(truth).all(axis=0)
+    if mask is not None:
+        ok &= np.asarray(mask, bool)
+    k = gaussian_kernel(sigma_px)
+    w = gaussian_filter2d(ok.astype("float64"), k)
+    w = np.where(ok, w, np.inf)  # only scored pixels get a value
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    p = np.where(ok, pred, 0.0)
+    t = np.where(ok, truth, 0.0)
+    mp, mt = gaussian_filter2d(p, k) / w, gaussian_filter2d(t, k) / w
+    vp = gaussian_filter2d(p * p, k) / w - mp * mp
+    vt = gaussian_filter2d(t * t, k) / w - mt * mt
+    vpt = gaussian_filter2d(p * t, k) / w - mp * mt
+    s = ((2 * mp * mt + c1) * (2 * vpt + c2)) / ((mp**2 + mt**2 + c1) * (vp + vt + c2))
+    return np.where(ok[None], s, np.nan)
+
+
+def masked_ssim(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray | None = None,
+    data_range: float = DATA_RANGE,
+) -> float:
+    """Mean of ``masked_ssim_map`` over bands and scored pixels (NaN when none is scored)."""
+    m = masked_ssim_map(pred, truth, mask, data_range)
+    return float(np.nanmean(m)) if np.isfinite(m).any() else float("nan")

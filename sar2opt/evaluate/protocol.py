@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sar2opt.evaluate.baselines import constant_colour, fit_sar_ridge
-from sar2opt.evaluate.metrics import mae, psnr, rmse, sam_deg, ssim_map
+from sar2opt.evaluate.metrics import mae, masked_ssim_map, psnr, rmse, sam_deg
 from sar2opt.ops import dilate
 
 #: Metrics every method gets, in table order; all are "lower is better" except PSNR and SSIM.
@@ -122,13 +122,24 @@ def block_split(
     return train, held
 
 
-def scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+def ssim_pixels(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(T, H, W) band-mean SSIM of every scored pixel (``metrics.masked_ssim_map``: the
+    gaussian window sees scored pixels only), NaN elsewhere."""
+    return np.stack(
+        [masked_ssim_map(pred[i], truth[i], mask[i]).mean(axis=0) for i in range(pred.shape[0])]
+    )
+
+
+def scores(
+    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, ssim_px: np.ndarray | None = None
+) -> dict[str, float]:
     """METRICS of (T, C, H, W) prediction vs truth over ``mask`` (T, H, W).
 
     MAE/RMSE/PSNR/SAM pool all masked pixels of all dates where prediction and truth are
     finite (``pixels`` of them; a method without a prediction somewhere, e.g. no prior, is
-    scored where it has one); SSIM averages every fully masked 7 px window of every date
-    (NaN if the scored area is smaller than a window). All NaN when no pixel counts.
+    scored where it has one); SSIM is the mean of the gaussian-window SSIM over the same
+    pixels (``ssim_pixels``, or ``ssim_px`` when the caller has it). All NaN when no pixel
+    counts.
     """
     p = np.moveaxis(pred, 1, 0).reshape(pred.shape[1], -1, pred.shape[-1])
     t = np.moveaxis(truth, 1, 0).reshape(truth.shape[1], -1, truth.shape[-1])
@@ -136,8 +147,8 @@ def scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, f
     n = int((m & np.isfinite(p).all(0) & np.isfinite(t).all(0)).sum())
     if n == 0:
         return {k: float("nan") for k in METRICS} | {"pixels": 0}
-    maps = [ssim_map(pred[i], truth[i], mask[i]) for i in range(pred.shape[0])]
-    allm = np.concatenate([x.ravel() for x in maps])
+    allm = ssim_pixels(pred, truth, mask) if ssim_px is None else ssim_px
+    allm = allm[np.asarray(mask, bool)]
     out = {
         "mae": mae(p, t, m),
         "rmse": rmse(p, t, m),
@@ -149,13 +160,65 @@ def scores(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, f
     return out
 
 
+def region_scores(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    regions: Mapping[str, np.ndarray],
+    ssim_px: np.ndarray | None = None,
+) -> dict[str, dict[str, float]]:
+    """{region: MAE, SSIM, pixels} over ``mask`` (T, H, W) & each boolean region ((H, W),
+    e.g. a label class or a slope class, or (T, H, W)). SSIM: the scored area's SSIM map
+    (``ssim_pixels``) averaged over the region, so a region's windows keep the scored
+    neighbours of other regions as context. NaN and 0 pixels for an empty region."""
+    sp = ssim_pixels(pred, truth, mask) if ssim_px is None else ssim_px
+    err = np.abs(pred - truth).mean(axis=1)  # (T, H, W); NaN where either is
+    out = {}
+    for name, region in regions.items():
+        m = np.asarray(mask, bool) & np.broadcast_to(np.asarray(region, bool), mask.shape)
+        m &= np.isfinite(err)
+        n = int(m.sum())
+        out[name] = {
+            "mae": float(err[m].mean()) if n else float("nan"),
+            "ssim": float(np.nanmean(sp[m])) if n and np.isfinite(sp[m]).any() else float("nan"),
+            "pixels": n,
+        }
+    return out
+
+
+def best_of_n_scores(
+    hypotheses: np.ndarray, pred: np.ndarray, truth: np.ndarray, mask: np.ndarray
+) -> dict[str, float]:
+    """The MultiEarth challenge's score: per target image (date) with a scored pixel, the MAE
+    of each of the N candidates (``hypotheses`` (N, T, C, H, W)) over its scored pixels, the
+    best of them; ``best_of_n`` their mean over images, ``mae_per_image`` the same mean for
+    the single output ``pred`` (the candidates' mean), ``n_candidates`` N."""
+    best, single = [], []
+    for t in range(truth.shape[0]):
+        m = np.asarray(mask[t], bool) & np.isfinite(truth[t]).all(0) & np.isfinite(pred[t]).all(0)
+        if not m.any():
+            continue
+        errs = [np.abs(h[t][:, m] - truth[t][:, m]).mean() for h in hypotheses]
+        best.append(float(np.nanmin(errs)))
+        single.append(float(np.abs(pred[t][:, m] - truth[t][:, m]).mean()))
+    nan = float("nan")
+    return {
+        "best_of_n": float(np.mean(best)) if best else nan,
+        "mae_per_image": float(np.mean(single)) if single else nan,
+        "n_candidates": float(len(hypotheses)),
+    }
+
+
 @dataclass(frozen=True)
 class Prediction:
     """A method's output: ``pred`` (T, C, H, W) reflectance and, when it states one, its
-    per-pixel ``uncertainty`` (T, H, W; reflectance, band mean)."""
+    per-pixel ``uncertainty`` (T, H, W; reflectance, band mean) and candidates."""
 
     pred: np.ndarray
     uncertainty: np.ndarray | None = None
+    #: (N, T, C, H, W) the N candidates ``pred`` is the mean of (hypotheses, e.g. flips), for
+    #: the MultiEarth best-of-N score; None for a single output
+    hypotheses: np.ndarray | None = None
 
 
 # A method maps (scene, train mask (H, W) or (T, H, W), seed) -> (T, C, H, W) or a Prediction.
@@ -284,16 +347,41 @@ def fixed_method(pred: np.ndarray) -> Method:
     return lambda scene, train, seed: pred
 
 
+def predictor_hypotheses(predictor, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N, B, C, H, W) reflectance: each hypothesis of an ``infer.predictor.TilePredictor``
+    (every checkpoint of its ensemble x its flips) on ``batch``, NaN where not valid; their
+    mean is the predictor's ``pred``. Built from the predictor's own pieces
+    (``model_inputs``, ``forward``, ``denormalise``), as its ``_fold`` runs them."""
+    import torch
+
+    from sar2opt.infer.predictor import FLIPS, denormalise, forward, model_inputs
+
+    out = []
+    for model, norm in predictor.members:
+        x, valid = model_inputs(batch, norm, predictor.input_set)
+        for axes in FLIPS[: predictor.flips]:
+            xf = np.ascontiguousarray(np.flip(x, axes)) if axes else x
+            y = forward(model, xf, predictor.device, predictor.lock)
+            y = torch.flip(y, axes) if axes else y
+            y = denormalise(y, norm).numpy()
+            out.append(np.where(valid[:, None], y, np.nan).astype("float32"))
+    return np.stack(out)
+
+
 def predictor_method(
-    predictor: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]], keys: Sequence[str]
+    predictor: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
+    keys: Sequence[str],
+    candidates: bool = False,
 ) -> Method:
     """A checkpoint through the inference predictor (``infer.predictor.TilePredictor``): per
     date, the scene's ``keys`` inputs (physical units; the cloudy S2 with any laid clouds)
     become exactly the tensors inference feeds (``model_inputs``); ``pred`` and the
     hypotheses' spread as its uncertainty (``uncertainty``, else ``spread``; None when all NaN,
-    e.g. one hypothesis). The prediction is reused while the scene is the same object (block
-    mode: once for all seeds)."""
+    e.g. one hypothesis); with ``candidates`` and 2+ hypotheses, each of them
+    (``predictor_hypotheses``, for best-of-N). The prediction is reused while the scene is
+    the same object (block mode: once for all seeds)."""
     last: list = []
+    many = candidates and getattr(predictor, "hypotheses", 1) > 1
 
     def run(scene: Scene, train: np.ndarray, seed: int) -> Prediction:
         if last and last[0] is scene:
@@ -302,16 +390,19 @@ def predictor_method(
         missing = [k for k in keys if k not in have]
         if missing:
             raise ValueError(f"the scene lacks the model input(s) {missing}")
-        preds, uncs = [], []
+        preds, uncs, hyps = [], [], []
         for t in range(scene.truth.shape[0]):
-            out = predictor({k: have[k][t : t + 1] for k in keys})
+            batch = {k: have[k][t : t + 1] for k in keys}
+            out = predictor(batch)
             preds.append(np.asarray(out["pred"], "float32"))
             unc = out.get("uncertainty", out.get("spread"))
             uncs.append(None if unc is None else np.asarray(unc, "float32"))
+            if many:
+                hyps.append(predictor_hypotheses(predictor, batch))
         unc = None if any(u is None for u in uncs) else np.concatenate(uncs)
         if unc is not None and not np.isfinite(unc).any():
             unc = None
-        res = Prediction(np.concatenate(preds), unc)
+        res = Prediction(np.concatenate(preds), unc, np.concatenate(hyps, axis=1) if hyps else None)
         last[:] = [scene, res]
         return res
 
@@ -396,7 +487,11 @@ class ProtocolResult:
     ``held`` per seed: the (H, W) held-out blocks, or in cloud-removal mode the (T, H, W)
     laid clouds scored; ``laid`` per seed: {target date: donor date} (empty for blocks);
     ``stated`` per method that states an uncertainty: (uncertainty, |error|) of every scored
-    pixel of every seed (|error| the mean over scored bands), for ``reliability_table``.
+    pixel of every seed (|error| the mean over scored bands), for ``reliability_table``;
+    ``per_region`` per method and seed: ``region_scores`` of the regions given (label
+    classes, slope classes); ``downstream`` per seed: the downstream check's result.
+    A method with candidates also has ``best_of_n``, ``mae_per_image`` and
+    ``n_candidates`` in its rows (``best_of_n_scores``).
     """
 
     seeds: tuple[int, ...]
@@ -407,12 +502,33 @@ class ProtocolResult:
     mode: str = "blocks"  # or "cloud removal"
     laid: list[dict[int, int]] = field(default_factory=list)
     stated: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    per_region: dict[str, list[dict[str, dict[str, float]]]] = field(default_factory=dict)
+    downstream: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """Per method, mean ± std over seeds of METRICS, ``pixels`` and, for a method with
+        candidates, ``BEST_OF_N_KEYS``."""
+        out = {}
+        for name, rows in self.per_seed.items():
+            keys = [*METRICS, "pixels"]
+            keys += [k for k in BEST_OF_N_KEYS if rows and all(k in r for r in rows)]
+            out[name] = {k: mean_std([r[k] for r in rows]) for k in keys}
+        return out
+
+    def region_summary(self) -> dict[str, dict[str, dict[str, tuple[float, float]]]]:
+        """{method: {region: {mae, ssim, pixels: mean ± std over seeds}}}."""
         return {
-            name: {k: mean_std([r[k] for r in rows]) for k in (*METRICS, "pixels")}
-            for name, rows in self.per_seed.items()
+            name: {
+                reg: {k: mean_std([r[reg][k] for r in rows]) for k in ("mae", "ssim", "pixels")}
+                for reg in rows[0]
+            }
+            for name, rows in self.per_region.items()
+            if rows
         }
+
+
+#: The best-of-N keys of a method with candidates (``best_of_n_scores``).
+BEST_OF_N_KEYS = ("best_of_n", "mae_per_image", "n_candidates")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -432,6 +548,8 @@ def run_protocol(
     log: Callable[[str], None] = lambda s: None,
     bands: Sequence[str] | None = None,
     clouds: CloudLaySpec | None = None,
+    regions: Mapping[str, np.ndarray] | None = None,
+    downstream: Callable[..., dict] | None = None,
 ) -> ProtocolResult:
     """Score every method on the same pixels for each seed, on ``bands`` (default: all).
 
@@ -439,6 +557,10 @@ def run_protocol(
     methods fitted outside them and their ring. Cloud removal: ``lay_clouds`` per seed; the
     methods see the laid cloudy input, fit outside the laid clouds and their
     ``clouds.buffer_px`` ring, and are scored under the laid clouds (inside ``allowed``).
+    ``regions``: named boolean (H, W) or (T, H, W) masks scored apart (``region_scores``);
+    ``downstream(scene, train, score_mask, preds, seed)`` (e.g.
+    ``evaluate.downstream.downstream_check``) runs once per seed on every method's
+    prediction of the scored bands.
     """
     n_t, _, h, w = scene.truth.shape
     names = list(scene.bands)
@@ -450,6 +572,9 @@ def run_protocol(
     laids: list[dict[int, int]] = []
     first: dict[str, np.ndarray] = {}
     stated: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    per_region: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in methods}
+    checks: list[dict] = []
+    scored = select_bands(scene, bands) if downstream is not None else scene
     for s in seeds:
         if clouds is None:
             train, held = block_split(h, w, spec, int(s), allowed)
@@ -469,14 +594,22 @@ def run_protocol(
             )
             log(f"seed {s}: clouds laid: {lays}; {int(score_mask.sum())} px scored")
         helds.append(held)
+        seed_preds: dict[str, np.ndarray] = {}
         for name, method in methods.items():
             t0 = time.monotonic()
             log(f"seed {s}  {name} ...")
             out = method(seen, train, int(s))
             out = out if isinstance(out, Prediction) else Prediction(out)
             pred = out.pred[:, idx]
-            row = scores(pred, truth, score_mask)
+            sp = ssim_pixels(pred, truth, score_mask)
+            row = scores(pred, truth, score_mask, sp)
+            if out.hypotheses is not None:
+                row |= best_of_n_scores(out.hypotheses[:, :, idx], pred, truth, score_mask)
             per_seed[name].append(row)
+            if regions:
+                per_region[name].append(region_scores(pred, truth, score_mask, regions, sp))
+            if downstream is not None:
+                seed_preds[name] = pred
             log(
                 f"seed {s}  {name:32s} MAE {row['mae']:.4f}  PSNR {row['psnr_db']:.2f} dB  "
                 f"({time.monotonic() - t0:.1f} s)"
@@ -487,6 +620,9 @@ def run_protocol(
                 stated.setdefault(name, []).append((out.uncertainty[ok], err[ok]))
             if s == seeds[0]:
                 first[name] = pred
+        if downstream is not None:
+            log(f"seed {s}  downstream check ...")
+            checks.append(downstream(scored, train, score_mask, seed_preds, int(s)))
     return ProtocolResult(
         tuple(int(s) for s in seeds),
         per_seed,
@@ -499,6 +635,8 @@ def run_protocol(
             k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v]))
             for k, v in stated.items()
         },
+        {k: v for k, v in per_region.items() if v},
+        checks,
     )
 
 

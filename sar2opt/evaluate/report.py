@@ -38,7 +38,7 @@ LABELS = {
     "mae": "MAE",
     "rmse": "RMSE",
     "psnr_db": "PSNR dB (range 1)",
-    "ssim": "SSIM (7 px box)",
+    "ssim": "SSIM (gaussian σ 1.5 px)",
     "sam_deg": "SAM °",
 }
 
@@ -63,7 +63,9 @@ def verdict(
 ) -> dict:
     """Best method by mean MAE (baselines and ``exclude`` left out) against ``reference``.
 
-    ``gain`` = 1 - MAE_best / MAE_reference; ``passed`` when gain >= target_frac.
+    ``gain`` = 1 - MAE_best / MAE_reference; ``passed`` when gain >= target_frac;
+    ``ssim_ok`` when the best method's mean SSIM >= the reference's (the issue's second
+    condition; None when either SSIM is NaN).
     """
     cands = {
         k: v
@@ -81,7 +83,18 @@ def verdict(
         "gain": float(gain),
         "target": target_frac,
         "passed": bool(gain >= target_frac),
+        "ssim_ok": ssim_at_least(summary, best, reference),
     }
+
+
+def ssim_at_least(
+    summary: dict[str, dict[str, tuple[float, float]]], name: str, reference: str | None
+) -> bool | None:
+    """Mean SSIM of ``name`` >= the reference's; None when either is missing or NaN."""
+    if reference not in summary or name not in summary or "ssim" not in summary[name]:
+        return None
+    a, b = summary[name]["ssim"][0], summary[reference]["ssim"][0]
+    return bool(a >= b) if np.isfinite(a) and np.isfinite(b) else None
 
 
 def coverage(summary: dict[str, dict[str, tuple[float, float]]], reference: str | None) -> dict:
@@ -96,7 +109,8 @@ def metric_table_html(
     summary: dict[str, dict[str, tuple[float, float]]], reference: str | None, n_seeds: int
 ) -> str:
     """Rows = methods, cells = mean ± std over seeds; best cell per column in bold; then the
-    MAE gain over ``reference``, scored pixels per seed and coverage (``coverage``)."""
+    MAE gain over ``reference``, whether its SSIM is at least the reference's, scored pixels
+    per seed and coverage (``coverage``)."""
     names = list(summary)
     cov = coverage(summary, reference)
     head = "".join(f"<th>{LABELS[m]}</th>" for m in METRICS)
@@ -114,21 +128,93 @@ def metric_table_html(
             fmt = ".2f" if m in ("psnr_db", "sam_deg") else ".4f"
             txt = "n/a" if not np.isfinite(mu) else f"{mu:{fmt}} ± {sd:{fmt}}"
             cells.append(f"<td><b>{txt}</b></td>" if best.get(m) == n else f"<td>{txt}</td>")
-        rel = ""
+        rel, ss = "", ""
         if reference in summary and n != reference and np.isfinite(summary[n]["mae"][0]):
             r = 100 * (1 - summary[n]["mae"][0] / summary[reference]["mae"][0])
             rel = f"{r:+.1f} %"
+            ok = ssim_at_least(summary, n, reference)
+            ss = "" if ok is None else ("yes" if ok else "no")
         px = summary[n]["pixels"][0]
         c = f"{100 * cov[n]:.0f} %" if np.isfinite(cov[n]) else "n/a"
         rows.append(
-            f"<tr><th>{html.escape(n)}</th>{''.join(cells)}<td>{rel}</td><td>{px:.0f}</td>"
+            f"<tr><th>{html.escape(n)}</th>{''.join(cells)}<td>{rel}</td><td>{ss}</td>"
+            f"<td>{px:.0f}</td>"
             f"<td>{c}</td></tr>"
         )
     ref_name = html.escape(reference or "")
     return (
         f"<table><tr><th>method (mean ± std over {n_seeds} seeds)</th>{head}"
-        f"<th>MAE gain vs {ref_name}</th><th>pixels / seed</th><th>coverage</th></tr>"
+        f"<th>MAE gain vs {ref_name}</th><th>SSIM ≥ {ref_name}</th><th>pixels / seed</th>"
+        "<th>coverage</th></tr>"
         f"{''.join(rows)}</table>"
+    )
+
+
+def _pm(v: tuple[float, float], fmt: str = ".4f") -> str:
+    mu, sd = v
+    return "n/a" if not np.isfinite(mu) else f"{mu:{fmt}} ± {sd:{fmt}}"
+
+
+def region_groups(regions: dict[str, dict[str, dict[str, tuple[float, float]]]]) -> dict:
+    """The region names of ``ProtocolResult.region_summary`` grouped by their first word
+    (``class`` of a label raster, ``slope`` of the DEM), in order."""
+    names = list(next(iter(regions.values()), {}))
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(n.split(" ", 1)[0], []).append(n)
+    return groups
+
+
+def region_table_html(
+    regions: dict[str, dict[str, dict[str, tuple[float, float]]]],
+    names: Sequence[str],
+    order: Sequence[str],
+) -> str:
+    """Rows = methods in ``order``, columns = the regions ``names``: MAE and SSIM mean ± std
+    over seeds; last row the scored pixels per seed of each region (the reference's)."""
+    head = "".join(f"<th colspan=2>{html.escape(n)}</th>" for n in names)
+    sub = "".join("<th>MAE</th><th>SSIM</th>" for _ in names)
+    rows = []
+    for m in order:
+        if m not in regions:
+            continue
+        cells = "".join(
+            f"<td>{_pm(regions[m][n]['mae'])}</td><td>{_pm(regions[m][n]['ssim'], '.3f')}</td>"
+            for n in names
+        )
+        rows.append(f"<tr><th>{html.escape(m)}</th>{cells}</tr>")
+    first = next(m for m in order if m in regions)
+    px = "".join(f"<td colspan=2>{regions[first][n]['pixels'][0]:.0f}</td>" for n in names)
+    return (
+        f"<table><tr><th rowspan=2>method</th>{head}</tr><tr>{sub}</tr>{''.join(rows)}"
+        f"<tr><th>pixels / seed</th>{px}</tr></table>"
+    )
+
+
+def downstream_html(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
+    """Accuracy of the downstream map from real S2, the majority class and each method."""
+    rows = "".join(
+        f"<tr><th>{html.escape(n)}</th><td>{_pm(v['accuracy'], '.3f')}</td>"
+        f"<td>{v['pixels'][0]:.0f}</td></tr>"
+        for n, v in summary.items()
+    )
+    return (
+        "<table><tr><th>S2 the forest classifies</th><th>accuracy (mean ± std over seeds)"
+        f"</th><th>pixels / seed</th></tr>{rows}</table>"
+    )
+
+
+def best_of_n_html(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
+    """Methods with candidates: single output vs best of N, both per-image MAE."""
+    rows = "".join(
+        f"<tr><th>{html.escape(n)}</th><td>{v['n_candidates'][0]:.0f}</td>"
+        f"<td>{_pm(v['mae_per_image'])}</td><td>{_pm(v['best_of_n'])}</td></tr>"
+        for n, v in summary.items()
+        if "best_of_n" in v
+    )
+    return (
+        "<table><tr><th>method</th><th>N candidates</th><th>single output: MAE per image"
+        f"</th><th>best of N: MAE per image</th></tr>{rows}</table>"
     )
 
 
@@ -342,11 +428,54 @@ def protocol_note(result: ProtocolResult, block_px: int, times: Sequence[str] = 
             "held-out pixels of every date."
         )
     return (
-        f"{head} Reflectance units; bands scored: {bands}. Coverage: the method's scored "
+        f"{head} Reflectance units; bands scored: {bands}. SSIM: gaussian window (σ 1.5 px) "
+        "over the scored pixels only, averaged over them. Coverage: the method's scored "
         "pixels over the reference's (a method without a prediction at a pixel, e.g. no "
         "prior clear S2 within the prior window, is scored where it has one). Bold: best in "
         "column."
     )
+
+
+def ssim_sentence(summary: dict, best: str, reference: str) -> str:
+    """'SSIM 0.812 vs 0.790: at least the reference's.' (or 'below'; or why not judged)."""
+    ok = ssim_at_least(summary, best, reference)
+    if ok is None:
+        return "SSIM not judged (no SSIM for one of them)."
+    a, b = summary[best]["ssim"][0], summary[reference]["ssim"][0]
+    return f"SSIM {a:.3f} vs {b:.3f}: {'at least' if ok else 'below'} the reference's."
+
+
+def extra_tables_html(result: ProtocolResult, order: Sequence[str]) -> list[str]:
+    """Per-class and per-slope scores, the downstream check and best-of-N, where present."""
+    from sar2opt.evaluate.downstream import downstream_summary
+
+    parts = []
+    regions = result.region_summary()
+    titles = {"class": "Per class of the label raster", "slope": "Per terrain slope (DEM)"}
+    for group, names in region_groups(regions).items():
+        parts += [f"<h2>{titles.get(group, group)}</h2>", region_table_html(regions, names, order)]
+    down = downstream_summary(result.downstream)
+    if down:
+        parts += [
+            "<h2>Downstream check: a random forest on real S2 vs synthesised S2</h2>",
+            "<p class='note'>A random forest trained on the real clear S2 pixels of each "
+            "seed's training area predicts the label; applied to the scored pixels from the "
+            "real S2 and from each method's synthesised S2. Majority class: the map that "
+            "ignores the image.</p>",
+            downstream_html(down),
+        ]
+    summary = result.summary()
+    if any("best_of_n" in v for v in summary.values()):
+        parts += [
+            "<h2>MultiEarth best-of-N</h2>",
+            "<p class='note'>The MultiEarth 2022 challenge scored the best of N generated "
+            "candidates per target image: per scored image, the lowest MAE among the "
+            "checkpoint's N hypotheses (flips x ensemble members), averaged over images. "
+            "It picks with the truth, so it is no deployable score; the single output is "
+            "what inference writes.</p>",
+            best_of_n_html(summary),
+        ]
+    return parts
 
 
 def write_report(
@@ -377,7 +506,7 @@ def write_report(
             f"vs {html.escape(reference)} {summary[reference]['mae'][0]:.4f} ± "
             f"{summary[reference]['mae'][1]:.4f}: a gain of {100 * v['gain']:.1f} %, which "
             f"{word} the {100 * target_frac:.0f} % target ({what_scored(result)}, "
-            f"{len(result.seeds)} seeds).</p>"
+            f"{len(result.seeds)} seeds). {ssim_sentence(summary, v['best'], reference)}</p>"
         )
     order = sorted(summary, key=lambda k: summary[k]["mae"][0])
     models = [n for n in order if n not in baselines]
@@ -399,6 +528,9 @@ def write_report(
             for n in order
         )
         + "</table>",
+    ]
+    parts += extra_tables_html(result, order)
+    parts += [
         f"<h2>Example tile (seed {result.seeds[0]})</h2>",
         img_tag(png_bytes(tiles_figure(scene, result.first_preds, result.held[0], shown)), "tiles"),
         f"<h2>MAE per block over the region (seed {result.seeds[0]})</h2>",

@@ -1,6 +1,8 @@
-"""jobs/evaluate.py end to end on a tiny cube + checkpoints: report parses, images decode; an SO
-checkpoint reads the prior, an SCO one is scored under laid clouds, a missing input band
-is one error line."""
+"""jobs/evaluate.py end to end on a tiny cube + checkpoints: report parses, images decode, SSIM
+beside MAE, per-class scores of a warped label raster, the downstream check and best-of-N;
+an SO checkpoint reads the prior, an SCO one is scored under laid clouds, a missing input
+band is one error line; a cube built from the synthetic STAC API with a DEM, scored per
+slope class."""
 
 from __future__ import annotations
 
@@ -55,9 +57,26 @@ def _write_cube(path: Path) -> None:
             "sar_bands": ["vv", "vh"],
             "opt_bands": opt_bands,
             "cube_spec": config_to_dict(CubeSpec(**CUBE_SPEC)),
+            "grid": grid.to_dict(),
         }
     )
     ds.to_zarr(path, mode="w")
+
+
+def _write_labels(path: Path) -> None:
+    """Classes 0 / 1 / 2 on 20 m pixels in EPSG:4326-free UTM 21S, over the cube's grid
+    shifted 1 cube pixel east: class = column band of 7 label pixels (140 m)."""
+    import rasterio
+
+    from sar2opt.grid import GridSpec
+
+    grid = GridSpec(32721, 20.0, (698720.0, 9514000.0, 699360.0, 9514640.0))  # 32 x 32
+    a = np.minimum(np.arange(grid.width) // 11, 2)[None].repeat(grid.height, 0).astype("uint8")
+    with rasterio.open(
+        path, "w", driver="GTiff", height=grid.height, width=grid.width, count=1,
+        dtype="uint8", crs=grid.crs, transform=grid.transform,
+    ) as dst:  # fmt: skip
+        dst.write(a, 1)
 
 
 def _write_checkpoint(d: Path, input_set: str = "S", cube_spec: dict = CUBE_SPEC) -> None:
@@ -137,6 +156,7 @@ def _run(args):
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ev")
     _write_cube(root / "cube.zarr")
+    _write_labels(root / "labels.tif")
     _write_checkpoint(root / "train" / "checkpoint")
     for input_set in ("SO", "SCO", "SD"):
         _write_checkpoint(root / input_set.lower() / "checkpoint", input_set)
@@ -149,7 +169,7 @@ def test_evaluate_writes_report_with_decodable_images(inputs):
     r = _run(
         ["--cube", inputs / "cube.zarr", "--checkpoint", inputs / "train" / "checkpoint",
          "--out", out, "--block-px", "16", "--buffer-px", "2", "--residual-steps", "2",
-         "--residual-ngf", "4"]
+         "--residual-ngf", "4", "--labels", inputs / "labels.tif"]
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     scores = json.loads((out / "scores.json").read_text())
@@ -181,6 +201,35 @@ def test_evaluate_writes_report_with_decodable_images(inputs):
     (rel,) = scores["reliability"].values()  # the checkpoint's 2 flips state an uncertainty
     assert len(rel) == 10 and all(r["count"] > 0 and r["stated"] >= 0 for r in rel)
     assert "seed 2" in r.stderr and re.search(r"\[\s*[0-9.]+ s\] seed 0 ", r.stderr)
+    # SSIM beside MAE for every method, and whether it reaches the ridge's
+    ridge = summ["ridge per date (baseline)"]
+    assert ridge["ssim"][0] > summ["mean colour per date (baseline)"]["ssim"][0]
+    assert "SSIM ≥ ridge" in r.stdout and "SSIM ≥ ridge per date (baseline)" in text
+    mean_row = next(ln for ln in r.stdout.splitlines() if ln.startswith("mean colour per"))
+    assert mean_row.split()[-3] == "no"  # its SSIM is below the ridge's
+    # per class: the labels cover columns 2-63 (column 0-1 unlabelled), 3 column bands
+    (ck,) = [k for k in summ if k.startswith("checkpoint")]
+    regions = scores["regions"][ck]
+    assert set(regions) == {"class 0", "class 1", "class 2"}
+    px = sum(v["pixels"][0] for v in regions.values())
+    assert 0 < px <= summ[ck]["pixels"][0]
+    assert all(np.isfinite(v["mae"][0]) for v in regions.values() if v["pixels"][0] > 0)
+    assert "Per class of the label raster" in text and "warped through its georeference" in text
+    # the downstream check where scikit-learn is installed, else a note saying so
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn"):
+        acc = scores["downstream"]
+        assert {"real S2", "majority class", ck} <= set(acc)
+        assert all(0.0 <= v["accuracy"][0] <= 1.0 for v in acc.values())
+        assert "random forest" in text
+    else:
+        assert scores["downstream"] == {} and "scikit-learn is not installed" in text
+    # the checkpoint's 2 flips are 2 candidates: best-of-N beside the single output
+    assert summ[ck]["n_candidates"][0] == 2
+    # (the best candidate may still err more than their mean: MAE is convex)
+    assert 0 < summ[ck]["best_of_n"][0] < 2 * summ[ck]["mae_per_image"][0]
+    assert "best-of-2" in r.stdout and "MultiEarth best-of-N" in text
 
 
 def _ckpt_run(inputs, name, out, *more):
@@ -244,3 +293,35 @@ def test_evaluate_bad_input_one_error_line(inputs, tmp_path):
     errs = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert r.returncode == 2 and len(errs) == 1 and "smaller than one 128 px block" in errs[0]
     assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_evaluate_builds_its_cube_from_the_stac_api_and_scores_per_slope(syn_catalog, tiny_ckpt):
+    """No --cube: the cube of the AOI and dates is built through the cube stage's builder with
+    the checkpoint's settings and ``--set`` (a DEM here) into --out/cube.zarr, then scored,
+    per slope class too."""
+    from tests.helpers.jobs import SMALL_AOI, SYN_DATES, write_json
+
+    root = syn_catalog["root"] / "evaluate_stac"
+    root.mkdir(exist_ok=True)
+    aoi = write_json(root / "aoi.geojson", SMALL_AOI)
+    out = root / "eval"
+    r = _run(
+        ["--stac-url", syn_catalog["url"], "--aoi", aoi, "--start", SYN_DATES[0],
+         "--end", SYN_DATES[1], "--checkpoint", tiny_ckpt, "--out", out,
+         "--set", "catalog.dem_collection=cop-dem-glo-30", "--seeds", "0",
+         "--residual-steps", "0", "--block-px", "16"]
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import xarray as xr
+
+    cube = xr.open_zarr(out / "cube.zarr")
+    assert "dem" in [str(b) for b in cube["cube"].band.values] and cube.sizes["time"] == 4
+    assert "building the cube of" in r.stderr
+    scores = json.loads((out / "scores.json").read_text())
+    summ = scores["summary"]
+    slopes = scores["regions"]["ridge per date (baseline)"]
+    assert list(slopes) == ["slope flat <2°", "slope gentle 2-10°", "slope steep >10°"]
+    px = sum(v["pixels"][0] for v in slopes.values())
+    assert px == summ["ridge per date (baseline)"]["pixels"][0]  # every scored px has a slope
+    text = (out / "report.html").read_text()
+    assert "per slope" in r.stdout and "Per terrain slope (DEM)" in text

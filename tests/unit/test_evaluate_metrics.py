@@ -125,3 +125,78 @@ def test_constant_baseline_and_table():
     rows = score_table({"model": truth, "mean colour": base}, truth)
     assert rows[0]["psnr_db"] == float("inf") and rows[1]["pixels"] == 16
     assert "mean colour" in format_table(rows)
+
+
+# --- masked gaussian SSIM (the evaluate protocol's) --------------------------------------
+
+
+def test_masked_ssim_identical_is_one_and_constants_give_the_luminance_term():
+    from sar2opt.evaluate.metrics import masked_ssim
+
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.0, 0.4, (3, 24, 24))
+    assert masked_ssim(a, a) == pytest.approx(1.0, abs=1e-12)
+    mask = np.zeros((24, 24), bool)
+    mask[5:9, 3:20] = True
+    assert masked_ssim(a, a, mask) == pytest.approx(1.0, abs=1e-12)
+    c1 = (0.01 * 1.0) ** 2
+    x, y = np.full((1, 16, 16), 0.2), np.full((1, 16, 16), 0.4)
+    assert masked_ssim(x, y) == pytest.approx((2 * 0.2 * 0.4 + c1) / (0.04 + 0.16 + c1))
+
+
+def test_masked_ssim_matches_scikit_image_away_from_the_border():
+    skm = pytest.importorskip("skimage.metrics")
+    from sar2opt.evaluate.metrics import masked_ssim_map
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0.0, 0.3, (2, 40, 50))
+    pred = truth + rng.normal(0, 0.05, truth.shape)
+    ours = masked_ssim_map(pred, truth)
+    for b in range(2):
+        _, ref = skm.structural_similarity(
+            truth[b], pred[b], gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False, data_range=1.0, full=True,
+        )  # fmt: skip
+        # skimage's mean crops (11 - 1) // 2 = 5 px: the same pixels agree to rounding
+        assert np.abs(ours[b, 5:-5, 5:-5] - ref[5:-5, 5:-5]).max() < 1e-12
+        assert float(np.nanmean(ours[b, 5:-5, 5:-5])) == pytest.approx(
+            float(ref[5:-5, 5:-5].mean()), abs=1e-12
+        )
+
+
+def test_masked_ssim_never_sees_unscored_pixels():
+    """A hole's SSIM does not change with what the prediction holds around it (a cloud-removal
+    model copies the clear pixels there), and is NaN outside the hole."""
+    from sar2opt.evaluate.metrics import masked_ssim_map
+
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(0.0, 0.3, (2, 32, 32))
+    pred = truth + rng.normal(0, 0.03, truth.shape)
+    hole = np.zeros((32, 32), bool)
+    hole[10:20, 8:24] = True
+    copied = np.where(hole, pred, truth)  # exact outside the hole
+    noisy = np.where(hole, pred, 0.5)  # garbage outside the hole
+    a, b = masked_ssim_map(copied, truth, hole), masked_ssim_map(noisy, truth, hole)
+    assert np.isfinite(a[:, hole]).all() and np.isnan(a[:, ~hole]).all()
+    assert np.array_equal(a, b, equal_nan=True)
+    assert np.nanmean(a) < 0.99
+
+
+def test_masked_ssim_at_one_pixel_from_its_definition():
+    """Wang et al.'s formula with the 11 x 11 gaussian weights written out at one pixel."""
+    from sar2opt.evaluate.metrics import gaussian_kernel, masked_ssim_map
+
+    rng = np.random.default_rng(3)
+    t = rng.uniform(0.0, 0.3, (1, 30, 30))
+    p = 0.8 * t + 0.05 + rng.normal(0, 0.02, t.shape)
+    k = gaussian_kernel()
+    assert k.size == 11 and k.sum() == pytest.approx(1.0)
+    w = np.outer(k, k)
+    win = (0, slice(10, 21), slice(8, 19))  # centred on (15, 13)
+    a, b = p[win], t[win]
+    ma, mb = (w * a).sum(), (w * b).sum()
+    va, vb = (w * a * a).sum() - ma**2, (w * b * b).sum() - mb**2
+    cab = (w * a * b).sum() - ma * mb
+    c1, c2 = 0.01**2, 0.03**2
+    want = (2 * ma * mb + c1) * (2 * cab + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+    assert masked_ssim_map(p, t)[0, 15, 13] == pytest.approx(want, rel=1e-10)

@@ -326,3 +326,91 @@ def test_a_cloud_free_cube_gets_the_held_out_blocks_laid_as_clouds():
     assert (laid == blocks[None]).all()
     assert (seen.cloudy[:, -1] == blocks[None]).all()  # masked exactly there
     assert (seen.cloudy[:, :-1] == clear.cloudy[:, :-1]).all()  # reflectance kept
+
+
+def test_region_scores_per_region_mae_and_ssim():
+    from sar2opt.evaluate.protocol import region_scores
+
+    sc = _scene(t=2, h=16, w=16)
+    pred = sc.truth.copy()
+    pred[..., :8] += 0.02  # left half off by 0.02, right half exact
+    left = np.zeros((16, 16), bool)
+    left[:, :8] = True
+    mask = np.ones((2, 16, 16), bool)
+    mask[1, :, :4] = False  # date 1 scores only 4 columns of the left half
+    r = region_scores(pred, sc.truth, mask, {"left": left, "right": ~left})
+    assert r["left"]["pixels"] == 16 * 8 + 16 * 4 and r["right"]["pixels"] == 2 * 16 * 8
+    assert r["left"]["mae"] == pytest.approx(0.02, rel=1e-5)
+    assert r["right"]["mae"] == pytest.approx(0.0, abs=1e-7)
+    assert r["right"]["ssim"] > r["left"]["ssim"] and r["right"]["ssim"] <= 1.0
+    empty = region_scores(pred, sc.truth, mask, {"none": np.zeros((16, 16), bool)})["none"]
+    assert empty["pixels"] == 0 and np.isnan(empty["mae"])
+
+
+def test_best_of_n_picks_the_best_candidate_per_image():
+    from sar2opt.evaluate.protocol import best_of_n_scores
+
+    truth = np.zeros((2, 1, 4, 4))
+    hyps = np.stack([np.full((2, 1, 4, 4), 0.1), np.full((2, 1, 4, 4), 0.3)])
+    hyps[1, 1] = 0.05  # date 1: the second candidate wins
+    pred = hyps.mean(axis=0)
+    s = best_of_n_scores(hyps, pred, truth, np.ones((2, 4, 4), bool))
+    assert s["best_of_n"] == pytest.approx((0.1 + 0.05) / 2)
+    assert s["mae_per_image"] == pytest.approx((0.2 + 0.075) / 2)
+    assert s["n_candidates"] == 2
+
+
+def test_run_protocol_scores_regions_candidates_and_a_downstream_hook():
+    sc = _scene(t=2, h=32, w=32)
+    left = np.zeros((32, 32), bool)
+    left[:, :16] = True
+    off = sc.truth + 0.01
+    hyps = np.stack([sc.truth, sc.truth + 0.02])  # mean = off; the first candidate is exact
+    seen = []
+
+    def hook(scene, train, score_mask, preds, seed):
+        seen.append((seed, sorted(preds), scene.truth.shape[1], int(score_mask.sum())))
+        return {"accuracy": {"real S2": 1.0}, "pixels": {"real S2": 1}}
+
+    from sar2opt.evaluate.protocol import Prediction
+
+    methods = {
+        "two": lambda scene, train, seed: Prediction(off, None, hyps),
+        "ridge": ridge_method(per_date=True, alpha=1e-6),
+    }
+    res = run_protocol(
+        sc, methods, BlockSplitSpec(8, 0.25, 2), seeds=[0, 1], bands=["B04"],
+        regions={"left": left, "right": ~left}, downstream=hook,
+    )  # fmt: skip
+    summ = res.summary()
+    assert summ["two"]["best_of_n"][0] == pytest.approx(0.0, abs=1e-7)
+    assert summ["two"]["mae_per_image"][0] == pytest.approx(0.01, rel=1e-4)
+    assert "best_of_n" not in summ["ridge"]
+    reg = res.region_summary()
+    assert reg["two"]["left"]["mae"][0] == pytest.approx(0.01, rel=1e-4)
+    px = reg["two"]["left"]["pixels"][0] + reg["two"]["right"]["pixels"][0]
+    assert px == pytest.approx(summ["two"]["pixels"][0])
+    assert [s[:3] for s in seen] == [(0, ["ridge", "two"], 1), (1, ["ridge", "two"], 1)]
+    assert len(res.downstream) == 2
+
+
+def test_predictor_hypotheses_are_the_flips_whose_mean_is_the_prediction():
+    import torch
+
+    from sar2opt.evaluate.protocol import predictor_hypotheses
+    from sar2opt.infer.predictor import TilePredictor
+    from tests.unit.test_infer_predictor import META
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(2, 2, 3, padding=1).eval()  # not flip-invariant
+    pred = TilePredictor.from_model(conv, META, flips=3)
+    sar = np.random.default_rng(0).uniform(-15, -5, (1, 2, 32, 32)).astype("float32")
+    sar[0, :, 0, 0] = np.nan
+    hyps = predictor_hypotheses(pred, {"sar": sar})
+    out = pred({"sar": sar})
+    assert hyps.shape == (3, 1, 2, 32, 32)
+    assert np.isnan(hyps[:, 0, :, 0, 0]).all()
+    assert np.allclose(hyps.mean(axis=0), out["pred"], atol=1e-5, equal_nan=True)
+    assert not np.allclose(hyps[0], hyps[1], equal_nan=True)  # the flips disagree
+    sd = hyps.std(axis=0).mean(axis=1)
+    assert np.allclose(sd, out["spread"], atol=1e-5, equal_nan=True)
