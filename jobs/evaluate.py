@@ -387,13 +387,9 @@ def main(args: argparse.Namespace) -> int:
     regions, labels = regions_of(args, scene, attrs, notes)
     downstream = None
     if labels is not None:
-        from sar2opt.evaluate.downstream import downstream_check, sklearn_missing
+        from sar2opt.evaluate.downstream import downstream_check
 
-        why = sklearn_missing()
-        if why:
-            notes.append(why + " (pip install scikit-learn).")
-        else:
-            downstream = downstream_check(labels.classes)
+        downstream = downstream_check(labels.classes)
     try:
         result = run_protocol(
             scene, methods, spec, args.seeds, allowed, log=log, bands=bands, clouds=clouds,

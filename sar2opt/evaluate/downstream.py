@@ -27,15 +27,6 @@ class DownstreamSpec:
     max_train_px: int = 20000
 
 
-def sklearn_missing() -> str | None:
-    """None when scikit-learn imports, else why the check is skipped (one line)."""
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        return "scikit-learn is not installed: the downstream check is skipped"
-    return None
-
-
 def downstream_check(labels: np.ndarray, spec: DownstreamSpec = DownstreamSpec()):
     """The ``run_protocol`` hook: ``check(scene, train, score_mask, preds, seed)`` ->
     {"accuracy": {REAL, MAJORITY, method: accuracy}, "pixels": {...}, "train_px": n} for

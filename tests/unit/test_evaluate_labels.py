@@ -132,7 +132,6 @@ def test_slope_classes_from_a_dem():
 
 
 def test_downstream_forest_real_vs_synthesised_s2():
-    pytest.importorskip("sklearn")
     from sar2opt.evaluate.downstream import MAJORITY, REAL, downstream_check, downstream_summary
     from sar2opt.evaluate.protocol import Scene
 
