@@ -24,7 +24,13 @@ from tests.helpers.jobs import (
     small_infer_args,
     wait_for,
 )
-from tests.helpers.ray_cluster import alive_with, start_node, stop_node, submit_cmd
+from tests.helpers.ray_cluster import (
+    alive_with,
+    leave_cluster,
+    start_node,
+    stop_node,
+    submit_cmd,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -105,7 +111,7 @@ def test_worker_node_lost_mid_job(syn_catalog, tiny_ckpt, small_clean, ray_head)
         assert_same_store(out, small_clean["out"])
     finally:
         if first is not None:
-            stop_node(first, signal.SIGKILL)  # lost above; a job failing early: now
-        if second is not None:  # leaves the head's cluster: the session's next jobs use it
-            stop_node(second)
+            stop_node(first, signal.SIGKILL)  # lost above (or now, if the job failed first)
+        if second is not None:  # out of the head's cluster: the session's next jobs use it
+            leave_cluster(second, url, env, RESOURCE)
         shutil.rmtree(temp, ignore_errors=True)
