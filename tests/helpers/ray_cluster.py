@@ -104,14 +104,14 @@ def wait_http(
         time.sleep(1)
 
 
-def stop_node(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    """Signal the node's whole process group; SIGKILL it if it is still up after 10 s."""
+def stop_node(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace_s: float = 10) -> None:
+    """Signal the node's whole process group; SIGKILL it if it is still up after ``grace_s``."""
     try:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         return
     try:
-        proc.wait(timeout=10)  # `ray start --block` can take half a minute to wind down
+        proc.wait(timeout=grace_s)  # `ray start --block` can take half a minute to wind down
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
