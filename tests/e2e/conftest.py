@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 from sar2opt.config import Config, ModelSpec
 from tests.helpers.jobs import (
     SMALL_AOI,
+    SYN_EPOCHS,
     kill_all_with_env,
     ledger_done,
     private_ray_env,
@@ -21,6 +25,7 @@ from tests.helpers.jobs import (
     syn_args,
     write_json,
 )
+from tests.helpers.ray_cluster import start_head, stop_node, token_env
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +63,9 @@ def syn_trained(syn_catalog):
             "--config",
             "jobs/configs/demo.yaml",
             "--set",
-            "train.epochs=6",
+            f"train.epochs={SYN_EPOCHS}",
             "--set",
-            "train.patience=0",  # exactly 6 epochs: the tests read every one
+            "train.patience=0",  # exactly SYN_EPOCHS epochs: the tests read every one
         ]
     )
     assert r.returncode == 0, r.stdout + r.stderr
@@ -71,6 +76,19 @@ def syn_trained(syn_catalog):
         "train_log": r.stdout,
         "logs": r0.stdout + r0.stderr + r.stdout + r.stderr,
     }
+
+
+@pytest.fixture(scope="session")
+def syn_mosaic(syn_catalog, syn_trained):
+    """One infer_region run of ``syn_trained``'s checkpoint over the synthetic scene (the
+    default executor: Ray), searched through the credentialed URL with ``PLANTED_ENV``, as
+    ``syn_trained``: ``test_synthetic_pipeline.py`` scores the mosaic, ``test_security.py``
+    greps it and the run's output. Read-only: a test that writes to it works on a copy."""
+    out = syn_catalog["root"] / "mosaic.zarr"
+    args = [*syn_args(syn_catalog["secret_url"]), "--checkpoint", syn_trained["ckpt"]]
+    r = run_job(["jobs/infer_region.py", *args, "--out", out])
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return {"out": out, "run": r}
 
 
 @pytest.fixture(scope="session")
@@ -183,3 +201,55 @@ def odd_checkpoints(tmp_path_factory):
     (junk / MODEL_FILE).write_bytes(os.urandom(4096))
     out["junk"] = junk
     return out
+
+
+#: The session's token-auth head while it runs ("proc", "root") and the last test that uses it
+_HEAD: dict = {}
+
+
+def _stop_head() -> None:
+    proc, root = _HEAD.pop("proc", None), _HEAD.pop("root", None)
+    if proc is not None:  # nobody uses it any more: a short grace, then SIGKILL (no ~10 s)
+        stop_node(proc, grace_s=2)
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.hookimpl(trylast=True)  # after `-k`/`-m` deselect
+def pytest_collection_modifyitems(items):
+    users = [it.nodeid for it in items if "ray_head" in getattr(it, "fixturenames", ())]
+    _HEAD["last_user"] = users[-1] if users else None
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """The head is stopped after the last test that uses it, not at the end of the session:
+    idle, it still takes ~6 % of a core from the tests after it."""
+    if item.nodeid == _HEAD.get("last_user"):
+        _stop_head()
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray head (GCS, raylet, dashboard, Jobs API) on 127.0.0.1 with a token of its own:
+    `ray job submit` (test_ray_job_submit.py) and the two-node cluster that loses a node
+    (test_multinode.py) share it, as each start costs seconds; stopped after the last test
+    that uses it. Its temp dir is this environment's Ray temp dir (RAY_TMPDIR), so a bare
+    `ray.init()` in ``env`` finds it as "the cluster on this machine", like any `ray start`."""
+    root = Path(tempfile.mkdtemp(prefix="s2o-head-", dir="/tmp"))
+    env = token_env() | {"RAY_TMPDIR": str(root)}
+    temp = root / "ray"  # Ray's default temp dir under RAY_TMPDIR: holds ray_current_cluster
+    temp.mkdir()
+    _HEAD["root"] = root
+    try:
+        proc, url, gcs = start_head(temp, env)
+        _HEAD["proc"] = proc
+        # where `ray start` tells this machine its cluster is (host: the node's own IP); it
+        # writes that file once the node is up, a moment after the dashboard answers
+        found, deadline = temp / "ray_current_cluster", time.time() + 300
+        while not found.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = found.read_text().strip()
+        assert address.endswith(f":{gcs}"), address
+        yield {"url": url, "env": env, "gcs": address, "gcs_port": gcs, "temp": root}
+    finally:
+        _stop_head()  # if still up (the last user did not run)

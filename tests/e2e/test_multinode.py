@@ -1,7 +1,8 @@
-"""A real two-node Ray cluster on this machine: `ray job submit` infer_region with its actors
-on the worker node (a custom resource only that node offers), lose that node once it has
-written blocks, and a replacement node (as an autoscaler would start) finishes the job; the
-job's own record says both nodes did blocks, and the mosaic equals an uninterrupted run."""
+"""A real two-node Ray cluster on this machine (the session's head, ``ray_head``, and a worker
+node): `ray job submit` infer_region with its actors on the worker node (a custom resource only
+that node offers), lose that node once it has written blocks, and a replacement node (as an
+autoscaler would start) finishes the job; the job's own record says both nodes did blocks, and
+the mosaic equals an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -25,11 +26,10 @@ from tests.helpers.jobs import (
 )
 from tests.helpers.ray_cluster import (
     alive_with,
-    start_head,
+    leave_cluster,
     start_node,
     stop_node,
     submit_cmd,
-    token_env,
 )
 
 pytestmark = pytest.mark.slow
@@ -51,12 +51,13 @@ def _worker(gcs: int, env: dict, log: Path) -> subprocess.Popen:
     )
 
 
-def test_worker_node_lost_mid_job(syn_catalog, tiny_ckpt, small_clean):
+def test_worker_node_lost_mid_job(syn_catalog, tiny_ckpt, small_clean, ray_head):
     temp = Path(tempfile.mkdtemp(prefix="s2o-mn-", dir="/tmp"))
-    env = token_env()
-    head = first = second = None
+    # the head's token; the worker nodes in Ray's default temp dir, as on a machine of their own
+    env = {k: v for k, v in ray_head["env"].items() if k != "RAY_TMPDIR"}
+    url, gcs = ray_head["url"], ray_head["gcs_port"]
+    first = second = None
     try:
-        head, url, gcs = start_head(temp, env)
         first = _worker(gcs, env, temp / "worker1.log")
         wait_for(
             "the worker node to register",
@@ -109,9 +110,8 @@ def test_worker_node_lost_mid_job(syn_catalog, tiny_ckpt, small_clean):
         assert sum(by_node.values()) == small_clean["blocks"], by_node
         assert_same_store(out, small_clean["out"])
     finally:
-        for node in (first, second):
-            if node is not None:
-                stop_node(node, signal.SIGKILL)
-        if head is not None:
-            stop_node(head)
+        if first is not None:
+            stop_node(first, signal.SIGKILL)  # lost above (or now, if the job failed first)
+        if second is not None:  # out of the head's cluster: the session's next jobs use it
+            leave_cluster(second, url, env, RESOURCE)
         shutil.rmtree(temp, ignore_errors=True)

@@ -1,50 +1,21 @@
-"""One token-auth Ray head (`ray start --head`) for the module: `ray job submit -- python
-jobs/infer_region.py` gives the same mosaic; the Jobs API refuses requests without the token;
-a job started without RAY_ADDRESS does not join this head, though `ray.init()` would."""
+"""The session's token-auth Ray head (`ray start --head`, ``ray_head``): `ray job submit --
+python jobs/infer_region.py` gives the same mosaic; the Jobs API refuses requests without the
+token; a job started without RAY_ADDRESS does not join this head, though `ray.init()` would."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from tests.helpers.jobs import REPO, assert_same_store, small_infer_args
-from tests.helpers.ray_cluster import auth_headers, start_head, stop_node, submit_cmd, token_env
+from tests.helpers.ray_cluster import auth_headers, submit_cmd
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def ray_head():
-    """A real Ray head (GCS, raylet, dashboard, Jobs API) on 127.0.0.1 with a token of its own,
-    stopped afterwards. Its temp dir is this environment's Ray temp dir (RAY_TMPDIR), so a bare
-    `ray.init()` in ``env`` finds it as "the cluster on this machine", like any `ray start`."""
-    root = Path(tempfile.mkdtemp(prefix="s2o-head-", dir="/tmp"))
-    env = token_env() | {"RAY_TMPDIR": str(root)}
-    temp = root / "ray"  # Ray's default temp dir under RAY_TMPDIR: holds ray_current_cluster
-    temp.mkdir()
-    proc = None
-    try:
-        proc, url, gcs = start_head(temp, env)
-        # where `ray start` tells this machine its cluster is (host: the node's own IP); it
-        # writes that file once the node is up, a moment after the dashboard answers
-        found, deadline = temp / "ray_current_cluster", time.time() + 300
-        while not found.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        address = found.read_text().strip()
-        assert address.endswith(f":{gcs}"), address
-        yield {"url": url, "env": env, "gcs": address, "temp": root}
-    finally:
-        if proc is not None:
-            stop_node(proc)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_job_submit_gives_the_same_mosaic(syn_catalog, tiny_ckpt, small_clean, ray_head):

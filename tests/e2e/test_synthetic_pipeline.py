@@ -10,7 +10,7 @@ import pytest
 import torch
 import xarray as xr
 
-from tests.helpers.jobs import run_job, syn_args
+from tests.helpers.jobs import SYN_EPOCHS
 
 pytestmark = pytest.mark.slow
 
@@ -42,18 +42,18 @@ def test_training_loss_fell_and_checkpoint_is_safe(syn_trained):
     from sar2opt.train.checkpoint import load_generator
 
     rows = list(csv.DictReader(open(syn_trained["train"] / "metrics.csv")))
-    assert len(rows) == 6
+    assert len(rows) == SYN_EPOCHS
     l1 = [float(r["g_l1"]) for r in rows]
     assert l1[-1] < 0.7 * l1[0], l1
     blob = torch.load(syn_trained["ckpt"] / "model.pt", weights_only=True)
     assert blob["meta"]["out_bands"] == ["B02", "B03", "B04", "B08"]
     gen, meta = load_generator(syn_trained["ckpt"])
-    assert meta["config"]["train"]["epochs"] == 6 and meta["git_sha"]
+    assert meta["config"]["train"]["epochs"] == SYN_EPOCHS and meta["git_sha"]
     assert gen(torch.zeros(1, 2, 64, 64)).shape == (1, 4, 64, 64)
 
 
 def test_infer_region_writes_a_georeferenced_mosaic_that_beats_the_baseline(
-    syn_catalog, syn_trained
+    syn_trained, syn_mosaic
 ):
     import rioxarray  # noqa: F401
 
@@ -61,18 +61,7 @@ def test_infer_region_writes_a_georeferenced_mosaic_that_beats_the_baseline(
     from sar2opt.evaluate.compare import compare_mosaic_to_cube
     from sar2opt.train.checkpoint import load_generator
 
-    out = syn_catalog["root"] / "mosaic.zarr"
-    r = run_job(
-        [
-            "jobs/infer_region.py",
-            *syn_args(syn_catalog["url"]),
-            "--checkpoint",
-            syn_trained["ckpt"],
-            "--out",
-            out,
-        ]
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = syn_mosaic["out"]
     mosaic = xr.open_zarr(out, consolidated=False)
     pred = mosaic["optical"]
     cube = xr.open_zarr(syn_trained["cube"])["cube"]

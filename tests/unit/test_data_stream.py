@@ -234,7 +234,9 @@ def test_train_feed_shuffles_each_epoch_and_serves_each_patch_once(
     from concurrent.futures import ThreadPoolExecutor
 
     path, _, idx = store
-    rows = idx[idx["split"] == "train"]
+    # every 4th train row (~220, all dates, across the cube): still several Ray blocks of 8-row
+    # reads per worker, a quarter of the read tasks of the whole split
+    rows = idx[idx["split"] == "train"].iloc[::4]
     want = read_patches(path, rows, sar_bands=SAR, opt_bands=OPT, aux={}, norm=NORM, patch_px=P)
     by_sar = {want["sar"][i].tobytes(): i for i in range(len(rows))}
     assert len(by_sar) == len(rows)
