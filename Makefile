@@ -14,7 +14,7 @@ TORCH   := 2.13.0
 #   make setup TORCH_FROM="--find-links /opt/wheels"
 TORCH_FROM ?= --extra-index-url https://download.pytorch.org/whl/cpu
 
-.PHONY: setup lock demo demo-real test test-fast lint format bench clean
+.PHONY: setup lock demo demo-real test test-heavy test-fast lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -47,7 +47,11 @@ demo-real: setup
 	$(BIN)/python jobs/demo.py --source real --src $(SHARED) --out $(OUT)/demo-real
 
 test: setup
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=15 -m "not heavy" tests
+
+# the slowest whole-job runs, which `make test` leaves out; CI (.ci/run) runs both
+test-heavy: setup
+	$(BIN)/python -m pytest -q --durations=10 -m heavy tests
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -11,7 +11,7 @@ import xarray as xr
 from tests.helpers.data import MULTIEARTH, requires_shared_data
 from tests.helpers.jobs import PLANTED_ENV, run_job
 
-pytestmark = [pytest.mark.slow, requires_shared_data]
+pytestmark = [pytest.mark.slow, pytest.mark.heavy, requires_shared_data]
 
 
 def test_demo_real_runs_end_to_end(tmp_path):

@@ -32,7 +32,7 @@ from tests.helpers.ray_cluster import (
     submit_cmd,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 RESOURCE = "s2o_infer_node"  # only worker nodes offer it: the actors can run nowhere else
 KILL_AFTER = 2  # blocks in the ledger

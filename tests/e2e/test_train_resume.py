@@ -18,7 +18,7 @@ import torch
 from tests.helpers.cubes import SMALL_BLOCKS, write_cube
 from tests.helpers.jobs import PY, REPO, kill_all_with_env, run_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 EPOCHS = 6
 
 

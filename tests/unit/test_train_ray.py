@@ -139,6 +139,7 @@ def _failure_decisions(ray) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_worker_killed_mid_epoch_then_early_stop(ray_local, tmp_path: Path) -> None:
     """SIGKILL a Ray Train worker once epoch 1's checkpoint is in (mid-run): Ray Train records
     the failure and restarts the worker group from the last checkpoint (max_failures=1), then
