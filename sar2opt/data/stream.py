@@ -27,9 +27,16 @@ input mostly the target itself: a model fed only that learns to copy. ``CloudMas
 real clouds on them: a seeded share of patches gets, on top of its own cloud mask, the cloud
 mask of the same window at another date of the cube (real cloud shapes and sizes of the
 place, or a whole date without S2); the loss counts every clear target pixel, so the hidden
-ones teach the fill. Each patch's draw depends only on the seed and its (time, row, col),
-the same in every epoch and however the rows are batched or cached. ``norm`` is :func:`norm_stats`'s
-dict, computed once over the train split and stored with the checkpoint.
+ones teach the fill. A cube whose dates are (almost) all clear has no such mask: its patches
+get real cloudy windows of the other training cubes (``lend_cloud_windows``: masks are just
+shapes of the patch size), or synthetic shapes (``cloud_shapes``) when no cube has clouds.
+Each patch's draw depends only on the seed and its (cube, time, row, col), the same in every
+epoch and however the rows are batched or cached. ``norm`` is :func:`norm_stats`'s dict,
+computed once over the train split (of every cube) and stored with the checkpoint.
+
+Several cubes: the index rows name their cube in column ``cube`` (position in the tuple of
+cube paths the readers take; absent = one cube), and each patch is read from its cube
+(``CubeSource``: its store and its own band order).
 
 Data tasks ask for a fraction of a CPU (``num_cpus``): Train workers hold whole CPUs, and on
 a small machine whole-CPU read tasks would never be scheduled.
