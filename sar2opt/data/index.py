@@ -31,7 +31,10 @@ be missing anywhere: its cloud mask says so, and the model is trained to fill th
 Sizes. ``patches.patch_px`` left unset derives patch, block, gap and stride from the grid
 (:func:`resolve_patches`: the largest patch of ``AUTO_PATCH_PX`` giving ~10 blocks or more),
 so a 120 px real scene trains with the defaults; sizes set explicitly that leave no train, val
-or test block stop with one line naming the values to set.
+or test block stop with one line naming the values to set. Several cubes trained together
+(:func:`resolve_patches_common`) share one patch size, each cube cut into its own blocks;
+:func:`split_blocks` lists the block ids of each split, which checkpoints record so that
+evaluation scores each cube on its own held-out blocks (:func:`block_pixels`).
 
 :func:`index_hash` fingerprints an index (stored in checkpoints, so a run says which patches
 it saw); :func:`split_counts` counts patches per split.

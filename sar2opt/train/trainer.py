@@ -8,6 +8,12 @@ calibrated on the validation split (``calibrate``: stated spread -> expected |er
 is scored on the held-out test patches next to the constant train-mean colour and a ridge fit
 from the SAR (``sar2opt.evaluate.holdout``), so the model's number never stands alone. The
 workers get the run as one typed ``loop.WorkerConfig``.
+
+Several cubes (``train_model([a, b, ...])``, ``jobs/train.py --cube a --cube b``): one model
+on the patches of all of them, on the optical bands they share; each cube is split into
+train / val / test by its own blocks (one patch size for all), the statistics are pooled over
+their train splits, a cloud-free cube borrows the others' real clouds, and the checkpoint
+records every cube (``meta["cubes"]``: ``evaluate.holdout.cube_record``).
 """
 
 from __future__ import annotations
