@@ -5,10 +5,12 @@ train.py -> infer_region.py -> scores beside a baseline -> PNG. Each stage is th
 user would submit; this script only wires them together and prints where outputs are.
 
 ``--source real`` (``make demo-real``) runs the default real recipe
-(``jobs/configs/real.yaml``) on each real set of ../shared/data: ingest through ``sar2opt
-catalog``, build_cube.py, train.py, evaluate.py (3 seeds, real cloud masks laid on clear
-dates, scored under them only), and prints every set's scores beside the baselines; then
-infer_region.py writes the monthly mosaic of one set.
+(``jobs/configs/real.yaml``) on the real sets of ../shared/data: each set is ingested through
+``sar2opt catalog`` and made into a cube by build_cube.py; ONE model is trained by train.py on
+all three cubes together (each split by its own blocks; the optical bands they share); then
+evaluate.py scores it on each cube's held-out blocks (3 seeds, real cloud masks laid on clear
+dates, scored under them only), and the scores of every set are printed beside the
+baselines; infer_region.py writes the monthly mosaic of one set.
 """
 
 from __future__ import annotations
@@ -95,32 +97,22 @@ REAL_SETS = (
     ),
     # Punjab cropland, June and August/September; bright fields read as cloud at the
     # default, and S1/S2 are 21 days apart in September. Only September has a prior (June),
-    # so half the patches go; split seed 1 leaves val and test blocks with patches in them.
+    # so half the patches go; no cloudy date: training lays other sets' real clouds on it.
     RealSet(
         "ssl4eo",
         "ssl4eo_sample",
         "2020-06-01",
         "2020-09-30",
-        (
-            "cube.cloud_brightness=0.2",
-            "cube.max_dt_days=22",
-            "cube.prior_days=120",
-            "patches.split_seed=1",
-        ),
+        ("cube.cloud_brightness=0.2", "cube.max_dt_days=22", "cube.prior_days=120"),
     ),
-    # Pará, 4 S1 dates of one 2 km patch, S2 without NIR; a prior only for the last two
-    # dates and thin haze: 90 % clear patches, split seed 5 leaves val and test patches
+    # Pará, 4 S1 dates of one 2 km patch, S2 without NIR (so the joint model predicts the
+    # visible bands only); a prior only for the last two dates and thin haze
     RealSet(
         "multiearth",
         "multiearth_sample",
         "2019-05-20",
         "2019-07-10",
-        (
-            "catalog.opt_bands=[B02, B03, B04]",
-            "cube.prior_days=30",
-            "patches.min_clear_frac=0.9",
-            "patches.split_seed=5",
-        ),
+        ("catalog.opt_bands=[B02, B03, B04]", "cube.prior_days=30"),
     ),
 )
 REAL_CONFIG = "jobs/configs/real.yaml"
@@ -148,7 +140,8 @@ def _ingest(rs: RealSet, src: Path, out: Path) -> list[dict]:
 
 
 def _real(args: argparse.Namespace, out: Path) -> int:
-    """Every real set through ingest -> cube -> train -> evaluate; one table at the end."""
+    """Every real set through ingest -> cube; one model trained on all the cubes; each cube
+    evaluated with it; one table at the end."""
     from sar2opt.catalog.server import CatalogServer
     from sar2opt.errors import Sar2OptError
 
@@ -158,46 +151,65 @@ def _real(args: argparse.Namespace, out: Path) -> int:
         raise Sar2OptError(f"--src {shared}: lacks {', '.join(missing)} (the real samples)")
     sets_ = [x for s in args.set for x in ("--set", s)]
     t0 = time.time()
-    table: dict[str, dict] = {}
+    cubes: dict[str, Path] = {}
     for rs in REAL_SETS:
         d = out / rs.name
         print(f"\n##### {rs.name}: {shared / rs.folder}", flush=True)
         items = _ingest(rs, shared / rs.folder, d / "catalog")
         print(f"    {len(items)} STAC items", flush=True)
-        aoi = d / "catalog" / "aoi.geojson"
-        if rs.name == "multiearth":
-            aoi = REPO / "examples/aoi/multiearth_sample.geojson"
-        own = [x for s in rs.cube_sets for x in ("--set", s)]
-        cube, train = d / "cube.zarr", d / "train"
         with CatalogServer(d / "catalog") as server:
-            dates = ["--aoi", str(aoi), "--start", rs.start, "--end", rs.end]
-            common = ["--config", REAL_CONFIG, "--stac-url", server.url, *own, *sets_]
-            _run("build_cube", ["jobs/build_cube.py", *dates, "--out", str(cube), *common])
+            common = ["--config", REAL_CONFIG, "--stac-url", server.url, *_own(rs), *sets_]
             _run(
-                "train",
-                ["jobs/train.py", "--cube", str(cube), "--out", str(train)]
-                + ["--config", REAL_CONFIG, *own, *sets_],
+                "build_cube",
+                ["jobs/build_cube.py", *_dates(rs, d), "--out", str(d / "cube.zarr"), *common],
             )
-            ckpt = train / "checkpoint"
-            _run(
-                "evaluate",
-                ["jobs/evaluate.py", "--cube", str(cube), "--checkpoint", str(ckpt)]
-                + ["--out", str(d / "eval")],
-            )
-            if rs.name == REAL_MOSAIC:
-                monthly = d / "monthly.zarr"
+        cubes[rs.name] = d / "cube.zarr"
+    train = out / "train"
+    print(f"\n##### one model on {', '.join(cubes)}", flush=True)
+    _run(
+        "train",
+        ["jobs/train.py", *(x for c in cubes.values() for x in ("--cube", str(c)))]
+        + ["--out", str(train), "--config", REAL_CONFIG, *sets_],
+    )
+    ckpt = train / "checkpoint"
+    table: dict[str, dict] = {}
+    for rs in REAL_SETS:
+        d = out / rs.name
+        print(f"\n##### {rs.name}: evaluate", flush=True)
+        _run(
+            "evaluate",
+            ["jobs/evaluate.py", "--cube", str(cubes[rs.name]), "--checkpoint", str(ckpt)]
+            + ["--out", str(d / "eval")],
+        )
+        if rs.name == REAL_MOSAIC:
+            monthly = d / "monthly.zarr"
+            with CatalogServer(d / "catalog") as server:
                 _run(
                     "infer_region --period 1M",
-                    ["jobs/infer_region.py", *dates, "--checkpoint", str(ckpt)]
-                    + ["--out", str(monthly), "--period", "1M", *common]
+                    ["jobs/infer_region.py", *_dates(rs, d), "--checkpoint", str(ckpt)]
+                    + ["--out", str(monthly), "--period", "1M", "--config", REAL_CONFIG]
+                    + ["--stac-url", server.url, *_own(rs), *sets_]
                     + ["--set", f"infer.composite_max_dt_days={COMPOSITE_DAYS}"],
                 )
-                _show_periods(monthly)
+            _show_periods(monthly)
         table[rs.name] = json.loads((d / "eval" / "scores.json").read_text())
     print(_real_table(table))
     (out / "scores.json").write_text(json.dumps(table, indent=1))
     print(f"\n=== done in {time.time() - t0:.0f} s; reports: {out}/<set>/eval/report.html")
     return 0
+
+
+def _own(rs: RealSet) -> list[str]:
+    """The set's own cube settings as --set arguments."""
+    return [x for s in rs.cube_sets for x in ("--set", s)]
+
+
+def _dates(rs: RealSet, d: Path) -> list[str]:
+    """--aoi/--start/--end of a set (its ingest's AOI; MultiEarth's shipped one)."""
+    aoi = d / "catalog" / "aoi.geojson"
+    if rs.name == "multiearth":
+        aoi = REPO / "examples/aoi/multiearth_sample.geojson"
+    return ["--aoi", str(aoi), "--start", rs.start, "--end", rs.end]
 
 
 def _real_table(table: dict[str, dict]) -> str:

@@ -171,6 +171,7 @@ def _checkpoint(args: argparse.Namespace, scene, meta: dict) -> tuple[dict, obje
     from sar2opt.config import PatchSpec, config_from_dict
     from sar2opt.data.index import split_pixels
     from sar2opt.data.inputs import input_keys
+    from sar2opt.evaluate.holdout import held_out_pixels
     from sar2opt.evaluate.protocol import predictor_method
     from sar2opt.infer.predictor import TilePredictor, checkpoint_input_set
 
@@ -188,8 +189,9 @@ def _checkpoint(args: argparse.Namespace, scene, meta: dict) -> tuple[dict, obje
     # The blocks the checkpoint's patch index kept out of training (same cube, same split).
     split = "test" if pspec.test_frac > 0 else "val"
     try:
-        allowed = split_pixels(h, w, pspec, split)
-    except Sar2OptError as e:
+        held = held_out_pixels(meta, args.cube, h, w, split)  # its record of this cube
+        allowed = split_pixels(h, w, pspec, split) if held is None else held.pixels
+    except (Sar2OptError, ValueError) as e:
         raise EvaluateError(f"cannot rebuild the checkpoint's split on this cube: {e}") from None
     if not allowed.any():
         raise EvaluateError(f"the checkpoint's patch index has no {split} block on this cube")
@@ -197,10 +199,15 @@ def _checkpoint(args: argparse.Namespace, scene, meta: dict) -> tuple[dict, obje
         f"checkpoint {meta['model'].get('generator', '?')} {input_set} "
         f"(epoch {meta.get('epoch', '?')})"
     )
-    note = (
+    where = (
         f"Scored only inside the {split} blocks of the checkpoint's patch "
         f"index ({int(allowed.sum())} px; patches.block_px {pspec.block_px}, split_seed "
-        f"{pspec.split_seed}), which it never trained on, so its score is honest (every "
+        f"{pspec.split_seed}), which it never trained on"
+    )
+    if held is not None:
+        where = held.note[:1].upper() + held.note[1:]
+    note = (
+        f"{where}, so its score is honest (every "
         "method is scored on the same pixels). The checkpoint reads "
         f"{' + '.join(input_keys(input_set))} (input set {input_set}) through the inference "
         f"predictor with {flips} test-time flip(s), the mean of its hypotheses as its "
@@ -340,11 +347,13 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, OSError) as e:
         raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
     if args.checkpoint is not None:
+        from sar2opt.evaluate.holdout import meta_for_cube
         from sar2opt.infer.predictor import checkpoint_input_set, load_models
         from sar2opt.train.checkpoint import load_meta
 
         load_models([args.checkpoint])  # the inference checks: input set, norm, cube rules
-        meta = load_meta(args.checkpoint)
+        # a checkpoint of several cubes reads this one by its own build rule (cube_spec)
+        meta = meta_for_cube(load_meta(args.checkpoint), args.cube)
         input_set = checkpoint_input_set(meta)
         aux = checkpoint_inputs(meta, cube_bands, attrs)
     try:

@@ -2,6 +2,12 @@
 
     python jobs/train.py --cube out/cube.zarr --out out/train [--config cfg.yaml]
         [--storage s3://bucket/runs] [--set train.epochs=3 --set train.num_workers=2 ...]
+    python jobs/train.py --cube a/cube.zarr --cube b/cube.zarr ... --out out/train
+
+Several ``--cube``: one model on the patches of all of them, each cube split into train /
+val / test by its own blocks, the normalisation pooled over their train splits; the
+checkpoint records each cube's held-out blocks, so ``jobs/evaluate.py --cube B`` scores B
+where the model never trained.
 
 Connects to the Ray cluster named by RAY_ADDRESS, else starts a local one. The run's
 checkpoints, metrics.csv and TensorBoard events go to ``--storage`` (train.storage_path,
@@ -27,7 +33,14 @@ from sar2opt.runtime import init_ray
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cube", required=True, type=Path, help="Zarr cube from the cube stage")
+    ap.add_argument(
+        "--cube",
+        dest="cubes",
+        action="append",
+        required=True,
+        type=Path,
+        help="Zarr cube from the cube stage; repeat it to train one model on several cubes",
+    )
     jobkit.add_out_arg(ap, "output directory")
     jobkit.add_config_args(ap)
     ap.add_argument(
@@ -35,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="Ray Train storage path, local or s3:// (= --set train.storage_path=...)",
     )
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.cube = args.cubes[0]  # the first (or only) cube
+    return args
 
 
 @jobkit.entry
@@ -48,8 +63,9 @@ def main(args: argparse.Namespace) -> int:
     if storage and "://" not in storage:  # a local storage path is an output too
         train = replace(cfg.train, storage_path=str(resolve_output(storage)))
         cfg = replace(cfg, train=train)
-    if not args.cube.exists():
-        raise Sar2OptError(f"cube not found: {args.cube}")
+    for cube in args.cubes:
+        if not cube.exists():
+            raise Sar2OptError(f"cube not found: {cube}")
     claim_folder(out, "train")
 
     from sar2opt.train.trainer import train_model
@@ -59,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     # RAY_ADDRESS set -> that cluster; otherwise a private local one, with the dashboard's
     # State API that Ray Train's placement-group cleaner polls (without it, it warns each second)
     init_ray(include_dashboard=None)
-    print(train_model(args.cube, out, cfg))
+    print(train_model(args.cubes[0] if len(args.cubes) == 1 else args.cubes, out, cfg))
     return 0
 
 

@@ -3,6 +3,9 @@
 QA60 cannot be trusted (it is all zeros on the real MultiEarth images with obvious clouds),
 so the flag is a pixel test: clouds are bright AND white across the visible bands, shadows
 are very dark. Thresholds come from ``CubeSpec`` and were checked on the real sample.
+Where the stack carries a cloud probability band (``CLP``, s2cloudless 0-100, as BioMassters
+ships it), that band is the cloud test (``CLP > CLP_CLOUD_PCT``) instead of brightness and
+whiteness: snow is as bright and white as cloud, and the probability does not flag it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 from sar2opt.ops import dilate
 
 VISIBLE = ("B02", "B03", "B04")
+CLP_BAND = "CLP"  # cloud probability, percent (catalog.ingest.CLP_BAND)
+CLP_CLOUD_PCT = 50.0  # cloud where CLP is above this (the ingest's eo:cloud_cover rule)
 
 
 def cloud_shadow_mask(
@@ -30,7 +35,10 @@ def cloud_shadow_mask(
 
     ``opt`` is reflectance (..., band, y, x). Brightness is the mean of B02/B03/B04;
     whiteness is min/max over them (1 = grey/white, soil and vegetation are coloured).
+    With a ``CLP`` band among ``bands`` (cloud probability in percent, not reflectance) the
+    cloud test is ``CLP > CLP_CLOUD_PCT`` (module doc); shadow and no-data stay as they are.
     """
+    clp = list(bands).index(CLP_BAND) if CLP_BAND in bands else None
     idx = [list(bands).index(b) for b in VISIBLE if b in bands]
     if len(idx) < 2:
         raise ValueError(f"cloud test needs at least two of {VISIBLE}, got {list(bands)}")
@@ -48,9 +56,12 @@ def cloud_shadow_mask(
         for v in vis[2:]:
             total += v
         brightness = total / np.float32(len(vis))
-        lo, hi = reduce(np.minimum, vis), reduce(np.maximum, vis)
-        whiteness = lo / np.maximum(hi, 1e-6)
-        cloud = (brightness > cloud_brightness) & (whiteness > cloud_whiteness)
+        if clp is not None:
+            cloud = np.nan_to_num(img[clp], nan=0.0) > CLP_CLOUD_PCT
+        else:
+            lo, hi = reduce(np.minimum, vis), reduce(np.maximum, vis)
+            whiteness = lo / np.maximum(hi, 1e-6)
+            cloud = (brightness > cloud_brightness) & (whiteness > cloud_whiteness)
         flagged[k] = cloud | (brightness < shadow_brightness)
     if dilate_px > 0:
         flagged = dilate(flagged, dilate_px)

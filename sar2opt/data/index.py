@@ -31,7 +31,10 @@ be missing anywhere: its cloud mask says so, and the model is trained to fill th
 Sizes. ``patches.patch_px`` left unset derives patch, block, gap and stride from the grid
 (:func:`resolve_patches`: the largest patch of ``AUTO_PATCH_PX`` giving ~10 blocks or more),
 so a 120 px real scene trains with the defaults; sizes set explicitly that leave no train, val
-or test block stop with one line naming the values to set.
+or test block stop with one line naming the values to set. Several cubes trained together
+(:func:`resolve_patches_common`) share one patch size, each cube cut into its own blocks;
+:func:`split_blocks` lists the block ids of each split, which checkpoints record so that
+evaluation scores each cube on its own held-out blocks (:func:`block_pixels`).
 
 :func:`index_hash` fingerprints an index (stored in checkpoints, so a run says which patches
 it saw); :func:`split_counts` counts patches per split.
@@ -94,12 +97,15 @@ def _split_sizes(n: int, spec: PatchSpec) -> tuple[int, int, int]:
     return n_test, n_val, n - n_test - n_val
 
 
-def _auto_layout(height: int, width: int, spec: PatchSpec) -> tuple[int, int, int, int] | None:
-    """The largest auto layout with >= MIN_AUTO_BLOCKS blocks, else the one with the most
-    blocks that still gives train, val and test a block each; None when none does. A
-    block_px / gap_px / stride_px the user set is kept in every layout."""
+def _auto_layout(
+    height: int, width: int, spec: PatchSpec, choices: Sequence[int] = AUTO_PATCH_PX
+) -> tuple[int, int, int, int] | None:
+    """The largest auto layout (patch sizes from ``choices``) with >= MIN_AUTO_BLOCKS
+    blocks, else the one with the most blocks that still gives train, val and test a block
+    each; None when none does. A block_px / gap_px / stride_px the user set is kept in every
+    layout."""
     best: tuple[int, tuple[int, int, int, int]] | None = None
-    for p in AUTO_PATCH_PX:
+    for p in choices:
         for lp, lb, lg, ls in _layouts(p):
             b = spec.block_px if spec.block_px is not None else lb
             g = spec.gap_px if spec.gap_px is not None else lg
@@ -140,6 +146,51 @@ def resolve_patches(spec: PatchSpec, height: int, width: int) -> PatchSpec:
         "%d blocks", height, width, p, b, g, s, usable_blocks(height, width, p, b),
     )  # fmt: skip
     return dataclasses.replace(spec, patch_px=p, block_px=b, gap_px=g, stride_px=s)
+
+
+def resolve_patches_common(spec: PatchSpec, shapes: Sequence[tuple[int, int]]) -> list[PatchSpec]:
+    """``spec`` resolved for each (height, width) grid with ONE patch size, so the patches
+    of several cubes batch together (multi-cube training).
+
+    ``patch_px`` set: every grid uses it. Unset: each grid derives its layout
+    (``resolve_patches``); when they differ, the smallest derived patch is used on every
+    grid, each grid taking its best layout at that size (more, smaller blocks on a larger
+    grid). A grid that cannot split at that size stops with one line saying what to set.
+    """
+    specs = [resolve_patches(spec, h, w) for h, w in shapes]
+    sizes = sorted({int(s.patch_px) for s in specs})
+    if len(sizes) <= 1 or spec.patch_px is not None:
+        return specs
+    p = sizes[0]
+    out = []
+    for (h, w), s in zip(shapes, specs, strict=True):
+        if s.patch_px == p:
+            out.append(s)
+            continue
+        layout = _auto_layout(h, w, spec, choices=(p,))
+        if layout is None:
+            raise PatchError(
+                f"the cubes derive patch sizes {sizes} px and a {h}x{w} px grid cannot split "
+                f"into train, val and test at {p} px: set patches.patch_px (one of {sizes})"
+            )
+        lp, b, g, st = layout
+        out.append(dataclasses.replace(spec, patch_px=lp, block_px=b, gap_px=g, stride_px=st))
+    return out
+
+
+def split_blocks(height: int, width: int, spec: PatchSpec) -> dict[str, list[int]]:
+    """Block ids (``block_row * n_block_cols + block_col``, as the index's ``block``) of
+    each split: what a checkpoint records so evaluation scores only its held-out blocks."""
+    labels = assign_blocks(height, width, spec).ravel()
+    return {s: np.flatnonzero(labels == i).tolist() for i, s in enumerate(SPLITS)}
+
+
+def block_pixels(height: int, width: int, block_px: int, blocks: Sequence[int]) -> np.ndarray:
+    """(height, width) bool: the pixels of the given blocks (ids as in :func:`split_blocks`)."""
+    nby, nbx = -(-height // block_px), -(-width // block_px)
+    sel = np.zeros(nby * nbx, dtype=bool)
+    sel[np.asarray(list(blocks), dtype=np.int64)] = True
+    return sel.reshape(nby, nbx).repeat(block_px, 0).repeat(block_px, 1)[:height, :width]
 
 
 def _suggest(height: int, width: int, spec: PatchSpec) -> str:

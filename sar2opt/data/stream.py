@@ -27,9 +27,16 @@ input mostly the target itself: a model fed only that learns to copy. ``CloudMas
 real clouds on them: a seeded share of patches gets, on top of its own cloud mask, the cloud
 mask of the same window at another date of the cube (real cloud shapes and sizes of the
 place, or a whole date without S2); the loss counts every clear target pixel, so the hidden
-ones teach the fill. Each patch's draw depends only on the seed and its (time, row, col),
-the same in every epoch and however the rows are batched or cached. ``norm`` is :func:`norm_stats`'s
-dict, computed once over the train split and stored with the checkpoint.
+ones teach the fill. A cube whose dates are (almost) all clear has no such mask: its patches
+get real cloudy windows of the other training cubes (``lend_cloud_windows``: masks are just
+shapes of the patch size), or synthetic shapes (``cloud_shapes``) when no cube has clouds.
+Each patch's draw depends only on the seed and its (cube, time, row, col), the same in every
+epoch and however the rows are batched or cached. ``norm`` is :func:`norm_stats`'s dict,
+computed once over the train split (of every cube) and stored with the checkpoint.
+
+Several cubes: the index rows name their cube in column ``cube`` (position in the tuple of
+cube paths the readers take; absent = one cube), and each patch is read from its cube
+(``CubeSource``: its store and its own band order).
 
 Data tasks ask for a fraction of a CPU (``num_cpus``): Train workers hold whole CPUs, and on
 a small machine whole-CPU read tasks would never be scheduled.
@@ -50,6 +57,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from sar2opt.data.cloud_shapes import synthetic_cloud_mask
 from sar2opt.data.inputs import MASK_CH, normalise_input
 from sar2opt.data.normalise import MIN_STD
 from sar2opt.data.patches import CLEAR_BAND, PatchError
@@ -135,19 +143,83 @@ def _split_raw(raw: np.ndarray, n_sar: int, n_opt: int, aux: Mapping) -> dict[st
 
 
 @dataclass(frozen=True)
+class CubeSource:
+    """One cube a patch stream reads: its store, the store indices of the bands in reader
+    order (``_band_layout``) and its number of dates. A patch's index row names its cube
+    by position (column ``cube``; 0 when absent: one cube)."""
+
+    path: str
+    band_idx: tuple[int, ...]
+    n_time: int
+
+
+def cube_paths(cube_path: str | Path | Sequence[str | Path]) -> tuple[str, ...]:
+    """One cube path or several, as a tuple of strings (index column ``cube`` = position)."""
+    if isinstance(cube_path, (str, Path)):
+        return (str(cube_path),)
+    return tuple(str(c) for c in cube_path)
+
+
+def cube_sources(
+    cube_path: str | Path | Sequence[str | Path],
+    sar_bands: Sequence[str],
+    opt_bands: Sequence[str],
+    aux: Mapping,
+) -> tuple[CubeSource, ...]:
+    """A ``CubeSource`` per cube: every cube must have the bands (each in its own order)."""
+    out = []
+    for path in cube_paths(cube_path):
+        arr, have = _store_array(path)
+        try:
+            idx = _band_layout(have, sar_bands, opt_bands, aux)
+        except PatchError as e:
+            raise PatchError(f"{path}: {e}") from None
+        out.append(CubeSource(path, tuple(idx), int(arr.shape[0])))
+    return tuple(out)
+
+
+def row_cubes(rows: Mapping | pd.DataFrame) -> np.ndarray:
+    """Each index row's cube position (column ``cube``; all 0 without it)."""
+    if "cube" in rows:
+        return np.asarray(rows["cube"], dtype=np.int64)
+    return np.zeros(len(np.asarray(rows["time"])), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class CloudPlan:
+    """Per patch, where the cloud mask laid on it comes from (-1: not that source): a date
+    of its own cube (``date``), a cloudy window lent by another cube (``lent``: index into
+    ``CloudMasks.lent``), or a synthetic shape (``synthetic``: its seed)."""
+
+    date: np.ndarray
+    lent: np.ndarray
+    synthetic: np.ndarray
+
+    @property
+    def any(self) -> np.ndarray:
+        return (self.date >= 0) | (self.lent >= 0) | (self.synthetic >= 0)
+
+
+@dataclass(frozen=True)
 class CloudMasks:
     """Evidence hidden in training as inference meets it missing (module doc): with
-    probability ``rate`` a patch gets the cloud mask of its window at another date (uniform
-    over the cube's other dates) united with its own (cloud removal); with probability
+    probability ``rate`` a patch gets a cloud mask united with its own (cloud removal): the
+    mask of its window at another date of its cube (uniform over the cube's other dates);
+    for a cube in ``borrow`` (its train split has too few real clouds,
+    ``lend_cloud_windows``), a real cloudy window that another cube lends (``lent``:
+    (cube, time, row, col) windows of the patch size), or when no cube lends any, a
+    synthetic shape (``cloud_shapes.synthetic_cloud_mask``). With probability
     ``prior_gap_rate`` its prior is withheld (the band mean, as inference gives a pixel with
     no clear S2 within ``prior_days``: the index keeps only patches with a prior, so without
     gaps a model never sees one, and on the real BioMassters chip a net under a scene-fit
     reference went 3x wrong where April's prior is missing). Drawn from ``seed`` and the
-    patch's (time, row, col)."""
+    patch's (cube, time, row, col); cube 0 draws as a single cube always has."""
 
     seed: int = 0
     rate: float = 0.5
     prior_gap_rate: float = 0.0
+    borrow: tuple[int, ...] = ()
+    lent: tuple[tuple[int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.rate <= 1:
@@ -166,18 +238,89 @@ class CloudMasks:
             dtype=bool,
         )
 
+    def _key(self, k: int, t: int, r: int, c: int) -> list[int]:
+        return [self.seed, t, r, c] if k == 0 else [self.seed, t, r, c, 2, k]
+
+    def plan(
+        self, cube: np.ndarray, t: np.ndarray, r: np.ndarray, c: np.ndarray,
+        n_time: Sequence[int],
+    ) -> CloudPlan:  # fmt: skip
+        """Where each patch's laid mask comes from (``CloudPlan``); ``n_time``: dates per cube."""
+        n = len(t)
+        date, lent, synth = (np.full(n, -1, dtype=np.int64) for _ in range(3))
+        borrow = set(self.borrow)
+        for i, (k, tt, rr, cc) in enumerate(zip(cube, t, r, c, strict=True)):
+            k, tt = int(k), int(tt)
+            if k not in borrow and n_time[k] < 2:
+                continue  # no other date to take a mask from
+            rng = np.random.default_rng(self._key(k, tt, int(rr), int(cc)))
+            if rng.random() >= self.rate:
+                continue
+            if k not in borrow:
+                d = int(rng.integers(0, n_time[k] - 1))
+                date[i] = d + (d >= tt)  # any date but its own
+            elif self.lent:
+                lent[i] = int(rng.integers(0, len(self.lent)))
+            else:
+                synth[i] = int(rng.integers(0, 2**31))
+        return CloudPlan(date, lent, synth)
+
     def donors(self, t: np.ndarray, r: np.ndarray, c: np.ndarray, n_time: int) -> np.ndarray:
-        """Per patch (origins ``t``, ``r``, ``c``), the date whose cloud mask it gets; -1 for
-        none (its own mask only)."""
-        out = np.full(len(t), -1, dtype=np.int64)
-        if n_time < 2:
-            return out
-        for i, (tt, rr, cc) in enumerate(zip(t, r, c, strict=True)):
-            rng = np.random.default_rng([self.seed, int(tt), int(rr), int(cc)])
-            if rng.random() < self.rate:
-                d = int(rng.integers(0, n_time - 1))
-                out[i] = d + (d >= tt)  # any date but its own
-        return out
+        """Per patch of one cube (origins ``t``, ``r``, ``c``), the date whose cloud mask it
+        gets; -1 for none (its own mask only)."""
+        t = np.asarray(t)
+        return self.plan(np.zeros(len(t), dtype=np.int64), t, r, c, [n_time]).date
+
+
+#: A cube lends clouds (and needs none lent) when at least this share of its sampled train
+#: windows x dates has ``LEND_MIN_COVER`` or more of cloud; a lent window has cover within
+#: [LEND_MIN_COVER, LEND_MAX_COVER] (a whole date without S2 teaches nothing another cube's
+#: own date gaps do not); windows sampled per cube at most.
+MIN_CLOUDY_SHARE = 0.05
+LEND_MIN_COVER, LEND_MAX_COVER = 0.05, 0.9
+LEND_MAX_WINDOWS = 256
+
+
+def lend_cloud_windows(
+    sources: Sequence[CubeSource],
+    index: pd.DataFrame,
+    mask_pos: int,
+    patch_px: int,
+    *,
+    seed: int = 0,
+    max_windows: int = LEND_MAX_WINDOWS,
+) -> tuple[tuple[int, ...], tuple[tuple[int, int, int, int], ...], dict[int, float]]:
+    """Which cubes need clouds lent, the cloudy windows the others lend, and each cube's
+    share of cloudy windows x dates (module doc of ``CloudMasks``).
+
+    Samples up to ``max_windows`` train-patch windows of each cube (seeded) and reads its
+    cloud mask (reader position ``mask_pos``) at every date.
+    """
+    train = index[index["split"] == "train"]
+    cubes = row_cubes(train)
+    share: dict[int, float] = {}
+    windows: dict[int, list[tuple[int, int, int, int]]] = {}
+    for k, src in enumerate(sources):
+        pos = train.loc[cubes == k, ["row", "col"]].drop_duplicates().to_numpy(dtype=np.int64)
+        if len(pos) > max_windows:
+            pos = pos[np.sort(np.random.default_rng([seed, k]).permutation(len(pos))[:max_windows])]
+        arr, _ = _store_array(src.path)
+        got, n = [], 0
+        for tt in range(src.n_time):
+            tt_ = np.full(len(pos), tt, dtype=np.int64)
+            m = _read_windows(arr, [src.band_idx[mask_pos]], tt_, pos[:, 0], pos[:, 1], patch_px)
+            cover = (np.nan_to_num(m[:, 0], nan=1.0) > 0.5).mean(axis=(1, 2))
+            n += len(cover)
+            got += [
+                (k, tt, int(rr), int(cc), float(f))
+                for (rr, cc), f in zip(pos, cover, strict=True)
+                if f >= LEND_MIN_COVER
+            ]
+        share[k] = len(got) / max(n, 1)
+        windows[k] = [w[:4] for w in got if w[4] <= LEND_MAX_COVER]
+    borrow = tuple(k for k in range(len(sources)) if share[k] < MIN_CLOUDY_SHARE)
+    lent = tuple(w for k in range(len(sources)) if k not in borrow for w in windows[k])
+    return borrow, lent, share
 
 
 def lay_cloud_masks(cloudy: np.ndarray, donor_mask: np.ndarray, donors: np.ndarray) -> np.ndarray:
@@ -214,11 +357,36 @@ def _normalised(parts: dict[str, np.ndarray], norm: Mapping) -> dict[str, np.nda
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 
+def _laid_masks(
+    plan: CloudPlan, sources: Sequence[CubeSource], lent: Sequence[tuple[int, int, int, int]],
+    cube: np.ndarray, r: np.ndarray, c: np.ndarray, mask_pos: int, p: int,
+) -> np.ndarray:  # fmt: skip
+    """The masks ``plan`` lays, (n, 1, P, P) for its patches with one, in order."""
+    has = np.flatnonzero(plan.any)
+    out = np.zeros((len(has), 1, p, p), dtype=np.float32)
+    for j, i in enumerate(has):
+        if plan.synthetic[i] >= 0:
+            out[j, 0] = synthetic_cloud_mask(int(plan.synthetic[i]), p)
+    for k, src in enumerate(sources):
+        arr = None
+        own = has[(plan.date[has] >= 0) & (cube[has] == k)]
+        if own.size:
+            arr, _ = _store_array(src.path)
+            m = _read_windows(arr, [src.band_idx[mask_pos]], plan.date[own], r[own], c[own], p)
+            out[np.searchsorted(has, own)] = m
+        from_k = [i for i in has if plan.lent[i] >= 0 and lent[plan.lent[i]][0] == k]
+        if from_k:
+            arr = arr if arr is not None else _store_array(src.path)[0]
+            w = np.array([lent[plan.lent[i]] for i in from_k], dtype=np.int64)
+            m = _read_windows(arr, [src.band_idx[mask_pos]], w[:, 1], w[:, 2], w[:, 3], p)
+            out[np.searchsorted(has, from_k)] = m
+    return out
+
+
 def _read_batch(
     batch: Mapping[str, np.ndarray],
     *,
-    cube_path: str,
-    band_idx: list[int],
+    sources: Sequence[CubeSource],
     n_sar: int,
     n_opt: int,
     aux: Mapping,
@@ -226,19 +394,24 @@ def _read_batch(
     patch_px: int,
     cloud_masks: CloudMasks | None = None,
 ) -> dict[str, np.ndarray]:
-    """map_batches function: index rows (time, row, col) -> normalised patches, same order
-    (with ``cloud_masks``: synthetic clouds on the ``cloudy`` input)."""
-    arr, _ = _store_array(cube_path)
+    """map_batches function: index rows (time, row, col[, cube]) -> normalised patches, same
+    order, each read from its cube (with ``cloud_masks``: clouds laid on the ``cloudy`` input)."""
     t, r, c = (np.asarray(batch[k], dtype=np.int64) for k in ("time", "row", "col"))
-    raw = _read_windows(arr, band_idx, t, r, c, patch_px)
+    cube = row_cubes(batch)
+    width = len(sources[0].band_idx)
+    raw = np.empty((len(t), width, patch_px, patch_px), dtype=np.float32)
+    for k in np.unique(cube):
+        src, sel = sources[int(k)], cube == k
+        arr, _ = _store_array(src.path)
+        raw[sel] = _read_windows(arr, list(src.band_idx), t[sel], r[sel], c[sel], patch_px)
     parts = _split_raw(raw, n_sar, n_opt, aux)
     if cloud_masks is not None and "cloudy" in aux:
-        donors = cloud_masks.donors(t, r, c, int(arr.shape[0]))
-        sel = donors >= 0
-        if sel.any():
-            mask_band = band_idx[n_sar + n_opt + len(aux["cloudy"])]  # cloudy leads the aux
-            donor_mask = _read_windows(arr, [mask_band], donors[sel], r[sel], c[sel], patch_px)
-            parts["cloudy"] = lay_cloud_masks(parts["cloudy"], donor_mask, donors)
+        plan = cloud_masks.plan(cube, t, r, c, [s.n_time for s in sources])
+        if plan.any.any():
+            mask_pos = n_sar + n_opt + len(aux["cloudy"])  # cloudy leads the aux; mask last
+            laid = _laid_masks(plan, sources, cloud_masks.lent, cube, r, c, mask_pos, patch_px)
+            donors = np.where(plan.any, 0, -1)
+            parts["cloudy"] = lay_cloud_masks(parts["cloudy"], laid, donors)
     out = _normalised(parts, norm)
     if cloud_masks is not None and cloud_masks.prior_gap_rate > 0 and "prior" in out:
         gaps = cloud_masks.prior_gaps(t, r, c)
@@ -248,12 +421,12 @@ def _read_batch(
 
 def _locality_order(index: pd.DataFrame) -> np.ndarray:
     """Positions of ``index`` sorted by (time, block, row, col): neighbours read together."""
-    keys = [k for k in ("time", "block", "row", "col") if k in index.columns]
+    keys = [k for k in ("cube", "time", "block", "row", "col") if k in index.columns]
     return np.lexsort([index[k].to_numpy() for k in reversed(keys)])
 
 
 def read_patches(
-    cube_path: str | Path,
+    cube_path: str | Path | Sequence[str | Path],
     rows: pd.DataFrame,
     *,
     sar_bands: Sequence[str],
@@ -267,17 +440,18 @@ def read_patches(
 
     The pure reader behind :func:`patch_dataset`, usable without Ray. Without
     ``cloud_masks`` a patch is exactly the cube's (what inference reads for that window).
+    Several cubes: ``rows`` name theirs in column ``cube`` (position in ``cube_path``).
     """
     missing = [k for k in ("time", "row", "col") if k not in rows.columns]
     if missing:
         raise PatchError(f"index rows lack column(s) {missing}; use build_patch_index")
-    arr, have = _store_array(cube_path)
-    band_idx = _band_layout(have, sar_bands, opt_bands, aux)
+    sources = cube_sources(cube_path, sar_bands, opt_bands, aux)
     order = _locality_order(rows)
-    batch = {k: rows[k].to_numpy()[order] for k in ("time", "row", "col")}
+    keys = ("time", "row", "col", *(("cube",) if "cube" in rows.columns else ()))
+    batch = {k: rows[k].to_numpy()[order] for k in keys}
     got = _read_batch(
-        batch, cube_path=str(cube_path), band_idx=band_idx, n_sar=len(sar_bands),
-        n_opt=len(opt_bands), aux=aux, norm=norm, patch_px=patch_px, cloud_masks=cloud_masks,
+        batch, sources=sources, n_sar=len(sar_bands), n_opt=len(opt_bands), aux=aux,
+        norm=norm, patch_px=patch_px, cloud_masks=cloud_masks,
     )  # fmt: skip
     inv = np.empty_like(order)
     inv[order] = np.arange(len(order))
@@ -318,7 +492,7 @@ class _Moments:
 
 
 def norm_stats(
-    cube_path: str | Path,
+    cube_path: str | Path | Sequence[str | Path],
     index: pd.DataFrame,
     sar_bands: Sequence[str],
     opt_bands: Sequence[str],
@@ -335,6 +509,7 @@ def norm_stats(
     pixels. Keys: sar_mean, sar_std, opt_mean, opt_std (+ dem_mean, dem_std with a DEM). The
     prior has none of its own: it is optical reflectance and uses the opt statistics.
     ``patch_px`` defaults to ``index.attrs["patch_px"]`` (set by build_patch_index).
+    Several cubes (index column ``cube``): one pool of moments over every cube's train split.
     """
     train = index[index["split"] == "train"]
     if len(train) == 0:
@@ -343,23 +518,26 @@ def norm_stats(
         pick = np.random.default_rng(seed).choice(len(train), size=max_patches, replace=False)
         train = train.iloc[np.sort(pick)]
     train = train.iloc[_locality_order(train)]
-    arr, have = _store_array(cube_path)
-    band_idx = _band_layout(have, sar_bands, opt_bands, aux)
+    sources = cube_sources(cube_path, sar_bands, opt_bands, aux)
     p = int(patch_px or index.attrs.get("patch_px", 0))
     if p <= 0:
         raise PatchError("norm_stats needs patch_px (or an index from build_patch_index)")
     moments = {"sar": _Moments(len(sar_bands)), "opt": _Moments(len(opt_bands))}
     if "dem" in aux:
         moments["dem"] = _Moments(len(aux["dem"]))
-    t, r, c = (train[k].to_numpy(dtype=np.int64) for k in ("time", "row", "col"))
-    for i in range(0, len(train), STATS_BATCH):
-        sl = slice(i, i + STATS_BATCH)
-        raw = _read_windows(arr, band_idx, t[sl], r[sl], c[sl], p)
-        parts = _split_raw(raw, len(sar_bands), len(opt_bands), aux)
-        moments["sar"].add(parts["sar"])
-        moments["opt"].add(parts["opt"], parts["mask"])
-        if "dem" in moments:
-            moments["dem"].add(parts["dem"])
+    cubes = row_cubes(train)
+    for k, src in enumerate(sources):
+        arr, _ = _store_array(src.path)
+        mine = train[cubes == k]
+        t, r, c = (mine[key].to_numpy(dtype=np.int64) for key in ("time", "row", "col"))
+        for i in range(0, len(mine), STATS_BATCH):
+            sl = slice(i, i + STATS_BATCH)
+            raw = _read_windows(arr, list(src.band_idx), t[sl], r[sl], c[sl], p)
+            parts = _split_raw(raw, len(sar_bands), len(opt_bands), aux)
+            moments["sar"].add(parts["sar"])
+            moments["opt"].add(parts["opt"], parts["mask"])
+            if "dem" in moments:
+                moments["dem"].add(parts["dem"])
     out: dict[str, list[float]] = {}
     for k, m in moments.items():
         out[f"{k}_mean"], out[f"{k}_std"] = m.result(k)
@@ -382,7 +560,7 @@ def stream_order(index: pd.DataFrame, rows_per_read: int, shuffle_seed: int | No
 
 
 def patch_dataset(
-    cube_path: str | Path,
+    cube_path: str | Path | Sequence[str | Path],
     index: pd.DataFrame,
     *,
     sar_bands: Sequence[str],
@@ -406,6 +584,7 @@ def patch_dataset(
     in flight are capped by the free CPUs / ``num_cpus`` and by ``concurrency`` when given:
     memory depends on that cap and ``rows_per_read``, not on the index size.
     ``cloud_masks``: synthetic clouds on the ``cloudy`` input (cloud-removal training).
+    Several cubes: ``index`` names each row's in column ``cube`` (position in ``cube_path``).
     """
     import ray.data
 
@@ -413,10 +592,10 @@ def patch_dataset(
         raise PatchError("patch_dataset: the index has no rows (empty split?)")
     if rows_per_read <= 0:
         raise PatchError(f"rows_per_read must be positive, got {rows_per_read}")
-    _, have = _store_array(cube_path)
-    band_idx = _band_layout(have, sar_bands, opt_bands, aux)
+    sources = cube_sources(cube_path, sar_bands, opt_bands, aux)
     order = stream_order(index, rows_per_read, shuffle_seed)
-    rows = index[["time", "row", "col"]].iloc[order].reset_index(drop=True).astype(np.int64)
+    cols = ["time", "row", "col", *(["cube"] if "cube" in index.columns else [])]
+    rows = index[cols].iloc[order].reset_index(drop=True).astype(np.int64)
     step = rows_per_read * BATCHES_PER_BLOCK
     dfs = [rows.iloc[i : i + step] for i in range(0, len(rows), step)]
     ds = ray.data.from_pandas(dfs)
@@ -429,8 +608,7 @@ def patch_dataset(
         num_cpus=num_cpus,
         concurrency=concurrency,
         fn_kwargs={
-            "cube_path": str(cube_path),
-            "band_idx": band_idx,
+            "sources": sources,
             "n_sar": len(sar_bands),
             "n_opt": len(opt_bands),
             "aux": {k: list(v) for k, v in aux.items()},

@@ -5,9 +5,20 @@ validation split when there is none): the model next to the constant train-mean 
 for VV/VH models, the per-pixel ridge on SAR features (``baselines.fit_sar_ridge``) fitted
 on training patches; so the model's number never stands alone. Patches are read and scored
 chunk by chunk, with additive sums, so memory stays flat however large the split is.
+
+Which pixels a checkpoint never trained on: the training job records every cube it trained
+on (``cube_record``: the cube's identity, patch layout and the block ids of each split), so
+``held_out_pixels`` gives ``jobs/evaluate.py`` the test blocks of exactly the cube it scores,
+whichever of several training cubes that is; a cube the checkpoint never saw is held out
+everywhere, and says so.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +30,9 @@ from sar2opt.data.stream import read_patches
 from sar2opt.evaluate.baselines import fit_sar_ridge
 from sar2opt.evaluate.metrics import ssim_map
 
+#: The corner of one band read into a cube's identity (with its grid, shape and dates), so
+#: two cubes of the same grid and dates but other pixels differ.
+ID_WINDOW_PX = 64
 SCORE_CHUNK = 64  # test patches read and scored at a time
 RIDGE_MAX_PATCHES = 64  # training patches the ridge baseline is fitted on (pixels add up)
 MODEL, MEAN_COLOUR, RIDGE = "model", "baseline: train mean colour", "baseline: ridge on SAR"
@@ -145,3 +159,108 @@ def format_scores(scores: dict) -> str:
             f"{r['pixels']:9d}"
         )
     return "\n".join(lines)
+
+
+# --- which pixels a checkpoint never trained on ------------------------------------------
+
+
+def cube_identity(cube_path: str | Path) -> str:
+    """A content id of a cube store (16 hex): its grid, (time, y, x) shape, dates, bands and
+    the first date's first band over a ``ID_WINDOW_PX`` corner. The same cube moved or
+    rebuilt alike keeps it; another cube on the same grid and dates does not."""
+    import zarr
+
+    group = zarr.open_group(str(cube_path), mode="r")
+    arr = group["cube"]
+    attrs = dict(group.attrs)
+    head = {
+        "grid": attrs.get("grid"),
+        "shape": [int(arr.shape[0]), int(arr.shape[2]), int(arr.shape[3])],
+        "time": [str(v) for v in np.asarray(group["time"][...]).ravel()] if "time" in group else [],
+        "band": [str(b) for b in group["band"][...]],
+    }
+    corner = np.asarray(arr[0, 0, :ID_WINDOW_PX, :ID_WINDOW_PX], dtype=np.float32)
+    h = hashlib.sha256(json.dumps(head, sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(corner).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cube_record(cube_path: str | Path, shape: tuple[int, int, int], spec, attrs: dict) -> dict:
+    """What a checkpoint keeps of one training cube: ``id`` (:func:`cube_identity`),
+    ``path``, ``shape`` (time, y, x), ``grid``, ``patches`` (the resolved ``PatchSpec``),
+    ``blocks`` (block ids of the val and test splits) and ``cube_spec`` (its build rule)."""
+    from sar2opt.data.index import split_blocks
+
+    blocks = split_blocks(int(shape[1]), int(shape[2]), spec)
+    return {
+        "id": cube_identity(cube_path),
+        "path": str(Path(cube_path).resolve()),
+        "shape": [int(v) for v in shape],
+        "grid": attrs.get("grid"),
+        "patches": asdict(spec),
+        "blocks": {s: blocks[s] for s in ("val", "test")},
+        "cube_spec": dict(attrs.get("cube_spec") or {}),
+    }
+
+
+def trained_record(meta: dict, cube_path: str | Path) -> dict | None:
+    """The checkpoint's record of this cube (matched by :func:`cube_identity`), or None:
+    never trained on it, or a checkpoint older than the records."""
+    recs = meta.get("cubes") or []
+    if not recs:
+        return None
+    cid = cube_identity(cube_path)
+    return next((r for r in recs if r.get("id") == cid), None)
+
+
+def meta_for_cube(meta: dict, cube_path: str | Path) -> dict:
+    """``meta`` with ``cube_spec`` of the training cube ``cube_path`` is (a checkpoint
+    trained on several cubes made by different rules reads each cube by its own rule)."""
+    rec = trained_record(meta, cube_path)
+    if rec is None or not rec.get("cube_spec"):
+        return meta
+    return {**meta, "cube_spec": rec["cube_spec"]}
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The pixels of a cube a checkpoint never trained on, and why."""
+
+    pixels: np.ndarray  # (height, width) bool
+    split: str  # "test" / "val": the checkpoint's split there; "all": not trained here
+    trained_here: bool
+    note: str
+
+
+def held_out_pixels(
+    meta: dict, cube_path: str | Path, height: int, width: int, split: str = "test"
+) -> HeldOut | None:
+    """The ``split`` blocks (val when the cube had no test block) of the checkpoint's
+    record of ``cube_path``; every pixel ("not trained here") when the checkpoint records
+    its training cubes and this is none of them; None for a checkpoint without records
+    (rebuild its split from its config, as before)."""
+    from sar2opt.data.index import block_pixels
+
+    recs = meta.get("cubes") or []
+    if not recs:
+        return None
+    rec = trained_record(meta, cube_path)
+    if rec is None:
+        names = ", ".join(Path(r.get("path", "?")).parent.name or "?" for r in recs)
+        return HeldOut(
+            np.ones((height, width), dtype=bool), "all", False,
+            f"not trained here: the checkpoint trained on {len(recs)} other cube(s) ({names}), "
+            "so every block of this one counts as test",
+        )  # fmt: skip
+    if list(rec["shape"][1:]) != [height, width]:
+        raise ValueError(f"the cube is {height}x{width} px, the checkpoint's record {rec['shape']}")
+    if not rec["blocks"].get(split):
+        split = "val"
+    pixels = block_pixels(height, width, int(rec["patches"]["block_px"]), rec["blocks"][split])
+    p = rec["patches"]
+    return HeldOut(
+        pixels, split, True,
+        f"trained here: scored only inside the checkpoint's {len(rec['blocks'][split])} "
+        f"{split} block(s) of this cube ({int(pixels.sum())} px; block_px {p['block_px']}, "
+        f"split_seed {p['split_seed']}), which it never trained on",
+    )  # fmt: skip

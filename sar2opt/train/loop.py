@@ -177,7 +177,9 @@ class WorkerConfig:
     ({"prior": [...], "dem": [...]}); ``index_hash``: of the patch index; ``batch_size``:
     per worker; ``run_uri``: the run's storage directory (metrics.csv, TensorBoard);
     ``cube_spec``: the cube's own ``CubeSpec`` (its attrs), whose prior window and cloud test
-    inference repeats to read the prior the model was trained on.
+    inference repeats to read the prior the model was trained on (the first cube's, with
+    several); ``cubes``: per training cube its identity, patch layout and held-out blocks
+    (``evaluate.holdout.cube_record``), kept in every checkpoint.
     """
 
     config: Config
@@ -190,6 +192,7 @@ class WorkerConfig:
     batch_size: int
     run_uri: str
     cube_spec: dict = field(default_factory=dict)
+    cubes: tuple[dict, ...] = ()
 
 
 #: The key of the WorkerConfig in ``train_loop_config``: Ray records that as a run setting and
@@ -501,6 +504,7 @@ def save(wc: WorkerConfig, w: Worker, nets: Nets, progress: Progress, metrics: d
         "input_set": wc.config.model.input_set,
         "aux_bands": wc.aux_bands,
         "cube_spec": wc.cube_spec,
+        "cubes": list(wc.cubes),
         "config": config_to_dict(wc.config),
         "git_sha": wc.git_sha,
         "index_hash": wc.index_hash,

@@ -8,6 +8,12 @@ calibrated on the validation split (``calibrate``: stated spread -> expected |er
 is scored on the held-out test patches next to the constant train-mean colour and a ridge fit
 from the SAR (``sar2opt.evaluate.holdout``), so the model's number never stands alone. The
 workers get the run as one typed ``loop.WorkerConfig``.
+
+Several cubes (``train_model([a, b, ...])``, ``jobs/train.py --cube a --cube b``): one model
+on the patches of all of them, on the optical bands they share; each cube is split into
+train / val / test by its own blocks (one patch size for all), the statistics are pooled over
+their train splits, a cloud-free cube borrows the others' real clouds, and the checkpoint
+records every cube (``meta["cubes"]``: ``evaluate.holdout.cube_record``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import io
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,19 +34,27 @@ import xarray as xr
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from sar2opt.config import Config, config_to_dict
-from sar2opt.data.index import build_patch_index, index_hash, split_counts
+from sar2opt.config import Config, ModelSpec, config_to_dict
+from sar2opt.data.index import (
+    build_patch_index,
+    index_hash,
+    resolve_patches,
+    resolve_patches_common,
+    split_counts,
+)
 from sar2opt.data.inputs import uses_cloudy, uses_dem, uses_prior
 from sar2opt.data.patches import CLOUD_MASK_BAND, CLOUDY_PREFIX, DEM_BAND, PRIOR_PREFIX, PatchError
 from sar2opt.data.stream import (
     CloudMasks,
     cache_split,
+    cube_sources,
+    lend_cloud_windows,
     norm_stats,
     patch_bytes,
     patch_dataset,
 )
 from sar2opt.errors import Sar2OptError
-from sar2opt.evaluate.holdout import format_scores, score_checkpoint
+from sar2opt.evaluate.holdout import cube_record, format_scores, score_checkpoint
 from sar2opt.infer.calibration import format_decile_table
 from sar2opt.provenance import git_sha
 from sar2opt.train.calibrate import calibrate_checkpoint
@@ -85,25 +100,122 @@ def _open_cube(cube_path: str | Path) -> tuple[xr.DataArray, list[str], list[str
     return ds["cube"], list(ds.attrs["sar_bands"]), list(ds.attrs["opt_bands"]), dict(ds.attrs)
 
 
+def _of_bands(listed, attrs: dict, opt_bands: list[str]) -> list[str] | None:
+    """The cube's per-optical-band aux names (``listed``, in the order of its ``opt_bands``,
+    maybe a mask after them) for a subset ``opt_bands`` of its optical bands."""
+    if not listed:
+        return None
+    own = list(attrs.get("opt_bands") or [])
+    if own == list(opt_bands) or not set(opt_bands) <= set(own) or len(listed) < len(own):
+        return list(listed)
+    return [listed[own.index(b)] for b in opt_bands] + list(listed[len(own) :])
+
+
 def aux_bands(attrs: dict, opt_bands: list[str], input_set: str) -> dict[str, list[str]]:
-    """Cube bands of the input set's extra inputs, from the cube attrs or the default names."""
+    """Cube bands of the input set's extra inputs, from the cube attrs or the default names
+    (for ``opt_bands`` a subset of the cube's: those bands' prior / cloudy bands)."""
     out: dict[str, list[str]] = {}
     if uses_cloudy(input_set):
-        out["cloudy"] = list(
-            attrs.get("cloudy_bands") or [*(CLOUDY_PREFIX + b for b in opt_bands), CLOUD_MASK_BAND]
-        )
+        out["cloudy"] = _of_bands(attrs.get("cloudy_bands"), attrs, opt_bands) or [
+            *(CLOUDY_PREFIX + b for b in opt_bands), CLOUD_MASK_BAND
+        ]  # fmt: skip
     if uses_prior(input_set):
-        out["prior"] = list(attrs.get("prior_bands") or [PRIOR_PREFIX + b for b in opt_bands])
+        out["prior"] = _of_bands(attrs.get("prior_bands"), attrs, opt_bands) or [
+            PRIOR_PREFIX + b for b in opt_bands
+        ]
     if uses_dem(input_set):
         out["dem"] = [str(attrs.get("dem_band") or DEM_BAND)]
     return out
+
+
+def cube_name(path: str | Path) -> str:
+    """A cube's short name in messages: its folder for ``<set>/cube.zarr``, else its stem."""
+    p = Path(path)
+    return p.parent.name if p.stem == "cube" and p.parent.name else p.stem
+
+
+@dataclass(frozen=True)
+class Cubes:
+    """The training cubes, opened: paths (resolved), arrays, attrs, and the bands trained
+    on (SAR bands every cube shares; the optical bands all cubes have, in the first's order)."""
+
+    paths: tuple[str, ...]
+    arrays: tuple[xr.DataArray, ...]
+    attrs: tuple[dict, ...]
+    sar_bands: list[str]
+    opt_bands: list[str]
+    dropped: tuple[str, ...] = ()  # optical bands of the first cube another one lacks
+
+    @property
+    def path(self) -> str | tuple[str, ...]:
+        """What the readers take: one path, or the tuple (index column ``cube``)."""
+        return self.paths[0] if len(self.paths) == 1 else self.paths
+
+
+def open_cubes(cube_paths: Sequence[str | Path]) -> Cubes:
+    """Open every cube; refuse SAR bands that differ; keep the optical bands they share."""
+    paths = tuple(str(Path(p).resolve()) for p in cube_paths)
+    if not paths:
+        raise TrainError("no cube to train on")
+    if len(set(paths)) < len(paths):
+        raise TrainError("the same cube is given twice")
+    opened = [_open_cube(p) for p in paths]
+    sar = opened[0][1]
+    for p, (_, s, _, _) in zip(paths, opened, strict=True):
+        if s != sar:
+            raise TrainError(f"{p} has SAR bands {s}, {paths[0]} {sar}: train on one kind")
+    opt = [b for b in opened[0][2] if all(b in o[2] for o in opened)]
+    if not opt:
+        raise TrainError("the cubes share no optical band")
+    dropped = tuple(b for b in opened[0][2] if b not in opt)
+    return Cubes(paths, tuple(o[0] for o in opened), tuple(o[3] for o in opened), sar, opt, dropped)
+
+
+def index_cubes(cubes: Cubes, aux: dict, cfg) -> tuple[pd.DataFrame, list[dict]]:
+    """The patch index of every cube, each cut into blocks and splits by its own grid
+    (``resolve_patches_common``: one patch size), concatenated with column ``cube`` (its
+    position; no such column for one cube, whose index is as it always was), and each
+    cube's record for the checkpoint (``holdout.cube_record``)."""
+    shapes = [(a.sizes["y"], a.sizes["x"]) for a in cubes.arrays]
+    one = len(cubes.paths) == 1
+    specs = (
+        [resolve_patches(cfg.patches, *shapes[0])]
+        if one
+        else resolve_patches_common(cfg.patches, shapes)
+    )
+    parts, records = [], []
+    for k, (path, arr, attrs, spec) in enumerate(
+        zip(cubes.paths, cubes.arrays, cubes.attrs, specs, strict=True)
+    ):
+        try:
+            idx = build_patch_index(
+                arr, cubes.sar_bands, cubes.opt_bands, cfg.patches if one else spec,
+                input_set=cfg.model.input_set, dem_band=aux.get("dem", [DEM_BAND])[0],
+                prior_bands=aux.get("prior"), cloudy_bands=aux.get("cloudy"),
+            )  # fmt: skip
+        except PatchError as e:
+            raise (e if one else PatchError(f"{cube_name(path)}: {e}")) from None
+        shape = (arr.sizes["time"], arr.sizes["y"], arr.sizes["x"])
+        records.append(
+            {"name": cube_name(path), **cube_record(path, shape, spec, attrs),
+             "patches_per_split": split_counts(idx)}
+        )  # fmt: skip
+        if not one:
+            idx.insert(0, "cube", k)
+        parts.append(idx)
+    if one:
+        return parts[0], records
+    index = pd.concat(parts, ignore_index=True)
+    index.attrs.update({k: parts[0].attrs[k] for k in ("patch_px", "split_seed")})
+    index.attrs["cubes"] = [dict(p.attrs) for p in parts]
+    return index, records
 
 
 @dataclass(frozen=True)
 class TrainData:
     """The patch index and the streamed datasets the driver hands to Ray Train."""
 
-    cube_path: str
+    cube_path: str | tuple[str, ...]  # one cube, or several (index column ``cube``)
     index: pd.DataFrame  # sar2opt.data.index columns; split train / val / test
     datasets: dict  # "train", "val": ray.data.Dataset of normalised patches
     norm: dict  # {sar,opt[,dem]}_{mean,std} lists, from the training split
@@ -111,38 +223,74 @@ class TrainData:
     index_hash: str
     read_kw: dict  # sar_bands, opt_bands, aux, norm, patch_px[, cloud_masks]: read_patches
     cached_mb: float  # train + val held in the object store; 0 = streamed from the store
+    cubes: tuple[dict, ...] = ()  # per cube: holdout.cube_record + name, patches_per_split
+    clouds: str = ""  # where the clouds laid on cloud-removal patches come from (a line)
 
 
 def _sizes(index: pd.DataFrame, spec) -> str:
     """The patch layout trained on, and whether it was derived from the grid."""
-    a = index.attrs
     auto = " (auto: patches.patch_px unset)" if spec.patch_px is None else ""
-    return f"{a['patch_px']} px, blocks {a['block_px']} px, gap {a['gap_px']} px{auto}"
+    per = index.attrs.get("cubes") or [index.attrs]
+    blocks = "/".join(str(a["block_px"]) for a in per)
+    gaps = "/".join(str(a["gap_px"]) for a in per)
+    return f"{index.attrs['patch_px']} px, blocks {blocks} px, gap {gaps} px{auto}"
 
 
-def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, cfg) -> TrainData:
+def cloud_masks_for(
+    cubes: Cubes, index: pd.DataFrame, aux: dict, patch_px: int, seed: int
+) -> tuple[CloudMasks | None, str]:
+    """The clouds laid on training patches (``stream.CloudMasks``) and a line saying where
+    they come from: each cube's own other dates; for a cube whose train split has (almost)
+    no cloud, real cloudy windows of the other cubes, or synthetic shapes when none has."""
+    if "cloudy" not in aux and "prior" not in aux:
+        return None, ""
+    borrow: tuple[int, ...] = ()
+    lent: tuple = ()
+    line = ""
+    if "cloudy" in aux:
+        sources = cube_sources(cubes.path, cubes.sar_bands, cubes.opt_bands, aux)
+        mask_pos = len(cubes.sar_bands) + len(cubes.opt_bands) + len(aux["cloudy"])
+        borrow, lent, share = lend_cloud_windows(sources, index, mask_pos, patch_px, seed=seed)
+        how = []
+        for k, path in enumerate(cubes.paths):
+            where = (
+                "its own other dates"
+                if k not in borrow
+                else f"{len(lent)} cloudy windows of the other cube(s)"
+                if lent
+                else "synthetic cloud shapes (no cube has real clouds)"
+            )
+            how.append(f"{cube_name(path)} ({100 * share[k]:.0f} % cloudy): {where}")
+        line = "clouds laid on training patches: " + "; ".join(how)
+    masks = CloudMasks(
+        seed=seed,
+        rate=CLOUD_MASK_RATE if "cloudy" in aux else 0.0,
+        prior_gap_rate=PRIOR_GAP_RATE if "prior" in aux else 0.0,
+        borrow=borrow,
+        lent=lent,
+    )
+    return masks, line
+
+
+def prepare_data(cubes: Cubes, aux: dict, cfg) -> TrainData:
     """Index the cube's patches, compute the train-split statistics, build the datasets.
 
     Only the index (a few numbers per patch) is held here; the patches are read from the
     store in Ray Data read tasks of a quarter CPU: once, into the object store, when the train
     and val splits fit in ``CACHE_STORE_FRACTION`` of it (Ray running), else every epoch.
-    A cloud-removal input set reads every split with synthetic clouds (``CloudMasks``): the
+    A cloud-removal input set reads every split with laid clouds (``cloud_masks_for``): the
     model learns to fill, and validation and the test scores measure the fill, not a copy.
+    Several cubes: one index (column ``cube``), statistics pooled over their train splits.
     """
-    index = build_patch_index(
-        cube, sar_bands, opt_bands, cfg.patches, input_set=cfg.model.input_set,
-        dem_band=aux.get("dem", [DEM_BAND])[0], prior_bands=aux.get("prior"),
-        cloudy_bands=aux.get("cloudy"),
-    )  # fmt: skip
+    cube_path = cubes.path
+    sar_bands, opt_bands = cubes.sar_bands, cubes.opt_bands
+    index, records = index_cubes(cubes, aux, cfg)
     p = int(index.attrs["patch_px"])  # patches.patch_px, or derived from the grid when unset
     norm = norm_stats(cube_path, index, sar_bands, opt_bands, aux, seed=cfg.train.seed, patch_px=p)
     kw = {"sar_bands": sar_bands, "opt_bands": opt_bands, "aux": aux, "norm": norm, "patch_px": p}
-    if "cloudy" in aux or "prior" in aux:
-        kw["cloud_masks"] = CloudMasks(
-            seed=cfg.train.seed,
-            rate=CLOUD_MASK_RATE if "cloudy" in aux else 0.0,
-            prior_gap_rate=PRIOR_GAP_RATE if "prior" in aux else 0.0,
-        )
+    masks, clouds = cloud_masks_for(cubes, index, aux, p, cfg.train.seed)
+    if masks is not None:
+        kw["cloud_masks"] = masks
     # one log line per epoch is the job's progress: not Ray Data's plan of each epoch's stream
     ray.data.DataContext.get_current().print_on_execution_start = False
     datasets = {
@@ -166,7 +314,15 @@ def prepare_data(cube_path: str, cube: xr.DataArray, sar_bands, opt_bands, aux, 
         for s, ds in datasets.items():
             datasets[s] = cache_split(ds, cfg.train.seed if s == "train" else None)
         cached_mb = n_rows * row_bytes / 1e6
-    return TrainData(cube_path, index, datasets, norm, counts, index_hash(index), kw, cached_mb)
+    return TrainData(
+        cube_path, index, datasets, norm, counts, index_hash(index), kw, cached_mb,
+        tuple(records), clouds,
+    )  # fmt: skip
+
+
+def cube_path_list(cube_path: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    """One cube path or several, as a list."""
+    return [cube_path] if isinstance(cube_path, (str, Path)) else list(cube_path)
 
 
 # --- storage: where the run lives, and whether an existing run there is this one -----------
@@ -207,8 +363,15 @@ def previous_run_meta(storage: str, name: str) -> dict | None:
 
 
 def check_resumable(prev: dict, model: dict, index_hash: str, where: str) -> None:
-    """A re-run resumes only the same model on the same patches; anything else is refused."""
-    if prev.get("model") != model:
+    """A re-run resumes only the same model on the same patches; anything else is refused.
+
+    A run saved before a ``ModelSpec`` field existed (e.g. ``model.reference``) holds the
+    field's default: the saved model is read with the defaults filled in.
+    """
+    saved = prev.get("model")
+    if isinstance(saved, dict):
+        saved = {**config_to_dict(ModelSpec()), **saved}
+    if saved != model:
         raise TrainError(
             f"run {where} holds a different model ({prev.get('model')}); use another "
             "train.run_name or remove that run"
@@ -220,22 +383,38 @@ def check_resumable(prev: dict, model: dict, index_hash: str, where: str) -> Non
         )
 
 
-def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path:
-    """Train (or resume) on the cube; return ``out_dir/checkpoint``, the best epoch's copy.
+def train_model(
+    cube_path: str | Path | Sequence[str | Path], out_dir: str | Path, cfg: Config
+) -> Path:
+    """Train (or resume) on the cube, or on several cubes at once (one model on the patches
+    of all; each cube split by its own blocks, statistics pooled over their train splits);
+    return ``out_dir/checkpoint``, the best epoch's copy.
 
     Also writes ``out_dir/metrics.csv`` (one row per epoch, resumed epochs included) and
     ``out_dir/test_scores.json`` (the best checkpoint vs. the train-mean colour and ridge
     baselines on the test patches: MAE, RMSE, PSNR, SSIM in reflectance). The Ray run itself
     (checkpoints, metrics.csv, TensorBoard events) is under ``train.storage_path`` /
     ``train.run_name``. Expects Ray to be initialised by the caller (or lets TorchTrainer
-    start a local instance).
+    start a local instance). The checkpoint records every cube (``meta["cubes"]``: identity,
+    patch layout, val and test blocks), so evaluation scores each on its held-out blocks.
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cube, sar_bands, opt_bands, attrs = _open_cube(cube_path)
+    cubes = open_cubes(cube_path_list(cube_path))
+    sar_bands, opt_bands, attrs = cubes.sar_bands, cubes.opt_bands, cubes.attrs[0]
     tr = cfg.train
     aux = aux_bands(attrs, opt_bands, cfg.model.input_set)
-    data = prepare_data(str(Path(cube_path).resolve()), cube, sar_bands, opt_bands, aux, cfg)
+    for p, a in zip(cubes.paths[1:], cubes.attrs[1:], strict=True):
+        if aux_bands(a, opt_bands, cfg.model.input_set) != aux:
+            raise TrainError(f"{p} names its extra input bands otherwise than {cubes.paths[0]}")
+    if len(cubes.paths) > 1:
+        left_out = f" ({' '.join(cubes.dropped)} left out: not in every cube)"
+        print(
+            f"cubes: {', '.join(cube_name(p) for p in cubes.paths)}; optical bands "
+            f"{' '.join(opt_bands)}{left_out if cubes.dropped else ''}",
+            flush=True,
+        )
+    data = prepare_data(cubes, aux, cfg)
     nw = tr.num_workers
     if data.counts.get("val", 0) == 0:
         raise PatchError(
@@ -256,6 +435,8 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
         f"{cpus:g} CPU each",
         flush=True,
     )
+    if data.clouds:
+        print(data.clouds, flush=True)
 
     storage = storage_uri(tr.storage_path, out_dir)
     where = f"{storage}/{tr.run_name}"
@@ -275,6 +456,7 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
         batch_size=batch_size,
         run_uri=where,
         cube_spec=dict(attrs.get("cube_spec") or {}),
+        cubes=data.cubes,
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -322,6 +504,19 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
         gen, meta, data.cube_path, data.index, data.read_kw, index_hash=data.index_hash,
         seed=tr.seed,
     )  # fmt: skip
+    if len(cubes.paths) > 1:  # each cube's own test blocks, as evaluate.py scores them
+        scores["per_cube"] = {
+            cube_name(p): score_checkpoint(
+                gen,
+                meta,
+                p,
+                data.index[data.index["cube"] == k].drop(columns="cube"),
+                data.read_kw,
+                index_hash=data.index_hash,
+                seed=tr.seed,
+            )  # fmt: skip
+            for k, p in enumerate(cubes.paths)
+        }
     scores["stopped_early"] = bool(history and history[-1].get("stopped"))
     scores["epochs_run"] = int(history[-1]["epoch"]) if history else 0
     scores["uncertainty"] = reliability
@@ -329,6 +524,8 @@ def train_model(cube_path: str | Path, out_dir: str | Path, cfg: Config) -> Path
         scores["reference_gate"] = gate
     (out_dir / "test_scores.json").write_text(json.dumps(scores, indent=2))
     print(format_scores(scores), flush=True)
+    for name, sc in scores.get("per_cube", {}).items():
+        print(f"--- {name}\n{format_scores(sc)}", flush=True)
     print(
         f"=== uncertainty per decile ({reliability['split']} split, {reliability['flips']} "
         f"hypotheses, calibrated on the val split; ratio = |error| / stated)\n"

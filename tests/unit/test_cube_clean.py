@@ -28,6 +28,18 @@ def test_cloud_test_separates_white_cloud_from_bright_soil_and_forest():
     assert m.tolist() == [[False, False, True, True]]
 
 
+def test_a_cloud_probability_band_is_the_cloud_test_so_snow_stays_clear():
+    """BioMassters' CLP: snow (bright, white, CLP 0) is clear; a haze over forest with CLP
+    80 is cloud; the shadow test stays; without CLP the pixel test flags the snow."""
+    snow, haze, forest = [0.6, 0.62, 0.63], [0.05, 0.06, 0.055], [0.02, 0.04, 0.025]
+    shadow = [0.006, 0.01, 0.007]
+    opt = np.array([snow, haze, forest, shadow], dtype="float32").T[:, None, :]
+    clp = np.array([0.0, 80.0, 10.0, 0.0], dtype="float32")[None, None, :]
+    m = cloud_shadow_mask(np.concatenate([opt, clp]), (*BANDS, "CLP"), **KW)
+    assert m.tolist() == [[False, True, False, True]]
+    assert cloud_shadow_mask(opt, BANDS, **KW).tolist() == [[True, False, False, True]]
+
+
 def test_nodata_is_flagged_and_dilation_grows_by_radius():
     opt = np.full((3, 9, 9), 0.03, dtype="float32")
     opt[:, 4, 4] = np.nan

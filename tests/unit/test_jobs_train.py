@@ -16,6 +16,9 @@ def test_parse_args() -> None:
     )
     assert a.cube == Path("c.zarr") and a.out == Path("o") and a.config is None
     assert a.set == ["train.epochs=2", "model.ngf=8"]
+    assert a.cubes == [Path("c.zarr")]
+    two = JOB["parse_args"](["--cube", "a.zarr", "--cube", "b.zarr", "--out", "o"])
+    assert two.cubes == [Path("a.zarr"), Path("b.zarr")] and two.cube == Path("a.zarr")
 
 
 @pytest.mark.parametrize(
