@@ -404,10 +404,6 @@ def main() -> None:
         help="input sets to compare (comma separated, e.g. S,SO,SC): each run once per set, "
         "an untrained checkpoint of each, on a scene with S2 before and around each S1 date",
     )
-    p.add_argument(
-        "--no-preload", action="store_true",
-        help="start Ray without the actors' module preload (runtime.init_ray): the old start",
-    )  # fmt: skip
     p.add_argument("--no-floor", action="store_true", help="skip the start-up floor measure")
     p.add_argument("--json", type=Path, help="also write the medians here (gpu_check.py)")
     args = p.parse_args()
@@ -423,8 +419,7 @@ def main() -> None:
 
     from sar2opt.catalog.server import CatalogServer
     from sar2opt.config import load_config
-    from sar2opt.infer.run import ACTOR_MODULES, STARTUP_LOG_ENV
-    from sar2opt.runtime import init_ray
+    from sar2opt.infer.run import STARTUP_LOG_ENV
 
     os.chdir(REPO)
     cfg = load_config(args.config, args.set)
@@ -463,7 +458,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")
     startup_log = work / "startup.jsonl"
     os.environ[STARTUP_LOG_ENV] = str(startup_log)  # the workers inherit it
-    init_ray(preload=() if args.no_preload else ACTOR_MODULES, _temp_dir=tmp, log_to_driver=False)
+    ray.init(address="local", include_dashboard=False, _temp_dir=tmp, log_to_driver=False)
 
     # The bare forward runs in a Ray worker given the actor's CPUs (same OMP_NUM_THREADS,
     # same process setup), right before and after each job: this VM's speed drifts by up to

@@ -50,7 +50,6 @@ from sar2opt.infer.predictor import Models, TilePredictor, load_models
 from sar2opt.infer.publish import publish_store
 from sar2opt.infer.read import CatalogAux, CatalogSar
 from sar2opt.infer.run import (
-    ACTOR_MODULES,
     ActorPool,
     CompositeSpec,
     FillJob,
@@ -361,7 +360,7 @@ def run_zones(
     t0 = time.monotonic()
     for zone in zones:
         if executor == "ray":
-            start_ray()
+            init_ray()
         last = [0.0]
 
         def progress(done: int, total: int, zn: str = zone.part.name, last=last) -> None:
@@ -376,13 +375,6 @@ def run_zones(
         log(f"{name}: zone {zone.part.name} wrote {wrote} tiles")
         st.update_attrs(zone.store, zone.done)
         publish_store(zone.store, zone.part.aoi)
-
-
-def start_ray() -> None:
-    """Ray up for the actor pool (``runtime.init_ray``; nothing when it is up): a local one's
-    idle workers import what a ``StripWorker`` needs while the driver goes on (searching the
-    other inputs, creating stores, listing blocks), so the pool's actors start warm."""
-    init_ray(preload=ACTOR_MODULES)
 
 
 def log_inputs(region: Region, items: AuxItems, log: Log) -> None:
@@ -506,8 +498,6 @@ def infer_region(
     if groups is None:  # the plan could not search: now it is an error
         search_s1(cfg.catalog, region.aoi, first, end)
     times, per_step = time_steps(steps, groups, start, end, log)
-    if executor == "ray":  # the pool's workers start while the driver does the rest
-        start_ray()
     aux_items = region.aux_items(first, end)  # a missing DEM stops the run here
     log_inputs(region, aux_items, log)
     s2_items = region.s2_items(first, end)
@@ -641,8 +631,6 @@ def monitor_region(
                 f"until {until} in {cfg.catalog.stac_url}"
             )
             return []
-        if executor == "ray":  # the pool's workers start while the driver does the rest
-            start_ray()
         aux_items = region.aux_items(since[:10], until)
         log_inputs(region, aux_items, log)
         s2_items = region.s2_items(since[:10], until)

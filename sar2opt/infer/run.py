@@ -459,13 +459,6 @@ def use_zarrs() -> bool:
     return True
 
 
-#: What a ``StripWorker`` process imports (``runtime.init_ray(preload=...)``: Ray's idle
-#: workers import them while the driver plans, so the actor that takes one starts warm).
-ACTOR_MODULES = (
-    "torch", "ray.data", "sar2opt.infer.run", "sar2opt.infer.predictor", "sar2opt.infer.read",
-    "sar2opt.train.checkpoint", "zarr", "zarrs",
-)  # fmt: skip
-
 #: Set to a file, each actor appends one JSON line of its start-up stamps there (epoch s:
 #: process start, this module imported, constructor entered, predictor made, first call in and
 #: out): ``benchmarks/bench_infer.py`` prints where the job's start-up goes.
