@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from sar2opt.data.inputs import INPUT_SETS, input_keys, model_input, norm_keys, 
 from sar2opt.errors import ConfigError
 from sar2opt.infer.calibration import CALIBRATION_KEY, apply_calibration, describe, knots_for
 from sar2opt.infer.tiles import MULTIPLE, round_up
+
+#: When this module (and torch with it) was imported (epoch s): ``run.StripWorker``'s stamps.
+IMPORTED_AT = time.time()
 
 #: Model input sets the inference reads: every one training knows (``data.inputs``).
 INFER_INPUT_SETS: tuple[str, ...] = tuple(INPUT_SETS)

@@ -15,7 +15,10 @@ in-process (tests, tiny AOIs).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +37,9 @@ from sar2opt.infer.periods import OBS_NONE, BestEvidence, edge_weight, obs_secon
 from sar2opt.infer.plan import BlockLattice
 from sar2opt.infer.store import write_blocks
 from sar2opt.profiles import CollectionProfile
+
+#: When this module was imported (epoch s): in an actor, after its Ray worker started.
+IMPORTED_AT = time.time()
 
 #: (row, col, height, width) of a window on the lattice's grid.
 Window = tuple[int, int, int, int]
@@ -453,6 +459,24 @@ def use_zarrs() -> bool:
     return True
 
 
+#: Set to a file, each actor appends one JSON line of its start-up stamps there (epoch s:
+#: process start, this module imported, constructor entered, predictor made, first call in and
+#: out): ``benchmarks/bench_infer.py`` prints where the job's start-up goes.
+STARTUP_LOG_ENV = "SAR2OPT_STARTUP_LOG"
+
+
+def process_start_s(pid: int | str = "self") -> float:
+    """When process ``pid`` started (epoch s, from /proc; 0 where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 0.0
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 class StripWorker:
     """Ray Data actor (``map_batches`` callable class): the predictor made once; each call
     takes strips and reads, predicts, composes and writes their blocks (``process_strip``).
@@ -468,23 +492,41 @@ class StripWorker:
     def __init__(self, job: FillJob, make_predictor: Callable[[], Predict]) -> None:
         import ray
 
+        from sar2opt.infer import predictor
+
+        self.stamps = {"process": process_start_s(), "module": IMPORTED_AT, "init": time.time()}
+        self.stamps["torch"] = predictor.IMPORTED_AT
+        self.stamp_lock = threading.Lock()
         self.job = job
         self.zarrs = use_zarrs()
         self.predictor = make_predictor()
+        self.stamps["predictor"] = time.time()
         # where the strips were done: run_ray's per-node summary (the job's own record)
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.stamp_lock:  # calls run in several threads: the first one stamps
+            first = "call" not in self.stamps
+            self.stamps.setdefault("call", time.time())
         done: list[BlockKey] = []
         for i in range(len(batch["t"])):
             strip = Strip.from_row({k: v[i] for k, v in batch.items()})
             done += process_strip(strip, self.job, self.predictor)
+        if first:
+            self._log_startup()
         return {
             "time": np.array([k[0] for k in done], dtype=object),
             "bi": np.array([k[1] for k in done], dtype=np.int64),
             "bj": np.array([k[2] for k in done], dtype=np.int64),
             "node": np.array([self.node] * len(done), dtype=object),
         }
+
+    def _log_startup(self) -> None:
+        path = os.environ.get(STARTUP_LOG_ENV)
+        if path:
+            line = json.dumps({**self.stamps, "called": time.time(), "pid": os.getpid()})
+            with open(path, "a") as f:
+                f.write(line + "\n")
 
 
 def run_ray(
