@@ -84,6 +84,10 @@ class RealSet:
     start: str
     end: str
     cube_sets: tuple[str, ...] = ()
+    #: a label raster in the set's folder, scored per class (and the downstream forest)
+    labels: str | None = None
+    #: class edges of a continuous label (``evaluate.py --label-bins``)
+    label_bins: tuple[float, ...] = ()
 
 
 REAL_SETS = (
@@ -94,6 +98,9 @@ REAL_SETS = (
         "2019-09-01",
         "2020-08-31",
         ("cube.shadow_brightness=0.008",),
+        # LiDAR biomass (Mg/ha) in strata
+        labels="ground_truth/0060c0a5_agbm.tif",
+        label_bins=(0, 50, 100, 200),
     ),
     # Punjab cropland, June and August/September; bright fields read as cloud at the
     # default, and S1/S2 are 21 days apart in September. Only September has a prior (June),
@@ -179,7 +186,7 @@ def _real(args: argparse.Namespace, out: Path) -> int:
         _run(
             "evaluate",
             ["jobs/evaluate.py", "--cube", str(cubes[rs.name]), "--checkpoint", str(ckpt)]
-            + ["--out", str(d / "eval")],
+            + ["--out", str(d / "eval"), *_labels(rs, shared)],
         )
         if rs.name == REAL_MOSAIC:
             monthly = d / "monthly.zarr"
@@ -199,6 +206,14 @@ def _real(args: argparse.Namespace, out: Path) -> int:
     return 0
 
 
+def _labels(rs: RealSet, shared: Path) -> list[str]:
+    """evaluate.py's --labels/--label-bins of a set (none when it has no label on its grid)."""
+    if rs.labels is None:
+        return []
+    bins = ["--label-bins", *map(str, rs.label_bins)] if rs.label_bins else []
+    return ["--labels", str(shared / rs.folder / rs.labels), *bins]
+
+
 def _own(rs: RealSet) -> list[str]:
     """The set's own cube settings as --set arguments."""
     return [x for s in rs.cube_sets for x in ("--set", s)]
@@ -213,23 +228,29 @@ def _dates(rs: RealSet, d: Path) -> list[str]:
 
 
 def _real_table(table: dict[str, dict]) -> str:
-    """MAE (mean ± std over seeds) per set and method, and each against the per-date ridge."""
+    """MAE and SSIM (mean ± std over seeds) per set and method, each against the per-date
+    ridge's."""
     lines = [
-        "\n=== real sets: MAE under real cloud masks laid on clear dates (reflectance, mean ± "
-        "std over seeds; x ridge = MAE / ridge per date's; coverage: scored pixels vs ridge's)",
-        f"{'set':12s} {'method':44s} {'MAE':>17s} {'x ridge':>8s} {'coverage':>9s}",
+        "\n=== real sets: MAE and SSIM under real cloud masks laid on clear dates (reflectance, "
+        "mean ± std over seeds; x ridge = MAE / ridge per date's; coverage: scored pixels vs "
+        "ridge's)",
+        f"{'set':12s} {'method':44s} {'MAE':>17s} {'x ridge':>8s} {'SSIM':>15s} "
+        f"{'≥ ridge':>7s} {'coverage':>9s}",
     ]
     for name, sc in table.items():
         summary = sc["summary"]
         ridge = summary["ridge per date (baseline)"]["mae"][0]
+        ridge_ssim = summary["ridge per date (baseline)"]["ssim"][0]
         for want in REAL_ROWS:
             for method, row in summary.items():
                 if method == want or (want == "checkpoint" and method.startswith("checkpoint")):
                     m, s = row["mae"]
+                    q, qs = row.get("ssim", (float("nan"), float("nan")))
                     cov = sc.get("coverage", {}).get(method, 1.0)
+                    ok = "yes" if q >= ridge_ssim else "no"
                     lines.append(
                         f"{name:12s} {method:44s} {m:8.4f} ± {s:.4f} {m / ridge:8.2f} "
-                        f"{100 * cov:8.0f} %"
+                        f"{q:7.3f} ± {qs:.3f} {ok:>7s} {100 * cov:8.0f} %"
                     )
     return "\n".join(lines)
 

@@ -14,7 +14,8 @@ def demo():
 
 
 def _scores(ridge: float, ckpt: float, fit: float) -> dict:
-    row = lambda m: {"mae": [m, m / 10], "pixels": [1000, 0]}  # noqa: E731
+    # SSIM falls as MAE grows here (1 - 10 x MAE)
+    row = lambda m: {"mae": [m, m / 10], "ssim": [1 - 10 * m, 0.01], "pixels": [1000, 0]}  # noqa: E731
     return {
         "summary": {
             "checkpoint unet SCO (epoch 4)": row(ckpt),
@@ -31,10 +32,13 @@ def test_the_real_table_puts_each_method_against_the_per_date_ridge(demo) -> Non
     rows = [ln.split() for ln in text.splitlines() if ln.startswith(("bms", "ssl"))]
     # per set: checkpoint, scene fit, ridge (the order of REAL_ROWS; pooled ridge left out)
     assert [r[1] for r in rows] == ["checkpoint", "scene", "ridge"] * 2
-    ratio = {(r[0], r[1]): float(r[-3]) for r in rows}
+    ratio = {(r[0], r[1]): float(r[-7]) for r in rows}
     assert ratio[("bms", "checkpoint")] == pytest.approx(0.8)
     assert ratio[("ssl", "checkpoint")] == pytest.approx(1.5)
     assert ratio[("bms", "ridge")] == 1.0
+    ssim = {(r[0], r[1]): (float(r[-6]), r[-3]) for r in rows}
+    assert ssim[("bms", "checkpoint")] == (pytest.approx(0.76), "yes")  # 1 - 0.24 >= 0.7
+    assert ssim[("ssl", "checkpoint")] == (pytest.approx(0.7), "no")  # 0.7 < 0.8
     assert [r[-2] for r in rows if r[1] == "scene"] == ["80", "80"]  # coverage, %
 
 
