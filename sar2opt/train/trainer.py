@@ -491,7 +491,12 @@ def train_model(
     history = result.return_value or []
     write_metrics_csv(out_dir / "metrics.csv", history)
     # a net that does not beat its own reference on the val split is not kept
-    gate = gate_checkpoint(ckpt_dir, val_batches(data.cube_path, data.index, data.read_kw, tr.seed))
+    # (judged through the inference predictor on each cube's val blocks where cubes are small)
+    paths = (data.cube_path,) if isinstance(data.cube_path, str) else data.cube_path
+    gate = gate_checkpoint(
+        ckpt_dir, val_batches(data.cube_path, data.index, data.read_kw, tr.seed),
+        cube_paths=paths, flips=cfg.infer.tta_flips,
+    )  # fmt: skip
     if gate:
         print(format_gate(gate), flush=True)
     # the spread of inference's hypotheses -> expected |error|, fitted on the val split

@@ -265,7 +265,8 @@ def test_one_model_trains_on_two_cubes(ray_local, two, tmp_path: Path, capsys) -
         [
             *SMALL_BLOCKS, "patches.stride_px=16", "patches.min_clear_frac=0.9",
             "model.ngf=8", "model.ndf=8", "model.depth=3", "model.input_set=SC",
-            "model.discriminator=none", "train.epochs=2", "train.batch_size=8",
+            "model.discriminator=none", "model.reference=scene_fit", "train.epochs=2",
+            "train.batch_size=8",
             "train.num_workers=1",
         ],
     )  # fmt: skip
@@ -274,6 +275,11 @@ def test_one_model_trains_on_two_cubes(ray_local, two, tmp_path: Path, capsys) -
     assert "b (0 % cloudy): " in out and "cloudy windows of the other cube(s)" in out
     assert "a (" in out and "its own other dates" in out
     meta = load_meta(ckpt)
+    # the reference gate judged the net on both cubes' val blocks, as inference runs it
+    gate = meta["reference_gate"]
+    assert gate["judged_on"] == "val blocks through the inference predictor"
+    assert set(gate["per_cube"]) == {"a", "b"} and gate["pixels"] > 0
+    assert "net vs its reference on the val blocks through the inference predictor" in out
     recs = meta["cubes"]
     assert [r["name"] for r in recs] == ["a", "b"]
     assert [r["id"] for r in recs] == [cube_identity(p) for p in paths]

@@ -113,3 +113,63 @@ def test_the_gate_line_says_what_was_kept_and_when_nothing_could_be_judged() -> 
     assert "net MAE 0.0123, reference alone 0.0146: kept the net" in format_gate(got)
     assert "zeroed" in format_gate({**got, "kept": "reference"})
     assert "could not be judged" in format_gate({**got, "pixels": 0.0})
+
+
+def _cube(path, seed: int = 0) -> None:
+    """A 96 x 96 px SCO cube: 3 dates, date 1 cloudy in every other 8-column stripe (its
+    cloud mask), dates 0 and 2 clear; reflectance a smooth function of the SAR."""
+    import xarray as xr
+
+    rng = np.random.default_rng(seed)
+    t, h, w = 3, 96, 96
+    sar = rng.normal(-12.0, 2.0, (t, 2, h, w)).astype("float32")
+    truth = (0.1 + 0.01 * (sar[:, :1] + 12.0)).repeat(4, axis=1)
+    truth += np.linspace(0.0, 0.05, 4, dtype="float32")[None, :, None, None]
+    cloud = np.zeros((t, h, w), bool)
+    cloud[1] = (np.arange(w) // 8 % 2 == 0)[None, :]
+    clear = ~cloud
+    cloudy = np.concatenate([np.where(cloud[:, None], np.nan, truth), cloud[:, None]], axis=1)
+    prior = truth + 0.02
+    opt = ["B02", "B03", "B04", "B08"]
+    bands = ["vv", "vh", *opt, "clear", *(f"prior_{b}" for b in opt)]
+    bands += [*(f"cloudy_{b}" for b in opt), "cloud_mask"]
+    data = np.concatenate([sar, truth, clear[:, None], prior, cloudy], axis=1).astype("float32")
+    times = np.array(["2023-07-01", "2023-07-13", "2023-07-25"], "datetime64[ns]")
+    coords = {"time": times, "band": np.array(bands, dtype=object)}
+    ds = xr.DataArray(data, dims=("time", "band", "y", "x"), coords=coords).to_dataset(name="cube")
+    ds.attrs.update({"sar_bands": ["vv", "vh"], "opt_bands": opt})
+    ds.to_zarr(path)
+
+
+def test_the_gate_judges_whole_val_blocks_through_the_inference_predictor(
+    tmp_path, monkeypatch
+) -> None:
+    """A net that moves off its reference is scored as inference runs it: the cube's val
+    blocks predicted whole, under a real cloud mask laid on the clear dates; it loses and is
+    zeroed. A cube too large to hold falls back to the val patches."""
+    from sar2opt.data.index import split_pixels
+    from sar2opt.train import reference_gate
+
+    _cube(tmp_path / "c.zarr")
+    cfg = config_from_dict(CFG)
+    ckpt = save_untrained_checkpoint(tmp_path / "ck", cfg)
+    gen, _ = load_generator(ckpt)
+    torch.manual_seed(1)
+    for conv in output_convs(gen.net):
+        torch.nn.init.normal_(conv.weight, std=0.5)
+    save_checkpoint(ckpt, gen, load_meta(ckpt))
+    got = gate_checkpoint(ckpt, [], cube_paths=[tmp_path / "c.zarr"], flips=1)
+    assert got["judged_on"] == "val blocks through the inference predictor"
+    assert got["kept"] == "reference" and got["reference_mae"] < got["net_mae"]
+    # scored: the val pixels of the clear dates (0, 2) under the laid stripes of date 1
+    val = split_pixels(96, 96, cfg.patches, "val")
+    stripes = (np.arange(96) // 8 % 2 == 0)[None, :]
+    assert val.any() and got["pixels"] == 2 * int((val & stripes).sum())
+    assert got["per_cube"] and [c["pixels"] for c in got["per_cube"].values()] == [got["pixels"]]
+    gen2, meta2 = load_generator(ckpt)
+    assert all(float(c.weight.detach().abs().max()) == 0.0 for c in output_convs(gen2.net))
+    assert meta2[GATE_KEY]["kept"] == "reference"
+    # too large to hold: the val patches decide
+    monkeypatch.setattr(reference_gate, "GATE_SCENE_MAX_PX", 10)
+    got = gate_checkpoint(ckpt, _batches(gen2), cube_paths=[tmp_path / "c.zarr"])
+    assert got["judged_on"] == "val patches"
