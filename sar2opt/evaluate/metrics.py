@@ -88,6 +88,20 @@ SSIM_WIN_PX = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
+def ssim_from_moments(
+    mp: np.ndarray,
+    mt: np.ndarray,
+    vp: np.ndarray,
+    vt: np.ndarray,
+    vpt: np.ndarray,
+    data_range: float = DATA_RANGE,
+) -> np.ndarray:
+    """Wang et al.'s SSIM from a window's means, variances and covariance (K1, K2 above): one
+    formula for the box window of validation and the gaussian one of evaluation."""
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    return ((2 * mp * mt + c1) * (2 * vpt + c2)) / ((mp**2 + mt**2 + c1) * (vp + vt + c2))
+
+
 def ssim_map(
     pred: np.ndarray,
     truth: np.ndarray,
@@ -109,7 +123,6 @@ def ssim_map(
         raise ValueError(f"image {ok.shape} is smaller than the SSIM window {win_px}")
     full = box_sum(ok, win_px) >= win_px * win_px - 0.5
     n = win_px * win_px
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     out = []
     for p, t in zip(pred, truth, strict=True):
         p, t = np.where(ok, p, 0.0), np.where(ok, t, 0.0)
@@ -118,7 +131,7 @@ def ssim_map(
         vp = (box_sum(p * p, win_px) / n - mp * mp) * cov
         vt = (box_sum(t * t, win_px) / n - mt * mt) * cov
         vpt = (box_sum(p * t, win_px) / n - mp * mt) * cov
-        s = ((2 * mp * mt + c1) * (2 * vpt + c2)) / ((mp**2 + mt**2 + c1) * (vp + vt + c2))
+        s = ssim_from_moments(mp, mt, vp, vt, vpt, data_range)
         out.append(np.where(full, s, np.nan))
     return np.stack(out)
 
@@ -271,14 +284,13 @@ def masked_ssim_map(
     k = gaussian_kernel(sigma_px)
     w = gaussian_filter2d(ok.astype("float64"), k)
     w = np.where(ok, w, np.inf)  # only scored pixels get a value
-    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
     p = np.where(ok, pred, 0.0)
     t = np.where(ok, truth, 0.0)
     mp, mt = gaussian_filter2d(p, k) / w, gaussian_filter2d(t, k) / w
     vp = gaussian_filter2d(p * p, k) / w - mp * mp
     vt = gaussian_filter2d(t * t, k) / w - mt * mt
     vpt = gaussian_filter2d(p * t, k) / w - mp * mt
-    s = ((2 * mp * mt + c1) * (2 * vpt + c2)) / ((mp**2 + mt**2 + c1) * (vp + vt + c2))
+    s = ssim_from_moments(mp, mt, vp, vt, vpt, data_range)
     return np.where(ok[None], s, np.nan)
 
 
