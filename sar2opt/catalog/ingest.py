@@ -380,12 +380,25 @@ def target_grid(geos: list[SourceGeo], res_m: float, epsg: int | None = None) ->
 def warp(array: np.ndarray, geo: SourceGeo, grid: GridSpec, resampling: Resampling) -> np.ndarray:
     """``array`` (float, NaN = no data) warped through its georeference onto ``grid``; NaN
     where the source does not reach."""
-    out = np.full(grid.shape, np.nan, dtype=np.float32)
+    return warp_array(array, geo.transform, geo.crs, grid, resampling)
+
+
+def warp_array(
+    array: np.ndarray,
+    transform: Affine,
+    crs,
+    grid: GridSpec,
+    resampling: Resampling,
+    dtype: str = "float32",
+) -> np.ndarray:
+    """``array`` (float, NaN = no data) on ``transform``/``crs`` warped onto ``grid`` as
+    ``dtype``; NaN where the source does not reach (also evaluate's label rasters)."""
+    out = np.full(grid.shape, np.nan, dtype=dtype)
     reproject(
-        source=np.asarray(array, dtype=np.float32),
+        source=np.asarray(array, dtype=dtype),
         destination=out,
-        src_transform=geo.transform,
-        src_crs=geo.crs,
+        src_transform=transform,
+        src_crs=crs,
         src_nodata=np.nan,
         dst_transform=grid.transform,
         dst_crs=grid.crs,

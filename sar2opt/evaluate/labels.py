@@ -98,7 +98,9 @@ def bin_names(edges: Sequence[float]) -> dict[int, str]:
 def load_labels(path: str | Path, grid: GridSpec, bins: Sequence[float] | None = None) -> LabelMap:
     """The label raster at ``path`` on ``grid`` (module doc); ValueError when it cannot be
     placed, the bin edges are not increasing, or no labelled pixel falls on the grid."""
-    from rasterio.warp import Resampling, reproject
+    from rasterio.warp import Resampling
+
+    from sar2opt.catalog.ingest import warp_array
 
     if not str(path).upper().startswith("NETCDF:") and not Path(path).is_file():
         raise ValueError(f"label file not found: {path}")
@@ -112,18 +114,7 @@ def load_labels(path: str | Path, grid: GridSpec, bins: Sequence[float] | None =
         how = f"warped through its georeference ({crs})"
     if what != str(path):
         how += f"; variable {what}"
-    out = np.full(grid.shape, np.nan)
-    reproject(
-        a,
-        out,
-        src_transform=transform,
-        src_crs=crs,
-        src_nodata=np.nan,
-        dst_transform=grid.transform,
-        dst_crs=grid.crs,
-        dst_nodata=np.nan,
-        resampling=Resampling.nearest,
-    )
+    out = warp_array(a, transform, crs, grid, Resampling.nearest, dtype="float64")
     if not np.isfinite(out).any():
         raise ValueError(
             f"{Path(str(path)).name}: no labelled pixel falls on the cube's grid {grid} "
