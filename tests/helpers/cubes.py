@@ -65,17 +65,26 @@ def _smooth(a: np.ndarray, k: int) -> np.ndarray:
     return (c[..., k:, k:] - c[..., :-k, k:] - c[..., k:, :-k] + c[..., :-k, :-k]) / (k * k)
 
 
+def learnable_pair(
+    rng: np.random.Generator, n_t: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z, sar, opt): smooth noise z (T, 2, size, size), SAR in dB from it, and optical
+    reflectance a fixed mix of smoothed z (what a model can learn from the SAR)."""
+    z = _smooth(rng.normal(0, 1, (n_t, 2, size, size)), 5) * 4
+    sar = np.stack([-12 + 3 * z[:, 0], -19 + 3 * z[:, 1]], 1)
+    mix = np.array([[0.02, -0.01], [0.03, 0.0], [0.02, 0.02], [0.08, -0.04]])
+    opt = np.clip(np.array([0.05, 0.07, 0.06, 0.25])[None, :, None, None]
+                  + np.einsum("oc,tchw->tohw", mix, _smooth(z, 3)), 0.0, 1.0)  # fmt: skip
+    return z, sar, opt
+
+
 def write_cube(path: Path, n_t: int = 4, size: int = 192, seed: int = 0, aux: bool = False) -> None:
     """SAR in dB; optical reflectance = a fixed mix of smoothed SAR; a cloud at t=1.
 
     ``aux``: also a DEM (metres) and the prior optical (prior_<band>: the t=0 optical).
     """
     rng = np.random.default_rng(seed)
-    z = _smooth(rng.normal(0, 1, (n_t, 2, size, size)), 5) * 4
-    sar = np.stack([-12 + 3 * z[:, 0], -19 + 3 * z[:, 1]], 1)
-    mix = np.array([[0.02, -0.01], [0.03, 0.0], [0.02, 0.02], [0.08, -0.04]])
-    opt = np.clip(np.array([0.05, 0.07, 0.06, 0.25])[None, :, None, None]
-                  + np.einsum("oc,tchw->tohw", mix, _smooth(z, 3)), 0.0, 1.0)  # fmt: skip
+    z, sar, opt = learnable_pair(rng, n_t, size)
     clear = np.ones((n_t, 1, size, size))
     clear[1, 0, 20:60, 20:60] = 0.0
     opt[1, :, 20:60, 20:60] = 0.5

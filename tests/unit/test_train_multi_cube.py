@@ -31,7 +31,7 @@ from sar2opt.data.stream import (
     read_patches,
 )
 from sar2opt.evaluate.holdout import cube_identity, held_out_pixels, meta_for_cube
-from tests.helpers.cubes import OPT, SAR, SMALL_BLOCKS
+from tests.helpers.cubes import OPT, SAR, SMALL_BLOCKS, _smooth, learnable_pair
 
 CLOUDY = [*(f"cloudy_{b}" for b in OPT), "cloud_mask"]
 AUX = {"cloudy": CLOUDY}
@@ -44,23 +44,12 @@ SPEC = PatchSpec(patch_px=P, stride_px=8, min_clear_frac=0.9, block_px=64, gap_p
                  test_frac=0.2)  # fmt: skip
 
 
-def _smooth(a: np.ndarray, k: int) -> np.ndarray:
-    pad = k // 2
-    a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(pad, pad), (pad, pad)], mode="edge")
-    c = np.pad(a.cumsum(-1).cumsum(-2), [(0, 0)] * (a.ndim - 2) + [(1, 0), (1, 0)])
-    return (c[..., k:, k:] - c[..., :-k, k:] - c[..., k:, :-k] + c[..., :-k, :-k]) / (k * k)
-
-
 def write_sc_cube(path: Path, *, seed: int, size: int = 192, n_t: int = 4, clouds: bool) -> None:
     """A learnable SC cube: optical a mix of smoothed SAR; the same-date S2 as observed and its
     cloud mask; with ``clouds``, a cloud over a third of the grid at every other date (the
     target stays clear: a cloud-removal cube), else every date clear."""
     rng = np.random.default_rng(seed)
-    z = _smooth(rng.normal(0, 1, (n_t, 2, size, size)), 5) * 4
-    sar = np.stack([-12 + 3 * z[:, 0], -19 + 3 * z[:, 1]], 1)
-    mix = np.array([[0.02, -0.01], [0.03, 0.0], [0.02, 0.02], [0.08, -0.04]])
-    opt = np.clip(np.array([0.05, 0.07, 0.06, 0.25])[None, :, None, None]
-                  + np.einsum("oc,tchw->tohw", mix, _smooth(z, 3)), 0.0, 1.0)  # fmt: skip
+    _, sar, opt = learnable_pair(rng, n_t, size)
     clear = np.ones((n_t, 1, size, size))
     mask = np.zeros((n_t, 1, size, size))
     if clouds:
