@@ -466,15 +466,20 @@ STARTUP_LOG_ENV = "SAR2OPT_STARTUP_LOG"
 
 
 def process_start_s(pid: int | str = "self") -> float:
-    """When process ``pid`` started (epoch s, from /proc; 0 where there is none)."""
+    """When process ``pid`` started (epoch s, from /proc; 0 where there is none).
+
+    Its age (seconds since boot now, minus its start in ticks since boot) taken from the
+    current wall clock: /proc/stat's ``btime`` plus the start ticks drifts from
+    ``time.time()`` once the wall clock has been stepped since boot (seen on a VM: a
+    process "started" 65 s after it imported a module)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-    except (OSError, StopIteration, ValueError, IndexError):
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
         return 0.0
-    return boot + ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 class StripWorker:
