@@ -171,6 +171,10 @@ class TrainSpec:
     storage_path: str | None = None
     run_name: str = "train"
     num_to_keep: int = 2  # checkpoints kept, best val MAE first (the latest is always kept)
+    # With model.reference: scene_fit, each training patch's reference is fitted over a window
+    # of this side around it, as inference fits it over its tile (data.stream.ReferenceContext);
+    # None = infer.tile_px, 0 = the patch alone (reference_context_px()).
+    reference_context_px: int | None = None
 
 
 @dataclass(frozen=True)
@@ -408,6 +412,19 @@ def check_train(spec: TrainSpec) -> None:
     _at_least(spec, "train", -1, "max_failures")  # -1: Ray retries forever
     if not spec.run_name:
         raise ConfigError("train.run_name must not be empty")
+    if spec.reference_context_px is not None and spec.reference_context_px < 0:
+        raise ConfigError(
+            f"train.reference_context_px must be >= 0 (or unset), got {spec.reference_context_px}"
+        )
+
+
+def reference_context_px(cfg: Config) -> int:
+    """Side (px) of the window each training patch's scene-fit reference is fitted over: 0
+    (the patch alone) unless ``model.reference`` is ``scene_fit``; unset, the inference tile."""
+    if cfg.model.reference != "scene_fit":
+        return 0
+    side = cfg.train.reference_context_px
+    return cfg.infer.tile_px if side is None else side
 
 
 def check_infer(spec: InferSpec) -> None:

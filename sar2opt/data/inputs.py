@@ -142,3 +142,36 @@ def model_input(batch: Mapping[str, torch.Tensor | np.ndarray], input_set: str) 
         v = batch[k]
         parts.append(v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v)))
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-3)
+
+
+def model_inputs(
+    batch: Mapping[str, np.ndarray], norm: Mapping[str, Sequence[float]], input_set: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The generator's input (B, C, H, W) float32 from the tiles of ``input_set``'s keys in
+    physical units (``sar`` dB, ``cloudy`` reflectance + cloud mask, ``prior`` reflectance,
+    ``dem`` metres; each (B, c, H, W)), and valid (B, H, W).
+
+    Each key is standardised as in training (``normalise_input``) and the keys are
+    concatenated in training's order (``model_input``): what inference feeds a model, and
+    what a training patch's context reference is fitted on (``data.stream``). Missing values
+    become 0 (the band mean): where the SAR or the DEM is missing the pixel is not valid (no
+    data); where the prior is (no clear S2 within the prior window) it stays valid, the
+    model gets the mean colour, and ``run.process_strip`` records that it had no prior
+    (``source``); the cloudy S2 is never missing: a pixel without a clear same-date one is
+    masked.
+    """
+    parts, valid = {}, None
+    for k in input_keys(input_set):
+        x = np.asarray(batch[k], dtype=np.float32)
+        if x.ndim != 4:
+            raise ValueError(f"{k} must be (B, C, H, W), got shape {x.shape}")
+        x = normalise_input(k, x, norm)
+        finite = np.isfinite(x)
+        if k in ("sar", "dem"):  # the prior may be missing (module doc of data.inputs)
+            ok = finite.all(axis=1)
+            valid = ok if valid is None else valid & ok
+        if not finite.all():
+            x = np.where(finite, x, np.float32(0.0))
+        parts[k] = x
+    x = parts["sar"] if input_set == "S" else model_input(parts, input_set).numpy()
+    return x.astype(np.float32, copy=False), valid

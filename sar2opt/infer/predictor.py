@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from sar2opt.config import CubeSpec
-from sar2opt.data.inputs import INPUT_SETS, input_keys, model_input, norm_keys, normalise_input
+from sar2opt.data.inputs import INPUT_SETS, input_keys, model_inputs, norm_keys
 from sar2opt.errors import ConfigError
 from sar2opt.infer.calibration import CALIBRATION_KEY, apply_calibration, describe, knots_for
 from sar2opt.infer.tiles import MULTIPLE, round_up
@@ -186,37 +186,6 @@ def normalise(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised SAR (B, Cs, H, W), NaN -> 0 (the band mean), and valid (B, H, W)."""
     return model_inputs({"sar": sar_db}, norm, "S")
-
-
-def model_inputs(
-    batch: Mapping[str, np.ndarray], norm: Mapping[str, Sequence[float]], input_set: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """The generator's input (B, C, H, W) float32 from the tiles of ``input_set``'s keys in
-    physical units (``sar`` dB, ``cloudy`` reflectance + cloud mask, ``prior`` reflectance,
-    ``dem`` metres; each (B, c, H, W)), and valid (B, H, W).
-
-    Each key is standardised as in training (``data.inputs.normalise_input``) and the keys
-    are concatenated in training's order (``model_input``). Missing values become 0 (the
-    band mean): where the SAR or the DEM is missing the pixel is not valid (no data); where
-    the prior is (no clear S2 within the prior window) it stays valid, the model gets the
-    mean colour, and ``run.process_strip`` records that it had no prior (``source``); the
-    cloudy S2 is never missing: a pixel without a clear same-date one is masked.
-    """
-    parts, valid = {}, None
-    for k in input_keys(input_set):
-        x = np.asarray(batch[k], dtype=np.float32)
-        if x.ndim != 4:
-            raise ValueError(f"{k} must be (B, C, H, W), got shape {x.shape}")
-        x = normalise_input(k, x, norm)
-        finite = np.isfinite(x)
-        if k in ("sar", "dem"):  # the prior may be missing (module doc of data.inputs)
-            ok = finite.all(axis=1)
-            valid = ok if valid is None else valid & ok
-        if not finite.all():
-            x = np.where(finite, x, np.float32(0.0))
-        parts[k] = x
-    x = parts["sar"] if input_set == "S" else model_input(parts, input_set).numpy()
-    return x.astype(np.float32, copy=False), valid
 
 
 def forward(

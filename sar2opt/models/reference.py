@@ -175,6 +175,35 @@ def scene_fit(
     return torch.where(enough, fit, other)
 
 
+def input_slices(input_set: str, in_ch: int, out_ch: int) -> dict[str, slice]:
+    """Channel range of each key of ``input_set`` in a standardised model input of ``in_ch``
+    channels (``data.inputs.model_input``'s order: sar first) for ``out_ch`` output bands."""
+    keys = input_keys(input_set)
+    width = {"cloudy": out_ch + MASK_CH, "prior": out_ch, "dem": DEM_CH}
+    n_sar = in_ch - sum(width[k] for k in keys[1:])
+    slices, i = {}, 0
+    for k in keys:
+        slices[k] = slice(i, i + (n_sar if k == "sar" else width[k]))
+        i += slices[k].stop - slices[k].start
+    if n_sar < 1 or i != in_ch:
+        raise ValueError(f"{in_ch} input channels do not fit input set {input_set}")
+    return slices
+
+
+def reference_of(kind: str, x: torch.Tensor, slices: dict[str, slice]) -> torch.Tensor:
+    """The ``kind`` reference (``prior`` | ``scene_fit``) of standardised input x (N, C, H,
+    W) whose keys lie at ``slices`` (:func:`input_slices`), in x's dtype, without gradient:
+    the one definition the model and the training stream's context reference share."""
+    x = x.detach()
+    prior = x[:, slices["prior"]] if "prior" in slices else None
+    if kind == "prior":
+        return prior
+    sar, cloudy = x[:, slices["sar"]], x[:, slices["cloudy"]]
+    with torch.autocast(x.device.type, enabled=False):  # the solve wants float64
+        ref = scene_fit(sar, cloudy[:, :-MASK_CH], cloudy[:, -1] < 0.5, prior, extra=prior)
+    return ref.to(x.dtype)
+
+
 # --- the model ------------------------------------------------------------------------------
 
 
@@ -214,32 +243,26 @@ class ReferenceGenerator(nn.Module):
             raise ValueError(f"reference 'scene_fit' needs a cloudy S2 input, not {input_set}")
         if kind not in REFERENCES[1:]:
             raise ValueError(f"unknown reference {kind!r}; choices: {', '.join(REFERENCES[1:])}")
-        width = {"cloudy": out_ch + MASK_CH, "prior": out_ch, "dem": DEM_CH}
-        n_sar = in_ch - sum(width[k] for k in keys[1:])
-        self.slices, i = {}, 0
-        for k in keys:  # channel ranges of each key in the input (sar first)
-            self.slices[k] = slice(i, i + (n_sar if k == "sar" else width[k]))
-            i += self.slices[k].stop - self.slices[k].start
-        if n_sar < 1 or i != in_ch:
-            raise ValueError(f"{in_ch} input channels do not fit input set {input_set}")
+        self.slices = input_slices(input_set, in_ch, out_ch)
         self.net, self.kind, self.out_ch = zero_output(net), kind, out_ch
         self.stride = net.stride
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """(N, Co, H, W) reference of standardised input x, in the output's units and dtype;
         a constant of the model (no gradient flows through it)."""
-        x = x.detach()
-        prior = x[:, self.slices["prior"]] if "prior" in self.slices else None
-        if self.kind == "prior":
-            return prior
-        sar, cloudy = x[:, self.slices["sar"]], x[:, self.slices["cloudy"]]
-        with torch.autocast(x.device.type, enabled=False):  # the solve wants float64
-            ref = scene_fit(sar, cloudy[:, :-MASK_CH], cloudy[:, -1] < 0.5, prior, extra=prior)
-        return ref.to(x.dtype)
+        return reference_of(self.kind, x, self.slices)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """``ref``: the reference when the caller fitted it over a larger context than x
+        (training patches: ``data.stream.ReferenceContext``); else computed from x, as
+        inference does over its window."""
         # The net sees the reference ahead of the input (the DEM stays trailing, where a
         # fusing generator looks for it): a fit and a prior fallback err differently, and
         # a window may get either (training's laid clouds often hide a whole patch).
-        ref = self.reference(x)
+        ref = self.reference(x) if ref is None else ref.detach().to(x.dtype)
         return self.net(torch.cat([ref, x], dim=1)) + ref
+
+
+def given_reference(batch: dict) -> dict:
+    """The ``ref`` keyword of a generator call: the batch's precomputed reference, if any."""
+    return {"ref": batch["ref"]} if "ref" in batch else {}

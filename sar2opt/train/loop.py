@@ -36,7 +36,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from sar2opt.config import Config, config_to_dict
+from sar2opt.config import Config, config_to_dict, reference_context_px
 from sar2opt.data.inputs import input_channels, input_keys
 from sar2opt.models import build_discriminator, build_generator
 from sar2opt.train.checkpoint import (
@@ -62,9 +62,11 @@ PREFETCH_BATCHES = 4  # read ahead while the step runs: data out of step time
 SHUFFLE_BUFFER_BATCHES = 16  # local shuffle buffer, in batches: mixes read groups of neighbours
 
 
-def batch_keys(input_set: str) -> tuple[str, ...]:
-    """Keys a training batch carries: the targets plus the input set's extra inputs."""
-    return (*KEYS, *[k for k in input_keys(input_set) if k not in KEYS])
+def batch_keys(input_set: str, context_reference: bool = False) -> tuple[str, ...]:
+    """Keys a training batch carries: the targets plus the input set's extra inputs, and
+    ``ref`` when the stream fits each patch's reference over its context."""
+    ref = ("ref",) if context_reference else ()
+    return (*KEYS, *[k for k in input_keys(input_set) if k not in KEYS], *ref)
 
 
 # Ray Train V2 patches print() in workers and, because Ray has already redirected stdout,
@@ -245,7 +247,8 @@ def join_group(wc: WorkerConfig) -> Worker:
     precision = resolve_precision(wc.config.train.precision, device.type, cpu_supports_bf16())
     return Worker(
         ctx.get_world_rank(), ctx.get_world_size(), device, precision,
-        wc.config.train.channels_last, batch_keys(wc.config.model.input_set),
+        wc.config.train.channels_last,
+        batch_keys(wc.config.model.input_set, reference_context_px(wc.config) > 0),
     )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from sar2opt.models.losses import (
     l1_loss,
     weighted_mse_mae,
 )
+from sar2opt.models.reference import given_reference
 
 LOSS_KEYS = ("d_loss", "g_adv", "g_fm", "g_rec", "g_l1", "g_total")
 
@@ -141,7 +142,7 @@ def gan_step(
     opt, mask = batch["opt"], scored_mask(batch, input_set)
     gen.train()
     with _autocast(x, amp):
-        fake = gen(x)
+        fake = gen(x, **given_reference(batch))
     zero = torch.zeros((), device=x.device)
     d_loss = g_adv = g_fm = zero
 
@@ -204,7 +205,7 @@ def eval_step(
     was_training = gen.training
     gen.eval()
     try:
-        pred = gen(x).float()
+        pred = gen(x, **given_reference(batch)).float()
     finally:
         gen.train(was_training)
     m = torch.ones_like(opt[:, :1]) if mask is None else (mask > 0).to(opt.dtype)
@@ -248,7 +249,7 @@ def eval_sums(
     gen.eval()
     try:
         with _autocast(x, amp):
-            pred = gen(x)
+            pred = gen(x, **given_reference(batch))
     finally:
         gen.train(was_training)
     pred = pred.float()

@@ -34,8 +34,10 @@ import xarray as xr
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from sar2opt.config import Config, ModelSpec, config_to_dict
+from sar2opt.config import Config, ModelSpec, config_to_dict, reference_context_px
 from sar2opt.data.index import (
+    assign_blocks,
+    block_size,
     build_patch_index,
     index_hash,
     resolve_patches,
@@ -46,6 +48,7 @@ from sar2opt.data.inputs import uses_cloudy, uses_dem, uses_prior
 from sar2opt.data.patches import CLOUD_MASK_BAND, CLOUDY_PREFIX, DEM_BAND, PRIOR_PREFIX, PatchError
 from sar2opt.data.stream import (
     CloudMasks,
+    ReferenceContext,
     cache_split,
     cube_sources,
     lend_cloud_windows,
@@ -171,18 +174,36 @@ def open_cubes(cube_paths: Sequence[str | Path]) -> Cubes:
     return Cubes(paths, tuple(o[0] for o in opened), tuple(o[3] for o in opened), sar, opt, dropped)
 
 
+def cube_patch_specs(cubes: Cubes, cfg) -> list:
+    """Each cube's patch layout (``PatchSpec`` with sizes resolved from its grid): one cube's
+    own, or one patch size common to several (``resolve_patches_common``)."""
+    shapes = [(a.sizes["y"], a.sizes["x"]) for a in cubes.arrays]
+    if len(shapes) == 1:
+        return [resolve_patches(cfg.patches, *shapes[0])]
+    return resolve_patches_common(cfg.patches, shapes)
+
+
+def reference_context_for(cubes: Cubes, cfg) -> ReferenceContext | None:
+    """The context each patch's scene-fit reference is fitted over (``stream.ReferenceContext``),
+    None when the model has none (``config.reference_context_px``)."""
+    side = reference_context_px(cfg)
+    if side <= 0:
+        return None
+    specs = cube_patch_specs(cubes, cfg)
+    labels = tuple(
+        assign_blocks(a.sizes["y"], a.sizes["x"], spec)
+        for a, spec in zip(cubes.arrays, specs, strict=True)
+    )
+    return ReferenceContext(side, cfg.model.input_set, tuple(block_size(s) for s in specs), labels)
+
+
 def index_cubes(cubes: Cubes, aux: dict, cfg) -> tuple[pd.DataFrame, list[dict]]:
     """The patch index of every cube, each cut into blocks and splits by its own grid
     (``resolve_patches_common``: one patch size), concatenated with column ``cube`` (its
     position; no such column for one cube, whose index is as it always was), and each
     cube's record for the checkpoint (``holdout.cube_record``)."""
-    shapes = [(a.sizes["y"], a.sizes["x"]) for a in cubes.arrays]
     one = len(cubes.paths) == 1
-    specs = (
-        [resolve_patches(cfg.patches, *shapes[0])]
-        if one
-        else resolve_patches_common(cfg.patches, shapes)
-    )
+    specs = cube_patch_specs(cubes, cfg)
     parts, records = [], []
     for k, (path, arr, attrs, spec) in enumerate(
         zip(cubes.paths, cubes.arrays, cubes.attrs, specs, strict=True)
@@ -225,6 +246,8 @@ class TrainData:
     cached_mb: float  # train + val held in the object store; 0 = streamed from the store
     cubes: tuple[dict, ...] = ()  # per cube: holdout.cube_record + name, patches_per_split
     clouds: str = ""  # where the clouds laid on cloud-removal patches come from (a line)
+    # each patch's scene-fit reference over an inference-sized window (batch key "ref")
+    reference_context: ReferenceContext | None = None
 
 
 def _sizes(index: pd.DataFrame, spec) -> str:
@@ -291,6 +314,9 @@ def prepare_data(cubes: Cubes, aux: dict, cfg) -> TrainData:
     masks, clouds = cloud_masks_for(cubes, index, aux, p, cfg.train.seed)
     if masks is not None:
         kw["cloud_masks"] = masks
+    # the streams alone carry the context reference: the patch-level checks after training
+    # (held-out scores, calibration) run the predictor as it fits on the window it is given
+    ctx = reference_context_for(cubes, cfg)
     # one log line per epoch is the job's progress: not Ray Data's plan of each epoch's stream
     ray.data.DataContext.get_current().print_on_execution_start = False
     datasets = {
@@ -300,12 +326,14 @@ def prepare_data(cubes: Cubes, aux: dict, cfg) -> TrainData:
             **kw,
             rows_per_read=ROWS_PER_READ,
             shuffle_seed=cfg.train.seed if s == "train" else None,
+            reference_context=ctx,
         )  # fmt: skip
         for s in ("train", "val")
         if (index["split"] == s).any()
     }
     counts = split_counts(index)
     channels = len(sar_bands) + len(opt_bands) + 1 + sum(len(v) for v in aux.values())
+    channels += len(opt_bands) if ctx is not None else 0  # the reference
     row_bytes = patch_bytes(channels, p)
     n_rows = sum(counts.get(s, 0) for s in datasets)
     store = ray.cluster_resources().get("object_store_memory", 0) if ray.is_initialized() else 0
@@ -316,7 +344,7 @@ def prepare_data(cubes: Cubes, aux: dict, cfg) -> TrainData:
         cached_mb = n_rows * row_bytes / 1e6
     return TrainData(
         cube_path, index, datasets, norm, counts, index_hash(index), kw, cached_mb,
-        tuple(records), clouds,
+        tuple(records), clouds, ctx,
     )  # fmt: skip
 
 
@@ -493,8 +521,10 @@ def train_model(
     # a net that does not beat its own reference on the val split is not kept
     # (judged through the inference predictor on each cube's val blocks where cubes are small)
     paths = (data.cube_path,) if isinstance(data.cube_path, str) else data.cube_path
+    gate_kw = {**data.read_kw, "reference_context": data.reference_context}
     gate = gate_checkpoint(
-        ckpt_dir, val_batches(data.cube_path, data.index, data.read_kw, tr.seed),
+        ckpt_dir,
+        val_batches(data.cube_path, data.index, gate_kw, tr.seed),
         cube_paths=paths, flips=cfg.infer.tta_flips,
     )  # fmt: skip
     if gate:

@@ -109,3 +109,34 @@ def write_cube(path: Path, n_t: int = 4, size: int = 192, seed: int = 0, aux: bo
     )
     ds = xr.Dataset({"cube": da}, attrs={"sar_bands": SAR, "opt_bands": OPT, **attrs})
     ds.to_zarr(path, mode="w")
+
+
+#: The cloudy S2 bands of ``write_sc_cube``: the same-date reflectance, then its cloud mask.
+CLOUDY = [*(f"cloudy_{b}" for b in OPT), "cloud_mask"]
+
+
+def write_sc_cube(path: Path, *, seed: int, size: int = 192, n_t: int = 4, clouds: bool) -> None:
+    """A learnable SC cube: optical a mix of smoothed SAR; the same-date S2 as observed and its
+    cloud mask; with ``clouds``, a cloud over a third of the grid at every other date (the
+    target stays clear: a cloud-removal cube), else every date clear."""
+    rng = np.random.default_rng(seed)
+    _, sar, opt = learnable_pair(rng, n_t, size)
+    clear = np.ones((n_t, 1, size, size))
+    mask = np.zeros((n_t, 1, size, size))
+    if clouds:
+        blob = _smooth(rng.normal(0, 1, (n_t, 1, size, size)), 15)
+        mask[1::2] = (blob[1::2] > np.quantile(blob[1::2], 0.66)).astype(float)
+    cloudy = np.where(mask > 0, 0.6, opt)
+    cube = np.concatenate([sar, opt, clear, cloudy, mask], 1).astype(np.float32)
+    da = xr.DataArray(
+        cube,
+        dims=("time", "band", "y", "x"),
+        coords={
+            "time": np.array("2024-01-01", dtype="datetime64[ns]")
+            + np.arange(n_t) * 12 * 86400 * 10**9,
+            "band": SAR + OPT + ["clear"] + CLOUDY,
+        },
+    )
+    attrs = {"sar_bands": SAR, "opt_bands": OPT, "cloudy_bands": CLOUDY,
+             "cube_spec": {"max_dt_days": 10.0 + seed, "cloud_dilate_px": 3}}  # fmt: skip
+    xr.Dataset({"cube": da}, attrs=attrs).to_zarr(path, mode="w")
