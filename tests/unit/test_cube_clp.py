@@ -181,3 +181,21 @@ def test_clp_is_read_as_a_mask_by_both_readers(items, grid) -> None:
         assert np.isnan(fast[:, :2]).all() and np.isnan(fast[:, :, -11:]).all()
         assert np.isfinite(fast[:2, 2:, :-11]).all()
     assert read_clp(s2[2:], grid) is None and load_clp(s2[2:], grid) is None
+
+
+def test_the_composite_reads_clp_as_the_cube_does(items, cubes) -> None:
+    """Inference's clear-S2 composite (``run.read_clear_s2``) flags by the cube's rule too:
+    the snow with CLP 0 is clear, the haze with CLP 80 is not, snow without CLP is cloud."""
+    from sar2opt.infer.run import CompositeSpec, read_clear_s2
+
+    _, s2 = items
+    whole, _ = cubes
+    spec = CompositeSpec(
+        max_dt_days=1, opt_bands=CAT.opt_bands, dilate_px=SPEC.cloud_dilate_px,
+        cloud_brightness=SPEC.cloud_brightness, cloud_whiteness=SPEC.cloud_whiteness,
+        shadow_brightness=SPEC.shadow_brightness,
+    )  # fmt: skip
+    obs, clear, _ = read_clear_s2(s2, GRID, ("B04",), spec)
+    assert obs.shape == (3, 1, *GRID.shape)
+    assert clear[0].all() and not clear[1][:, :8].any() and not clear[2].any()
+    np.testing.assert_array_equal(clear, _band(whole, "clear") == 1)  # one date, one S2 each
