@@ -7,7 +7,9 @@ projections differently (``proj:code`` vs ``proj:epsg``, 6- or 9-element transfo
 ``PROFILES``; loaders ask the profile instead of testing provider names.
 
 Band names inside sar2opt are canonical: ``vv``/``vh`` for S1, ``B02``… and ``SCL`` for S2,
-``dem`` for the elevation model. ``prepare_items`` re-keys every item's assets to them.
+``dem`` for the elevation model. ``prepare_items`` re-keys every item's assets to them. The
+local catalog's S2 items may carry ``CLP`` (cloud probability, BioMassters): a mask that the
+cloud test reads where an item has it (``has_band``), never an optical band.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from urllib.parse import urlparse
 
 from affine import Affine
 
+from sar2opt.cube.clean import CLP_BAND
 from sar2opt.errors import CatalogError
 
 PLANETARY_COMPUTER = "planetary-computer"
@@ -115,7 +118,7 @@ def _rows() -> list[CollectionProfile]:
         CollectionProfile(es, "cop-dem-glo-30", **dem),
         # the local catalog (synthetic scene, MultiEarth ingest) is shaped like PC, unsigned
         CollectionProfile(lo, "sentinel-1-rtc", band_assets=_S1, **rtc),
-        CollectionProfile(lo, "sentinel-2-l2a", band_assets=_PC_S2 + _same("QA60"), **s2),
+        CollectionProfile(lo, "sentinel-2-l2a", band_assets=_PC_S2 + _same("QA60", CLP_BAND), **s2),
         CollectionProfile(lo, "cop-dem-glo-30", **dem),
     ]
 
@@ -280,6 +283,12 @@ def sign_item(item: dict, profile: CollectionProfile) -> dict:
             asset["href"] = planetary_computer.sign(asset["href"])  # sign(str) -> signed URL
         return out
     raise CatalogError(f"unknown signing scheme {profile.signing!r}")
+
+
+def has_band(item: dict, profile: CollectionProfile, band: str) -> bool:
+    """Whether ``item`` carries ``band`` under ``profile`` (an optional asset such as ``CLP``)."""
+    key = profile.assets.get(band)
+    return key is not None and key in item.get("assets", {})
 
 
 def prepare_items(

@@ -57,6 +57,7 @@ from sar2opt.catalog.items import (
     s2_item,
     write_catalog,
 )
+from sar2opt.cube.clean import CLP_BAND, CLP_CLOUD_PCT, CLP_NODATA, clp_cloud
 from sar2opt.errors import CatalogError
 from sar2opt.grid import GridSpec, utm_epsg
 
@@ -64,9 +65,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RES_M = 10.0
 AOI_NAME = "aoi.geojson"  # where every file has data, for jobs/build_cube.py --aoi
-CLP_BAND = "CLP"  # cloud probability 0-100 (s2cloudless, as in BioMassters)
-CLP_NODATA = 255
-CLP_CLOUD_PCT = 50.0  # a pixel counts as cloud in eo:cloud_cover when CLP >= this
 S2_MASK_BANDS = ("QA60", "SCL", CLP_BAND)  # categorical: warped nearest, not bilinear
 SENSORS = ("s1", "s2", "dem")
 UNITS = {"s1": ("db", "linear"), "s2": ("dn", "reflectance"), "dem": ("m",)}
@@ -443,11 +441,11 @@ def _item_id(name: str, key: tuple[str, datetime, str]) -> str:
 
 
 def clp_cloud_cover(clp: np.ndarray) -> float | None:
-    """Percent of valid pixels with cloud probability >= ``CLP_CLOUD_PCT``."""
+    """Percent of valid pixels that the cube's CLP rule calls cloud (``clean.clp_cloud``)."""
     valid = np.isfinite(clp)
     if not valid.any():
         return None
-    return 100.0 * float((clp[valid] >= CLP_CLOUD_PCT).sum()) / float(valid.sum())
+    return 100.0 * float(clp_cloud(clp[valid]).sum()) / float(valid.sum())
 
 
 def ingest_manifest(manifest: Manifest, out_dir: str | Path) -> list[dict]:
@@ -501,7 +499,7 @@ def ingest_manifest(manifest: Manifest, out_dir: str | Path) -> list[dict]:
             )  # fmt: skip
         elif sensor == "s2":
             if CLP_BAND in arrays:
-                cover, method = clp_cloud_cover(arrays[CLP_BAND]), f"CLP >= {CLP_CLOUD_PCT:g}"
+                cover, method = clp_cloud_cover(arrays[CLP_BAND]), f"CLP > {CLP_CLOUD_PCT:g}"
             else:
                 cover, method = estimate_cloud_cover(arrays), "brightness estimate"
             items.append(

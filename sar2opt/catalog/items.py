@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sar2opt.cube.clean import CLP_BAND, CLP_NODATA
 from sar2opt.errors import CatalogError
 from sar2opt.grid import GridSpec
 
@@ -269,13 +270,13 @@ def s2_item(
                 "roles": ["cloud"],
                 "raster:bands": [raster_band("uint16", None, grid.res_m)],
             }
-        elif name == "CLP":
+        elif name == CLP_BAND:
             assets[name] = {
                 "href": _href(href),
                 "type": COG_TYPE,
                 "title": "Cloud probability (%, s2cloudless)",
                 "roles": ["cloud"],
-                "raster:bands": [raster_band("uint8", 255, grid.res_m, unit="percent")],
+                "raster:bands": [raster_band("uint8", CLP_NODATA, grid.res_m, unit="percent")],
             }
         elif name == "SCL":
             assets[name] = {

@@ -18,7 +18,7 @@ from). Each month becomes acquisitions on the 15th: the ascending S1 pass (bands
 at 15:50 UTC and the descending pass (bands 3-4) at 04:40 UTC (the local overpass times of
 Finland), each its own item with ``sat:orbit_state``; S2 at 09:50 UTC with its ten bands and
 the CLP cloud probability as a ``CLP`` asset, which sets ``eo:cloud_cover`` (% of pixels with
-CLP >= 50).
+CLP > 50, ``cube.clean.clp_cloud``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sar2opt.cube.clean import CLP_BAND
 from sar2opt.errors import CatalogError
 
 SSL4EO_S2_BANDS = {
@@ -39,7 +40,9 @@ _S1_ID = re.compile(r"^S1(?P<unit>[AB])_IW_GRDH_\w{4}_(?P<start>\d{8}T\d{6})_")
 
 BIOMASSTERS_YEAR = 2019  # month 00 = September 2019, month 11 = August 2020
 BIOMASSTERS_GRID = {"epsg": 32635, "x_min": 500000.0, "y_max": 6900000.0, "res_m": 10.0}
-BIOMASSTERS_S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", "CLP")
+BIOMASSTERS_S2_BANDS = (
+    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12", CLP_BAND,
+)  # fmt: skip
 BIOMASSTERS_S1 = {  # orbit state -> (UTC hour, minute), (band index of VV, of VH)
     "ascending": ((15, 50), (1, 2)),
     "descending": ((4, 40), (3, 4)),
@@ -136,7 +139,7 @@ def biomassters_manifest(src: str | Path) -> dict[str, Any]:
             dt = datetime(year, month, 15, hh, mi, tzinfo=timezone.utc)
             for i, band in enumerate(BIOMASSTERS_S2_BANDS, start=1):
                 row = {"path": rel, "sensor": "s2", "band": band, "band_index": i, "date": _iso(dt)}
-                if band != "CLP":
+                if band != CLP_BAND:
                     row.update(units="dn", scale=10000)
                 files.append(row)
     if not files:

@@ -13,6 +13,11 @@ on any grid: ``load_pixels`` reads them (a stackstac graph, or the windowed COG 
 on the AOI's grid in memory through stackstac; the tiled builder (``sar2opt.cube.tiled_build``)
 runs them per tile with the items that meet it, through the windowed reader, so a tile holds
 exactly the pixels ``build_cube`` gives for the same window.
+
+Where S2 items carry a ``CLP`` asset (cloud probability, BioMassters), every reader here loads
+it beside the optical bands and the cloud test uses it (``clean.cloud_shadow_mask``): in the
+cube (whole and tiled) and in ``read_prior``/``read_cloudy`` (inference), one rule for both.
+It is a mask only: never a cube band, never normalised or scored.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ from sar2opt.cube.align import (
     same_date_optical,
 )
 from sar2opt.cube.clean import cloud_shadow_mask
-from sar2opt.cube.load import group_acquisitions, load_dem, load_optical, load_sar
-from sar2opt.cube.window_load import read_dem, read_optical, read_sar_step
+from sar2opt.cube.load import group_acquisitions, load_clp, load_dem, load_optical, load_sar
+from sar2opt.cube.window_load import read_clp, read_dem, read_optical, read_sar_step
 from sar2opt.errors import CatalogError
 from sar2opt.grid import GridSpec
 from sar2opt.profiles import profile_for, require_geocoded
@@ -169,12 +174,15 @@ class Pixels:
     """The inputs of one grid, loaded and in physical units, before cleaning and pairing.
 
     ``sar`` (time, band, y, x) dB, NaN where a step has no frame; ``opt`` (S2 item, band, y, x)
-    reflectance or ``None`` without S2 items; ``dem`` (y, x) metres or ``None`` without a DEM.
+    reflectance or ``None`` without S2 items; ``dem`` (y, x) metres or ``None`` without a DEM;
+    ``clp`` (S2 item, y, x) cloud probability in percent (NaN where an item has none) or
+    ``None`` when no S2 item carries ``CLP``.
     """
 
     sar: np.ndarray
     opt: np.ndarray | None
     dem: np.ndarray | None
+    clp: np.ndarray | None = None
 
 
 def load_pixels(
@@ -192,13 +200,14 @@ def load_pixels(
     s2_profile = profile_for(catalog.stac_url, catalog.s2_collection)
     nt, (h, w) = len(inputs.times), grid.shape
     sar = np.full((nt, len(catalog.sar_bands), h, w), np.nan, dtype="float32")
-    opt = None
+    opt = clp = None
     if reader == "windows":
         for t, g in enumerate(inputs.s1_groups):
             if g:
                 sar[t] = read_sar_step(list(g), grid, catalog.sar_bands, s1_profile)
         if inputs.s2_items:
             opt = read_optical(list(inputs.s2_items), grid, catalog.opt_bands, s2_profile)
+            clp = read_clp(list(inputs.s2_items), grid, s2_profile)
     else:
         import dask
 
@@ -220,8 +229,14 @@ def load_pixels(
             if inputs.s2_items
             else None
         )
+        clp_lazy = (
+            load_clp(list(inputs.s2_items), grid, chunk_px=spec.chunk_px, profile=s2_profile)
+            if inputs.s2_items
+            else None
+        )
+        clp_lazy = None if clp_lazy is None else clp_lazy.data
         # one dask run for every read of the grid: the threads overlap S1 and S2 I/O
-        *sar_steps, opt = dask.compute(*[a.data for a in lazy.values()], opt_lazy)
+        *sar_steps, opt, clp = dask.compute(*[a.data for a in lazy.values()], opt_lazy, clp_lazy)
         for t, arr in zip(lazy, sar_steps, strict=True):
             sar[t] = arr
     dem = None
@@ -235,7 +250,7 @@ def load_pixels(
             dem = load_dem(
                 list(inputs.dem_items), grid, chunk_px=spec.chunk_px, profile=dem_profile
             )
-    return Pixels(sar, opt, dem)
+    return Pixels(sar, opt, dem, clp)
 
 
 def compose(
@@ -272,7 +287,7 @@ def compose(
         mask_out[:] = 1  # no S2 within ±max_dt_days: all masked
     pairs, _ = pairing(inputs, spec)
     if pixels.opt is not None:
-        clear = clear_mask(pixels.opt, catalog.opt_bands, spec)
+        clear = clear_mask(pixels.opt, catalog.opt_bands, spec, clp=pixels.clp)
         if log is not None:
             for i, s2_frac in enumerate(clear.mean(axis=(1, 2))):
                 log(f"  S2 {inputs.s2_items[i]['id']}: {100 * s2_frac:.0f}% clear")
@@ -301,10 +316,13 @@ def compose(
     return out
 
 
-def clear_mask(opt: np.ndarray, opt_bands: Sequence[str], spec: CubeSpec) -> np.ndarray:
+def clear_mask(
+    opt: np.ndarray, opt_bands: Sequence[str], spec: CubeSpec, *, clp: np.ndarray | None = None
+) -> np.ndarray:
     """(S2 item, y, x) True where a pixel of ``opt`` (S2 item, band, y, x) is clear: the
-    cube's cloud and shadow test with ``spec``'s thresholds, dilated by ``cloud_dilate_px``
-    (so read a halo of that many pixels for a window to match the whole grid)."""
+    cube's cloud and shadow test with ``spec``'s thresholds (the cloud probability ``clp``
+    (S2 item, y, x) where known), dilated by ``cloud_dilate_px`` (so read a halo of that many
+    pixels for a window to match the whole grid)."""
     return ~cloud_shadow_mask(
         opt,
         list(opt_bands),
@@ -312,6 +330,7 @@ def clear_mask(opt: np.ndarray, opt_bands: Sequence[str], spec: CubeSpec) -> np.
         cloud_whiteness=spec.cloud_whiteness,
         shadow_brightness=spec.shadow_brightness,
         dilate_px=spec.cloud_dilate_px,
+        clp=clp,
     )
 
 
@@ -347,9 +366,10 @@ def read_cloudy(
     """The same-date S2 of the time step ``time`` (ISO) on ``grid`` with its cloud mask:
     (band + 1, y, x), reflectance (NaN where no S2 observation) then the mask (1 = cloud,
     shadow or none, 0 = clear). Reads only the ``items`` within ±``max_dt_days``, through
-    the windowed reader, and applies the cube's rules (``clear_mask``, ``same_date_optical``):
-    the values ``compose`` writes into ``cloudy_<band>`` and ``cloud_mask`` for the same grid
-    (halo included). The inference reader of SC/SCO/SCOD models."""
+    the windowed reader, and applies the cube's rules (``clear_mask``, with the items'
+    ``CLP`` where they carry it; ``same_date_optical``): the values ``compose`` writes into
+    ``cloudy_<band>`` and ``cloud_mask`` for the same grid (halo included). The inference
+    reader of SC/SCO/SCOD models."""
     items = cloudy_items(items, time, spec)
     h, w = grid.shape
     out = np.full((len(opt_bands) + 1, h, w), np.nan, dtype="float32")
@@ -357,8 +377,9 @@ def read_cloudy(
     if not items:
         return out
     opt = read_optical(items, grid, opt_bands, profile)
+    clear = clear_mask(opt, opt_bands, spec, clp=read_clp(items, grid, profile))
     (order,) = pair_s1_s2([_naive(time)], [_s2_time(it) for it in items], spec.max_dt_days)
-    same_date_optical(opt, clear_mask(opt, opt_bands, spec), order, out=out[:-1], mask=out[-1])
+    same_date_optical(opt, clear, order, out=out[:-1], mask=out[-1])
     return out
 
 
@@ -374,8 +395,9 @@ def read_prior(
     """The prior optical of the time step ``time`` (ISO) on ``grid``: (band, y, x)
     reflectance, NaN where no clear S2 pixel lies in the prior window. Reads only the
     ``items`` in that window, through the windowed reader, and applies the cube's rules
-    (``clear_mask``, ``prior_optical``): the values ``compose`` writes into ``prior_<band>``
-    for the same grid (halo included). The inference reader of SO/SOD models."""
+    (``clear_mask``, with the items' ``CLP`` where they carry it; ``prior_optical``): the
+    values ``compose`` writes into ``prior_<band>`` for the same grid (halo included). The
+    inference reader of SO/SOD models."""
     items = prior_items(items, time, spec)
     h, w = grid.shape
     if not items:
@@ -383,7 +405,7 @@ def read_prior(
     opt = read_optical(items, grid, opt_bands, profile)
     return prior_optical(
         opt,
-        clear_mask(opt, opt_bands, spec),
+        clear_mask(opt, opt_bands, spec, clp=read_clp(items, grid, profile)),
         [_s2_time(it) for it in items],
         _naive(time),
         spec.max_dt_days,

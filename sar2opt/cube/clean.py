@@ -3,9 +3,12 @@
 QA60 cannot be trusted (it is all zeros on the real MultiEarth images with obvious clouds),
 so the flag is a pixel test: clouds are bright AND white across the visible bands, shadows
 are very dark. Thresholds come from ``CubeSpec`` and were checked on the real sample.
-Where the stack carries a cloud probability band (``CLP``, s2cloudless 0-100, as BioMassters
-ships it), that band is the cloud test (``CLP > CLP_CLOUD_PCT``) instead of brightness and
-whiteness: snow is as bright and white as cloud, and the probability does not flag it.
+Where a pixel has a cloud probability (``CLP``, s2cloudless 0-100, as BioMassters ships it),
+that is its cloud test (``clp_cloud``: ``CLP > CLP_CLOUD_PCT``) instead of brightness and
+whiteness: snow is as bright and white as cloud, and the probability does not flag it. A
+pixel without one (an item with no ``CLP`` asset, CLP's nodata) keeps the brightness test.
+This module owns the CLP rule: the ingest's ``eo:cloud_cover`` and every loader that reads
+the ``CLP`` asset (``cube.load.load_clp``, ``cube.window_load.read_clp``) use it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,15 @@ import numpy as np
 from sar2opt.ops import dilate
 
 VISIBLE = ("B02", "B03", "B04")
-CLP_BAND = "CLP"  # cloud probability, percent (catalog.ingest.CLP_BAND)
-CLP_CLOUD_PCT = 50.0  # cloud where CLP is above this (the ingest's eo:cloud_cover rule)
+CLP_BAND = "CLP"  # the S2 asset/band of cloud probability in percent: a mask, not a colour
+CLP_NODATA = 255  # CLP's nodata in the catalog (uint8 COG)
+CLP_CLOUD_PCT = 50.0  # cloud where CLP is above this (also the ingest's eo:cloud_cover)
+
+
+def clp_cloud(clp: np.ndarray) -> np.ndarray:
+    """True where a cloud probability (percent) says cloud; False where it is NaN (unknown)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(clp) > CLP_CLOUD_PCT
 
 
 def cloud_shadow_mask(
@@ -30,22 +40,31 @@ def cloud_shadow_mask(
     cloud_whiteness: float,
     shadow_brightness: float,
     dilate_px: int = 0,
+    clp: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boolean (..., y, x): True where a pixel is cloud, cloud shadow or has no data.
 
     ``opt`` is reflectance (..., band, y, x). Brightness is the mean of B02/B03/B04;
     whiteness is min/max over them (1 = grey/white, soil and vegetation are coloured).
-    With a ``CLP`` band among ``bands`` (cloud probability in percent, not reflectance) the
-    cloud test is ``CLP > CLP_CLOUD_PCT`` (module doc); shadow and no-data stay as they are.
+    Where a cloud probability is known (``clp`` (..., y, x) percent, NaN = unknown, or a
+    ``CLP`` band among ``bands``) the cloud test is ``clp_cloud`` (module doc); elsewhere,
+    brightness and whiteness. Shadow and no-data (NaN in a band of ``opt`` other than CLP)
+    are the same either way.
     """
-    clp = list(bands).index(CLP_BAND) if CLP_BAND in bands else None
-    idx = [list(bands).index(b) for b in VISIBLE if b in bands]
+    bands = list(bands)
+    if clp is None and CLP_BAND in bands:
+        k = bands.index(CLP_BAND)
+        clp = opt[..., k, :, :]
+        keep = [i for i in range(len(bands)) if i != k]
+        opt, bands = opt[..., keep, :, :], [bands[i] for i in keep]
+    idx = [bands.index(b) for b in VISIBLE if b in bands]
     if len(idx) < 2:
         raise ValueError(f"cloud test needs at least two of {VISIBLE}, got {list(bands)}")
     # one image at a time, band by band: the same float32 operations as on the whole stack
     # (sum in band order, then / count; min/max exact), without stack-sized temporaries
     *lead, nb, h, w = opt.shape
     images = opt.reshape(-1, nb, h, w)
+    probs = None if clp is None else np.broadcast_to(clp, (*lead, h, w)).reshape(-1, h, w)
     flagged = np.empty((len(images), h, w), dtype=bool)
     nodata = np.empty((len(images), h, w), dtype=bool)
     for k, img in enumerate(images):
@@ -56,12 +75,15 @@ def cloud_shadow_mask(
         for v in vis[2:]:
             total += v
         brightness = total / np.float32(len(vis))
-        if clp is not None:
-            cloud = np.nan_to_num(img[clp], nan=0.0) > CLP_CLOUD_PCT
+        known = None if probs is None else ~np.isnan(probs[k])
+        if known is not None and known.all():
+            cloud = clp_cloud(probs[k])
         else:
             lo, hi = reduce(np.minimum, vis), reduce(np.maximum, vis)
             whiteness = lo / np.maximum(hi, 1e-6)
             cloud = (brightness > cloud_brightness) & (whiteness > cloud_whiteness)
+            if known is not None and known.any():
+                cloud = np.where(known, clp_cloud(probs[k]), cloud)
         flagged[k] = cloud | (brightness < shadow_brightness)
     if dilate_px > 0:
         flagged = dilate(flagged, dilate_px)

@@ -1,7 +1,8 @@
 """Load STAC items onto the shared GridSpec with stackstac (lazy, dask-backed).
 
 stackstac gives an exact grid only when ``epsg``, ``resolution`` and ``bounds`` are all
-passed, so every call takes them from one GridSpec.
+passed, so every call takes them from one GridSpec. S2's ``CLP`` (cloud probability) is read
+by ``load_clp`` on its own, as a mask: raw percent, nearest neighbour, never an optical band.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
+from sar2opt.cube.clean import CLP_BAND
 from sar2opt.cube.clean_s1 import linear_to_db
 from sar2opt.grid import GridSpec
 from sar2opt.profiles import (
@@ -19,6 +21,8 @@ from sar2opt.profiles import (
     PROFILES,
     CollectionProfile,
     band_scaling,
+    has_band,
+    nodata,
     prepare_items,
 )
 
@@ -176,6 +180,55 @@ def load_optical(
     out = out.transpose("time", "band", "y", "x")
     out.name = "opt"
     return out
+
+
+def load_clp(
+    items: Sequence[dict],
+    grid: GridSpec,
+    *,
+    chunk_px: int = 512,
+    profile: CollectionProfile | None = None,
+) -> xr.DataArray | None:
+    """S2 cloud probability (S2 item, y, x) in percent on ``grid``, one plane per item in the
+    order of ``load_optical`` (by time); NaN at its nodata and for items without a ``CLP``
+    asset. ``None`` when no item has one: the cloud test is then the brightness test alone.
+
+    A mask, not reflectance: no scale/offset, 0 is a value (clear), stackstac's nearest
+    neighbour (never bilinear); the cloud test reads it (``clean.cloud_shadow_mask``'s ``clp``).
+    """
+    import dask.array as dsa
+
+    profile = profile or PROFILES[(LOCAL, "sentinel-2-l2a")]
+    items = sorted(items, key=lambda it: it["properties"].get("datetime") or "")  # as stackstac
+    carry = [it for it in items if has_band(it, profile, CLP_BAND)]
+    if not carry:
+        return None
+    nd = {it["id"]: nodata(profile, it, CLP_BAND) for it in carry}
+    arr = load_stack(
+        prepare_items(carry, profile, (CLP_BAND,)), grid, (CLP_BAND,), chunk_px=chunk_px
+    )
+    row = {str(i): k for k, i in enumerate(arr["id"].values)}
+    blank = dsa.full(grid.shape, np.nan, dtype="float32", chunks=chunk_px)
+    planes = []
+    for it in items:
+        k = row.get(it["id"])
+        if k is None:
+            planes.append(blank)
+            continue
+        plane = arr.data[k, 0]
+        if nd[it["id"]] is not None:
+            plane = dsa.where(plane == np.float32(nd[it["id"]]), np.float32(np.nan), plane)
+        planes.append(plane)
+    return xr.DataArray(
+        dsa.stack(planes).astype("float32"),
+        dims=("time", "y", "x"),
+        coords={
+            "id": ("time", [it["id"] for it in items]),
+            "y": arr["y"].values,
+            "x": arr["x"].values,
+        },
+        name=CLP_BAND,
+    )
 
 
 def load_dem(

@@ -12,6 +12,8 @@ the grid otherwise, as stackstac does). The values are those of ``load_sar``,
   in time order, last on top (``stackstac.mosaic``);
 * S1: linear power -> dB (``linear_to_db``), nodata and non-positive power -> NaN;
 * S2: DN * scale + offset per item and band in float32, DN <= 0 and nodata -> NaN;
+* S2 ``CLP``: percent as stored (a mask: no scaling, 0 is clear), nodata -> NaN, NaN for
+  items without it (``load_clp``);
 * DEM: the profile's nodata -> NaN before the mosaic.
 """
 
@@ -21,10 +23,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sar2opt.cube.clean import CLP_BAND
 from sar2opt.cube.clean_s1 import linear_to_db
 from sar2opt.grid import GridSpec
 from sar2opt.infer.read import mosaic_last_on_top, read_asset
-from sar2opt.profiles import LOCAL, PROFILES, CollectionProfile, band_scaling, prepare_items
+from sar2opt.profiles import (
+    LOCAL,
+    PROFILES,
+    CollectionProfile,
+    band_scaling,
+    has_band,
+    nodata,
+    prepare_items,
+)
 
 
 def _by_time(items: Sequence[dict]) -> list[dict]:
@@ -80,6 +91,28 @@ def read_optical(
             dn = read_asset(it["assets"][b]["href"], grid)
             scaled = dn * np.float32(scales[i][j]) + np.float32(offsets[i][j])
             out[i, j] = np.where(dn > 0, scaled, np.float32(np.nan))
+    return out
+
+
+def read_clp(
+    items: Sequence[dict], grid: GridSpec, profile: CollectionProfile | None = None
+) -> np.ndarray | None:
+    """(item, y, x) cloud probability in percent on ``grid``, one plane per item in the order
+    given, NaN at nodata and for items without ``CLP``; ``None`` when none has it
+    (``load_clp(...).values``)."""
+    profile = profile or PROFILES[(LOCAL, "sentinel-2-l2a")]
+    carry = [has_band(it, profile, CLP_BAND) for it in items]
+    if not any(carry):
+        return None
+    out = np.full((len(items), *grid.shape), np.nan, dtype="float32")
+    for i, it in enumerate(items):
+        if carry[i]:
+            nd = nodata(profile, it, CLP_BAND)
+            (it,) = prepare_items([it], profile, (CLP_BAND,))
+            a = read_asset(it["assets"][CLP_BAND]["href"], grid)
+            if nd is not None:
+                a[a == np.float32(nd)] = np.nan
+            out[i] = a
     return out
 
 

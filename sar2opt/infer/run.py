@@ -279,12 +279,17 @@ def read_clear_s2(
     items: Sequence[dict], grid, out_bands: Sequence[str], spec: CompositeSpec
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """S2 ``out_bands`` (N, C, h, w), clear (N, h, w) and when each was seen (N,) int64
-    (``periods.obs_seconds``) on a block's grid."""
+    (``periods.obs_seconds``) on a block's grid. The cloud test reads the items' ``CLP``
+    where they carry it, as the cube does (``cube.load.load_clp``)."""
+    import dask
+
     from sar2opt.cube.clean import cloud_shadow_mask
-    from sar2opt.cube.load import load_optical
+    from sar2opt.cube.load import load_clp, load_optical
 
     da = load_optical(list(items), grid, list(spec.opt_bands), profile=spec.profile)
-    arr = np.asarray(da.values, np.float32)
+    clp = load_clp(list(items), grid, profile=spec.profile)
+    arr, clp = dask.compute(da.data, None if clp is None else clp.data)
+    arr = np.asarray(arr, np.float32)
     flagged = cloud_shadow_mask(
         arr,
         list(spec.opt_bands),
@@ -292,6 +297,7 @@ def read_clear_s2(
         cloud_whiteness=spec.cloud_whiteness,
         shadow_brightness=spec.shadow_brightness,
         dilate_px=spec.dilate_px,
+        clp=clp,
     )
     idx = [list(spec.opt_bands).index(b) for b in out_bands]
     when = np.array([obs_seconds(t) for t in da.time.values], np.int64)

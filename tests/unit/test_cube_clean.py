@@ -40,6 +40,29 @@ def test_a_cloud_probability_band_is_the_cloud_test_so_snow_stays_clear():
     assert cloud_shadow_mask(opt, BANDS, **KW).tolist() == [[True, False, False, True]]
 
 
+def test_a_cloud_probability_given_apart_is_the_test_where_known():
+    """``clp`` beside the reflectance (the cube's loaders read the CLP asset apart): the
+    same rule as a CLP band; where it is NaN (nodata, an item without CLP) the pixel test;
+    exactly 50 % is not cloud (``clp_cloud``, also the ingest's eo:cloud_cover)."""
+    snow, haze, forest = [0.6, 0.62, 0.63], [0.05, 0.06, 0.055], [0.02, 0.04, 0.025]
+    opt = np.array([snow, haze, forest, snow, haze], dtype="float32").T[:, None, :]
+    clp = np.array([[[0.0, 80.0, 50.0, np.nan, np.nan]]], dtype="float32")
+    m = cloud_shadow_mask(opt, BANDS, **KW, clp=clp[0])
+    assert m.tolist() == [[False, True, False, True, False]]
+    with_band = cloud_shadow_mask(np.concatenate([opt, clp]), (*BANDS, "CLP"), **KW)
+    assert with_band.tolist() == m.tolist()
+    # no probability anywhere: exactly the pixel test
+    none = np.full(clp.shape[1:], np.nan, "float32")
+    no_clp = cloud_shadow_mask(opt, BANDS, **KW)
+    assert cloud_shadow_mask(opt, BANDS, **KW, clp=none).tolist() == no_clp.tolist()
+    assert no_clp.tolist() == [[True, False, False, True, False]]
+    # one probability plane per image of a stack (item, band, y, x)
+    stack = np.stack([opt, opt])
+    planes = np.stack([clp[0], np.full_like(clp[0], np.nan)])
+    got = cloud_shadow_mask(stack, BANDS, **KW, clp=planes, dilate_px=0)
+    assert got[:, 0].tolist() == [m[0].tolist(), no_clp[0].tolist()]
+
+
 def test_nodata_is_flagged_and_dilation_grows_by_radius():
     opt = np.full((3, 9, 9), 0.03, dtype="float32")
     opt[:, 4, 4] = np.nan

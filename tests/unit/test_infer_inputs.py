@@ -68,10 +68,8 @@ NORM = {
 TILE_PX, OVERLAP_PX = 64, 32  # 32 px blocks in 64 px windows: not on the cube's 64 px tiles
 
 
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    root = tmp_path_factory.mktemp("syn-inputs")
-    items = generate_scene(root / "catalog", size_km=SIZE_KM, n_s1=4, n_s2=6)
+def _scene(root, items) -> dict:
+    """The tiled training cube of ``items`` (a generated scene's) under ``root``."""
     aoi = box(*lonlat_bounds(scene_grid(SIZE_KM))).buffer(-1e-4)
     s1 = [it for it in items if it["collection"] == CAT.s1_collection]
     cube = root / "cube.zarr"
@@ -80,6 +78,52 @@ def scene(tmp_path_factory):
         mp.setattr(build, "search_aoi", search_in(items))
         tiled_build.build_tiled(aoi, *DATES, catalog=CAT, spec=SPEC, out=cube, log=lambda *_: None)
     return {"items": items, "aoi": aoi, "cube": cube, "s1": s1}
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn-inputs")
+    return _scene(root, generate_scene(root / "catalog", size_km=SIZE_KM, n_s1=4, n_s2=6))
+
+
+def _with_clp(item: dict, path) -> dict:
+    """A copy of the S2 ``item`` with a ``CLP`` asset (uint8 percent, nodata 255, as the
+    ingest writes it) that disagrees with the brightness test: 80 on diagonal stripes across
+    the window edges, 0 elsewhere (the scene's white clouds too, like snow), 255 (unknown:
+    the brightness test) in one block."""
+    import rasterio
+
+    with rasterio.open(item["assets"]["B02"]["href"]) as src:
+        profile = dict(src.profile)
+        h, w = src.shape
+    rows, cols = np.mgrid[:h, :w]
+    clp = np.where(((rows + cols) // 20) % 3 == 0, 80, 0).astype("uint8")
+    clp[90:110, 0:40] = 255
+    profile.update(driver="GTiff", dtype="uint8", nodata=255, predictor=1)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(clp, 1)
+    out = {**item, "assets": dict(item["assets"])}
+    out["assets"]["CLP"] = {
+        "href": str(path),
+        "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+        "roles": ["cloud"],
+        "raster:bands": [{"data_type": "uint8", "nodata": 255, "unit": "percent"}],
+    }
+    return out
+
+
+@pytest.fixture(scope="module")
+def clp_scene(tmp_path_factory):
+    """The scene with a ``CLP`` asset on S2 07-03, 07-08, 07-18 and 07-23 (07-13 and 07-28
+    keep the brightness test; priors and same-date S2 come from both kinds): the cube and
+    the inference readers both read it."""
+    root = tmp_path_factory.mktemp("syn-inputs-clp")
+    items = generate_scene(root / "catalog", size_km=SIZE_KM, n_s1=4, n_s2=6)
+    s2 = [i for i, it in enumerate(items) if it["collection"] == CAT.s2_collection]
+    for j, k in enumerate(s2):
+        if j % 3 != 2:
+            items[k] = _with_clp(items[k], root / f"clp_{k}.tif")
+    return _scene(root, items)
 
 
 class Recorder(torch.nn.Module):
@@ -145,10 +189,10 @@ def _training_patches(cube, input_set, rows, key=None):
     return got[key] if key else model_input(got, input_set).numpy()
 
 
-@pytest.mark.parametrize("input_set", list(INPUT_SETS))
-def test_inference_reads_the_training_patch_of_every_window_and_date(
-    scene, input_set, monkeypatch
-) -> None:
+def _infer_and_train(scene, input_set: str, monkeypatch):
+    """Every window and date of the scene's grid through the inference fill (the model's
+    input recorded) and the trainer's patch of the same windows: (x_infer, x_train, rows,
+    [(window, core, source)])."""
     grid, times, sar, aux = _inference(scene, input_set, monkeypatch)
     lat = BlockLattice(grid, TILE_PX, OVERLAP_PX)
     rec = Recorder(len(CAT.opt_bands))
@@ -177,8 +221,14 @@ def test_inference_reads_the_training_patch_of_every_window_and_date(
                     for bj, b in zip(strip_.bjs, blocks, strict=True)
                 ]
                 rows += [(t, *lat.window(bi, bj)[:2]) for bj in strip.bjs]
-    x_infer = np.stack(seen)
-    x_train = _training_patches(scene["cube"], input_set, rows)
+    return np.stack(seen), _training_patches(scene["cube"], input_set, rows), rows, with_prior
+
+
+@pytest.mark.parametrize("input_set", list(INPUT_SETS))
+def test_inference_reads_the_training_patch_of_every_window_and_date(
+    scene, input_set, monkeypatch
+) -> None:
+    x_infer, x_train, rows, with_prior = _infer_and_train(scene, input_set, monkeypatch)
     assert x_infer.shape == x_train.shape == (len(rows), _channels(input_set), TILE_PX, TILE_PX)
     # the same numbers; the trainer never sees a missing value (its patch index drops such
     # patches), inference gives the band mean (0) there
@@ -217,6 +267,21 @@ def test_inference_reads_the_training_patch_of_every_window_and_date(
         expected[observed] = SOURCE_CLOUD_REMOVED
     for k, ((r, c, _, _), (r0, c0, r1, c1), source) in enumerate(with_prior):
         np.testing.assert_array_equal(source, expected[k, r0 - r : r1 - r, c0 - c : c1 - c])
+
+
+@pytest.mark.parametrize("input_set", ["SO", "SCOD"])
+def test_inference_reads_the_training_patch_with_clp(
+    scene, clp_scene, input_set, monkeypatch
+) -> None:
+    """The same identity where S2 items carry ``CLP``: the cube and the inference readers
+    test clouds by one rule (CLP where an item has it, brightness elsewhere)."""
+    x_infer, x_train, rows, _ = _infer_and_train(clp_scene, input_set, monkeypatch)
+    assert x_infer.shape == x_train.shape == (len(rows), _channels(input_set), TILE_PX, TILE_PX)
+    np.testing.assert_array_equal(x_infer, np.where(np.isnan(x_train), np.float32(0), x_train))
+    # CLP decided: the same windows of the cube without CLP give other inputs
+    plain = _training_patches(scene["cube"], input_set, rows)
+    aux = slice(2, None)  # the prior, cloudy and mask channels
+    assert not np.array_equal(x_train[:, aux], plain[:, aux], equal_nan=True)
 
 
 def _channels(input_set: str) -> int:

@@ -173,6 +173,7 @@ def test_clp_sets_cloud_cover_and_is_kept_as_an_asset(tmp_path):
     arr = np.ones((2, 10, 10), np.uint16) * 500
     arr[1] = 10
     arr[1, :4] = 80  # CLP: 40 % of the pixels at 80 %
+    arr[1, 4] = 50  # 10 % at exactly 50 %: not cloud, by the cube's rule (clean.clp_cloud)
     _tif(src / "s2.tif", arr, f"EPSG:{EPSG}", Affine(10, 0, X0, 0, -10, Y0))
     m = _manifest(tmp_path, {"files": [
         {"path": "s2.tif", "sensor": "s2", "band": "B02", "date": "2024-05-01", "units": "dn"},
