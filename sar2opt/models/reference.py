@@ -19,7 +19,9 @@ parameters, nothing learnt), so training and inference, which both build the mod
   radar adds: on the real BioMassters chip under laid real clouds, 0.66 x the MAE of the
   SAR-only ridge where copying the prior is 1.1 x. A sample with fewer than
   :func:`min_clear_px` clear pixels falls back to the prior when the input set has one, else
-  to the band mean (0).
+  to the band mean (0). Training fits it over the window inference would give the patch, not
+  over the small patch (``data.stream.ReferenceContext``), and hands it in as ``ref``
+  (:func:`reference_of` is the one definition both use).
 
 Inputs arrive standardised in the order sar, cloudy, prior, dem (``data.inputs``); the
 prior and the cloudy S2 are standardised with the optical statistics, the output's own
