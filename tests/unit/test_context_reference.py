@@ -37,7 +37,7 @@ def cube(tmp_path_factory) -> tuple[Path, object]:
     index = build_patch_index(
         xr.open_zarr(path)["cube"], SAR, OPT, SPEC, input_set="SC", cloudy_bands=CLOUDY
     )
-    return path, index[index["split"] == "train"]
+    return path, index[index["split"] == "train"].iloc[::2]  # every other: 52 patches
 
 
 def context(side: int) -> ReferenceContext:
@@ -63,7 +63,7 @@ def test_a_patch_sized_context_is_the_models_own_reference(cube) -> None:
 
 def test_a_larger_context_fits_the_hidden_pixels_better(cube) -> None:
     """Under laid clouds (every patch) the fit over a 128-px window errs less on the hidden
-    pixels than the fit over the 32-px patch: measured 0.00457 against 0.00497."""
+    pixels than the fit over the 32-px patch: measured 0.00458 against 0.00498."""
     path, rows = cube
     mae = {}
     for side in (P, 128):
