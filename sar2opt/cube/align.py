@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -39,15 +39,34 @@ def composite_nearest_clear(
     time axis of the pixel used, -1 where none). ``out`` and ``ok`` (optional) receive the
     composite and the clear flag in place (e.g. slices of a cube block).
     """
-    _, nb, h, w = opt.shape
+    dates = ((i, opt[i], clear[i]) for i in order)
+    return composite_first_clear(dates, opt.shape[1:], out=out, ok=ok)
+
+
+#: One S2 date as the per-pixel rules take it: (its index, reflectance (band, y, x), clear
+#: (y, x) boolean). The rules take dates nearest first from an iterable and stop asking once
+#: every pixel is decided, so a lazy one (``build.clean_dates``) reads only the dates needed.
+Date = tuple[int, np.ndarray, np.ndarray]
+
+
+def composite_first_clear(
+    dates: Iterable[Date],
+    shape: Sequence[int],
+    *,
+    out: np.ndarray | None = None,
+    ok: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``composite_nearest_clear`` over ``dates`` taken in turn (nearest first), (band, y, x)
+    ``shape``: the next date is taken only while some pixel has no clear observation yet."""
+    nb, h, w = shape
     if out is None:
         out = np.empty((nb, h, w), dtype="float32")
     out[...] = np.nan
     taken = np.zeros((h, w), dtype=bool)
     source = np.full((h, w), -1, dtype="int16")
-    for i in order:
-        take = clear[i] & ~taken
-        np.copyto(out, opt[i], where=take)
+    for i, opt_i, clear_i in dates:
+        take = clear_i & ~taken
+        np.copyto(out, opt_i, where=take)
         np.copyto(source, np.int16(i), where=take)
         taken |= take
         if taken.all():  # every pixel has its nearest clear observation
@@ -120,7 +139,20 @@ def same_date_optical(
     models (``build.read_cloudy``). Where the mask is 0 the value is the clear pixel the
     target composite (``composite_nearest_clear``) takes too: the nearest clear one.
     """
-    _, nb, h, w = opt.shape
+    dates = ((i, opt[i], clear[i]) for i in order)
+    return same_date_first(dates, opt.shape[1:], out=out, mask=mask)
+
+
+def same_date_first(
+    dates: Iterable[Date],
+    shape: Sequence[int],
+    *,
+    out: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``same_date_optical`` over ``dates`` taken in turn (nearest first), (band, y, x)
+    ``shape``: the next date is taken only while some pixel has no observation yet."""
+    nb, h, w = shape
     if out is None:
         out = np.empty((nb, h, w), dtype="float32")
     if mask is None:
@@ -128,10 +160,10 @@ def same_date_optical(
     out[...] = np.nan
     seen = np.zeros((h, w), dtype=bool)
     clear_at = np.zeros((h, w), dtype=bool)
-    for i in order:  # one image at a time: no stack-sized temporaries
-        take = np.isfinite(opt[i]).all(axis=0) & ~seen
-        np.copyto(out, opt[i], where=take)
-        clear_at |= take & clear[i]
+    for _, opt_i, clear_i in dates:  # one image at a time: no stack-sized temporaries
+        take = np.isfinite(opt_i).all(axis=0) & ~seen
+        np.copyto(out, opt_i, where=take)
+        clear_at |= take & clear_i
         seen |= take
         if seen.all():  # every pixel has its nearest observation
             break
