@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -112,9 +112,27 @@ def prior_optical(
 
     The one rule for the prior: the cube build writes it into ``prior_<band>``
     (``build.compose``) and the inference reader feeds it to SO/SOD models
-    (``build.read_prior``), so a model sees at inference what it was trained on."""
+    (``build.read_prior``, date by date through ``prior_first_clear``), so a model sees at
+    inference what it was trained on."""
+    dates = lambda order: ((i, opt[i], clear[i]) for i in order)  # noqa: E731
+    return prior_first_clear(dates, opt.shape[1:], s2_times, time, max_dt_days, prior_days, out=out)
+
+
+def prior_first_clear(
+    dates: Callable[[Sequence[int]], Iterable[Date]],
+    shape: Sequence[int],
+    s2_times: Sequence[np.datetime64],
+    time: np.datetime64,
+    max_dt_days: float,
+    prior_days: float,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``prior_optical`` of (band, y, x) ``shape`` with its S2 dates from ``dates(order)``
+    (``order``: indices into ``s2_times``, latest first), taken one at a time until every
+    pixel has a clear one: a lazy ``dates`` (``build.clean_dates``) reads no date past that."""
     (order,) = pair_prior([time], s2_times, max_dt_days, prior_days)
-    return composite_nearest_clear(opt, clear, order, out=out)[0]
+    return composite_first_clear(dates(order), shape, out=out)[0]
 
 
 def same_date_optical(

@@ -29,10 +29,10 @@ from sar2opt.aoi import grid_for_aoi
 from sar2opt.config import CatalogSpec, CubeSpec, config_to_dict
 from sar2opt.cube.align import (
     Date,
-    composite_first_clear,
     composite_nearest_clear,
     pair_prior,
     pair_s1_s2,
+    prior_first_clear,
     prior_optical,
     same_date_first,
     same_date_optical,
@@ -407,11 +407,16 @@ def read_prior(
     h, w = grid.shape
     if not items:
         return np.full((len(opt_bands), h, w), np.nan, dtype="float32")
-    (order,) = pair_prior(
-        [_naive(time)], [_s2_time(it) for it in items], spec.max_dt_days, spec.prior_days
-    )  # prior_optical's order
-    dates = clean_dates(items, order, grid, opt_bands=opt_bands, spec=spec, profile=profile)
-    return composite_first_clear(dates, (len(opt_bands), h, w))[0]
+    return prior_first_clear(
+        lambda order: clean_dates(
+            items, order, grid, opt_bands=opt_bands, spec=spec, profile=profile
+        ),
+        (len(opt_bands), h, w),
+        [_s2_time(it) for it in items],
+        _naive(time),
+        spec.max_dt_days,
+        spec.prior_days,
+    )
 
 
 def assemble(
