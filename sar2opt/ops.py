@@ -40,11 +40,26 @@ def box_sum(x: np.ndarray, win_px: int, dtype: str = "float64") -> np.ndarray:
 def dilate(mask: np.ndarray, radius_px: int) -> np.ndarray:
     """Square (Chebyshev) binary dilation over the last two axes by ``radius_px`` pixels.
 
-    Pixels beyond the edge count as False; ``radius_px`` <= 0 returns a copy.
+    Pixels beyond the edge count as False; ``radius_px`` <= 0 returns a copy. Separable: a
+    run of ``2 * radius_px + 1`` ORed along each axis in turn, in boolean ops (a summed-area
+    table in int64 cost ~10x more on a strip's cloud mask, for the same pixels).
     """
     m = np.asarray(mask, dtype=bool)
     r = int(radius_px)
     if r <= 0:
         return m.copy()
     padded = np.pad(m, [(0, 0)] * (m.ndim - 2) + [(r, r), (r, r)])
-    return box_sum(padded, 2 * r + 1, dtype="int64") > 0
+    rows = _or_runs(padded, 2 * r + 1)  # along x: (..., H + 2r, W)
+    return np.ascontiguousarray(_or_runs(rows.swapaxes(-1, -2), 2 * r + 1).swapaxes(-1, -2))
+
+
+def _or_runs(a: np.ndarray, n: int) -> np.ndarray:
+    """OR of every run of ``n`` neighbours along the last axis ('valid': length - n + 1), in
+    log2(n) steps: runs of 1, 2, 4, ... p <= n, then two runs of p that overlap to cover n."""
+    p = 1
+    while 2 * p <= n:
+        a = a[..., :-p] | a[..., p:]  # runs of 2p
+        p *= 2
+    if p < n:
+        a = a[..., : a.shape[-1] - (n - p)] | a[..., n - p :]
+    return a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -39,15 +39,34 @@ def composite_nearest_clear(
     time axis of the pixel used, -1 where none). ``out`` and ``ok`` (optional) receive the
     composite and the clear flag in place (e.g. slices of a cube block).
     """
-    _, nb, h, w = opt.shape
+    dates = ((i, opt[i], clear[i]) for i in order)
+    return composite_first_clear(dates, opt.shape[1:], out=out, ok=ok)
+
+
+#: One S2 date as the per-pixel rules take it: (its index, reflectance (band, y, x), clear
+#: (y, x) boolean). The rules take dates nearest first from an iterable and stop asking once
+#: every pixel is decided, so a lazy one (``build.clean_dates``) reads only the dates needed.
+Date = tuple[int, np.ndarray, np.ndarray]
+
+
+def composite_first_clear(
+    dates: Iterable[Date],
+    shape: Sequence[int],
+    *,
+    out: np.ndarray | None = None,
+    ok: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``composite_nearest_clear`` over ``dates`` taken in turn (nearest first), (band, y, x)
+    ``shape``: the next date is taken only while some pixel has no clear observation yet."""
+    nb, h, w = shape
     if out is None:
         out = np.empty((nb, h, w), dtype="float32")
     out[...] = np.nan
     taken = np.zeros((h, w), dtype=bool)
     source = np.full((h, w), -1, dtype="int16")
-    for i in order:
-        take = clear[i] & ~taken
-        np.copyto(out, opt[i], where=take)
+    for i, opt_i, clear_i in dates:
+        take = clear_i & ~taken
+        np.copyto(out, opt_i, where=take)
         np.copyto(source, np.int16(i), where=take)
         taken |= take
         if taken.all():  # every pixel has its nearest clear observation
@@ -93,9 +112,27 @@ def prior_optical(
 
     The one rule for the prior: the cube build writes it into ``prior_<band>``
     (``build.compose``) and the inference reader feeds it to SO/SOD models
-    (``build.read_prior``), so a model sees at inference what it was trained on."""
+    (``build.read_prior``, date by date through ``prior_first_clear``), so a model sees at
+    inference what it was trained on."""
+    dates = lambda order: ((i, opt[i], clear[i]) for i in order)  # noqa: E731
+    return prior_first_clear(dates, opt.shape[1:], s2_times, time, max_dt_days, prior_days, out=out)
+
+
+def prior_first_clear(
+    dates: Callable[[Sequence[int]], Iterable[Date]],
+    shape: Sequence[int],
+    s2_times: Sequence[np.datetime64],
+    time: np.datetime64,
+    max_dt_days: float,
+    prior_days: float,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``prior_optical`` of (band, y, x) ``shape`` with its S2 dates from ``dates(order)``
+    (``order``: indices into ``s2_times``, latest first), taken one at a time until every
+    pixel has a clear one: a lazy ``dates`` (``build.clean_dates``) reads no date past that."""
     (order,) = pair_prior([time], s2_times, max_dt_days, prior_days)
-    return composite_nearest_clear(opt, clear, order, out=out)[0]
+    return composite_first_clear(dates(order), shape, out=out)[0]
 
 
 def same_date_optical(
@@ -120,7 +157,20 @@ def same_date_optical(
     models (``build.read_cloudy``). Where the mask is 0 the value is the clear pixel the
     target composite (``composite_nearest_clear``) takes too: the nearest clear one.
     """
-    _, nb, h, w = opt.shape
+    dates = ((i, opt[i], clear[i]) for i in order)
+    return same_date_first(dates, opt.shape[1:], out=out, mask=mask)
+
+
+def same_date_first(
+    dates: Iterable[Date],
+    shape: Sequence[int],
+    *,
+    out: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``same_date_optical`` over ``dates`` taken in turn (nearest first), (band, y, x)
+    ``shape``: the next date is taken only while some pixel has no observation yet."""
+    nb, h, w = shape
     if out is None:
         out = np.empty((nb, h, w), dtype="float32")
     if mask is None:
@@ -128,10 +178,10 @@ def same_date_optical(
     out[...] = np.nan
     seen = np.zeros((h, w), dtype=bool)
     clear_at = np.zeros((h, w), dtype=bool)
-    for i in order:  # one image at a time: no stack-sized temporaries
-        take = np.isfinite(opt[i]).all(axis=0) & ~seen
-        np.copyto(out, opt[i], where=take)
-        clear_at |= take & clear[i]
+    for _, opt_i, clear_i in dates:  # one image at a time: no stack-sized temporaries
+        take = np.isfinite(opt_i).all(axis=0) & ~seen
+        np.copyto(out, opt_i, where=take)
+        clear_at |= take & clear_i
         seen |= take
         if seen.all():  # every pixel has its nearest observation
             break

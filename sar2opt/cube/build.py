@@ -23,7 +23,7 @@ It is a mask only: never a cube band, never normalised or scored.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,10 +33,13 @@ from shapely.geometry.base import BaseGeometry
 from sar2opt.aoi import grid_for_aoi
 from sar2opt.config import CatalogSpec, CubeSpec, config_to_dict
 from sar2opt.cube.align import (
+    Date,
     composite_nearest_clear,
     pair_prior,
     pair_s1_s2,
+    prior_first_clear,
     prior_optical,
+    same_date_first,
     same_date_optical,
 )
 from sar2opt.cube.clean import cloud_shadow_mask
@@ -354,6 +357,29 @@ def cloudy_items(items: Sequence[dict], time: str, spec: CubeSpec) -> list[dict]
     return [items[i] for i in sorted(order)]
 
 
+def clean_dates(
+    items: Sequence[dict],
+    order: Sequence[int],
+    grid: GridSpec,
+    *,
+    opt_bands: Sequence[str],
+    spec: CubeSpec,
+    profile=None,
+) -> Iterator[Date]:
+    """The S2 ``items`` at ``order`` (nearest first) on ``grid``, one date at a time, each
+    read and cleaned only when asked for: (index, reflectance (band, y, x), clear (y, x)).
+
+    The per-date clean of the inference readers: ``read_optical`` and ``clear_mask`` of one
+    item give that item's plane of the whole stack's (the cloud test and its dilation are
+    per image, with the item's own ``CLP``), so the rules that stop at the first date
+    covering every pixel (``composite_first_clear``, ``same_date_first``) give what they
+    give on the stack while the dates past it are never read."""
+    for i in order:
+        opt = read_optical([items[i]], grid, opt_bands, profile)
+        clp = read_clp([items[i]], grid, profile)  # None when the item has no CLP
+        yield i, opt[0], clear_mask(opt, opt_bands, spec, clp=clp)[0]
+
+
 def read_cloudy(
     items: Sequence[dict],
     grid: GridSpec,
@@ -365,9 +391,10 @@ def read_cloudy(
 ) -> np.ndarray:
     """The same-date S2 of the time step ``time`` (ISO) on ``grid`` with its cloud mask:
     (band + 1, y, x), reflectance (NaN where no S2 observation) then the mask (1 = cloud,
-    shadow or none, 0 = clear). Reads only the ``items`` within ±``max_dt_days``, through
-    the windowed reader, and applies the cube's rules (``clear_mask``, with the items'
-    ``CLP`` where they carry it; ``same_date_optical``): the values ``compose`` writes into
+    shadow or none, 0 = clear). Reads the ``items`` within ±``max_dt_days``, nearest first,
+    through the windowed reader, and only until every pixel has an observation
+    (``clean_dates``), and applies the cube's rules (``clear_mask``, with the items' ``CLP``
+    where they carry it; ``same_date_optical``): the values ``compose`` writes into
     ``cloudy_<band>`` and ``cloud_mask`` for the same grid (halo included). The inference
     reader of SC/SCO/SCOD models."""
     items = cloudy_items(items, time, spec)
@@ -376,10 +403,9 @@ def read_cloudy(
     out[-1] = 1
     if not items:
         return out
-    opt = read_optical(items, grid, opt_bands, profile)
-    clear = clear_mask(opt, opt_bands, spec, clp=read_clp(items, grid, profile))
     (order,) = pair_s1_s2([_naive(time)], [_s2_time(it) for it in items], spec.max_dt_days)
-    same_date_optical(opt, clear, order, out=out[:-1], mask=out[-1])
+    dates = clean_dates(items, order, grid, opt_bands=opt_bands, spec=spec, profile=profile)
+    same_date_first(dates, out[:-1].shape, out=out[:-1], mask=out[-1])
     return out
 
 
@@ -393,19 +419,21 @@ def read_prior(
     profile=None,
 ) -> np.ndarray:
     """The prior optical of the time step ``time`` (ISO) on ``grid``: (band, y, x)
-    reflectance, NaN where no clear S2 pixel lies in the prior window. Reads only the
-    ``items`` in that window, through the windowed reader, and applies the cube's rules
-    (``clear_mask``, with the items' ``CLP`` where they carry it; ``prior_optical``): the
-    values ``compose`` writes into ``prior_<band>`` for the same grid (halo included). The
-    inference reader of SO/SOD models."""
+    reflectance, NaN where no clear S2 pixel lies in the prior window. Reads the ``items``
+    in that window, latest first, through the windowed reader, and only until every pixel
+    has a clear one (``clean_dates``), and applies the cube's rules (``clear_mask``, with the
+    items' ``CLP`` where they carry it; ``prior_optical``): the values ``compose`` writes
+    into ``prior_<band>`` for the same grid (halo included). The inference reader of SO/SOD
+    models."""
     items = prior_items(items, time, spec)
     h, w = grid.shape
     if not items:
         return np.full((len(opt_bands), h, w), np.nan, dtype="float32")
-    opt = read_optical(items, grid, opt_bands, profile)
-    return prior_optical(
-        opt,
-        clear_mask(opt, opt_bands, spec, clp=read_clp(items, grid, profile)),
+    return prior_first_clear(
+        lambda order: clean_dates(
+            items, order, grid, opt_bands=opt_bands, spec=spec, profile=profile
+        ),
+        (len(opt_bands), h, w),
         [_s2_time(it) for it in items],
         _naive(time),
         spec.max_dt_days,

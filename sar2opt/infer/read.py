@@ -20,7 +20,10 @@ context, so a 256-px window on 256-px COG tiles touches two tile rows and its ne
 below needs one of them again. GDAL's block cache does not help there (a window read that
 spans several tiles decodes them straight into the output, uncached), and a masked read
 decodes everything a second time for the nodata mask; together that was 4-5x the decoding
-each pixel needs (deflate + floating-point predictor: ~11 ns a pixel here).
+each pixel needs (deflate + floating-point predictor: ~11 ns a pixel here). Integer bands
+(S2's uint16 DN) stay in their own type in the cache, NaN going in as they are copied out
+(``kept_native``): twice the tiles in the same megabytes, which an SO or SC strip's several
+S2 dates of 4 bands each need.
 """
 
 from __future__ import annotations
@@ -154,8 +157,23 @@ def nodata_to_nan(ds, a: np.ndarray, window) -> np.ndarray:
     return out
 
 
-def _cached_tile(ds, href: str, ti: int, tj: int) -> np.ndarray:
-    """COG internal tile (``ti``, ``tj``) of band 1, float32 with NaN at no data (LRU)."""
+def kept_native(ds) -> bool:
+    """Whether the decoded-tile cache keeps ``ds``'s tiles in the band's own type: an integer
+    band narrower than float32 whose mask is all-valid or a nodata value (NaN goes in as a
+    tile is copied out, ``read_tiles``: the values ``nodata_to_nan`` gives). S2's uint16 DN
+    then take half the memory of float32, so the cache holds twice the tiles of a strip's
+    dates (an SO strip reads 4 bands per date: in float32 they crowded out the tile rows the
+    next strip down the column shares)."""
+    dt = np.dtype(ds.dtypes[0])
+    if dt.kind not in "ui" or dt.itemsize >= 4:
+        return False
+    flags = set(ds.mask_flag_enums[0])
+    return flags == {MaskFlags.all_valid} or (flags == {MaskFlags.nodata} and ds.nodata is not None)
+
+
+def _cached_tile(ds, href: str, ti: int, tj: int, native: bool) -> np.ndarray:
+    """COG internal tile (``ti``, ``tj``) of band 1 (LRU): in its own type when ``native``
+    (``kept_native``), else float32 with NaN at no data."""
 
     global _blocks_bytes
     key = (href, ti, tj)
@@ -165,7 +183,9 @@ def _cached_tile(ds, href: str, ti: int, tj: int) -> np.ndarray:
         return tile
     th, tw = ds.block_shapes[0]
     win = Window(tj * tw, ti * th, min(tw, ds.width - tj * tw), min(th, ds.height - ti * th))
-    tile = nodata_to_nan(ds, ds.read(1, window=win), win)
+    tile = ds.read(1, window=win)
+    if not native:
+        tile = nodata_to_nan(ds, tile, win)
     _blocks[key] = tile
     _blocks_bytes += tile.nbytes
     while _blocks_bytes > BLOCK_CACHE_MB * 2**20 and len(_blocks) > 1:
@@ -174,18 +194,23 @@ def _cached_tile(ds, href: str, ti: int, tj: int) -> np.ndarray:
 
 
 def read_tiles(ds, href: str, r0: int, c0: int, out: np.ndarray) -> None:
-    """Fill ``out`` (h, w) with band 1 of ``ds`` from pixel (``r0``, ``c0``) on, inside the
-    raster, tile by tile through the decoded-tile cache (caller holds ``_lock``)."""
+    """Fill ``out`` (h, w) float32 with band 1 of ``ds`` from pixel (``r0``, ``c0``) on,
+    inside the raster, tile by tile through the decoded-tile cache (caller holds ``_lock``),
+    NaN at no data."""
     h, w = out.shape
     th, tw = ds.block_shapes[0]
+    native = kept_native(ds)
+    nodata = ds.nodata if native else None  # compared in the band's own type, as GDAL does
     for ti in range(r0 // th, (r0 + h - 1) // th + 1):
         for tj in range(c0 // tw, (c0 + w - 1) // tw + 1):
-            tile = _cached_tile(ds, href, ti, tj)
+            tile = _cached_tile(ds, href, ti, tj, native)
             a0, a1 = max(r0, ti * th), min(r0 + h, ti * th + tile.shape[0])
             b0, b1 = max(c0, tj * tw), min(c0 + w, tj * tw + tile.shape[1])
-            out[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = tile[
-                a0 - ti * th : a1 - ti * th, b0 - tj * tw : b1 - tj * tw
-            ]
+            src = tile[a0 - ti * th : a1 - ti * th, b0 - tj * tw : b1 - tj * tw]
+            dst = out[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0]
+            dst[...] = src  # an integer type to float32: exact below 2**24
+            if nodata is not None:
+                dst[src == nodata] = np.nan
 
 
 def read_asset(href: str, grid: GridSpec) -> np.ndarray:

@@ -167,11 +167,14 @@ def _tif(path, data: np.ndarray, nodata=None, mask: np.ndarray | None = None) ->
     return str(path)
 
 
-@pytest.mark.parametrize("kind", ["nodata", "nan-nodata", "uint16-nodata", "mask", "all-valid"])
+@pytest.mark.parametrize(
+    "kind", ["nodata", "nan-nodata", "uint16-nodata", "uint16-all-valid", "mask", "all-valid"]
+)
 def test_tile_reads_mask_exactly_as_a_masked_window_read(tmp_path, kind) -> None:
     import rasterio
     from rasterio.windows import Window
 
+    from sar2opt.infer import read
     from sar2opt.infer.read import close_all, read_asset
 
     rng = np.random.default_rng(1)
@@ -186,6 +189,8 @@ def test_tile_reads_mask_exactly_as_a_masked_window_read(tmp_path, kind) -> None
     elif kind == "uint16-nodata":
         data = (data * 1000).astype("uint16")
         data[hole], nodata = 0, 0
+    elif kind == "uint16-all-valid":
+        data, nodata = (data * 1000).astype("uint16"), None
     elif kind == "mask":
         nodata, mask = None, ~hole
     else:
@@ -199,7 +204,10 @@ def test_tile_reads_mask_exactly_as_a_masked_window_read(tmp_path, kind) -> None
         ref = ds.read(1, window=Window(25, 30, 95, 50), out_dtype="float32", masked=True)
     np.testing.assert_array_equal(got[:50, :95], ref.filled(np.nan))
     assert np.isnan(got[50:]).all() and np.isnan(got[:, 95:]).all()  # outside the raster
-    assert np.isnan(got[:50, :95]).any() == (kind != "all-valid")
+    assert np.isnan(got[:50, :95]).any() == (not kind.endswith("all-valid"))
+    # uint16 tiles stay uint16 in the cache (half the bytes), the rest float32 with NaN
+    kept = {t.dtype for t in read._blocks.values()}
+    assert kept == {np.dtype("uint16" if kind.startswith("uint16") else "float32")}
 
 
 def test_tile_cache_decodes_each_tile_once_and_evicts_to_its_cap(frames, monkeypatch) -> None:
