@@ -143,6 +143,21 @@ def apply_ridge(fit: RidgeFit, x: torch.Tensor) -> torch.Tensor:
     return y.masked_fill(bad, math.nan)
 
 
+def prior_features(prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prior (N, Co, H, W) as ridge features (float64): its bands, and a 0/1 column
+    where it is missing (every band exactly 0: the band mean a standardised input gets where
+    no clear S2 lies within ``prior_days``, ``data.inputs.model_inputs``). A missing pixel's
+    bands become the mean of the sample's pixels that have one. Otherwise a pixel with no
+    prior is fitted as one whose prior is the training mean, and the fit moves with the mean
+    of whatever cubes the model trained on (MultiEarth's reference went from 0.63 to 0.68 x
+    the ridge when BioMassters' snow entered that mean)."""
+    p = prior.to(torch.float64)
+    missing = (p == 0).all(dim=1, keepdim=True)
+    have = (~missing).to(torch.float64)
+    fill = (p * have).sum((-2, -1), keepdim=True) / have.sum((-2, -1), keepdim=True).clamp_min(1)
+    return torch.where(missing, fill, p), missing.to(torch.float64)
+
+
 def min_clear_px(h: int, w: int) -> int:
     """Clear pixels a scene fit of an h x w window needs: MIN_CLEAR_PX or MIN_CLEAR_FRAC of it."""
     return max(MIN_CLEAR_PX, math.ceil(MIN_CLEAR_FRAC * h * w))
@@ -166,7 +181,7 @@ def scene_fit(
     nb, c, h, w = refl.shape
     feats = sar_features(sar.to(torch.float64), win_px)
     if extra is not None:
-        feats = torch.cat([feats, extra.to(torch.float64)], dim=1)
+        feats = torch.cat([feats, *prior_features(extra)], dim=1)
     feats = feats.reshape(nb, -1, h * w)
     clear = clear.reshape(nb, h * w)
     fit = apply_ridge(fit_ridge(feats, refl.reshape(nb, c, h * w), clear, alpha), feats)

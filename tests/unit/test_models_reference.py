@@ -126,6 +126,27 @@ def test_with_a_prior_the_scene_fit_recolours_it_to_the_date() -> None:
     assert err_sco < 0.05 and err_sc > 10 * err_sco
 
 
+def test_pixels_without_a_prior_are_fitted_whatever_the_training_mean() -> None:
+    """Where no clear S2 lies within prior_days the standardised prior is 0, the training
+    mean of whichever cubes the model saw. The fit must not move with that mean: standardised
+    with two different means, the same scene gives the same reference in reflectance."""
+    sar, lin = _linear_scene(n=1)
+    g = torch.Generator().manual_seed(7)
+    prior = 0.1 + 0.05 * torch.randn(1, CO, 32, 32, generator=g)
+    missing = torch.zeros(1, 1, 32, 32, dtype=torch.bool)
+    missing[..., :, :20] = True  # no prior on the left 60 %
+    # the date: the prior recoloured where there is one, its own level where there is none
+    refl = torch.where(missing, torch.full_like(prior, 0.2), 1.2 * prior) + 0.02 * lin
+    clear = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(3)) > 0.4
+    fits = []
+    for mean in (0.05, 0.3):  # the optical standardisation: (v - mean) / 0.1
+        p = torch.where(missing, torch.zeros(()), (prior - mean) / 0.1)
+        fits.append(scene_fit(sar, (refl - mean) / 0.1, clear, p, extra=p) * 0.1 + mean)
+    torch.testing.assert_close(fits[0], fits[1], atol=2e-4, rtol=0)
+    err = (fits[0] - refl).abs()[~clear[:, None].expand_as(refl)].mean().item()
+    assert err < 0.01
+
+
 def test_too_few_clear_pixels_fall_back_to_the_prior_or_the_band_mean() -> None:
     sar, refl = _linear_scene(n=3)
     prior = torch.randn(3, CO, 32, 32)
