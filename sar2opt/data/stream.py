@@ -412,10 +412,11 @@ def context_reference(
         shape = (int(arr.shape[-2]), int(arr.shape[-1]))
         wins = np.array([ctx.window(int(r[i]), int(c[i]), p, shape) for i in sel], dtype=np.int64)
         h, w = int(wins[0, 2]), int(wins[0, 3])
+        offs = np.stack([r[sel] - wins[:, 0], c[sel] - wins[:, 1]], axis=1)  # patch in window
         raw = _read_windows(arr, list(src.band_idx), t[sel], wins[:, 0], wins[:, 1], (h, w))
         parts = _split_raw(raw, n_sar, n_opt, aux)
         for j, i in enumerate(sel):
-            dr, dc = int(r[i] - wins[j, 0]), int(c[i] - wins[j, 1])
+            dr, dc = (int(v) for v in offs[j])
             mask = parts["cloudy"][j, -MASK_CH:]
             if patch_cloudy is not None:  # the patch's laid clouds
                 mask[:, dr : dr + p, dc : dc + p] = patch_cloudy[i, -MASK_CH:]
@@ -428,7 +429,7 @@ def context_reference(
         slices = input_slices(ctx.input_set, x.shape[1], n_opt)
         ref = reference_of("scene_fit", torch.from_numpy(x), slices).numpy()
         for j, i in enumerate(sel):
-            dr, dc = int(r[i] - wins[j, 0]), int(c[i] - wins[j, 1])
+            dr, dc = (int(v) for v in offs[j])
             out[i] = ref[j, :, dr : dr + p, dc : dc + p]
     return out
 

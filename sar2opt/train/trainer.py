@@ -183,13 +183,13 @@ def cube_patch_specs(cubes: Cubes, cfg) -> list:
     return resolve_patches_common(cfg.patches, shapes)
 
 
-def reference_context_for(cubes: Cubes, cfg) -> ReferenceContext | None:
-    """The context each patch's scene-fit reference is fitted over (``stream.ReferenceContext``),
-    None when the model has none (``config.reference_context_px``)."""
+def reference_context_for(cubes: Cubes, cfg, specs: Sequence) -> ReferenceContext | None:
+    """The context each patch's scene-fit reference is fitted over (``stream.ReferenceContext``)
+    under each cube's patch layout ``specs`` (``cube_patch_specs``), None when the model has
+    none (``config.reference_context_px``)."""
     side = reference_context_px(cfg)
     if side <= 0:
         return None
-    specs = cube_patch_specs(cubes, cfg)
     labels = tuple(
         assign_blocks(a.sizes["y"], a.sizes["x"], spec)
         for a, spec in zip(cubes.arrays, specs, strict=True)
@@ -197,13 +197,16 @@ def reference_context_for(cubes: Cubes, cfg) -> ReferenceContext | None:
     return ReferenceContext(side, cfg.model.input_set, tuple(block_size(s) for s in specs), labels)
 
 
-def index_cubes(cubes: Cubes, aux: dict, cfg) -> tuple[pd.DataFrame, list[dict]]:
+def index_cubes(
+    cubes: Cubes, aux: dict, cfg, specs: Sequence | None = None
+) -> tuple[pd.DataFrame, list[dict]]:
     """The patch index of every cube, each cut into blocks and splits by its own grid
-    (``resolve_patches_common``: one patch size), concatenated with column ``cube`` (its
-    position; no such column for one cube, whose index is as it always was), and each
-    cube's record for the checkpoint (``holdout.cube_record``)."""
+    (``resolve_patches_common``: one patch size; ``specs`` when the caller resolved them),
+    concatenated with column ``cube`` (its position; no such column for one cube, whose
+    index is as it always was), and each cube's record for the checkpoint
+    (``holdout.cube_record``)."""
     one = len(cubes.paths) == 1
-    specs = cube_patch_specs(cubes, cfg)
+    specs = cube_patch_specs(cubes, cfg) if specs is None else specs
     parts, records = [], []
     for k, (path, arr, attrs, spec) in enumerate(
         zip(cubes.paths, cubes.arrays, cubes.attrs, specs, strict=True)
@@ -307,7 +310,8 @@ def prepare_data(cubes: Cubes, aux: dict, cfg) -> TrainData:
     """
     cube_path = cubes.path
     sar_bands, opt_bands = cubes.sar_bands, cubes.opt_bands
-    index, records = index_cubes(cubes, aux, cfg)
+    specs = cube_patch_specs(cubes, cfg)  # once: an auto layout is derived and logged here
+    index, records = index_cubes(cubes, aux, cfg, specs)
     p = int(index.attrs["patch_px"])  # patches.patch_px, or derived from the grid when unset
     norm = norm_stats(cube_path, index, sar_bands, opt_bands, aux, seed=cfg.train.seed, patch_px=p)
     kw = {"sar_bands": sar_bands, "opt_bands": opt_bands, "aux": aux, "norm": norm, "patch_px": p}
@@ -316,7 +320,7 @@ def prepare_data(cubes: Cubes, aux: dict, cfg) -> TrainData:
         kw["cloud_masks"] = masks
     # the streams alone carry the context reference: the patch-level checks after training
     # (held-out scores, calibration) run the predictor as it fits on the window it is given
-    ctx = reference_context_for(cubes, cfg)
+    ctx = reference_context_for(cubes, cfg, specs)
     # one log line per epoch is the job's progress: not Ray Data's plan of each epoch's stream
     ray.data.DataContext.get_current().print_on_execution_start = False
     datasets = {
