@@ -97,14 +97,19 @@ def write_cube(path: Path, n_t: int = 4, size: int = 192, seed: int = 0, aux: bo
             "prior_bands": [f"prior_{b}" for b in OPT],
             "cube_spec": AUX_CUBE_SPEC,  # as build.cube_attrs writes it (a few keys)
         }
-    cube = np.concatenate(parts, 1).astype(np.float32)
+    save_cube(path, np.concatenate(parts, 1), names, attrs)
+
+
+def save_cube(path: Path, cube: np.ndarray, bands: list[str], attrs: dict) -> None:
+    """A (time, band, y, x) cube as the cube stage stores it: float32, dates 12 days apart
+    from 2024-01-01, ``sar_bands``/``opt_bands`` (SAR, OPT) and ``attrs`` in the store."""
     da = xr.DataArray(
-        cube,
+        cube.astype(np.float32),
         dims=("time", "band", "y", "x"),
         coords={
             "time": np.array("2024-01-01", dtype="datetime64[ns]")
-            + np.arange(n_t) * 12 * 86400 * 10**9,
-            "band": names,
+            + np.arange(cube.shape[0]) * 12 * 86400 * 10**9,
+            "band": bands,
         },
     )
     ds = xr.Dataset({"cube": da}, attrs={"sar_bands": SAR, "opt_bands": OPT, **attrs})
@@ -127,16 +132,7 @@ def write_sc_cube(path: Path, *, seed: int, size: int = 192, n_t: int = 4, cloud
         blob = _smooth(rng.normal(0, 1, (n_t, 1, size, size)), 15)
         mask[1::2] = (blob[1::2] > np.quantile(blob[1::2], 0.66)).astype(float)
     cloudy = np.where(mask > 0, 0.6, opt)
-    cube = np.concatenate([sar, opt, clear, cloudy, mask], 1).astype(np.float32)
-    da = xr.DataArray(
-        cube,
-        dims=("time", "band", "y", "x"),
-        coords={
-            "time": np.array("2024-01-01", dtype="datetime64[ns]")
-            + np.arange(n_t) * 12 * 86400 * 10**9,
-            "band": SAR + OPT + ["clear"] + CLOUDY,
-        },
-    )
-    attrs = {"sar_bands": SAR, "opt_bands": OPT, "cloudy_bands": CLOUDY,
+    cube = np.concatenate([sar, opt, clear, cloudy, mask], 1)
+    attrs = {"cloudy_bands": CLOUDY,
              "cube_spec": {"max_dt_days": 10.0 + seed, "cloud_dilate_px": 3}}  # fmt: skip
-    xr.Dataset({"cube": da}, attrs=attrs).to_zarr(path, mode="w")
+    save_cube(path, cube, SAR + OPT + ["clear"] + CLOUDY, attrs)
