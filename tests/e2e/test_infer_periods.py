@@ -292,7 +292,7 @@ def test_swaths_of_both_orbit_directions_meet_without_a_seam(swaths) -> None:
     """Every pixel some pass covered is filled, by the covering pass nearest the middle of
     July (away from borders, where two are blended) with its time in ``obs_time``; across a
     swath border the image steps about as much as inside a swath, while cutting from one
-    pass to the next there would step three times more."""
+    pass to the next there would step more than twice as much."""
     from sar2opt.grid import GridSpec
     from sar2opt.infer.read import read_sar_db
 
@@ -333,9 +333,14 @@ def test_swaths_of_both_orbit_directions_meet_without_a_seam(swaths) -> None:
     for b in borders:
         left, right = nearest[:, b].max(), nearest[:, b + 1].max()  # the passes either side
         feathered = float(np.nanmean(step[:, b - 33 : b + 1]))
+        at_border = float(np.nanmean(step[:, b]))
+        # what the mosaic would step at the border if it cut from one pass to the next
         cut = float(np.nanmean(np.abs(per_pass[right][..., b + 1] - per_pass[left][..., b])))
         assert feathered <= 1.5 * inside, (b, feathered, inside)
-        assert cut >= 2.5 * inside, (b, cut, inside)  # the seam feathering removes is real
+        # the seam is real (measured 2.5-2.9 x inside; the trained model varies with the
+        # CPU) and the mosaic does not make it (measured 0.38 x the cut; 1.0 x if it cut)
+        assert cut >= 2.0 * inside, (b, cut, inside)
+        assert at_border <= 0.6 * cut, (b, at_border, cut)
 
 
 def test_an_empty_period_inside_a_run_is_written_as_no_data(
