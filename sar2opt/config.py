@@ -175,6 +175,10 @@ class TrainSpec:
     # of this side around it, as inference fits it over its tile (data.stream.ReferenceContext);
     # None = infer.tile_px, 0 = the patch alone (reference_context_px()).
     reference_context_px: int | None = None
+    # Several cubes: each cube's share of an epoch goes as (its train patches) ** cube_balance
+    # (1 = as indexed, 0.5 = square root, 0 = equal), smaller cubes' patches repeated
+    # (data.index.balance_cubes).
+    cube_balance: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -412,6 +416,8 @@ def check_train(spec: TrainSpec) -> None:
     _at_least(spec, "train", -1, "max_failures")  # -1: Ray retries forever
     if not spec.run_name:
         raise ConfigError("train.run_name must not be empty")
+    if not 0 <= spec.cube_balance <= 1:
+        raise ConfigError(f"train.cube_balance must be in [0, 1], got {spec.cube_balance}")
     if spec.reference_context_px is not None and spec.reference_context_px < 0:
         raise ConfigError(
             f"train.reference_context_px must be >= 0 (or unset), got {spec.reference_context_px}"

@@ -477,6 +477,30 @@ def index_hash(index: pd.DataFrame) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def balance_cubes(rows: pd.DataFrame, power: float) -> pd.DataFrame:
+    """One split's rows with each cube's patches repeated so that its share of an epoch goes
+    as (its patches) ** ``power``: 1 = as indexed, 0.5 = as the square root, 0 = equal.
+
+    Several cubes trained together weigh by their patch counts: a 256-px chip of 12 months
+    gives 3,360 patches, a 120-px scene of 2 dates 238, and the small scene barely moves the
+    net. The biggest cube is read once; a smaller one ``round((n_max / n) ** (1 - power))``
+    times, each copy marked in column ``repeat`` (its laid clouds and withheld priors are
+    drawn apart: ``data.stream.CloudMasks``). Without column ``cube``, ``rows`` unchanged.
+    """
+    if not 0 <= power <= 1:
+        raise PatchError(f"train.cube_balance must be in [0, 1], got {power}")
+    if "cube" not in rows.columns or power == 1 or rows["cube"].nunique() < 2:
+        return rows
+    counts = rows["cube"].value_counts()
+    n_max = int(counts.max())
+    parts = []
+    for k, n in counts.sort_index().items():
+        mine = rows[rows["cube"] == k]
+        for rep in range(max(1, round((n_max / int(n)) ** (1 - power)))):
+            parts.append(mine.assign(repeat=rep))
+    return pd.concat(parts, ignore_index=True)
+
+
 def split_counts(index: pd.DataFrame) -> dict[str, int]:
     """Patches per split, every split in SPLITS present (0 when empty)."""
     vc = index["split"].value_counts()

@@ -188,6 +188,14 @@ def row_cubes(rows: Mapping | pd.DataFrame) -> np.ndarray:
     return np.zeros(len(np.asarray(rows["time"])), dtype=np.int64)
 
 
+def row_repeats(rows: Mapping | pd.DataFrame) -> np.ndarray:
+    """Each index row's copy number (column ``repeat`` of ``index.balance_cubes``; all 0
+    without it)."""
+    if "repeat" in rows:
+        return np.asarray(rows["repeat"], dtype=np.int64)
+    return np.zeros(len(np.asarray(rows["time"])), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class CloudPlan:
     """Per patch, where the cloud mask laid on it comes from (-1: not that source): a date
@@ -216,7 +224,8 @@ class CloudMasks:
     no clear S2 within ``prior_days``: the index keeps only patches with a prior, so without
     gaps a model never sees one, and on the real BioMassters chip a net under a scene-fit
     reference went 3x wrong where April's prior is missing). Drawn from ``seed`` and the
-    patch's (cube, time, row, col); cube 0 draws as a single cube always has."""
+    patch's (cube, time, row, col) and its copy (``repeat``: ``index.balance_cubes``); cube 0
+    and copy 0 draw as a single cube always has."""
 
     seed: int = 0
     rate: float = 0.5
@@ -230,33 +239,41 @@ class CloudMasks:
         if not 0 <= self.prior_gap_rate <= 1:
             raise PatchError(f"prior gap rate must be in [0, 1], got {self.prior_gap_rate}")
 
-    def prior_gaps(self, t: np.ndarray, r: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def prior_gaps(
+        self, t: np.ndarray, r: np.ndarray, c: np.ndarray, rep: np.ndarray | None = None
+    ) -> np.ndarray:
         """Per patch, whether its prior is withheld (a draw apart from the cloud donors')."""
+        rep = np.zeros(len(t), dtype=np.int64) if rep is None else rep
         return np.array(
             [
-                np.random.default_rng([self.seed, 1, int(tt), int(rr), int(cc)]).random()
+                np.random.default_rng(
+                    [self.seed, 1, int(tt), int(rr), int(cc)] + ([3, int(q)] if q else [])
+                ).random()
                 < self.prior_gap_rate
-                for tt, rr, cc in zip(t, r, c, strict=True)
+                for tt, rr, cc, q in zip(t, r, c, rep, strict=True)
             ],
             dtype=bool,
         )
 
-    def _key(self, k: int, t: int, r: int, c: int) -> list[int]:
-        return [self.seed, t, r, c] if k == 0 else [self.seed, t, r, c, 2, k]
+    def _key(self, k: int, t: int, r: int, c: int, rep: int = 0) -> list[int]:
+        key = [self.seed, t, r, c] if k == 0 else [self.seed, t, r, c, 2, k]
+        return key + [3, rep] if rep else key
 
     def plan(
         self, cube: np.ndarray, t: np.ndarray, r: np.ndarray, c: np.ndarray,
-        n_time: Sequence[int],
+        n_time: Sequence[int], rep: np.ndarray | None = None,
     ) -> CloudPlan:  # fmt: skip
-        """Where each patch's laid mask comes from (``CloudPlan``); ``n_time``: dates per cube."""
+        """Where each patch's laid mask comes from (``CloudPlan``); ``n_time``: dates per
+        cube; ``rep``: each patch's copy number (default all 0)."""
         n = len(t)
         date, lent, synth = (np.full(n, -1, dtype=np.int64) for _ in range(3))
+        rep = np.zeros(n, dtype=np.int64) if rep is None else rep
         borrow = set(self.borrow)
-        for i, (k, tt, rr, cc) in enumerate(zip(cube, t, r, c, strict=True)):
+        for i, (k, tt, rr, cc, q) in enumerate(zip(cube, t, r, c, rep, strict=True)):
             k, tt = int(k), int(tt)
             if k not in borrow and n_time[k] < 2:
                 continue  # no other date to take a mask from
-            rng = np.random.default_rng(self._key(k, tt, int(rr), int(cc)))
+            rng = np.random.default_rng(self._key(k, tt, int(rr), int(cc), int(q)))
             if rng.random() >= self.rate:
                 continue
             if k not in borrow:
@@ -497,7 +514,7 @@ def _read_batch(
     order, each read from its cube (with ``cloud_masks``: clouds laid on the ``cloudy`` input;
     with ``reference_context``: key ``ref``, each patch's reference over its context)."""
     t, r, c = (np.asarray(batch[k], dtype=np.int64) for k in ("time", "row", "col"))
-    cube = row_cubes(batch)
+    cube, rep = row_cubes(batch), row_repeats(batch)
     width = len(sources[0].band_idx)
     raw = np.empty((len(t), width, patch_px, patch_px), dtype=np.float32)
     for k in np.unique(cube):
@@ -506,7 +523,7 @@ def _read_batch(
         raw[sel] = _read_windows(arr, list(src.band_idx), t[sel], r[sel], c[sel], patch_px)
     parts = _split_raw(raw, n_sar, n_opt, aux)
     if cloud_masks is not None and "cloudy" in aux:
-        plan = cloud_masks.plan(cube, t, r, c, [s.n_time for s in sources])
+        plan = cloud_masks.plan(cube, t, r, c, [s.n_time for s in sources], rep)
         if plan.any.any():
             mask_pos = n_sar + n_opt + len(aux["cloudy"])  # cloudy leads the aux; mask last
             laid = _laid_masks(plan, sources, cloud_masks.lent, cube, r, c, mask_pos, patch_px)
@@ -515,7 +532,7 @@ def _read_batch(
     out = _normalised(parts, norm)
     gaps = None
     if cloud_masks is not None and cloud_masks.prior_gap_rate > 0 and "prior" in out:
-        gaps = cloud_masks.prior_gaps(t, r, c)
+        gaps = cloud_masks.prior_gaps(t, r, c, rep)
         out["prior"][gaps] = 0.0  # standardised band mean: inference's missing prior
     if reference_context is not None:
         out["ref"] = context_reference(
@@ -526,8 +543,9 @@ def _read_batch(
 
 
 def _locality_order(index: pd.DataFrame) -> np.ndarray:
-    """Positions of ``index`` sorted by (time, block, row, col): neighbours read together."""
-    keys = [k for k in ("cube", "time", "block", "row", "col") if k in index.columns]
+    """Positions of ``index`` sorted by (repeat, cube, time, block, row, col): neighbours
+    read together, and the copies of a patch (``index.balance_cubes``) in different reads."""
+    keys = [k for k in ("repeat", "cube", "time", "block", "row", "col") if k in index.columns]
     return np.lexsort([index[k].to_numpy() for k in reversed(keys)])
 
 
@@ -548,14 +566,15 @@ def read_patches(
     The pure reader behind :func:`patch_dataset`, usable without Ray. Without
     ``cloud_masks`` a patch is exactly the cube's (what inference reads for that window);
     ``reference_context`` adds each patch's context reference (key ``ref``).
-    Several cubes: ``rows`` name theirs in column ``cube`` (position in ``cube_path``).
+    Several cubes: ``rows`` name theirs in column ``cube`` (position in ``cube_path``);
+    copies of a patch (``index.balance_cubes``) their number in column ``repeat``.
     """
     missing = [k for k in ("time", "row", "col") if k not in rows.columns]
     if missing:
         raise PatchError(f"index rows lack column(s) {missing}; use build_patch_index")
     sources = cube_sources(cube_path, sar_bands, opt_bands, aux)
     order = _locality_order(rows)
-    keys = ("time", "row", "col", *(("cube",) if "cube" in rows.columns else ()))
+    keys = ("time", "row", "col", *(k for k in ("cube", "repeat") if k in rows.columns))
     batch = {k: rows[k].to_numpy()[order] for k in keys}
     got = _read_batch(
         batch, sources=sources, n_sar=len(sar_bands), n_opt=len(opt_bands), aux=aux,
@@ -705,7 +724,7 @@ def patch_dataset(
         raise PatchError(f"rows_per_read must be positive, got {rows_per_read}")
     sources = cube_sources(cube_path, sar_bands, opt_bands, aux)
     order = stream_order(index, rows_per_read, shuffle_seed)
-    cols = ["time", "row", "col", *(["cube"] if "cube" in index.columns else [])]
+    cols = ["time", "row", "col", *(k for k in ("cube", "repeat") if k in index.columns)]
     rows = index[cols].iloc[order].reset_index(drop=True).astype(np.int64)
     step = rows_per_read * BATCHES_PER_BLOCK
     dfs = [rows.iloc[i : i + step] for i in range(0, len(rows), step)]

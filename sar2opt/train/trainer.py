@@ -37,6 +37,7 @@ from ray.train.torch import TorchTrainer
 from sar2opt.config import Config, ModelSpec, config_to_dict, reference_context_px
 from sar2opt.data.index import (
     assign_blocks,
+    balance_cubes,
     block_size,
     build_patch_index,
     index_hash,
@@ -251,6 +252,7 @@ class TrainData:
     clouds: str = ""  # where the clouds laid on cloud-removal patches come from (a line)
     # each patch's scene-fit reference over an inference-sized window (batch key "ref")
     reference_context: ReferenceContext | None = None
+    balance: str = ""  # what an epoch reads of each cube, when some are repeated (a line)
 
 
 def _sizes(index: pd.DataFrame, spec) -> str:
@@ -323,23 +325,28 @@ def prepare_data(cubes: Cubes, aux: dict, cfg) -> TrainData:
     ctx = reference_context_for(cubes, cfg, specs)
     # one log line per epoch is the job's progress: not Ray Data's plan of each epoch's stream
     ray.data.DataContext.get_current().print_on_execution_start = False
+    rows = {s: index[index["split"] == s] for s in ("train", "val")}
+    rows = {s: r for s, r in rows.items() if len(r)}
+    balance = ""
+    if "train" in rows:
+        rows["train"] = balance_cubes(rows["train"], cfg.train.cube_balance)
+        balance = balance_line(rows["train"], cubes, cfg.train.cube_balance)
     datasets = {
         s: patch_dataset(
             cube_path,
-            index[index["split"] == s],
+            r,
             **kw,
             rows_per_read=ROWS_PER_READ,
             shuffle_seed=cfg.train.seed if s == "train" else None,
             reference_context=ctx,
         )  # fmt: skip
-        for s in ("train", "val")
-        if (index["split"] == s).any()
+        for s, r in rows.items()
     }
     counts = split_counts(index)
     channels = len(sar_bands) + len(opt_bands) + 1 + sum(len(v) for v in aux.values())
     channels += len(opt_bands) if ctx is not None else 0  # the reference
     row_bytes = patch_bytes(channels, p)
-    n_rows = sum(counts.get(s, 0) for s in datasets)
+    n_rows = sum(len(r) for r in rows.values())
     store = ray.cluster_resources().get("object_store_memory", 0) if ray.is_initialized() else 0
     cached_mb = 0.0
     if 0 < n_rows * row_bytes <= CACHE_STORE_FRACTION * store:
@@ -348,8 +355,21 @@ def prepare_data(cubes: Cubes, aux: dict, cfg) -> TrainData:
         cached_mb = n_rows * row_bytes / 1e6
     return TrainData(
         cube_path, index, datasets, norm, counts, index_hash(index), kw, cached_mb,
-        tuple(records), clouds, ctx,
+        tuple(records), clouds, ctx, balance,
     )  # fmt: skip
+
+
+def balance_line(train: pd.DataFrame, cubes: Cubes, power: float) -> str:
+    """What an epoch reads of each cube when ``index.balance_cubes`` repeated some ("" when
+    nothing was repeated)."""
+    if "repeat" not in train.columns:
+        return ""
+    per = train.groupby("cube")["repeat"].agg(["size", "max"])
+    reads = ", ".join(
+        f"{cube_name(cubes.paths[int(k)])} {int(n)}" + (f" ({int(m) + 1}x)" if m else "")
+        for k, (n, m) in per.iterrows()
+    )
+    return f"an epoch reads (train.cube_balance {power:g}): {reads} patches"
 
 
 def cube_path_list(cube_path: str | Path | Sequence[str | Path]) -> list[str | Path]:
@@ -469,6 +489,8 @@ def train_model(
     )
     if data.clouds:
         print(data.clouds, flush=True)
+    if data.balance:
+        print(data.balance, flush=True)
 
     storage = storage_uri(tr.storage_path, out_dir)
     where = f"{storage}/{tr.run_name}"

@@ -15,6 +15,7 @@ import xarray as xr
 from sar2opt.config import PatchSpec, load_config
 from sar2opt.data.cloud_shapes import COVER_RANGE, synthetic_cloud_mask
 from sar2opt.data.index import (
+    balance_cubes,
     block_pixels,
     build_patch_index,
     resolve_patches,
@@ -29,6 +30,7 @@ from sar2opt.data.stream import (
     lend_cloud_windows,
     norm_stats,
     read_patches,
+    stream_order,
 )
 from sar2opt.evaluate.holdout import cube_identity, held_out_pixels, meta_for_cube
 from tests.helpers.cubes import CLOUDY, OPT, SAR, SMALL_BLOCKS, write_sc_cube
@@ -254,3 +256,46 @@ def test_one_model_trains_on_two_cubes(ray_local, two, tmp_path: Path, capsys) -
     scores = json.loads((tmp_path / "out" / "test_scores.json").read_text())
     assert set(scores["per_cube"]) == {"a", "b"}
     assert scores["n_patches"] == sum(s["n_patches"] for s in scores["per_cube"].values())
+
+
+def test_balanced_cubes_repeat_the_small_cube_under_clouds_of_their_own(two) -> None:
+    """``train.cube_balance``: a cube's share of an epoch goes as (its patches) ** power; the
+    copies of a patch read apart and draw their own laid clouds, copy 0 as before."""
+    paths, index = two
+    train = index[index.split == "train"]
+    n = train.cube.value_counts().sort_index().to_numpy()
+    assert n[1] > 1.5 * n[0]  # the 256-px cube has more patches than the 192-px one
+    assert balance_cubes(train, 1.0) is train
+    assert balance_cubes(train.drop(columns="cube"), 0.0).equals(train.drop(columns="cube"))
+    for power in (0.0, 0.5):
+        got = balance_cubes(train, power)
+        reps = got.groupby("cube")["repeat"].nunique().to_numpy()
+        assert reps[1] == 1 and reps[0] == round((n[1] / n[0]) ** (1 - power))
+        for rep in range(reps[0]):  # every copy is the whole small cube
+            copy = got[(got.cube == 0) & (got.repeat == rep)].drop(columns="repeat")
+            small = train[train.cube == 0]
+            pd.testing.assert_frame_equal(copy.reset_index(drop=True), small.reset_index(drop=True))
+    equal = balance_cubes(train, 0.0)
+    share = equal.cube.value_counts(normalize=True).sort_index().to_numpy()
+    assert abs(share[0] - 0.5) < abs(n[0] / n.sum() - 0.5) / 2  # far nearer an equal split
+    with pytest.raises(PatchError, match=r"cube_balance must be in \[0, 1\]"):
+        balance_cubes(train, 1.5)
+    # copies of a patch are read in different read groups, so no batch holds two of them
+    order = stream_order(equal, 8, shuffle_seed=0)
+    key = equal[["cube", "time", "row", "col"]].astype(str).agg("/".join, axis=1).to_numpy()
+    for g in range(0, len(order), 8):
+        group = key[order[g : g + 8]]
+        assert len(set(group)) == len(group)
+    # laid clouds: copy 0 draws as the unbalanced rows, copy 1 draws its own
+    kw = {"sar_bands": SAR, "opt_bands": OPT, "aux": AUX, "norm": NORM, "patch_px": P}
+    cm = CloudMasks(seed=0, rate=1.0)
+    rows = equal[equal.cube == 0].groupby("repeat").head(16)
+    got = read_patches(paths, rows, **kw, cloud_masks=cm)
+    first, second = (rows.repeat == 0).to_numpy(), (rows.repeat == 1).to_numpy()
+    plain = read_patches(paths, rows[first].drop(columns="repeat"), **kw, cloud_masks=cm)
+    for key_ in ("sar", "opt", "mask", "cloudy"):
+        np.testing.assert_array_equal(got[key_][first], plain[key_])
+        if key_ != "cloudy":  # the same patch under other clouds
+            np.testing.assert_array_equal(got[key_][second], plain[key_])
+    differs = (got["cloudy"][second, -1] != plain["cloudy"][:, -1]).any(axis=(1, 2))
+    assert differs.mean() > 0.5, differs
