@@ -214,7 +214,7 @@ def index_cubes(
     ):
         try:
             idx = build_patch_index(
-                arr, cubes.sar_bands, cubes.opt_bands, cfg.patches if one else spec,
+                arr, cubes.sar_bands, cubes.opt_bands, spec,
                 input_set=cfg.model.input_set, dem_band=aux.get("dem", [DEM_BAND])[0],
                 prior_bands=aux.get("prior"), cloudy_bands=aux.get("cloudy"),
             )  # fmt: skip
