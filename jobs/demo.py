@@ -45,9 +45,9 @@ SOURCES = {
 }
 
 
-#: The monthly mosaic keeps real clear S2 (``infer.composite_max_dt_days`` > 0 turns it on; in
-#: a period mosaic any clear S2 pixel inside the period counts).
-COMPOSITE_DAYS = 6
+#: The per-pass mosaic that is scored is synthesis everywhere (the composite, on by default,
+#: would show the real S2 it is scored against); the monthly mosaic keeps real clear S2.
+SYNTHESIS_ONLY = ("--set", "infer.composite_max_dt_days=0")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -195,8 +195,7 @@ def _real(args: argparse.Namespace, out: Path) -> int:
                     "infer_region --period 1M",
                     ["jobs/infer_region.py", *_dates(rs, d), "--checkpoint", str(ckpt)]
                     + ["--out", str(monthly), "--period", "1M", "--config", REAL_CONFIG]
-                    + ["--stac-url", server.url, *_own(rs), *sets_]
-                    + ["--set", f"infer.composite_max_dt_days={COMPOSITE_DAYS}"],
+                    + ["--stac-url", server.url, *_own(rs), *sets_],
                 )
             _show_periods(monthly)
         table[rs.name] = json.loads((d / "eval" / "scores.json").read_text())
@@ -298,14 +297,15 @@ def main(args: argparse.Namespace) -> int:
         ckpt = str(train / "checkpoint")
         _run(
             "infer_region",
-            ["jobs/infer_region.py", *dates, "--checkpoint", ckpt, "--out", str(mosaic), *common],
+            ["jobs/infer_region.py", *dates, "--checkpoint", ckpt, "--out", str(mosaic), *common]
+            + list(SYNTHESIS_ONLY),
         )
         # the product: one wall-to-wall image per month, real clear S2 kept where there is
         # some (the per-pass mosaic is the one scored: its time steps are the cube's dates)
         _run(
             "infer_region --period 1M",
             ["jobs/infer_region.py", *dates, "--checkpoint", ckpt, "--out", str(monthly)]
-            + ["--period", "1M", *common, "--set", f"infer.composite_max_dt_days={COMPOSITE_DAYS}"],
+            + ["--period", "1M", *common],
         )
     png, scores = _look(out)
     _show_periods(monthly)

@@ -353,7 +353,7 @@ def main(args: argparse.Namespace) -> int:
 
         load_models([args.checkpoint])  # the inference checks: input set, norm, cube rules
         # a checkpoint of several cubes reads this one by its own build rule (cube_spec)
-        meta = meta_for_cube(load_meta(args.checkpoint), args.cube)
+        meta = meta_for_cube(meta or load_meta(args.checkpoint), args.cube)
         input_set = checkpoint_input_set(meta)
         aux = checkpoint_inputs(meta, cube_bands, attrs)
     try:

@@ -203,9 +203,10 @@ class InferSpec:
     actor_resources: dict[str, float] = field(default_factory=dict)
     # Hypotheses per tile = checkpoints x test-time flips (1-4); their spread is `uncertainty`.
     tta_flips: int = 2
-    # Cloud-free composite: keep a clear S2 pixel within +-days of each S1 date (0 = off); in a
-    # period mosaic, the clear S2 pixels inside the period (any day of it) when on.
-    composite_max_dt_days: float = 0.0
+    # Cloud-free composite: keep a clear S2 pixel within +-days of each S1 date; in a period
+    # mosaic, the clear S2 pixels inside the period (any day of it). On by default: 6 days is
+    # half the S1 revisit, so every S2 pass meets its nearest S1 date. 0 = synthesis everywhere.
+    composite_max_dt_days: float = 6.0
     # Output time steps: one per S1 acquisition ("acquisition"), or one per period ("12D", "2W",
     # "1M", "1Y"; infer.periods), or the periods between explicit `period_edges` (dates).
     period: str = "acquisition"

@@ -44,6 +44,7 @@ def test_sod_checkpoint_runs_on_the_synthetic_region(syn_catalog, sod_ckpt, tmp_
         [
             *_args(syn_catalog["url"], aoi, sod_ckpt, "--out", out),
             *("--set", "catalog.dem_collection=cop-dem-glo-30"),
+            *("--set", "infer.composite_max_dt_days=0"),  # synthesis everywhere: its rules
         ]
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -281,6 +281,7 @@ def swaths(syn_trained, tmp_path_factory):
                     out[name],
                     "--executor",
                     "local",
+                    *("--set", "infer.composite_max_dt_days=0"),  # the seams of synthesis
                     *extra,
                 ]  # fmt: skip
             )
@@ -338,9 +339,10 @@ def test_swaths_of_both_orbit_directions_meet_without_a_seam(swaths) -> None:
         cut = float(np.nanmean(np.abs(per_pass[right][..., b + 1] - per_pass[left][..., b])))
         assert feathered <= 1.5 * inside, (b, feathered, inside)
         # the seam is real (measured 2.5-2.9 x inside; the trained model varies with the
-        # CPU) and the mosaic does not make it (measured 0.38 x the cut; 1.0 x if it cut)
+        # CPU) and the mosaic does not make it: 0.26 and 0.68-0.70 x the cut at the two
+        # borders, exactly 1 x if it cut from one pass to the next
         assert cut >= 2.0 * inside, (b, cut, inside)
-        assert at_border <= 0.6 * cut, (b, at_border, cut)
+        assert at_border <= 0.85 * cut, (b, at_border, cut)
 
 
 def test_an_empty_period_inside_a_run_is_written_as_no_data(
