@@ -236,12 +236,11 @@ def test_one_model_trains_on_two_cubes(ray_local, two, tmp_path: Path, capsys) -
     ckpt = train_model(paths, tmp_path / "out", cfg)
     out = capsys.readouterr().out
     assert "b (0 % cloudy): " in out and "cloudy windows of the other cube(s)" in out
+    meta = load_meta(ckpt)
     # the smaller cube's patches twice per epoch, through the Ray Data stream
-    n = load_meta(ckpt)["cubes"]
-    n_a, n_b = (r["patches_per_split"]["train"] for r in n)
+    n_a, n_b = (r["patches_per_split"]["train"] for r in meta["cubes"])
     assert f"an epoch reads (train.cube_balance 0): a {2 * n_a} (2x), b {n_b} patches" in out
     assert "a (" in out and "its own other dates" in out
-    meta = load_meta(ckpt)
     # the reference gate judged the net on both cubes' val blocks, as inference runs it
     gate = meta["reference_gate"]
     assert gate["judged_on"] == "val blocks through the inference predictor"
