@@ -3,13 +3,14 @@
     .venv/bin/python benchmarks/seam_figure.py [--mosaic out/demo/mosaic.zarr ...]
 
 Inference writes each block as the centre crop of a larger window, without blending over the
-overlap (README "Running on a region"). This prints, per store (``make demo`` writes
-``out/demo/mosaic.zarr`` with the trained demo model; ``make demo-real`` the monthly mosaic of
-the real BioMassters chip), the band-mean |difference| between neighbouring pixels that
-straddle a block edge and between those inside a block (``sar2opt.evaluate.seams``): mean,
-99th percentile, pairs, and edge / inside. Only synthesised pixels count (``source`` 2-4): a
-real S2 pixel of the composite has no seam to show. Edge / inside near 1 means the centre
-crop leaves no visible seam.
+overlap (README "Wall-to-wall runs"). This prints, per store (``make demo`` writes
+``out/demo/mosaic.zarr`` with the trained demo model; the README's scene-fit figure is a
+per-pass mosaic of the real BioMassters chip by the ``make demo-real`` checkpoint, written
+with ``--set infer.composite_max_dt_days=0``), the band-mean |difference| between neighbouring
+pixels that straddle a block edge and between those inside a block
+(``sar2opt.evaluate.seams``): mean, 99th percentile, pairs, and edge / inside. Only
+synthesised pixels count (``source`` 2-4): a real S2 pixel of the composite has no seam to
+show. Edge / inside near 1 means the centre crop leaves no visible seam.
 """
 
 from __future__ import annotations
