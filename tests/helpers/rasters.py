@@ -1,8 +1,13 @@
 """Tiny generated GeoTIFFs and STAC items for the loaders' tests (no server needed)."""
 
+import numpy as np
 import rasterio
 
+from sar2opt.cube.clean_s1 import db_to_linear
 from sar2opt.grid import lonlat_bounds
+
+#: The S1 GeoTIFFs' nodata (float32 linear power).
+S1_TIF_NODATA = -32768
 
 
 def write_tif(path, arr, grid, nodata, dtype) -> str:
@@ -21,6 +26,21 @@ def write_tif(path, arr, grid, nodata, dtype) -> str:
     ) as dst:
         dst.write(arr.astype(dtype), 1)
     return str(path)
+
+
+def write_s1_assets(folder, suffix, grid, rng: np.random.Generator, bands=("vv", "vh")) -> dict:
+    """One S1 GeoTIFF per band on ``grid`` (``<band><suffix>.tif`` in ``folder``): linear
+    power of dB drawn uniform in [-20, -5) from ``rng``, band by band; the hrefs by band."""
+    return {
+        b: write_tif(
+            folder / f"{b}{suffix}.tif",
+            db_to_linear(rng.uniform(-20, -5, grid.shape).astype("float32")),
+            grid,
+            S1_TIF_NODATA,
+            "float32",
+        )
+        for b in bands
+    }
 
 
 def make_item(iid, dt, assets, grid, extra=None) -> dict:

@@ -12,10 +12,9 @@ from shapely.geometry import box
 
 from sar2opt.config import CatalogSpec, CubeSpec
 from sar2opt.cube import build, tiled_build
-from sar2opt.cube.clean_s1 import db_to_linear
 from sar2opt.grid import GridSpec, lonlat_bounds
 from sar2opt.infer import read
-from tests.helpers.rasters import make_item, write_tif
+from tests.helpers.rasters import make_item, write_s1_assets, write_tif
 
 GRID = GridSpec(32721, 10.0, (700000, 9500000, 700320, 9500160))  # 16 x 32 px
 CAT = CatalogSpec(opt_bands=("B02", "B03", "B04", "B08"))
@@ -53,16 +52,7 @@ def items(tmp_path_factory):
     rng = np.random.default_rng(3)
     s1 = []
     for k, day in enumerate(S2_DAYS):
-        a = {
-            p: write_tif(
-                tmp_path / f"{p}{k}.tif",
-                db_to_linear(rng.uniform(-20, -5, GRID.shape).astype("float32")),
-                GRID,
-                -32768,
-                "float32",
-            )
-            for p in CAT.sar_bands
-        }
+        a = write_s1_assets(tmp_path, k, GRID, rng, CAT.sar_bands)
         s1.append(make_item(f"s1_{k}", f"{day}T09:15:00Z", a, GRID))
     haze = np.full(GRID.shape, 10, "uint8")
     haze[:, HAZE_COLS] = 80

@@ -12,9 +12,8 @@ from shapely.geometry import box
 
 from sar2opt.config import CatalogSpec, CubeSpec
 from sar2opt.cube import build, tiled_build
-from sar2opt.cube.clean_s1 import db_to_linear
 from sar2opt.grid import GridSpec, lonlat_bounds
-from tests.helpers.rasters import make_item, write_tif
+from tests.helpers.rasters import make_item, write_s1_assets, write_tif
 
 GRID = GridSpec(32721, 10.0, (700000, 9500000, 700320, 9500160))  # 16 x 32 px
 CAT = CatalogSpec(opt_bands=("B02", "B03", "B04"))
@@ -34,16 +33,7 @@ def items(tmp_path_factory):
         (("2023-07-10", ((west, "w"), (east, "e"))), ("2023-07-22", ((west, "w"),)))
     ):
         for sub, tag in frames:
-            a = {
-                p: write_tif(
-                    tmp_path / f"{p}{k}{tag}.tif",
-                    db_to_linear(rng.uniform(-20, -5, sub.shape).astype("float32")),
-                    sub,
-                    -32768,
-                    "float32",
-                )
-                for p in ("vv", "vh")
-            }
+            a = write_s1_assets(tmp_path, f"{k}{tag}", sub, rng)
             sec = 0 if tag == "w" else 20
             s1.append(make_item(f"s1_{k}{tag}", f"{day}T09:15:{sec:02d}Z", a, sub))
     s2 = []
