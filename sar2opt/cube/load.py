@@ -198,8 +198,10 @@ def load_clp(
     """
     import dask.array as dsa
 
+    from sar2opt.cube.window_load import by_time  # stackstac's order (lazy: no rasterio here)
+
     profile = profile or PROFILES[(LOCAL, "sentinel-2-l2a")]
-    items = sorted(items, key=lambda it: it["properties"].get("datetime") or "")  # as stackstac
+    items = by_time(items)
     carry = [it for it in items if has_band(it, profile, CLP_BAND)]
     if not carry:
         return None

@@ -38,8 +38,9 @@ from sar2opt.profiles import (
 )
 
 
-def _by_time(items: Sequence[dict]) -> list[dict]:
-    """Stable sort by datetime (stackstac's ``sortby_date="asc"``); items without one first."""
+def by_time(items: Sequence[dict]) -> list[dict]:
+    """Stable sort by datetime (stackstac's ``sortby_date="asc"``); items without one first:
+    the time order of every S2 stack the loaders here, ``cube.load`` and the composite give."""
     return sorted(items, key=lambda it: it["properties"].get("datetime") or "")
 
 
@@ -60,7 +61,7 @@ def read_sar_step(
         raise ValueError("no Sentinel-1 items to load")
     items = prepare_items(items, profile, bands) if profile is not None else list(items)
     _check_assets(items, bands)
-    items = _by_time(items)
+    items = by_time(items)
     lin = np.stack(
         [
             mosaic_last_on_top(
@@ -126,7 +127,7 @@ def read_dem(
         raise ValueError("no DEM items to load")
     _check_assets(prepared, ("dem",))
     layers = []
-    for it in _by_time(prepared):
+    for it in by_time(prepared):
         a = read_asset(it["assets"]["dem"]["href"], grid)
         if profile.nodata is not None:
             a[a == profile.nodata] = np.nan

@@ -285,9 +285,9 @@ def read_clear_s2(
     per block, which cost the default composite 3x the job's CPU). The cloud test reads the
     items' ``CLP`` where they carry it, as the cube does."""
     from sar2opt.cube.clean import cloud_shadow_mask
-    from sar2opt.cube.window_load import read_clp, read_optical
+    from sar2opt.cube.window_load import by_time, read_clp, read_optical
 
-    items = sorted(items, key=lambda it: it["properties"].get("datetime") or "")
+    items = by_time(items)
     arr = read_optical(items, grid, list(spec.opt_bands), spec.profile)
     clp = read_clp(items, grid, spec.profile)
     flagged = cloud_shadow_mask(
