@@ -1,6 +1,6 @@
-"""infer_region with the cloud-free composite on (synthetic catalog): real clear S2 pixels are
-kept bit for bit away from the cloud-mask edges (feathered into the synthesis near them), the
-synthesis fills the rest, and ``source``/``uncertainty`` say which.
+"""infer_region with the cloud-free composite on by default, nothing set (synthetic catalog):
+real clear S2 pixels are kept bit for bit away from the cloud-mask edges (feathered into the
+synthesis near them), the synthesis fills the rest, and ``source``/``uncertainty`` say which.
 
 The reference is computed on the whole image at once (``load_optical`` + the cube's cloud
 test + nearest clear date), so it also checks that the block-wise job leaves no seam in the
@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from sar2opt.config import InferSpec
 from tests.helpers.jobs import run_job, write_json
 
 pytestmark = pytest.mark.slow
 
-MAX_DT_DAYS = 6
+MAX_DT_DAYS = InferSpec().composite_max_dt_days  # the default the job runs with here
 SMALL_AOI = {  # ~2.6 km inside the synthetic scene: 2 x 2 blocks, so block edges are crossed
     "type": "Polygon",
     "coordinates": [
@@ -41,11 +42,12 @@ def composite(syn_catalog, tiny_ckpt, tmp_path_factory):
             *("--aoi", aoi, "--checkpoint", tiny_ckpt, "--out", out),
             *("--start", "2023-07-01", "--end", "2023-08-31"),
             *("--config", "jobs/configs/demo.yaml", "--stac-url", syn_catalog["url"]),
-            *("--set", f"infer.composite_max_dt_days={MAX_DT_DAYS}", "--set", "infer.tta_flips=2"),
+            *("--set", "infer.tta_flips=2"),  # the composite: as configured by default
             *("--executor", "local"),
         ]
     )
     assert r.returncode == 0, r.stdout + r.stderr
+    assert MAX_DT_DAYS == 6  # on by default: half the S1 revisit (README)
     return out, aoi
 
 
