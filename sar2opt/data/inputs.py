@@ -53,6 +53,10 @@ INPUT_SETS: dict[str, tuple[str, ...]] = {
 }
 DEM_CH = 1  # one elevation band (metres)
 MASK_CH = 1  # the cloud mask channel after the cloudy S2's bands
+#: Batch key of a reference fitted over more than the patch or window the model is given
+#: (``models.reference``): training's context fit (``data.stream.ReferenceContext``),
+#: inference's blend of neighbouring blocks' fits (``infer.run.fit_lattice``).
+REF_KEY = "ref"
 #: The ``norm`` statistics (``<name>_mean``, ``<name>_std``) that standardise each input key.
 NORM_OF: dict[str, str] = {"sar": "sar", "cloudy": "opt", "prior": "opt", "dem": "dem"}
 

@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from sar2opt.data.cloud_shapes import synthetic_cloud_mask
-from sar2opt.data.inputs import MASK_CH, normalise_input
+from sar2opt.data.inputs import MASK_CH, REF_KEY, normalise_input
 from sar2opt.data.normalise import MIN_STD
 from sar2opt.data.patches import CLEAR_BAND, PatchError
 
@@ -535,7 +535,7 @@ def _read_batch(
         gaps = cloud_masks.prior_gaps(t, r, c, rep)
         out["prior"][gaps] = 0.0  # standardised band mean: inference's missing prior
     if reference_context is not None:
-        out["ref"] = context_reference(
+        out[REF_KEY] = context_reference(
             reference_context, sources, cube, t, r, c, parts.get("cloudy"), gaps,
             n_sar=n_sar, n_opt=n_opt, aux=aux, norm=norm, patch_px=patch_px,
         )  # fmt: skip

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from sar2opt.config import CubeSpec
-from sar2opt.data.inputs import INPUT_SETS, input_keys, model_inputs, norm_keys
+from sar2opt.data.inputs import INPUT_SETS, REF_KEY, input_keys, model_inputs, norm_keys
 from sar2opt.errors import ConfigError
 from sar2opt.infer.calibration import CALIBRATION_KEY, apply_calibration, describe, knots_for
 from sar2opt.infer.tiles import MULTIPLE, round_up
@@ -193,6 +193,7 @@ def forward(
     x: np.ndarray,
     device: torch.device | str = "cpu",
     lock: AbstractContextManager | None = None,
+    ref: np.ndarray | None = None,
 ) -> torch.Tensor:
     """Generator on normalised (B, C, H, W): reflect padded to the model's stride, cropped
     back; the normalised output (B, Co, H, W) float32 on the CPU, contiguous.
@@ -200,21 +201,25 @@ def forward(
     The input goes in channels-last (NHWC): with a model converted by ``for_inference``
     oneDNN's convolutions run ~1.6x faster on CPU (the U-Net's transposed convolutions most)
     and cuDNN's use tensor cores. ``lock`` is held for the model call only (padding and
-    copies run outside it, beside another thread's forward)."""
+    copies run outside it, beside another thread's forward). ``ref``: the reference of a
+    ``ReferenceGenerator`` (B, Co, H, W), standardised, when the caller fitted it over more
+    than the window (``TilePredictor.reference_fields``); padded as x is."""
     device = torch.device(device)
     h, w = x.shape[-2:]
     stride = model_stride(model)
     ph, pw = round_up(h, stride) - h, round_up(w, stride) - w
+    arrays = [x] if ref is None else [x, ref]
     if ph or pw:
-        x = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect")
-    xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+        arrays = [np.pad(a, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect") for a in arrays]
+    xt, *rt = (torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)
     xt = xt.contiguous(memory_format=torch.channels_last)
+    kw = {REF_KEY: rt[0].contiguous(memory_format=torch.channels_last)} if rt else {}
     with torch.inference_mode(), lock or nullcontext():
         if device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                yt = model(xt)
+                yt = model(xt, **kw)
         else:
-            yt = model(xt)
+            yt = model(xt, **kw)
     return yt.float().cpu()[:, :, :h, :w].contiguous()
 
 
@@ -339,11 +344,39 @@ class TilePredictor:
         keys = input_keys(input_set)
         out = {k: v for k, v in batch.items() if k not in INPUT_KEYS}
         members = getattr(self, "members", [(self.model, self.norm)])
+        out.pop(REF_KEY, None)
         inputs = []
-        for model, norm in members:
+        for m, (model, norm) in enumerate(members):
             x, valid = model_inputs({k: batch[k] for k in keys}, norm, input_set)
-            inputs.append((model, norm, x))
+            ref = batch[REF_KEY][:, m] if REF_KEY in batch else None
+            inputs.append((model, norm, x, ref))
         return out | self._fold(inputs, valid)
+
+    def reference_fields(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        windows: Sequence[Sequence[tuple[int, int, int, int]]],
+        centres_y: Sequence[float],
+        centres_x: Sequence[float],
+    ) -> np.ndarray | None:
+        """Per member, the scene-fit reference over an area holding a lattice of block
+        ``windows`` (``inputs``: the input set's keys, (1, c, H, W) in physical units),
+        blended between the blocks' fits (``ReferenceGenerator.reference_field``):
+        (M, Co, H, W) float32, standardised by each member's norm. Cut each window's part as
+        batch key ``ref`` (B, M, Co, h, w). None when no member has a scene-fit reference
+        (nothing to blend: each window's own reference is computed from it)."""
+        members = getattr(self, "members", [(self.model, self.norm)])
+        if not any(getattr(m, "kind", None) == "scene_fit" for m, _ in members):
+            return None
+        fields = []
+        for model, norm in members:
+            x, _ = model_inputs({k: inputs[k] for k in input_keys(self.input_set)}, norm,
+                                self.input_set)  # fmt: skip
+            xt = torch.from_numpy(x).to(self.device)
+            with torch.inference_mode():
+                f = model.reference_field(xt, windows, centres_y, centres_x)
+            fields.append(f[0].float().cpu().numpy())
+        return np.stack(fields)
 
     def predict_normalised(self, x: np.ndarray, valid: np.ndarray | None = None) -> dict:
         """Every hypothesis of a one-checkpoint predictor on inputs already normalised as
@@ -356,11 +389,11 @@ class TilePredictor:
         if valid is None:
             valid = np.ones((x.shape[0], *x.shape[2:]), bool)
         with torch.inference_mode():
-            return self._fold([(self.model, self.norm, x)], np.asarray(valid, bool))
+            return self._fold([(self.model, self.norm, x, None)], np.asarray(valid, bool))
 
     def _fold(self, inputs: Sequence[tuple], valid: np.ndarray) -> dict[str, np.ndarray]:
         """``pred``, ``spread``, ``uncertainty`` and ``valid`` from each member's
-        ``(model, norm, normalised input)``, over the predictor's flips."""
+        ``(model, norm, normalised input, reference or None)``, over the predictor's flips."""
         # Running sums of each hypothesis minus the first one: mean and population std in
         # a few in-place passes, without stacking the hypotheses, and without the
         # cancellation of E[y^2] - E[y]^2 in float32. One checkpoint: in its normalised
@@ -369,9 +402,15 @@ class TilePredictor:
         single = len(inputs) == 1
         ref = acc = acc2 = None
         n = 0
-        for model, norm, x in inputs:
+        for model, norm, x, given in inputs:
             for axes in FLIPS[: getattr(self, "flips", 1)]:
-                y = forward(model, _flip(x, axes), self.device, getattr(self, "lock", None))
+                y = forward(
+                    model,
+                    _flip(x, axes),
+                    self.device,
+                    getattr(self, "lock", None),
+                    None if given is None else _flip(given, axes),
+                )
                 y = torch.flip(y, axes) if axes else y
                 y = y if single else denormalise(y, norm)
                 n += 1

@@ -284,6 +284,7 @@ def fill_zone(
         reference_seconds=tuple(zone.steps.reference_seconds(iso) for iso in zone.times),
         s2_max_dt_days=zone.steps.s2_max_dt_days,
         aux=aux_source(region, part.grid, flat, aux_items),
+        blend_reference=models.model.get("reference") == "scene_fit",
     )  # fmt: skip
     device = "cuda" if spec.gpus_per_actor > 0 else "cpu"
     make_predictor = functools.partial(

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sar2opt.data.inputs import REF_KEY
 from sar2opt.infer.composite import (
     SOURCE_NODATA,
     SOURCE_S2,
@@ -122,6 +123,10 @@ class FillJob:
     s2_max_dt_days: float | None = None
     #: The inputs besides SAR of SD/SO/SOD models (prior, DEM), read per acquisition.
     aux: AuxSource | None = None
+    #: A scene-fit model's reference is fitted per block window and blended between
+    #: neighbouring blocks (``fit_lattice``): each strip reads its inputs one block wider on
+    #: every side, and the predictor gets each window's reference (``predictor.REF_KEY``).
+    blend_reference: bool = False
 
     @property
     def reads_prior(self) -> bool:
@@ -305,14 +310,51 @@ def read_clear_s2(
 
 
 def strip_tiles(lat: BlockLattice, strip: Strip, sar: np.ndarray) -> list[np.ndarray]:
-    """The window of each block of ``strip`` (views), cut from the strip's ``sar`` (C, h, w)
-    (or any input) read over ``strip_window``."""
+    """The window of each block of ``strip`` (views), cut from the strip's ``sar`` (..., h,
+    w) (or any input) read over ``strip_window``."""
     c0 = strip_window(lat, strip.bi, strip.bjs)[1]
     out = []
     for bj in strip.bjs:
         _, c, _, w = lat.window(strip.bi, bj)
-        out.append(sar[:, :, c - c0 : c - c0 + w])
+        out.append(sar[..., c - c0 : c - c0 + w])
     return out
+
+
+@dataclass(frozen=True)
+class FitLattice:
+    """The blocks whose scene fits a strip's references blend (``fit_lattice``): ``area`` on
+    the grid holds their ``windows`` (area coordinates, rows x cols), centred on their
+    cores at ``centres_y`` x ``centres_x``."""
+
+    area: Window
+    windows: tuple[tuple[Window, ...], ...]
+    centres_y: tuple[float, ...]
+    centres_x: tuple[float, ...]
+
+    def crop(self, arr: np.ndarray, window: Window) -> np.ndarray:
+        """The part of ``arr`` (..., h, w) over the area that covers ``window``."""
+        r, c = window[0] - self.area[0], window[1] - self.area[1]
+        return arr[..., r : r + window[2], c : c + window[3]]
+
+
+def fit_lattice(lat: BlockLattice, bi: int, bjs: Sequence[int]) -> FitLattice:
+    """The strip's blocks and every block next to them (the rows above and below, a column
+    beyond each end, inside the grid): what a pixel's blended scene fit reaches, since it
+    blends the fits of the 2 x 2 block centres around it."""
+    rows = [b for b in (bi - 1, bi, bi + 1) if 0 <= b < lat.n_rows]
+    cols = range(max(min(bjs) - 1, 0), min(max(bjs) + 1, lat.n_cols - 1) + 1)
+    wins = [[lat.window(i, j) for j in cols] for i in rows]
+    r0 = min(w[0] for row in wins for w in row)
+    c0 = min(w[1] for row in wins for w in row)
+    r1 = max(w[0] + w[2] for row in wins for w in row)
+    c1 = max(w[1] + w[3] for row in wins for w in row)
+    cores = [[lat.core(i, j) for j in cols] for i in rows]
+    return FitLattice(
+        (r0, c0, r1 - r0, c1 - c0),
+        tuple(tuple((w[0] - r0, w[1] - c0, w[2], w[3]) for w in row) for row in wins),
+        tuple((row[0][0] + row[0][2]) / 2 - r0 for row in cores),
+        tuple((k[1] + k[3]) / 2 - c0 for k in cores[0]),
+    )
 
 
 def block_crop(lat: BlockLattice, strip: Strip, bj: int, arr: np.ndarray) -> np.ndarray:
@@ -378,12 +420,19 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
     ref = job.ref_seconds(t)
     passes = job.acquisitions_of(t)
     feather_px = (lat.tile_px - lat.block_px) // 2  # the context each window has
+    fits = fit_lattice(lat, strip.bi, strip.bjs) if job.blend_reference else None
     for a in passes:
         if len(keep) == len(strip.bjs) and all((k >= 1).all() for k in keep.values()):
             break  # every pixel real clear S2 away from the mask edges
-        inputs = {"sar": job.sar.read(a, window)}
-        if job.aux is not None:
-            inputs |= job.aux.read(a, window)
+        inputs = read_inputs(job, a, window if fits is None else fits.area)
+        if fits is not None:
+            field = predict.reference_fields(
+                {k: v[None] for k, v in inputs.items()}, fits.windows, fits.centres_y,
+                fits.centres_x,
+            )  # fmt: skip
+            inputs = {k: fits.crop(v, window) for k, v in inputs.items()}
+            if field is not None:
+                inputs[REF_KEY] = fits.crop(field, window)
         tiles = {k: strip_tiles(lat, strip, v) for k, v in inputs.items()}
         weights = None
         if len(passes) > 1:  # swaths of several passes meet: feather their borders
@@ -427,6 +476,14 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
     ]
     (job.write or write_strip)(job, strip, blocks)
     return strip.keys
+
+
+def read_inputs(job: FillJob, a: int, window: Window) -> dict[str, np.ndarray]:
+    """Acquisition ``a``'s SAR and the model's other inputs (``job.aux``) over ``window``."""
+    inputs = {"sar": job.sar.read(a, window)}
+    if job.aux is not None:
+        inputs |= job.aux.read(a, window)
+    return inputs
 
 
 def core_shape(core: tuple[int, int, int, int]) -> tuple[int, int]:

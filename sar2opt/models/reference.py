@@ -33,13 +33,14 @@ zero: an untrained model *is* its reference. Every registry generator returns on
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sar2opt.data.inputs import DEM_CH, MASK_CH, input_keys
+from sar2opt.data.inputs import DEM_CH, MASK_CH, REF_KEY, input_keys
 from sar2opt.models.restormer import RefinedGenerator
 from sar2opt.models.sardinet import SARDINet
 
@@ -153,9 +154,15 @@ def prior_features(prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     the ridge when BioMassters' snow entered that mean)."""
     p = prior.to(torch.float64)
     missing = (p == 0).all(dim=1, keepdim=True)
-    have = (~missing).to(torch.float64)
-    fill = (p * have).sum((-2, -1), keepdim=True) / have.sum((-2, -1), keepdim=True).clamp_min(1)
-    return torch.where(missing, fill, p), missing.to(torch.float64)
+    return torch.where(missing, prior_fill(p), p), missing.to(torch.float64)
+
+
+def prior_fill(prior: torch.Tensor) -> torch.Tensor:
+    """(N, Co, 1, 1) float64: per sample, the mean prior of the pixels that have one (what
+    :func:`prior_features` puts where it is missing; 0 where none has one)."""
+    p = prior.to(torch.float64)
+    have = (~(p == 0).all(dim=1, keepdim=True)).to(torch.float64)
+    return (p * have).sum((-2, -1), keepdim=True) / have.sum((-2, -1), keepdim=True).clamp_min(1)
 
 
 def min_clear_px(h: int, w: int) -> int:
@@ -192,6 +199,94 @@ def scene_fit(
     return torch.where(enough, fit, other)
 
 
+def tent_weights(centres: Sequence[float], n_px: int) -> torch.Tensor:
+    """(K, n_px) float64 weights of K ascending ``centres`` (pixel-edge coordinates) for the
+    pixels 0..n_px-1 (centres at i + 0.5): linear between the two centres around a pixel, all
+    on the nearest one beyond the first or last; each pixel's weights sum to 1."""
+    c = torch.as_tensor(list(centres), dtype=torch.float64)
+    if c.numel() == 0 or (c.numel() > 1 and not bool((c[1:] > c[:-1]).all())):
+        raise ValueError(f"centres must be ascending and not empty, got {list(centres)}")
+    p = torch.arange(n_px, dtype=torch.float64) + 0.5
+    w = torch.zeros(c.numel(), n_px, dtype=torch.float64)
+    w[0, p <= c[0]] = 1.0
+    w[-1, p >= c[-1]] = 1.0
+    for k in range(c.numel() - 1):
+        inside = (p > c[k]) & (p < c[k + 1])
+        f = (p[inside] - c[k]) / (c[k + 1] - c[k])
+        w[k, inside] = 1.0 - f
+        w[k + 1, inside] = f
+    return w
+
+
+def blended_scene_fit(
+    sar: torch.Tensor,
+    refl: torch.Tensor,
+    clear: torch.Tensor,
+    windows: Sequence[Sequence[tuple[int, int, int, int]]],
+    centres_y: Sequence[float],
+    centres_x: Sequence[float],
+    fallback: torch.Tensor | None = None,
+    extra: torch.Tensor | None = None,
+    alpha: float = RIDGE_ALPHA,
+    win_px: int = LOCAL_MEAN_PX,
+) -> torch.Tensor:
+    """The scene fit of a lattice of windows, blended so that it does not step at block
+    edges: (C, H, W) float64 over an area, from its ``sar`` (Cs, H, W), ``refl`` (C, H, W),
+    ``clear`` (H, W), ``fallback`` and ``extra`` (the prior, (Co, H, W)) as in
+    :func:`scene_fit`.
+
+    ``windows[i][j]`` = (row, col, h, w) in the area (all one size) is the window of the
+    block centred at (``centres_y[i]``, ``centres_x[j]``): each gets :func:`scene_fit`'s
+    ridge over its own clear pixels (or the fallback), and each pixel gets the bilinear
+    blend of the fits of the 2 x 2 block centres around it (:func:`tent_weights`), each
+    applied to the pixel's own features. One fit per window, used alone, steps where one
+    block meets the next (on a real BioMassters mosaic: 1.6 x the jump inside blocks); the
+    blend is a block's own fit at its centre and moves linearly to the next. The local
+    means are taken over the area, not cut at each window's edge."""
+    c, h, w = refl.shape
+    sizes = {(win[2], win[3]) for row in windows for win in row}
+    if len(sizes) != 1:
+        raise ValueError(f"the windows of a blended scene fit must share one size, got {sizes}")
+    wh, ww = sizes.pop()
+    cells = [(i, j, r, c0) for i, row in enumerate(windows) for j, (r, c0, _, _) in enumerate(row)]
+
+    def stack(a: torch.Tensor) -> torch.Tensor:  # (K, ..., wh, ww): a over every window
+        return torch.stack([a[..., r : r + wh, c0 : c0 + ww] for *_, r, c0 in cells])
+
+    feats = sar_features(sar.to(torch.float64)[None], win_px)[0]  # (F, H, W)
+    x = stack(feats)
+    fill = None
+    if extra is not None:  # each window fills its missing prior with its own mean
+        p64 = extra.to(torch.float64)
+        fill = prior_fill(stack(p64))  # (K, Co, 1, 1)
+        x = torch.cat([x, *prior_features(stack(p64))], dim=1)
+    ok = stack(clear).reshape(len(cells), -1)
+    fits = fit_ridge(x.flatten(2), stack(refl).flatten(2), ok, alpha)
+    enough = ok.sum(-1) >= min_clear_px(wh, ww)
+    wy, wx = tent_weights(centres_y, h), tent_weights(centres_x, w)
+    out = torch.zeros(c, h, w, dtype=torch.float64, device=refl.device)
+    for k, (i, j, _, _) in enumerate(cells):
+        rows, cols = torch.nonzero(wy[i] > 0)[:, 0], torch.nonzero(wx[j] > 0)[:, 0]
+        if rows.numel() == 0 or cols.numel() == 0:
+            continue
+        ys, xs = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+        if enough[k]:
+            f = feats[:, ys, xs]
+            if fill is not None:
+                p = p64[:, ys, xs]
+                missing = (p == 0).all(dim=0, keepdim=True)
+                f = torch.cat([f, torch.where(missing, fill[k], p), missing.to(p.dtype)])
+            one = RidgeFit(fits.x_mean[k : k + 1], fits.x_std[k : k + 1], fits.coef[k : k + 1],
+                           fits.intercept[k : k + 1])  # fmt: skip
+            y = apply_ridge(one, f.flatten(1)[None])[0].reshape(c, *f.shape[1:])
+        elif fallback is not None:
+            y = fallback.to(torch.float64)[:, ys, xs]
+        else:
+            continue  # the band mean: 0
+        out[:, ys, xs] += wy[i, ys][:, None] * wx[j, xs][None, :] * y
+    return out
+
+
 def input_slices(input_set: str, in_ch: int, out_ch: int) -> dict[str, slice]:
     """Channel range of each key of ``input_set`` in a standardised model input of ``in_ch``
     channels (``data.inputs.model_input``'s order: sar first) for ``out_ch`` output bands."""
@@ -219,6 +314,30 @@ def reference_of(kind: str, x: torch.Tensor, slices: dict[str, slice]) -> torch.
     with torch.autocast(x.device.type, enabled=False):  # the solve wants float64
         ref = scene_fit(sar, cloudy[:, :-MASK_CH], cloudy[:, -1] < 0.5, prior, extra=prior)
     return ref.to(x.dtype)
+
+
+def blended_reference_of(
+    kind: str,
+    x: torch.Tensor,
+    slices: dict[str, slice],
+    windows: Sequence[Sequence[tuple[int, int, int, int]]],
+    centres_y: Sequence[float],
+    centres_x: Sequence[float],
+) -> torch.Tensor:
+    """:func:`reference_of` for the blocks of a lattice at once: x (1, C, H, W) standardised
+    over an area holding their ``windows``; a ``scene_fit`` is blended between the blocks'
+    fits (:func:`blended_scene_fit`), a ``prior`` is the prior (it has no seams). (1, Co, H,
+    W) in x's dtype: crop a window's reference from it and pass it as ``ref``."""
+    if kind != "scene_fit":
+        return reference_of(kind, x, slices)
+    x = x.detach()
+    prior = x[0, slices["prior"]] if "prior" in slices else None
+    sar, cloudy = x[0, slices["sar"]], x[0, slices["cloudy"]]
+    with torch.autocast(x.device.type, enabled=False):
+        ref = blended_scene_fit(
+            sar, cloudy[:-MASK_CH], cloudy[-1] < 0.5, windows, centres_y, centres_x, prior, prior
+        )
+    return ref[None].to(x.dtype)
 
 
 # --- the model ------------------------------------------------------------------------------
@@ -269,6 +388,18 @@ class ReferenceGenerator(nn.Module):
         a constant of the model (no gradient flows through it)."""
         return reference_of(self.kind, x, self.slices)
 
+    def reference_field(
+        self,
+        x: torch.Tensor,
+        windows: Sequence[Sequence[tuple[int, int, int, int]]],
+        centres_y: Sequence[float],
+        centres_x: Sequence[float],
+    ) -> torch.Tensor:
+        """The reference over an area holding a lattice of block ``windows`` (x: (1, C, H,
+        W)), blended between the blocks' fits (:func:`blended_reference_of`): what inference
+        passes as each window's ``ref`` so that the mosaic does not step at block edges."""
+        return blended_reference_of(self.kind, x, self.slices, windows, centres_y, centres_x)
+
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
         """``ref``: the reference when the caller fitted it over a larger context than x
         (training patches: ``data.stream.ReferenceContext``); else computed from x, as
@@ -282,4 +413,4 @@ class ReferenceGenerator(nn.Module):
 
 def given_reference(batch: dict) -> dict:
     """The ``ref`` keyword of a generator call: the batch's precomputed reference, if any."""
-    return {"ref": batch["ref"]} if "ref" in batch else {}
+    return {REF_KEY: batch[REF_KEY]} if REF_KEY in batch else {}

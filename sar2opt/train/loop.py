@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 
 from sar2opt.config import Config, config_to_dict, reference_context_px
-from sar2opt.data.inputs import input_channels, input_keys
+from sar2opt.data.inputs import REF_KEY, input_channels, input_keys
 from sar2opt.models import build_discriminator, build_generator
 from sar2opt.train.checkpoint import (
     load_checkpoint_weights,
@@ -65,7 +65,7 @@ SHUFFLE_BUFFER_BATCHES = 16  # local shuffle buffer, in batches: mixes read grou
 def batch_keys(input_set: str, context_reference: bool = False) -> tuple[str, ...]:
     """Keys a training batch carries: the targets plus the input set's extra inputs, and
     ``ref`` when the stream fits each patch's reference over its context."""
-    ref = ("ref",) if context_reference else ()
+    ref = (REF_KEY,) if context_reference else ()
     return (*KEYS, *[k for k in input_keys(input_set) if k not in KEYS], *ref)
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sar2opt.data.inputs import model_input
+from sar2opt.data.inputs import REF_KEY, model_input
 from sar2opt.models.reference import ReferenceGenerator, zero_output
 from sar2opt.train.step import scored_mask
 
@@ -58,7 +58,7 @@ def net_vs_reference(
         x = model_input(t, input_set).float()
         m = scored_mask(t, input_set)
         m = torch.ones_like(t["opt"][:, :1]) if m is None else (m > 0).float()
-        ref = t["ref"] if "ref" in t else gen.reference(x)  # the stream's context fit
+        ref = t[REF_KEY] if REF_KEY in t else gen.reference(x)  # the stream's context fit
         for name, y in (("net", gen(x, ref=ref)), ("reference", ref)):
             err = ((y.float() - t["opt"]).abs() * scale * m).sum()
             sums[name] += float(err)
