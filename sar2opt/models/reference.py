@@ -241,8 +241,10 @@ def blended_scene_fit(
     blend of the fits of the 2 x 2 block centres around it (:func:`tent_weights`), each
     applied to the pixel's own features. One fit per window, used alone, steps where one
     block meets the next (on a real BioMassters mosaic: 1.6 x the jump inside blocks); the
-    blend is a block's own fit at its centre and moves linearly to the next. The local
-    means are taken over the area, not cut at each window's edge."""
+    blend is a block's own fit at its centre and moves linearly to the next. A window's fit
+    is exactly :func:`scene_fit`'s on that window, whatever the area around it (so the
+    strips that each fit a block agree); the features it is applied to take their local
+    means over the area, not cut at the window's edge."""
     c, h, w = refl.shape
     sizes = {(win[2], win[3]) for row in windows for win in row}
     if len(sizes) != 1:
@@ -253,8 +255,8 @@ def blended_scene_fit(
     def stack(a: torch.Tensor) -> torch.Tensor:  # (K, ..., wh, ww): a over every window
         return torch.stack([a[..., r : r + wh, c0 : c0 + ww] for *_, r, c0 in cells])
 
-    feats = sar_features(sar.to(torch.float64)[None], win_px)[0]  # (F, H, W)
-    x = stack(feats)
+    sar64 = sar.to(torch.float64)
+    x = sar_features(stack(sar64), win_px)  # each window's own: its fit is scene_fit's
     fill = None
     if extra is not None:  # each window fills its missing prior with its own mean
         p64 = extra.to(torch.float64)
@@ -263,6 +265,7 @@ def blended_scene_fit(
     ok = stack(clear).reshape(len(cells), -1)
     fits = fit_ridge(x.flatten(2), stack(refl).flatten(2), ok, alpha)
     enough = ok.sum(-1) >= min_clear_px(wh, ww)
+    feats = sar_features(sar64[None], win_px)[0]  # (F, H, W)
     wy, wx = tent_weights(centres_y, h), tent_weights(centres_x, w)
     out = torch.zeros(c, h, w, dtype=torch.float64, device=refl.device)
     for k, (i, j, _, _) in enumerate(cells):
@@ -271,7 +274,7 @@ def blended_scene_fit(
             continue
         ys, xs = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
         if enough[k]:
-            f = feats[:, ys, xs]
+            f = feats[:, ys, xs]  # the pixel's features: local means over the area
             if fill is not None:
                 p = p64[:, ys, xs]
                 missing = (p == 0).all(dim=0, keepdim=True)

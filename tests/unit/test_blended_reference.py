@@ -105,11 +105,13 @@ def test_a_window_without_enough_clear_pixels_blends_in_its_fallback() -> None:
     clear[:, 32:] = False  # the east window sees no clear pixel
     windows = [[(0, 0, 32, 32), (0, 32, 32, 32)]]
     got = blended_scene_fit(sar, refl, clear, windows, [16], [16, 48], prior)
-    west = blended_scene_fit(sar, refl, clear, [[windows[0][0]]], [16], [16], prior)
-    torch.testing.assert_close(got[:, :, :16], west[:, :, :16])  # west of the west centre
+    west = scene_fit(sar[None, ..., :32], refl[None, ..., :32], clear[None, :, :32])[0]
+    # west of the west centre: its own fit (features of the area: west of column 29, the
+    # 5-px local means do not reach the east window)
+    torch.testing.assert_close(got[:, :, :16], west[:, :, :16])
     torch.testing.assert_close(got[:, :, 48:], prior[:, :, 48:])  # east of the east centre
-    f = 15.5 / 32  # pixel 31's centre lies 15.5 px east of the west centre, 32 px apart
-    torch.testing.assert_close(got[:, :, 31], (1 - f) * west[:, :, 31] + f * prior[:, :, 31])
+    f = 13.5 / 32  # pixel 29 lies 13.5 px east of the west centre, the centres 32 apart
+    torch.testing.assert_close(got[:, :, 29], (1 - f) * west[:, :, 29] + f * prior[:, :, 29])
 
 
 def _sc_model(seed: int = 0) -> tuple[torch.nn.Module, dict]:
