@@ -9,7 +9,8 @@ time (the predictor), cropped to their cores, composited with clear S2 and writt
 in threads, so reads and writes overlap the forward pass and no array crosses the object
 store; strips become dicts only there (``Strip.to_row``/``from_row``), and the driver only
 appends the finished keys to the ledger. ``run_local`` runs the same ``process_strip``
-in-process (tests, tiny AOIs).
+in-process (tests, tiny AOIs). A scene-fit model's strip is read one block wider on every
+side, so each window's reference can blend its neighbours' fits (``fit_lattice``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ parameters, nothing learnt), so training and inference, which both build the mod
   :func:`min_clear_px` clear pixels falls back to the prior when the input set has one, else
   to the band mean (0). Training fits it over the window inference would give the patch, not
   over the small patch (``data.stream.ReferenceContext``), and hands it in as ``ref``
-  (:func:`reference_of` is the one definition both use).
+  (:func:`reference_of` is the one definition both use). Inference fits every block's
+  window the same way and blends the fits of neighbouring blocks (:func:`blended_scene_fit`,
+  ``infer.run.fit_lattice``): one fit per window alone would step at every block edge.
 
 Inputs arrive standardised in the order sar, cloudy, prior, dem (``data.inputs``); the
 prior and the cloudy S2 are standardised with the optical statistics, the output's own
