@@ -268,7 +268,7 @@ def blended_scene_fit(
     fits = fit_ridge(x.flatten(2), stack(refl).flatten(2), ok, alpha)
     enough = ok.sum(-1) >= min_clear_px(wh, ww)
     feats = sar_features(sar64[None], win_px)[0]  # (F, H, W)
-    wy, wx = tent_weights(centres_y, h), tent_weights(centres_x, w)
+    wy, wx = tent_weights(centres_y, h), tent_weights(centres_x, w)  # CPU: they index the area
     out = torch.zeros(c, h, w, dtype=torch.float64, device=refl.device)
     for k, (i, j, _, _) in enumerate(cells):
         rows, cols = torch.nonzero(wy[i] > 0)[:, 0], torch.nonzero(wx[j] > 0)[:, 0]
@@ -288,7 +288,8 @@ def blended_scene_fit(
             y = fallback.to(torch.float64)[:, ys, xs]
         else:
             continue  # the band mean: 0
-        out[:, ys, xs] += wy[i, ys][:, None] * wx[j, xs][None, :] * y
+        weight = (wy[i, ys][:, None] * wx[j, xs][None, :]).to(out.device)
+        out[:, ys, xs] += weight * y
     return out
 
 
