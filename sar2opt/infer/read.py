@@ -74,6 +74,7 @@ _open: OrderedDict[str, object] = OrderedDict()
 _env = None
 _blocks: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()
 _blocks_bytes = 0
+_local = threading.local()  # per thread: how many reads it warped (``warped_reads``)
 
 
 def pixel_offset(src: Affine, dst: Affine, tol: float = ALIGN_TOL) -> tuple[int, int] | None:
@@ -109,6 +110,15 @@ def mosaic_last_on_top(layers: np.ndarray) -> np.ndarray:
             break
         out[hole] = layer[hole]
     return out
+
+
+def warped_reads() -> int:
+    """How many ``read_asset`` calls of this thread went through a ``WarpedVRT``. An aligned
+    read copies each pixel as stored, so a window cut from a larger aligned read is what a
+    read of that window gives; a warped pixel may depend on the window (GDAL's approximate
+    transformer), so a caller that cuts windows out of one larger read checks this did not
+    move (``run.offer_clear_s2``)."""
+    return getattr(_local, "warped", 0)
 
 
 def _gdal_env():
@@ -229,6 +239,7 @@ def read_asset(href: str, grid: GridSpec) -> np.ndarray:
                 if nr and nc:
                     read_tiles(ds, href, r0, c0, out[dr : dr + nr, dc : dc + nc])
                 return out
+            _local.warped = warped_reads() + 1
             with WarpedVRT(
                 ds,
                 crs=f"EPSG:{grid.epsg}",

@@ -365,27 +365,78 @@ def block_crop(lat: BlockLattice, strip: Strip, bj: int, arr: np.ndarray) -> np.
     return np.asarray(arr)[..., r0 - r : r1 - r, c0 - c : c1 - c]
 
 
+#: Per thread, the clear-S2 composite of the strip in work (``offer_clear_s2``) and the
+#: S2 item sets that were read through a warp (those read block by block).
+_STRIP_S2 = threading.local()
+#: Most summed-area cells of a strip-wide composite: below 2**24 its float32 box sums of
+#: 0/1 (``edge_weight``) are exact integers, so they do not depend on the window.
+_STRIP_S2_MAX_PX = 2**24
+
+
 def offer_clear_s2(job: FillJob, strip: Strip, bj: int, best: BestEvidence) -> np.ndarray:
     """Offer block ``bj`` the clear S2 pixels of its time step (``job.s2_by_time``), each
     with the date it was seen, nearest the time step's reference first. Returns their
     ``keep`` (H, W): 1 far from a cloud-mask edge, falling to ~0 at it over the feather
-    (``CompositeSpec.feather_px``), 0 where no clear S2 pixel was found."""
+    (``CompositeSpec.feather_px``), 0 where no clear S2 pixel was found.
+
+    A block's result depends on the pixels within ``dilate_px + feather_px`` of its core
+    only (the cloud test is per pixel, its dilation and the feather's box reach no farther,
+    and the box sums are exact integers), so it is read over its core grown by that margin,
+    and the same values come out of any larger window. The first block of a strip therefore
+    reads the union of its blocks' windows once (one read per item and band, one cloud
+    test, one pick and feather) and every block of the strip cuts its core from it: the
+    neighbouring windows' overlap is read once, and the per-read work once per strip. Not
+    when a read of the strip was warped (a warped pixel may depend on the window:
+    ``read.warped_reads``) or the strip is too large for exact sums: then block by block,
+    as before. Memory: one strip's composite per thread, dropped after its last block."""
+    from sar2opt.infer.read import warped_reads
+
     lat, composite, t = job.lattice, job.composite, strip.t
-    r0, c0, r1, c1 = lat.core(strip.bi, bj)
+    items = job.s2_by_time[t]
+    ref = job.ref_seconds(t)
     # read a margin of dilate_px so a cloud just across the block edge still grows into
     # the block: the mask is then the one of the whole image, and no seam shows; and of
     # feather_px more so the ramp sees the mask edges across the block edge too
     feather = max(int(composite.feather_px), 0)
-    pr0, pc0, ph, pw = lat.halo(strip.bi, bj, composite.dilate_px + feather)
-    obs, clear, when = read_clear_s2(
-        job.s2_by_time[t], lat.grid.subgrid(pr0, pc0, ph, pw), job.out_bands, composite
-    )
+    margin = composite.dilate_px + feather
+
+    def composite_over(win: Window) -> tuple:
+        obs, clear, when = read_clear_s2(items, lat.grid.subgrid(*win), job.out_bands, composite)
+        s2, pick = nearest_clear_pick(obs, clear, (when - ref) / 86400.0, job.s2_max_dt(t))
+        return win, s2, pick, edge_weight(pick >= 0, feather), when
+
+    state = _STRIP_S2
+    got = getattr(state, "strip", None)
+    if got is None or got[0] is not job or got[1] != strip or bj not in got[2]:
+        got = state.strip = None
+        warped = state.__dict__.setdefault("warped", {})  # id(items) -> items (kept alive)
+        top, left, h, _ = lat.halo(strip.bi, strip.bjs[0], margin)
+        last = lat.halo(strip.bi, strip.bjs[-1], margin)
+        win = (top, left, h, last[1] + last[3] - left)
+        if (
+            len(strip.bjs) > 1
+            and id(items) not in warped
+            and (h + 2 * feather) * (win[3] + 2 * feather) <= _STRIP_S2_MAX_PX
+        ):
+            before = warped_reads()
+            shared = composite_over(win)
+            if warped_reads() == before:
+                got = state.strip = (job, strip, set(strip.bjs), shared)
+            else:
+                if len(warped) >= 64:
+                    warped.clear()
+                warped[id(items)] = items
+    if got is not None:
+        (pr0, pc0, _, _), s2, pick, keep, when = got[3]
+        got[2].discard(bj)
+        if not got[2]:
+            state.strip = None  # the strip's last block: let its arrays go
+    else:
+        (pr0, pc0, _, _), s2, pick, keep, when = composite_over(lat.halo(strip.bi, bj, margin))
+    r0, c0, r1, c1 = lat.core(strip.bi, bj)
     inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
-    ref = job.ref_seconds(t)
-    dt_days = (when - ref) / 86400.0
-    s2, pick = nearest_clear_pick(obs, clear, dt_days, job.s2_max_dt(t))
-    keep = edge_weight(pick >= 0, feather)[inner]
-    s2, pick = s2[:, inner[0], inner[1]], pick[inner]
+    keep = keep[inner].copy()
+    s2, pick = s2[:, inner[0], inner[1]].copy(), pick[inner]
     source = np.where(pick >= 0, SOURCE_S2, SOURCE_NODATA).astype(np.uint8)
     obs_s = np.where(pick >= 0, when[np.maximum(pick, 0)], 0)
     best.offer(s2, source, np.float32(0.0), obs_s, evidence_rank(source), ref)
