@@ -365,80 +365,100 @@ def block_crop(lat: BlockLattice, strip: Strip, bj: int, arr: np.ndarray) -> np.
     return np.asarray(arr)[..., r0 - r : r1 - r, c0 - c : c1 - c]
 
 
-#: Per thread, the clear-S2 composite of the strip in work (``offer_clear_s2``) and the
-#: S2 item sets that were read through a warp (those read block by block).
-_STRIP_S2 = threading.local()
+#: The S2 item sets (``FillJob.s2_by_time`` entries, by id, kept alive) a strip-wide read
+#: found warped: ``strip_clear_s2`` does not try them strip-wide again (bounded).
+_WARPED_ITEMS: dict[int, tuple] = {}
+_WARPED_MAX = 64
 #: Most summed-area cells of a strip-wide composite: below 2**24 its float32 box sums of
 #: 0/1 (``edge_weight``) are exact integers, so they do not depend on the window.
 _STRIP_S2_MAX_PX = 2**24
 
 
-def offer_clear_s2(job: FillJob, strip: Strip, bj: int, best: BestEvidence) -> np.ndarray:
+@dataclass(frozen=True)
+class ClearS2:
+    """The clear-S2 composite of one time step over ``win`` (row, col, h, w on the grid):
+    the picked S2 (C, h, w), which observation each pixel took (-1: none), how much of it
+    each pixel keeps (the feather) and when each observation was made."""
+
+    win: Window
+    s2: np.ndarray
+    pick: np.ndarray
+    keep: np.ndarray
+    when: np.ndarray
+
+
+def clear_s2_over(job: FillJob, t: int, win: Window) -> ClearS2:
+    """Time step ``t``'s clear S2 over ``win``: read (``read_clear_s2``), the nearest clear
+    observation picked per pixel, the feather taken over the mask edges."""
+    composite = job.composite
+    obs, clear, when = read_clear_s2(
+        job.s2_by_time[t], job.lattice.grid.subgrid(*win), job.out_bands, composite
+    )
+    ref = job.ref_seconds(t)
+    s2, pick = nearest_clear_pick(obs, clear, (when - ref) / 86400.0, job.s2_max_dt(t))
+    return ClearS2(win, s2, pick, edge_weight(pick >= 0, max(composite.feather_px, 0)), when)
+
+
+def clear_s2_margin(spec: CompositeSpec) -> int:
+    """How far around a block its clear S2 is read: ``dilate_px`` so a cloud just across the
+    block edge still grows into the block (the mask is the one of the whole image, and no
+    seam shows), and ``feather_px`` more so the ramp sees the mask edges across it too."""
+    return spec.dilate_px + max(spec.feather_px, 0)
+
+
+def strip_clear_s2(job: FillJob, strip: Strip) -> ClearS2 | None:
+    """The strip's clear S2, read once over the union of its blocks' windows (their cores
+    grown by ``clear_s2_margin``), for every block to cut its core from
+    (``offer_clear_s2``); None where each block must read its own.
+
+    A block's composite depends only on pixels within the margin of its core (the cloud
+    test is per pixel, its dilation and the feather's box reach no farther, and the box
+    sums are exact integers), so any larger window gives it the same bits, and the strip's
+    blocks share one read per item and band, one cloud test, one pick and feather. Not for
+    one block, nor where a read of the strip was warped (a warped pixel may depend on the
+    window: ``read.warped_reads``; those items are then read block by block) or the strip
+    is too large for exact sums."""
+    from sar2opt.infer.read import warped_reads
+
+    items = job.s2_by_time[strip.t]
+    if len(strip.bjs) < 2 or id(items) in _WARPED_ITEMS:
+        return None
+    m, feather = clear_s2_margin(job.composite), max(job.composite.feather_px, 0)
+    top, left, h, _ = job.lattice.halo(strip.bi, strip.bjs[0], m)
+    last = job.lattice.halo(strip.bi, strip.bjs[-1], m)
+    win = (top, left, h, last[1] + last[3] - left)
+    if (h + 2 * feather) * (win[3] + 2 * feather) > _STRIP_S2_MAX_PX:
+        return None
+    before = warped_reads()
+    shared = clear_s2_over(job, strip.t, win)
+    if warped_reads() == before:
+        return shared
+    if len(_WARPED_ITEMS) >= _WARPED_MAX:
+        _WARPED_ITEMS.clear()
+    _WARPED_ITEMS[id(items)] = items
+    return None
+
+
+def offer_clear_s2(
+    job: FillJob, strip: Strip, bj: int, best: BestEvidence, shared: ClearS2 | None = None
+) -> np.ndarray:
     """Offer block ``bj`` the clear S2 pixels of its time step (``job.s2_by_time``), each
     with the date it was seen, nearest the time step's reference first. Returns their
     ``keep`` (H, W): 1 far from a cloud-mask edge, falling to ~0 at it over the feather
-    (``CompositeSpec.feather_px``), 0 where no clear S2 pixel was found.
-
-    A block's result depends on the pixels within ``dilate_px + feather_px`` of its core
-    only (the cloud test is per pixel, its dilation and the feather's box reach no farther,
-    and the box sums are exact integers), so it is read over its core grown by that margin,
-    and the same values come out of any larger window. The first block of a strip therefore
-    reads the union of its blocks' windows once (one read per item and band, one cloud
-    test, one pick and feather) and every block of the strip cuts its core from it: the
-    neighbouring windows' overlap is read once, and the per-read work once per strip. Not
-    when a read of the strip was warped (a warped pixel may depend on the window:
-    ``read.warped_reads``) or the strip is too large for exact sums: then block by block,
-    as before. Memory: one strip's composite per thread, dropped after its last block."""
-    from sar2opt.infer.read import warped_reads
-
-    lat, composite, t = job.lattice, job.composite, strip.t
-    items = job.s2_by_time[t]
-    ref = job.ref_seconds(t)
-    # read a margin of dilate_px so a cloud just across the block edge still grows into
-    # the block: the mask is then the one of the whole image, and no seam shows; and of
-    # feather_px more so the ramp sees the mask edges across the block edge too
-    feather = max(int(composite.feather_px), 0)
-    margin = composite.dilate_px + feather
-
-    def composite_over(win: Window) -> tuple:
-        obs, clear, when = read_clear_s2(items, lat.grid.subgrid(*win), job.out_bands, composite)
-        s2, pick = nearest_clear_pick(obs, clear, (when - ref) / 86400.0, job.s2_max_dt(t))
-        return win, s2, pick, edge_weight(pick >= 0, feather), when
-
-    state = _STRIP_S2
-    got = getattr(state, "strip", None)
-    if got is None or got[0] is not job or got[1] != strip or bj not in got[2]:
-        got = state.strip = None
-        warped = state.__dict__.setdefault("warped", {})  # id(items) -> items (kept alive)
-        top, left, h, _ = lat.halo(strip.bi, strip.bjs[0], margin)
-        last = lat.halo(strip.bi, strip.bjs[-1], margin)
-        win = (top, left, h, last[1] + last[3] - left)
-        if (
-            len(strip.bjs) > 1
-            and id(items) not in warped
-            and (h + 2 * feather) * (win[3] + 2 * feather) <= _STRIP_S2_MAX_PX
-        ):
-            before = warped_reads()
-            shared = composite_over(win)
-            if warped_reads() == before:
-                got = state.strip = (job, strip, set(strip.bjs), shared)
-            else:
-                if len(warped) >= 64:
-                    warped.clear()
-                warped[id(items)] = items
-    if got is not None:
-        (pr0, pc0, _, _), s2, pick, keep, when = got[3]
-        got[2].discard(bj)
-        if not got[2]:
-            state.strip = None  # the strip's last block: let its arrays go
-    else:
-        (pr0, pc0, _, _), s2, pick, keep, when = composite_over(lat.halo(strip.bi, bj, margin))
+    (``CompositeSpec.feather_px``), 0 where no clear S2 pixel was found. Cut from the
+    strip's ``shared`` read (``strip_clear_s2``), else read over the block's own window."""
+    lat = job.lattice
+    got = shared or clear_s2_over(
+        job, strip.t, lat.halo(strip.bi, bj, clear_s2_margin(job.composite))
+    )
+    pr0, pc0 = got.win[:2]
     r0, c0, r1, c1 = lat.core(strip.bi, bj)
     inner = (slice(r0 - pr0, r1 - pr0), slice(c0 - pc0, c1 - pc0))
-    keep = keep[inner].copy()
-    s2, pick = s2[:, inner[0], inner[1]].copy(), pick[inner]
+    keep = got.keep[inner].copy()
+    s2, pick = got.s2[:, inner[0], inner[1]].copy(), got.pick[inner]
     source = np.where(pick >= 0, SOURCE_S2, SOURCE_NODATA).astype(np.uint8)
-    obs_s = np.where(pick >= 0, when[np.maximum(pick, 0)], 0)
+    obs_s = np.where(pick >= 0, got.when[np.maximum(pick, 0)], 0)
+    ref = job.ref_seconds(strip.t)
     best.offer(s2, source, np.float32(0.0), obs_s, evidence_rank(source), ref)
     return keep
 
@@ -465,9 +485,11 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
     clear: dict[int, BestEvidence] = {}  # the clear S2, and how much of it each pixel keeps
     keep: dict[int, np.ndarray] = {}
     if job.composite and job.composite.max_dt_days > 0 and job.s2_by_time and job.s2_by_time[t]:
+        shared = strip_clear_s2(job, strip)
         for bj in strip.bjs:
             clear[bj] = BestEvidence(len(job.out_bands), shape[bj])
-            keep[bj] = offer_clear_s2(job, strip, bj, clear[bj])
+            keep[bj] = offer_clear_s2(job, strip, bj, clear[bj], shared)
+        del shared
     window = strip_window(lat, strip.bi, strip.bjs)
     ref = job.ref_seconds(t)
     passes = job.acquisitions_of(t)

@@ -1,8 +1,7 @@
-"""The composite's clear S2 is read once per strip (``run.offer_clear_s2``) and every block
-cuts its core from that read: the same bits as a read of each block's own window (its core
-grown by ``dilate_px + feather_px``), one ``read_clear_s2`` per strip instead of one per
-block, one strip held per thread and dropped after its last block; block by block again
-when a read of the strip was warped.
+"""The composite's clear S2 is read once per strip (``run.strip_clear_s2``) and every block
+cuts its core from that read (``run.offer_clear_s2``): the same bits as a read of each
+block's own window (its core grown by ``dilate_px + feather_px``), one ``read_clear_s2`` per
+strip instead of one per block; block by block again when a read of the strip was warped.
 
 Scene (as ``test_aux_lazy_read``): 128 x 128 px, S2 07-03 ... 07-28 every 5 days; the
 reference 07-08 takes that date's S2, 23 % clear: cloud-mask edges and their feather cross
@@ -65,10 +64,12 @@ def per_block(job: run.FillJob, strip: run.Strip, bj: int) -> tuple[BestEvidence
     return best, keep
 
 
-def offered(job: run.FillJob, strip: run.Strip, bj: int) -> tuple[BestEvidence, np.ndarray]:
+def offered(
+    job: run.FillJob, strip: run.Strip, bj: int, shared: run.ClearS2 | None
+) -> tuple[BestEvidence, np.ndarray]:
     r0, c0, r1, c1 = LAT.core(strip.bi, bj)
     best = BestEvidence(len(job.out_bands), (r1 - r0, c1 - c0))
-    return best, run.offer_clear_s2(job, strip, bj, best)
+    return best, run.offer_clear_s2(job, strip, bj, best, shared)
 
 
 def assert_same(got: tuple[BestEvidence, np.ndarray], want: tuple[BestEvidence, np.ndarray]):
@@ -99,24 +100,24 @@ def test_a_strip_reads_its_clear_s2_once_for_the_same_bits(job, monkeypatch) -> 
     assert any(((k > 0) & (k < 1)).any() for k in kept) and any((k == 0).any() for k in kept)
     shapes = counting(monkeypatch)
     for s in STRIPS:
-        for i, bj in enumerate(s.bjs):
-            assert_same(offered(job, s, bj), want[s, bj])
-            held = run._STRIP_S2.strip
-            # one strip held while its blocks are offered, none after its last block
-            assert held is None if i == len(s.bjs) - 1 else held[1] == s
+        shared = run.strip_clear_s2(job, s)
+        assert (shared is None) == (len(s.bjs) == 1)  # one block reads its own window
+        for bj in s.bjs:
+            assert_same(offered(job, s, bj, shared), want[s, bj])
     m = SPEC.dilate_px + SPEC.feather_px
     # one read per strip: the union of its blocks' windows (the gap's block included)
     assert shapes == [(32 + 2 * m, 128), (32 + 2 * m, 128), (32 + m, 32 + 2 * m)]
 
 
 def test_a_strip_with_a_warped_read_goes_block_by_block(job, monkeypatch) -> None:
-    run._STRIP_S2.__dict__.clear()
+    monkeypatch.setattr(run, "_WARPED_ITEMS", {})
     want = {(s, bj): per_block(job, s, bj) for s in STRIPS[:2] for bj in s.bjs}
     shapes = counting(monkeypatch, warp=True)
     for s in STRIPS[:2]:
+        shared = run.strip_clear_s2(job, s)
+        assert shared is None
         for bj in s.bjs:
-            assert_same(offered(job, s, bj), want[s, bj])
-            assert run._STRIP_S2.strip is None
+            assert_same(offered(job, s, bj, shared), want[s, bj])
     m = SPEC.dilate_px + SPEC.feather_px
     blocks = [LAT.halo(s.bi, bj, m)[2:] for s in STRIPS[:2] for bj in s.bjs]
     # the first strip read whole once, then block by block; those items are not tried
