@@ -76,11 +76,14 @@ def test_sod_checkpoint_without_a_dem_collection_stops_with_one_line(
 
 @pytest.fixture(scope="module")
 def sc_ckpt(tmp_path_factory):
-    """An untrained cloud-removal checkpoint (SC), its cube's same-date window ±6 days."""
+    """An untrained cloud-removal checkpoint (SC), its cube's same-date window ±6 days, with
+    the real recipe's scene-fit reference: the job reads each strip one block wider and
+    blends the blocks' fits (``run.fit_lattice``); untrained, the model is its reference."""
     from sar2opt.config import Config, CubeSpec, ModelSpec
     from sar2opt.train.checkpoint import save_untrained_checkpoint
 
-    cfg = Config(model=ModelSpec(ngf=8, depth=5, input_set="SC"), cube=CubeSpec(max_dt_days=6))
+    spec = ModelSpec(ngf=8, depth=5, input_set="SC", reference="scene_fit")
+    cfg = Config(model=spec, cube=CubeSpec(max_dt_days=6))
     return save_untrained_checkpoint(tmp_path_factory.mktemp("sc") / "ckpt", cfg, git_sha="t")
 
 
