@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,9 @@ RIDGE_ALPHA = 1.0
 #: scene's cloud-removal test patches, 1 % gave 4x the hidden-pixel MAE of 10 %).
 MIN_CLEAR_PX = 64
 MIN_CLEAR_FRAC = 0.1
+#: Windows a blended scene fit fits at once (``blended_scene_fit``): its float64 features of
+#: a 256-px window with a prior take ~6 MB, a strip of 8 blocks has 30 windows.
+FIT_CHUNK = 6
 #: Reference kinds (config.REFERENCE_NAMES lists the same names, without importing torch).
 REFERENCES = ("none", "prior", "scene_fit")
 
@@ -107,6 +110,13 @@ class RidgeFit:
     x_std: torch.Tensor
     coef: torch.Tensor
     intercept: torch.Tensor
+
+    def pick(self, k: int) -> RidgeFit:
+        """Sample ``k``'s map alone (a batch of one)."""
+        return RidgeFit(*(getattr(self, n)[k : k + 1] for n in _FIT_FIELDS))
+
+
+_FIT_FIELDS = tuple(f.name for f in fields(RidgeFit))
 
 
 def fit_ridge(
@@ -254,19 +264,24 @@ def blended_scene_fit(
     wh, ww = sizes.pop()
     cells = [(i, j, r, c0) for i, row in enumerate(windows) for j, (r, c0, _, _) in enumerate(row)]
 
-    def stack(a: torch.Tensor) -> torch.Tensor:  # (K, ..., wh, ww): a over every window
-        return torch.stack([a[..., r : r + wh, c0 : c0 + ww] for *_, r, c0 in cells])
+    def stack(a: torch.Tensor, part: Sequence) -> torch.Tensor:  # (k, ..., wh, ww)
+        return torch.stack([a[..., r : r + wh, c0 : c0 + ww] for *_, r, c0 in part])
 
     sar64 = sar.to(torch.float64)
-    x = sar_features(stack(sar64), win_px)  # each window's own: its fit is scene_fit's
-    fill = None
-    if extra is not None:  # each window fills its missing prior with its own mean
-        p64 = extra.to(torch.float64)
-        fill = prior_fill(stack(p64))  # (K, Co, 1, 1)
-        x = torch.cat([x, *prior_features(stack(p64))], dim=1)
-    ok = stack(clear).reshape(len(cells), -1)
-    fits = fit_ridge(x.flatten(2), stack(refl).flatten(2), ok, alpha)
-    enough = ok.sum(-1) >= min_clear_px(wh, ww)
+    p64 = None if extra is None else extra.to(torch.float64)
+    fits, fills, counts = [], [], []
+    for k0 in range(0, len(cells), FIT_CHUNK):  # a few windows at a time: memory
+        part = cells[k0 : k0 + FIT_CHUNK]
+        x = sar_features(stack(sar64, part), win_px)  # each window's own: scene_fit's fit
+        if p64 is not None:  # each window fills its missing prior with its own mean
+            fills.append(prior_fill(stack(p64, part)))  # (k, Co, 1, 1)
+            x = torch.cat([x, *prior_features(stack(p64, part))], dim=1)
+        ok = stack(clear, part).reshape(len(part), -1)
+        fits.append(fit_ridge(x.flatten(2), stack(refl, part).flatten(2), ok, alpha))
+        counts.append(ok.sum(-1))
+    fits = RidgeFit(*(torch.cat([getattr(f, n) for f in fits]) for n in _FIT_FIELDS))
+    fill = torch.cat(fills) if fills else None
+    enough = torch.cat(counts) >= min_clear_px(wh, ww)
     feats = sar_features(sar64[None], win_px)[0]  # (F, H, W)
     wy, wx = tent_weights(centres_y, h), tent_weights(centres_x, w)  # CPU: they index the area
     out = torch.zeros(c, h, w, dtype=torch.float64, device=refl.device)
@@ -281,9 +296,7 @@ def blended_scene_fit(
                 p = p64[:, ys, xs]
                 missing = (p == 0).all(dim=0, keepdim=True)
                 f = torch.cat([f, torch.where(missing, fill[k], p), missing.to(p.dtype)])
-            one = RidgeFit(fits.x_mean[k : k + 1], fits.x_std[k : k + 1], fits.coef[k : k + 1],
-                           fits.intercept[k : k + 1])  # fmt: skip
-            y = apply_ridge(one, f.flatten(1)[None])[0].reshape(c, *f.shape[1:])
+            y = apply_ridge(fits.pick(k), f.flatten(1)[None])[0].reshape(c, *f.shape[1:])
         elif fallback is not None:
             y = fallback.to(torch.float64)[:, ys, xs]
         else:
