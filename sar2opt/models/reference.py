@@ -326,13 +326,22 @@ def reference_of(kind: str, x: torch.Tensor, slices: dict[str, slice]) -> torch.
     W) whose keys lie at ``slices`` (:func:`input_slices`), in x's dtype, without gradient:
     the one definition the model and the training stream's context reference share."""
     x = x.detach()
-    prior = x[:, slices["prior"]] if "prior" in slices else None
     if kind == "prior":
-        return prior
-    sar, cloudy = x[:, slices["sar"]], x[:, slices["cloudy"]]
+        return x[:, slices["prior"]]
+    sar, refl, clear, prior = fit_inputs(x, slices)
     with torch.autocast(x.device.type, enabled=False):  # the solve wants float64
-        ref = scene_fit(sar, cloudy[:, :-MASK_CH], cloudy[:, -1] < 0.5, prior, extra=prior)
+        ref = scene_fit(sar, refl, clear, prior, extra=prior)
     return ref.to(x.dtype)
+
+
+def fit_inputs(
+    x: torch.Tensor, slices: dict[str, slice]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What a scene fit reads from standardised input x (N, C, H, W): the SAR, the same-date
+    S2's bands, where its mask calls them clear, and the prior (None without one)."""
+    cloudy = x[:, slices["cloudy"]]
+    prior = x[:, slices["prior"]] if "prior" in slices else None
+    return x[:, slices["sar"]], cloudy[:, :-MASK_CH], cloudy[:, -1] < 0.5, prior
 
 
 def blended_reference_of(
@@ -349,13 +358,9 @@ def blended_reference_of(
     W) in x's dtype: crop a window's reference from it and pass it as ``ref``."""
     if kind != "scene_fit":
         return reference_of(kind, x, slices)
-    x = x.detach()
-    prior = x[0, slices["prior"]] if "prior" in slices else None
-    sar, cloudy = x[0, slices["sar"]], x[0, slices["cloudy"]]
-    with torch.autocast(x.device.type, enabled=False):
-        ref = blended_scene_fit(
-            sar, cloudy[:-MASK_CH], cloudy[-1] < 0.5, windows, centres_y, centres_x, prior, prior
-        )
+    sar, refl, clear, prior = (None if v is None else v[0] for v in fit_inputs(x.detach(), slices))
+    with torch.autocast(x.device.type, enabled=False):  # the solve wants float64
+        ref = blended_scene_fit(sar, refl, clear, windows, centres_y, centres_x, prior, prior)
     return ref[None].to(x.dtype)
 
 
