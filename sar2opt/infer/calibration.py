@@ -22,6 +22,10 @@ import numpy as np
 CALIBRATION_KEY = "uncertainty_calibration"
 #: Equal-count bins of the validation spread (before pooling): ~2.5 k pixels each on the demo.
 CALIBRATION_BINS = 20
+#: What a calibration maps (its ``input``): the predictor's ``raw_uncertainty``, the spread
+#: combined with a scene-fit reference's own error (``infer.predictor``). Entries without it
+#: (older checkpoints) were fitted on the spread alone and are applied to it.
+STATED_INPUT = "spread+reference"
 #: What the store attrs say when the checkpoint carries no calibration for the run.
 UNCALIBRATED = "uncalibrated"
 
@@ -103,8 +107,11 @@ def describe(knots: Mapping | None) -> str:
     """What the store attrs say about the ``uncertainty`` band."""
     if knots is None:
         return UNCALIBRATED
+    what = "the spread" + (
+        " and the scene fit's error" if knots.get("input") == STATED_INPUT else ""
+    )
     return (
-        f"calibrated: expected |error| (band mean, reflectance) from the spread of "
+        f"calibrated: expected |error| (band mean, reflectance) from {what} of "
         f"{knots['flips']} hypotheses, fitted on {knots['pixels']} validation pixels"
     )
 

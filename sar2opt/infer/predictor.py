@@ -24,7 +24,13 @@ import torch
 from sar2opt.config import CubeSpec
 from sar2opt.data.inputs import INPUT_SETS, REF_KEY, input_keys, model_inputs, norm_keys
 from sar2opt.errors import ConfigError
-from sar2opt.infer.calibration import CALIBRATION_KEY, apply_calibration, describe, knots_for
+from sar2opt.infer.calibration import (
+    CALIBRATION_KEY,
+    STATED_INPUT,
+    apply_calibration,
+    describe,
+    knots_for,
+)
 from sar2opt.infer.tiles import MULTIPLE, round_up
 
 #: When this module (and torch with it) was imported (epoch s): ``run.StripWorker``'s stamps.
@@ -378,18 +384,23 @@ class TilePredictor:
             fields.append(f[0].float().cpu().numpy())
         return np.stack(fields)
 
-    def predict_normalised(self, x: np.ndarray, valid: np.ndarray | None = None) -> dict:
+    def predict_normalised(
+        self, x: np.ndarray, valid: np.ndarray | None = None, ref: np.ndarray | None = None
+    ) -> dict:
         """Every hypothesis of a one-checkpoint predictor on inputs already normalised as
         the model takes them ((B, C, H, W), e.g. ``data.inputs.model_input`` of training's
-        patches): ``pred``, ``spread``, ``uncertainty`` and ``valid`` as ``__call__`` gives
-        them (the training job fits the calibration on exactly these)."""
+        patches): ``pred``, ``spread``, ``raw_uncertainty``, ``uncertainty`` and ``valid``
+        as ``__call__`` gives them (the training job fits the calibration on exactly these);
+        ``ref``: a reference fitted over more than the patch (the training stream's context
+        reference, batch key ``ref``), as inference fits it over its window."""
         if len(getattr(self, "members", ())) > 1:
             raise ValueError("predict_normalised takes one checkpoint's normalised inputs")
         x = np.asarray(x, np.float32)
         if valid is None:
             valid = np.ones((x.shape[0], *x.shape[2:]), bool)
         with torch.inference_mode():
-            return self._fold([(self.model, self.norm, x, None)], np.asarray(valid, bool))
+            given = None if ref is None else np.asarray(ref, np.float32)
+            return self._fold([(self.model, self.norm, x, given)], np.asarray(valid, bool))
 
     def _fold(self, inputs: Sequence[tuple], valid: np.ndarray) -> dict[str, np.ndarray]:
         """``pred``, ``spread``, ``uncertainty`` and ``valid`` from each member's
@@ -439,8 +450,34 @@ class TilePredictor:
         mean = mean.masked_fill_(invalid[:, None], float("nan"))
         spread = spread.masked_fill_(invalid, float("nan"))
         out = {"pred": mean.numpy(), "spread": spread.numpy(), "valid": valid}
+        r = self._reference_error(inputs)
+        # the spread, and where the models have a scene fit its own error beside it
+        raw = out["spread"] if r is None else np.where(np.isfinite(r), np.hypot(out["spread"], r),
+                                                       out["spread"])  # fmt: skip
+        out["raw_uncertainty"] = raw.astype(np.float32, copy=False)
         knots = getattr(self, "calibration", None)
-        out["uncertainty"] = (
-            out["spread"] if knots is None else apply_calibration(out["spread"], knots)
-        )
+        if knots is None:
+            out["uncertainty"] = out["raw_uncertainty"]
+        else:  # calibrations older than the reference error map the spread alone
+            on = out["raw_uncertainty"] if knots.get("input") == STATED_INPUT else out["spread"]
+            out["uncertainty"] = apply_calibration(on, knots)
         return out
+
+    def _reference_error(self, inputs: Sequence[tuple]) -> np.ndarray | None:
+        """(B, H, W) reflectance, band mean, members' mean: how far each scene-fit member's
+        reference is off on the clear same-date S2 around each pixel
+        (``models.reference.reference_error``; the given reference, else the one it fits
+        on the window); None when no member has a scene fit."""
+        from sar2opt.models.reference import reference_error
+
+        errs = []
+        for model, norm, x, given in inputs:
+            if getattr(model, "kind", None) != "scene_fit":
+                continue
+            with torch.inference_mode():
+                xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+                ref = model.reference(xt) if given is None else torch.from_numpy(given).to(xt)
+                e = reference_error(xt, ref, model.slices).cpu()
+            std = torch.from_numpy(_col(norm["opt_std"], e.shape[1], "opt_std"))
+            errs.append(e.mul_(std).mean(dim=1).numpy())
+        return None if not errs else np.mean(errs, axis=0)

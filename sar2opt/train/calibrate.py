@@ -1,12 +1,14 @@
 """After training: fit the best checkpoint's uncertainty calibration on the validation split.
 
 The predictor's ``spread`` (std of its test-time-flip hypotheses) ranks errors but is not in
-their units. Here the checkpoint runs as inference runs it (``TilePredictor``, the same
-flips) on validation patches; the spread and |error| of their clear pixels are fitted into
-knots (``infer.calibration.fit_calibration``), one set per hypothesis count inference may
-use, and stored in the checkpoint's metadata (``uncertainty_calibration``). The held-out
-test patches then show, per decile of the calibrated uncertainty, the mean |error| beside it
-(``test_scores.json``), so the claim is checked on blocks the fit never saw.
+their units, and it does not see a scene fit's own error; its ``raw_uncertainty`` combines
+the two. Here the checkpoint runs as inference runs it (``TilePredictor``, the same flips,
+a scene fit taken over the window inference would give the patch: the stream's context
+reference) on validation patches; the raw uncertainty and |error| of their clear pixels are
+fitted into knots (``infer.calibration.fit_calibration``), one set per hypothesis count
+inference may use, and stored in the checkpoint's metadata (``uncertainty_calibration``).
+The held-out test patches then show, per decile of the calibrated uncertainty, the mean
+|error| beside it (``test_scores.json``), so the claim is checked on blocks the fit never saw.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from sar2opt.config import MAX_TTA_FLIPS
-from sar2opt.data.inputs import model_input
+from sar2opt.data.inputs import REF_KEY, model_input
 from sar2opt.data.normalise import denormalise
 from sar2opt.data.stream import read_patches
 from sar2opt.infer.calibration import (
     CALIBRATION_KEY,
+    STATED_INPUT,
     apply_calibration,
     decile_table,
     fit_calibration,
@@ -46,8 +49,9 @@ def spread_and_error(
     flips: Sequence[int],
     seed: int = 0,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Per flip count, the predictor's ``spread`` and the band-mean |error| of its ``pred``
-    (reflectance) on the clear pixels of ``rows``' patches (a seeded sample of them)."""
+    """Per flip count, the predictor's ``raw_uncertainty`` and the band-mean |error| of its
+    ``pred`` (reflectance) on the clear pixels of ``rows``' patches (a seeded sample of
+    them); each patch's context reference where ``read_kw`` has a ``reference_context``."""
     from sar2opt.infer.predictor import TilePredictor
 
     rng = np.random.default_rng(seed)
@@ -65,10 +69,10 @@ def spread_and_error(
         clear = t["mask"][:, 0] > 0
         pick = [_sample(np.flatnonzero(c), rng) for c in clear.reshape(len(clear), -1)]
         for k, predictor in predictors.items():
-            out = predictor.predict_normalised(x)
+            out = predictor.predict_normalised(x, ref=t.get(REF_KEY))
             err = np.abs(out["pred"] - truth).mean(axis=1)
             for j, px in enumerate(pick):
-                got[k][0].append(out["spread"][j].reshape(-1)[px])
+                got[k][0].append(out["raw_uncertainty"][j].reshape(-1)[px])
                 got[k][1].append(err[j].reshape(-1)[px])
     return {k: (np.concatenate(s or [[]]), np.concatenate(e or [[]])) for k, (s, e) in got.items()}
 
@@ -101,7 +105,7 @@ def calibrate_checkpoint(
         gen, meta, cube_path, val, read_kw, CALIBRATED_FLIPS, seed
     ).items():
         if np.isfinite(s).any():
-            fits.append({"flips": k, **fit_calibration(s, e)})
+            fits.append({"flips": k, "input": STATED_INPUT, **fit_calibration(s, e)})
     meta = update_meta(ckpt_dir, **{CALIBRATION_KEY: fits})
     split = "test" if (index["split"] == "test").any() else "val"
     held = index[index["split"] == split]

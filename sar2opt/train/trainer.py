@@ -555,9 +555,10 @@ def train_model(
     )  # fmt: skip
     if gate:
         print(format_gate(gate), flush=True)
-    # the spread of inference's hypotheses -> expected |error|, fitted on the val split
+    # the spread of inference's hypotheses (and a scene fit's own error, the fit taken over
+    # the window inference gives the patch) -> expected |error|, fitted on the val split
     reliability = calibrate_checkpoint(
-        ckpt_dir, data.cube_path, data.index, data.read_kw, seed=tr.seed,
+        ckpt_dir, data.cube_path, data.index, gate_kw, seed=tr.seed,
         check_flips=max(cfg.infer.tta_flips, 2),
     )  # fmt: skip
     gen, meta = load_generator(ckpt_dir)  # what inference loads

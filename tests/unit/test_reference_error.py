@@ -1,0 +1,106 @@
+"""The stated uncertainty of a scene-fit model sees the fit's own error: per pixel the mean
+|same-date S2 - reference| over the clear pixels around it (``models.reference.
+reference_error``), combined with the flips' spread into ``raw_uncertainty``, which the
+calibration maps (``infer.predictor``); calibrations fitted before map the spread alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sar2opt.config import ModelSpec, config_to_dict
+from sar2opt.data.inputs import input_channels, model_inputs
+from sar2opt.infer.calibration import STATED_INPUT, apply_calibration
+from sar2opt.infer.predictor import TilePredictor
+from sar2opt.models import build_generator
+from sar2opt.models.reference import input_slices, reference_error
+from tests.helpers.infer_fakes import NORM
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def _x(n: int = 2, h: int = 64, w: int = 64, clear_frac: float = 0.7, seed: int = 0):
+    """Standardised SC input (2 SAR, 1 band + mask) and a reference, with known errors."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, h, w, generator=g)
+    x[:, 3] = (torch.rand(n, h, w, generator=g) > clear_frac).float()  # 1 = cloud
+    ref = torch.randn(n, 1, h, w, generator=g)
+    return x, ref, input_slices("SC", 4, 1)
+
+
+def test_a_pixel_gets_the_mean_error_of_the_clear_pixels_in_its_box() -> None:
+    x, ref, sl = _x()
+    got = reference_error(x, ref, sl, box_px=9, min_px=10)
+    d = (x[:, 2:3] - ref).abs()
+    clear = x[:, 3] < 0.5
+    for n, i, j in ((0, 30, 40), (1, 2, 61), (0, 0, 0)):  # inside, near an edge, a corner
+        win = (slice(max(i - 4, 0), i + 5), slice(max(j - 4, 0), j + 5))
+        m = clear[n][win]
+        torch.testing.assert_close(got[n, 0, i, j], d[n, 0][win][m].mean())
+
+
+def test_too_few_clear_pixels_take_the_window_mean_and_none_gives_nan() -> None:
+    x, ref, sl = _x(n=2)
+    x[0, 3, :, :32] = 1.0  # west half of sample 0 cloudy: its boxes there see no clear pixel
+    x[1, 3] = 1.0  # sample 1: nothing clear
+    got = reference_error(x, ref, sl, box_px=9, min_px=10)
+    clear = x[0, 3] < 0.5
+    whole = (x[0, 2] - ref[0, 0]).abs()[clear].mean()
+    torch.testing.assert_close(got[0, 0, 10, 5], whole)
+    assert torch.isnan(got[1]).all()
+
+
+def _sc_model() -> tuple[torch.nn.Module, dict]:
+    spec = ModelSpec(generator="unet", input_set="SC", reference="scene_fit", ngf=8, depth=3)
+    in_ch, dem_ch = input_channels("SC", 2, 1)
+    torch.manual_seed(0)
+    model = build_generator(spec, in_ch, 1, dem_ch).eval()
+    for p in model.parameters():  # a net that adds a little: the flips disagree
+        p.data.add_(0.01 * torch.randn_like(p))
+    meta = {"in_bands": ["vv", "vh"], "out_bands": ["B04"], "norm": NORM, "input_set": "SC",
+            "model": config_to_dict(spec)}  # fmt: skip
+    return model, meta
+
+
+def _scene(noise: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """Physical SC inputs: B04 linear in the SAR plus ``noise`` (reflectance) no fit can
+    explain, 30 % clouds."""
+    rng = np.random.default_rng(seed)
+    sar = np.stack([rng.uniform(-15, -9, (1, 64, 64)), rng.uniform(-22, -16, (1, 64, 64))], 1)
+    b04 = 0.05 + 0.004 * (sar[:, :1] + 12) + rng.normal(0, noise, (1, 1, 64, 64))
+    cloud = rng.random((1, 1, 64, 64)) < 0.3
+    cloudy = np.concatenate([np.where(cloud, np.nan, b04), cloud], axis=1)
+    return {"sar": sar.astype(np.float32), "cloudy": cloudy.astype(np.float32)}
+
+
+def test_the_raw_uncertainty_grows_with_what_the_scene_fit_cannot_explain() -> None:
+    """Two scenes alike but for the noise no fit explains: the flips' spread does not tell
+    them apart, the raw uncertainty does (about the noise's mean |.|: 0.8 sigma), and it is
+    the spread and the reference's error combined."""
+    model, meta = _sc_model()
+    pred = TilePredictor.from_model(model, meta, flips=2)
+    quiet, noisy = pred(_scene(0.001)), pred(_scene(0.02))
+    spread_ratio = np.nanmean(noisy["spread"]) / np.nanmean(quiet["spread"])
+    raw_ratio = np.nanmean(noisy["raw_uncertainty"]) / np.nanmean(quiet["raw_uncertainty"])
+    assert raw_ratio > 5 * spread_ratio
+    assert 0.6 * 0.02 < np.nanmedian(noisy["raw_uncertainty"]) < 1.0 * 0.02
+    # raw = hypot(spread, the reference's error in reflectance)
+    x, _ = model_inputs(_scene(0.02), NORM, "SC")
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        r = reference_error(xt, model.reference(xt), model.slices)[:, 0].numpy() * 0.02
+    np.testing.assert_allclose(noisy["raw_uncertainty"], np.hypot(noisy["spread"], r), rtol=1e-5)
+
+
+def test_old_calibrations_map_the_spread_new_ones_the_raw_uncertainty() -> None:
+    model, meta = _sc_model()
+    knots = {"flips": 2, "spread": [0.001, 0.01], "abs_error": [0.002, 0.03], "pixels": 100}
+    batch = _scene(0.02)
+    old = TilePredictor.from_model(model, meta | {"uncertainty_calibration": [knots]}, flips=2)
+    new_knots = knots | {"input": STATED_INPUT}
+    new = TilePredictor.from_model(model, meta | {"uncertainty_calibration": [new_knots]}, flips=2)
+    o, n = old(batch), new(batch)
+    np.testing.assert_array_equal(o["uncertainty"], apply_calibration(o["spread"], knots))
+    np.testing.assert_array_equal(n["uncertainty"], apply_calibration(n["raw_uncertainty"], knots))
+    assert np.nanmean(n["uncertainty"]) > np.nanmean(o["uncertainty"])
