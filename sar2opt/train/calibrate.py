@@ -51,7 +51,11 @@ def spread_and_error(
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per flip count, the predictor's ``raw_uncertainty`` and the band-mean |error| of its
     ``pred`` (reflectance) on the clear pixels of ``rows``' patches (a seeded sample of
-    them); each patch's context reference where ``read_kw`` has a ``reference_context``."""
+    them); each patch's context reference where ``read_kw`` has a ``reference_context``.
+
+    A cloud-removal model (SC, SCO, SCOD) is scored only where its same-date S2 was masked
+    (the laid clouds of ``read_kw``'s ``cloud_masks``): where it saw the pixel it all but
+    copies it, and inference shows the real S2 there anyway (uncertainty 0)."""
     from sar2opt.infer.predictor import TilePredictor
 
     rng = np.random.default_rng(seed)
@@ -67,6 +71,8 @@ def spread_and_error(
         x = model_input(t, input_set).numpy()
         truth = denormalise(t["opt"], om, os_)
         clear = t["mask"][:, 0] > 0
+        if "cloudy" in t:  # the pixels it synthesised: its same-date S2 masked them
+            clear &= np.asarray(t["cloudy"])[:, -1] > 0.5
         pick = [_sample(np.flatnonzero(c), rng) for c in clear.reshape(len(clear), -1)]
         for k, predictor in predictors.items():
             out = predictor.predict_normalised(x, ref=t.get(REF_KEY))
