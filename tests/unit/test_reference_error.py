@@ -104,3 +104,45 @@ def test_old_calibrations_map_the_spread_new_ones_the_raw_uncertainty() -> None:
     np.testing.assert_array_equal(o["uncertainty"], apply_calibration(o["spread"], knots))
     np.testing.assert_array_equal(n["uncertainty"], apply_calibration(n["raw_uncertainty"], knots))
     assert np.nanmean(n["uncertainty"]) > np.nanmean(o["uncertainty"])
+
+
+def test_the_calibration_scores_a_cloud_removal_model_where_it_synthesised(monkeypatch) -> None:
+    """``train.calibrate.spread_and_error`` on patches of an SC model: only the clear pixels
+    its same-date S2 masked (laid clouds) count, and the patches' context reference is what
+    the predictor gets, as inference fits it over its window."""
+    import pandas as pd
+
+    from sar2opt.data.inputs import REF_KEY, normalise_input
+    from sar2opt.train import calibrate
+
+    model, meta = _sc_model()
+    rng = np.random.default_rng(1)
+    n, p = 3, 32
+    hidden = rng.random((n, p, p)) < 0.4  # laid clouds
+    truth_clear = rng.random((n, p, p)) < 0.9
+    scene = _scene(0.01)
+    sar = np.repeat(scene["sar"][:, :, :p, :p], n, 0)
+    b04 = np.nan_to_num(np.repeat(scene["cloudy"][:, :1, :p, :p], n, 0), nan=0.05)
+    cloudy = np.concatenate([np.where(hidden[:, None], np.nan, b04), hidden[:, None]], 1)
+    ref = rng.normal(0, 1, (n, 1, p, p)).astype(np.float32)
+    batch = {
+        "sar": normalise_input("sar", sar.astype(np.float32), NORM),
+        "cloudy": normalise_input("cloudy", cloudy.astype(np.float32), NORM),
+        "opt": normalise_input("prior", b04.astype(np.float32), NORM),
+        "mask": truth_clear[:, None].astype(np.float32),
+        REF_KEY: ref,
+    }
+    monkeypatch.setattr(calibrate, "read_patches", lambda *a, **k: batch)
+    seen = []
+    real = TilePredictor.predict_normalised
+
+    def spy(self, x, valid=None, ref=None):
+        seen.append(ref)
+        return real(self, x, valid, ref)
+
+    monkeypatch.setattr(TilePredictor, "predict_normalised", spy)
+    rows = pd.DataFrame({"time": [0] * n, "row": [0] * n, "col": [0] * n})
+    got = calibrate.spread_and_error(model, meta, "unused", rows, {}, (2,))
+    s, e = got[2]
+    assert s.size == e.size == int((hidden & truth_clear).sum())
+    assert seen and all(r is ref for r in seen)
