@@ -57,6 +57,10 @@ MASK_CH = 1  # the cloud mask channel after the cloudy S2's bands
 #: (``models.reference``): training's context fit (``data.stream.ReferenceContext``),
 #: inference's blend of neighbouring blocks' fits (``infer.run.fit_lattice``).
 REF_KEY = "ref"
+#: Batch key of that reference's own error on the clear pixels around each pixel
+#: (``models.reference.reference_error``), taken over the same context: the training job's
+#: uncertainty calibration reads it (``train.calibrate``).
+REF_ERR_KEY = "ref_err"
 #: The ``norm`` statistics (``<name>_mean``, ``<name>_std``) that standardise each input key.
 NORM_OF: dict[str, str] = {"sar": "sar", "cloudy": "opt", "prior": "opt", "dem": "dem"}
 

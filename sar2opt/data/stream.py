@@ -58,7 +58,7 @@ import numpy as np
 import pandas as pd
 
 from sar2opt.data.cloud_shapes import synthetic_cloud_mask
-from sar2opt.data.inputs import MASK_CH, REF_KEY, normalise_input
+from sar2opt.data.inputs import MASK_CH, REF_ERR_KEY, REF_KEY, normalise_input
 from sar2opt.data.normalise import MIN_STD
 from sar2opt.data.patches import CLEAR_BAND, PatchError
 
@@ -378,6 +378,9 @@ class ReferenceContext:
     input_set: str
     block_px: tuple[int, ...]  # per cube
     labels: tuple[np.ndarray, ...]  # per cube, (n_block_rows, n_block_cols) split codes
+    #: Also the reference's own error over the context (``models.reference.
+    #: reference_error``, batch key ``ref_err``): what the uncertainty calibration reads.
+    with_error: bool = False
 
     def window(self, r: int, c: int, p: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
         """(row, col, height, width) of the context of the patch at (r, c) in a grid of
@@ -411,17 +414,19 @@ def context_reference(
     aux: Mapping,
     norm: Mapping,
     patch_px: int,
-) -> np.ndarray:
-    """(N, Co, P, P) float32: each patch's reference fitted over its context
-    (``ReferenceContext``); ``patch_cloudy``: the patches' raw cloudy S2 with their laid
-    masks, ``prior_gaps``: the patches whose prior is withheld."""
+) -> dict[str, np.ndarray]:
+    """``{"ref": (N, Co, P, P) float32}``: each patch's reference fitted over its context
+    (``ReferenceContext``), and with ``ctx.with_error`` its error there (``"ref_err"``, the
+    same shape); ``patch_cloudy``: the patches' raw cloudy S2 with their laid masks,
+    ``prior_gaps``: the patches whose prior is withheld."""
     import torch
 
     from sar2opt.data.inputs import model_inputs
-    from sar2opt.models.reference import input_slices, reference_of
+    from sar2opt.models.reference import input_slices, reference_error, reference_of
 
     p = patch_px
-    out = np.empty((len(t), n_opt, p, p), dtype=np.float32)
+    out = {key: np.empty((len(t), n_opt, p, p), dtype=np.float32)
+           for key in (REF_KEY, *((REF_ERR_KEY,) if ctx.with_error else ()))}  # fmt: skip
     for k in np.unique(cube):
         k = int(k)
         src, sel = sources[k], np.flatnonzero(cube == k)
@@ -444,10 +449,15 @@ def context_reference(
         keys = ("sar", *(key for key in AUX_KEYS if key in parts))
         x, _ = model_inputs({key: parts[key] for key in keys}, norm, ctx.input_set)
         slices = input_slices(ctx.input_set, x.shape[1], n_opt)
-        ref = reference_of("scene_fit", torch.from_numpy(x), slices).numpy()
+        xt = torch.from_numpy(x)
+        ref = reference_of("scene_fit", xt, slices)
+        got = {REF_KEY: ref.numpy()}
+        if ctx.with_error:
+            got[REF_ERR_KEY] = reference_error(xt, ref, slices).numpy()
         for j, i in enumerate(sel):
             dr, dc = (int(v) for v in offs[j])
-            out[i] = ref[j, :, dr : dr + p, dc : dc + p]
+            for key, v in got.items():
+                out[key][i] = v[j, :, dr : dr + p, dc : dc + p]
     return out
 
 
@@ -535,7 +545,7 @@ def _read_batch(
         gaps = cloud_masks.prior_gaps(t, r, c, rep)
         out["prior"][gaps] = 0.0  # standardised band mean: inference's missing prior
     if reference_context is not None:
-        out[REF_KEY] = context_reference(
+        out |= context_reference(
             reference_context, sources, cube, t, r, c, parts.get("cloudy"), gaps,
             n_sar=n_sar, n_opt=n_opt, aux=aux, norm=norm, patch_px=patch_px,
         )  # fmt: skip

@@ -385,14 +385,19 @@ class TilePredictor:
         return np.stack(fields)
 
     def predict_normalised(
-        self, x: np.ndarray, valid: np.ndarray | None = None, ref: np.ndarray | None = None
+        self,
+        x: np.ndarray,
+        valid: np.ndarray | None = None,
+        ref: np.ndarray | None = None,
+        ref_err: np.ndarray | None = None,
     ) -> dict:
         """Every hypothesis of a one-checkpoint predictor on inputs already normalised as
         the model takes them ((B, C, H, W), e.g. ``data.inputs.model_input`` of training's
         patches): ``pred``, ``spread``, ``raw_uncertainty``, ``uncertainty`` and ``valid``
         as ``__call__`` gives them (the training job fits the calibration on exactly these);
         ``ref``: a reference fitted over more than the patch (the training stream's context
-        reference, batch key ``ref``), as inference fits it over its window."""
+        reference, batch key ``ref``), as inference fits it over its window, and ``ref_err``
+        its error over that context (``ref_err``), else taken over the patch."""
         if len(getattr(self, "members", ())) > 1:
             raise ValueError("predict_normalised takes one checkpoint's normalised inputs")
         x = np.asarray(x, np.float32)
@@ -400,11 +405,14 @@ class TilePredictor:
             valid = np.ones((x.shape[0], *x.shape[2:]), bool)
         with torch.inference_mode():
             given = None if ref is None else np.asarray(ref, np.float32)
-            return self._fold([(self.model, self.norm, x, given)], np.asarray(valid, bool))
+            return self._fold([(self.model, self.norm, x, given)], np.asarray(valid, bool), ref_err)
 
-    def _fold(self, inputs: Sequence[tuple], valid: np.ndarray) -> dict[str, np.ndarray]:
-        """``pred``, ``spread``, ``uncertainty`` and ``valid`` from each member's
-        ``(model, norm, normalised input, reference or None)``, over the predictor's flips."""
+    def _fold(
+        self, inputs: Sequence[tuple], valid: np.ndarray, ref_err: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """``pred``, ``spread``, ``raw_uncertainty``, ``uncertainty`` and ``valid`` from each
+        member's ``(model, norm, normalised input, reference or None)``, over the
+        predictor's flips (``ref_err``: one member's reference error, if given)."""
         # Running sums of each hypothesis minus the first one: mean and population std in
         # a few in-place passes, without stacking the hypotheses, and without the
         # cancellation of E[y^2] - E[y]^2 in float32. One checkpoint: in its normalised
@@ -450,7 +458,7 @@ class TilePredictor:
         mean = mean.masked_fill_(invalid[:, None], float("nan"))
         spread = spread.masked_fill_(invalid, float("nan"))
         out = {"pred": mean.numpy(), "spread": spread.numpy(), "valid": valid}
-        r = self._reference_error(inputs)
+        r = self._reference_error(inputs, ref_err)
         # the spread, and where the models have a scene fit its own error beside it
         raw = out["spread"] if r is None else np.where(np.isfinite(r), np.hypot(out["spread"], r),
                                                        out["spread"])  # fmt: skip
@@ -463,21 +471,27 @@ class TilePredictor:
             out["uncertainty"] = apply_calibration(on, knots)
         return out
 
-    def _reference_error(self, inputs: Sequence[tuple]) -> np.ndarray | None:
+    def _reference_error(
+        self, inputs: Sequence[tuple], given_err: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """(B, H, W) reflectance, band mean, members' mean: how far each scene-fit member's
         reference is off on the clear same-date S2 around each pixel
-        (``models.reference.reference_error``; the given reference, else the one it fits
-        on the window); None when no member has a scene fit."""
+        (``models.reference.reference_error``: ``given_err``, else over the window, of the
+        given reference, else of the one it fits on the window); None when no member has a
+        scene fit."""
         from sar2opt.models.reference import reference_error
 
         errs = []
         for model, norm, x, given in inputs:
             if getattr(model, "kind", None) != "scene_fit":
                 continue
-            with torch.inference_mode():
-                xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-                ref = model.reference(xt) if given is None else torch.from_numpy(given).to(xt)
-                e = reference_error(xt, ref, model.slices).cpu()
+            if given_err is not None:
+                e = torch.from_numpy(np.asarray(given_err, np.float32))
+            else:
+                with torch.inference_mode():
+                    xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+                    ref = model.reference(xt) if given is None else torch.from_numpy(given).to(xt)
+                    e = reference_error(xt, ref, model.slices).cpu()
             std = torch.from_numpy(_col(norm["opt_std"], e.shape[1], "opt_std"))
-            errs.append(e.mul_(std).mean(dim=1).numpy())
+            errs.append((e * std).mean(dim=1).numpy())  # not in place: e may be the caller's
         return None if not errs else np.mean(errs, axis=0)

@@ -64,6 +64,10 @@ FIT_CHUNK = 6
 #: (:func:`reference_error`), and the clear pixels it needs, else the window's mean is used.
 ERROR_BOX_PX = 31
 ERROR_MIN_PX = 64
+#: A reference's error where no clear pixel can check it (standardised units): that of the
+#: band mean on a normal band, E|z| = sqrt(2 / pi); the calibration maps it to what such
+#: pixels err.
+NO_CHECK_ERROR = math.sqrt(2 / math.pi)
 #: Reference kinds (config.REFERENCE_NAMES lists the same names, without importing torch).
 REFERENCES = ("none", "prior", "scene_fit")
 
@@ -377,8 +381,8 @@ def reference_error(
 ) -> torch.Tensor:
     """How far the reference ``ref`` (N, Co, H, W) is off where it can be checked: per pixel
     and band, the mean |same-date S2 - ref| over the clear pixels of the ``box_px`` box
-    around it, or of the whole sample where the box has fewer than ``min_px``; NaN where the
-    sample has none (float32, x's standardised optical units).
+    around it, or of the whole sample where the box has fewer than ``min_px``;
+    ``NO_CHECK_ERROR`` where the sample has none (float32, x's standardised optical units).
 
     The flips' spread does not see a scene fit's own error, which sets each scene's level
     (on the real test blocks MultiEarth errs 0.007 and SSL4EO 0.028 at any spread): this is
@@ -397,7 +401,9 @@ def reference_error(
 
     with torch.autocast(x.device.type, enabled=False):
         count, total = box(ok), box(d)
-        whole = d.sum((-2, -1), keepdim=True) / ok.sum((-2, -1), keepdim=True)  # NaN: none
+        have = ok.sum((-2, -1), keepdim=True)
+        whole = d.sum((-2, -1), keepdim=True) / have.clamp_min(1)
+        whole = torch.where(have > 0, whole, torch.full_like(whole, NO_CHECK_ERROR))
         local = torch.where(count >= min_px, total / count.clamp_min(1), whole)
     return local.float()
 

@@ -13,6 +13,7 @@ The held-out test patches then show, per decile of the calibrated uncertainty, t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sar2opt.config import MAX_TTA_FLIPS
-from sar2opt.data.inputs import REF_KEY, model_input
+from sar2opt.data.inputs import REF_ERR_KEY, REF_KEY, model_input
 from sar2opt.data.normalise import denormalise
 from sar2opt.data.stream import read_patches
 from sar2opt.infer.calibration import (
@@ -59,6 +60,9 @@ def spread_and_error(
     from sar2opt.infer.predictor import TilePredictor
 
     rng = np.random.default_rng(seed)
+    ctx = read_kw.get("reference_context")
+    if ctx is not None:  # the context reference's error too, over that same context
+        read_kw = {**read_kw, "reference_context": dataclasses.replace(ctx, with_error=True)}
     if len(rows) > CALIBRATION_MAX_PATCHES:
         rows = rows.iloc[np.sort(rng.permutation(len(rows))[:CALIBRATION_MAX_PATCHES])]
     input_set = meta.get("input_set", "S")
@@ -75,7 +79,7 @@ def spread_and_error(
             clear &= np.asarray(t["cloudy"])[:, -1] > 0.5
         pick = [_sample(np.flatnonzero(c), rng) for c in clear.reshape(len(clear), -1)]
         for k, predictor in predictors.items():
-            out = predictor.predict_normalised(x, ref=t.get(REF_KEY))
+            out = predictor.predict_normalised(x, ref=t.get(REF_KEY), ref_err=t.get(REF_ERR_KEY))
             err = np.abs(out["pred"] - truth).mean(axis=1)
             for j, px in enumerate(pick):
                 got[k][0].append(out["raw_uncertainty"][j].reshape(-1)[px])

@@ -14,7 +14,7 @@ from sar2opt.data.inputs import input_channels, model_inputs
 from sar2opt.infer.calibration import STATED_INPUT, apply_calibration
 from sar2opt.infer.predictor import TilePredictor
 from sar2opt.models import build_generator
-from sar2opt.models.reference import input_slices, reference_error
+from sar2opt.models.reference import NO_CHECK_ERROR, input_slices, reference_error
 from tests.helpers.infer_fakes import NORM
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -40,7 +40,7 @@ def test_a_pixel_gets_the_mean_error_of_the_clear_pixels_in_its_box() -> None:
         torch.testing.assert_close(got[n, 0, i, j], d[n, 0][win][m].mean())
 
 
-def test_too_few_clear_pixels_take_the_window_mean_and_none_gives_nan() -> None:
+def test_too_few_clear_pixels_take_the_window_mean_and_none_the_band_mean_error() -> None:
     x, ref, sl = _x(n=2)
     x[0, 3, :, :32] = 1.0  # west half of sample 0 cloudy: its boxes there see no clear pixel
     x[1, 3] = 1.0  # sample 1: nothing clear
@@ -48,7 +48,8 @@ def test_too_few_clear_pixels_take_the_window_mean_and_none_gives_nan() -> None:
     clear = x[0, 3] < 0.5
     whole = (x[0, 2] - ref[0, 0]).abs()[clear].mean()
     torch.testing.assert_close(got[0, 0, 10, 5], whole)
-    assert torch.isnan(got[1]).all()
+    # nothing to check it on: the band mean's expected error, sqrt(2 / pi) standardised
+    torch.testing.assert_close(got[1], torch.full_like(got[1], NO_CHECK_ERROR))
 
 
 def _sc_model() -> tuple[torch.nn.Module, dict]:
@@ -108,11 +109,12 @@ def test_old_calibrations_map_the_spread_new_ones_the_raw_uncertainty() -> None:
 
 def test_the_calibration_scores_a_cloud_removal_model_where_it_synthesised(monkeypatch) -> None:
     """``train.calibrate.spread_and_error`` on patches of an SC model: only the clear pixels
-    its same-date S2 masked (laid clouds) count, and the patches' context reference is what
-    the predictor gets, as inference fits it over its window."""
+    its same-date S2 masked (laid clouds) count, and the patches' context reference and its
+    error over that context are what the predictor gets, as inference fits and checks it
+    over its window."""
     import pandas as pd
 
-    from sar2opt.data.inputs import REF_KEY, normalise_input
+    from sar2opt.data.inputs import REF_ERR_KEY, REF_KEY, normalise_input
     from sar2opt.train import calibrate
 
     model, meta = _sc_model()
@@ -125,24 +127,33 @@ def test_the_calibration_scores_a_cloud_removal_model_where_it_synthesised(monke
     b04 = np.nan_to_num(np.repeat(scene["cloudy"][:, :1, :p, :p], n, 0), nan=0.05)
     cloudy = np.concatenate([np.where(hidden[:, None], np.nan, b04), hidden[:, None]], 1)
     ref = rng.normal(0, 1, (n, 1, p, p)).astype(np.float32)
+    err = rng.uniform(0.1, 2.0, (n, 1, p, p)).astype(np.float32)
     batch = {
         "sar": normalise_input("sar", sar.astype(np.float32), NORM),
         "cloudy": normalise_input("cloudy", cloudy.astype(np.float32), NORM),
         "opt": normalise_input("prior", b04.astype(np.float32), NORM),
         "mask": truth_clear[:, None].astype(np.float32),
         REF_KEY: ref,
+        REF_ERR_KEY: err,
     }
     monkeypatch.setattr(calibrate, "read_patches", lambda *a, **k: batch)
     seen = []
     real = TilePredictor.predict_normalised
 
-    def spy(self, x, valid=None, ref=None):
-        seen.append(ref)
-        return real(self, x, valid, ref)
+    def spy(self, x, valid=None, ref=None, ref_err=None):
+        seen.append((ref, ref_err))
+        return real(self, x, valid, ref, ref_err)
 
     monkeypatch.setattr(TilePredictor, "predict_normalised", spy)
     rows = pd.DataFrame({"time": [0] * n, "row": [0] * n, "col": [0] * n})
     got = calibrate.spread_and_error(model, meta, "unused", rows, {}, (2,))
     s, e = got[2]
     assert s.size == e.size == int((hidden & truth_clear).sum())
-    assert seen and all(r is ref for r in seen)
+    assert seen and all(r is ref and e is err for r, e in seen)
+    # the given error is what the raw uncertainty combines with the spread (0.02 = opt_std)
+    out = TilePredictor.from_model(model, meta, flips=2).predict_normalised(
+        calibrate.model_input(batch, "SC").numpy(), ref=ref, ref_err=err
+    )
+    np.testing.assert_allclose(
+        out["raw_uncertainty"], np.hypot(out["spread"], 0.02 * err[:, 0]), rtol=1e-5
+    )
