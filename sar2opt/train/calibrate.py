@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sar2opt.config import MAX_TTA_FLIPS
-from sar2opt.data.inputs import REF_ERR_KEY, REF_KEY, model_input
+from sar2opt.data.inputs import REF_ERR_KEY, REF_KEY, model_input, uses_cloudy
 from sar2opt.data.normalise import denormalise
 from sar2opt.data.stream import read_patches
 from sar2opt.infer.calibration import (
@@ -75,7 +75,7 @@ def spread_and_error(
         x = model_input(t, input_set).numpy()
         truth = denormalise(t["opt"], om, os_)
         clear = t["mask"][:, 0] > 0
-        if "cloudy" in t:  # the pixels it synthesised: its same-date S2 masked them
+        if uses_cloudy(input_set):  # the pixels it synthesised: its same-date S2 masked them
             clear &= np.asarray(t["cloudy"])[:, -1] > 0.5
         pick = [_sample(np.flatnonzero(c), rng) for c in clear.reshape(len(clear), -1)]
         for k, predictor in predictors.items():
