@@ -103,13 +103,21 @@ def knots_for(meta: Mapping, flips: int) -> dict | None:
     return None
 
 
+def _maps_raw(knots: Mapping) -> bool:
+    return knots.get("input") == STATED_INPUT
+
+
+def calibrated(knots: Mapping, spread: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """The expected |error| by ``knots``: from the predictor's ``raw`` uncertainty for a
+    calibration fitted on it (``STATED_INPUT``), from the ``spread`` for an older one."""
+    return apply_calibration(raw if _maps_raw(knots) else spread, knots)
+
+
 def describe(knots: Mapping | None) -> str:
     """What the store attrs say about the ``uncertainty`` band."""
     if knots is None:
         return UNCALIBRATED
-    what = "the spread" + (
-        " and the scene fit's error" if knots.get("input") == STATED_INPUT else ""
-    )
+    what = "the spread" + (" and the scene fit's error" if _maps_raw(knots) else "")
     return (
         f"calibrated: expected |error| (band mean, reflectance) from {what} of "
         f"{knots['flips']} hypotheses, fitted on {knots['pixels']} validation pixels"

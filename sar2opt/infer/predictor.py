@@ -24,13 +24,7 @@ import torch
 from sar2opt.config import CubeSpec
 from sar2opt.data.inputs import INPUT_SETS, REF_KEY, input_keys, model_inputs, norm_keys
 from sar2opt.errors import ConfigError
-from sar2opt.infer.calibration import (
-    CALIBRATION_KEY,
-    STATED_INPUT,
-    apply_calibration,
-    describe,
-    knots_for,
-)
+from sar2opt.infer.calibration import CALIBRATION_KEY, calibrated, describe, knots_for
 from sar2opt.infer.tiles import MULTIPLE, round_up
 
 #: When this module (and torch with it) was imported (epoch s): ``run.StripWorker``'s stamps.
@@ -464,11 +458,11 @@ class TilePredictor:
                                                        out["spread"])  # fmt: skip
         out["raw_uncertainty"] = raw.astype(np.float32, copy=False)
         knots = getattr(self, "calibration", None)
-        if knots is None:
-            out["uncertainty"] = out["raw_uncertainty"]
-        else:  # calibrations older than the reference error map the spread alone
-            on = out["raw_uncertainty"] if knots.get("input") == STATED_INPUT else out["spread"]
-            out["uncertainty"] = apply_calibration(on, knots)
+        out["uncertainty"] = (
+            out["raw_uncertainty"]
+            if knots is None
+            else calibrated(knots, out["spread"], out["raw_uncertainty"])
+        )
         return out
 
     def _reference_error(
