@@ -282,8 +282,9 @@ def blended_scene_fit(
         part = cells[k0 : k0 + FIT_CHUNK]
         x = sar_features(stack(sar64, part), win_px)  # each window's own: scene_fit's fit
         if p64 is not None:  # each window fills its missing prior with its own mean
-            fills.append(prior_fill(stack(p64, part)))  # (k, Co, 1, 1)
-            x = torch.cat([x, *prior_features(stack(p64, part))], dim=1)
+            priors = stack(p64, part)
+            fills.append(prior_fill(priors))  # (k, Co, 1, 1)
+            x = torch.cat([x, *prior_features(priors)], dim=1)
         ok = stack(clear, part).reshape(len(part), -1)
         fits.append(fit_ridge(x.flatten(2), stack(refl, part).flatten(2), ok, alpha))
         counts.append(ok.sum(-1))
