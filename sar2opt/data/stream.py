@@ -369,10 +369,14 @@ class ReferenceContext:
     the window inference would give it: ``ctx_px`` square centred on the patch, shifted
     inside the grid (the grid's side where it is smaller), on the same standardised inputs
     (``data.inputs.model_inputs``) and the same clouds (the patch's laid mask, the date's own
-    elsewhere). Only pixels of the patch's own split enter the fit (``labels``: split code per
-    ``block_px`` block of each cube, ``data.index.assign_blocks``), so no held-out pixel
-    shapes a training reference. The result travels as batch key ``ref`` and the model takes
-    it instead of fitting on the patch (``ReferenceGenerator.forward(x, ref)``)."""
+    elsewhere). The splits nest (``labels``: split code per ``block_px`` block of each cube,
+    ``data.index.assign_blocks``): a train patch's fit sees train pixels only, so no held-out
+    pixel shapes a training reference; a val patch's sees train and val, a test patch's all,
+    as inference sees every clear pixel around a block; blocks of no split (the grid's edge)
+    are seen by all. Fitted on its own split's few pixels, a val patch's reference erred
+    more than inference's, and the validation score, the gate and the uncertainty calibration
+    measured that worse fit. The result travels as batch key ``ref`` and the model takes it
+    instead of fitting on the patch (``ReferenceGenerator.forward(x, ref)``)."""
 
     ctx_px: int
     input_set: str
@@ -396,7 +400,7 @@ class ReferenceContext:
         at (r, c) in cube ``k``."""
         b, lab = self.block_px[k], self.labels[k]
         rows, cols = np.arange(r0, r0 + h) // b, np.arange(c0, c0 + w) // b
-        return lab[np.ix_(rows, cols)] != lab[r // b, c // b]
+        return lab[np.ix_(rows, cols)] > lab[r // b, c // b]
 
 
 def context_reference(
@@ -408,6 +412,7 @@ def context_reference(
     c: np.ndarray,
     patch_cloudy: np.ndarray | None,
     prior_gaps: np.ndarray | None,
+    donor_dates: np.ndarray | None = None,
     *,
     n_sar: int,
     n_opt: int,
@@ -418,7 +423,16 @@ def context_reference(
     """``{"ref": (N, Co, P, P) float32}``: each patch's reference fitted over its context
     (``ReferenceContext``), and with ``ctx.with_error`` its error there (``"ref_err"``, the
     same shape); ``patch_cloudy``: the patches' raw cloudy S2 with their laid masks,
-    ``prior_gaps``: the patches whose prior is withheld."""
+    ``prior_gaps``: the patches whose prior is withheld; ``donor_dates``: per patch, the
+    date of its own cube whose cloud mask it got (``CloudPlan.date``, -1 none).
+
+    A donor date's mask is laid over the whole window, not only the patch: a real cloud
+    hides the land around the patch too, and a fit that kept it erred less under the laid
+    clouds than inference's fit under real ones (the calibrated uncertainty understated
+    the whole-chip errors of the real sets by 1.2-1.6 x). A lent window or a synthetic
+    shape covers the patch only, and so does a donor that hides more than
+    ``LEND_MAX_COVER`` of the window (a date without S2 is no cloud shape: laid over the
+    window it left the fit nothing, and the validation MAE went from 0.012 to 0.07)."""
     import torch
 
     from sar2opt.data.inputs import model_inputs
@@ -437,10 +451,23 @@ def context_reference(
         offs = np.stack([r[sel] - wins[:, 0], c[sel] - wins[:, 1]], axis=1)  # patch in window
         raw = _read_windows(arr, list(src.band_idx), t[sel], wins[:, 0], wins[:, 1], (h, w))
         parts = _split_raw(raw, n_sar, n_opt, aux)
+        laid = np.zeros(len(sel), dtype=bool)
+        if donor_dates is not None and "cloudy" in parts:  # a donor date: over the window
+            has = np.flatnonzero(donor_dates[sel] >= 0)
+            if has.size:
+                pos = _mask_pos(n_sar, n_opt, aux)
+                m = _read_windows(arr, [src.band_idx[pos]], donor_dates[sel][has],
+                                  wins[has, 0], wins[has, 1], (h, w))  # fmt: skip
+                donor = np.nan_to_num(m, nan=1.0) > 0.5
+                shape = donor.mean(axis=(1, 2, 3)) <= LEND_MAX_COVER  # not a date without S2
+                has, donor = has[shape], donor[shape]
+                own = np.nan_to_num(parts["cloudy"][has, -MASK_CH:], nan=1.0) > 0.5
+                parts["cloudy"][has, -MASK_CH:] = (own | donor).astype(np.float32)
+                laid[has] = True
         for j, i in enumerate(sel):
             dr, dc = (int(v) for v in offs[j])
             mask = parts["cloudy"][j, -MASK_CH:]
-            if patch_cloudy is not None:  # the patch's laid clouds
+            if patch_cloudy is not None and not laid[j]:  # the patch's laid clouds
                 mask[:, dr : dr + p, dc : dc + p] = patch_cloudy[i, -MASK_CH:]
             foreign = ctx.foreign(k, int(wins[j, 0]), int(wins[j, 1]), h, w, int(r[i]), int(c[i]))
             mask[:, foreign] = 1.0  # another split's pixels stay out of the fit
@@ -480,6 +507,12 @@ def _normalised(parts: dict[str, np.ndarray], norm: Mapping) -> dict[str, np.nda
         if k in parts:
             out[k] = normalise_input(k, parts[k], norm)
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+
+
+def _mask_pos(n_sar: int, n_opt: int, aux: Mapping) -> int:
+    """The reader position of the same-date S2's cloud mask: the cloudy bands lead the aux
+    and the mask ends them."""
+    return n_sar + n_opt + len(aux["cloudy"])
 
 
 def _laid_masks(
@@ -532,10 +565,11 @@ def _read_batch(
         arr, _ = _store_array(src.path)
         raw[sel] = _read_windows(arr, list(src.band_idx), t[sel], r[sel], c[sel], patch_px)
     parts = _split_raw(raw, n_sar, n_opt, aux)
+    plan = None
     if cloud_masks is not None and "cloudy" in aux:
         plan = cloud_masks.plan(cube, t, r, c, [s.n_time for s in sources], rep)
         if plan.any.any():
-            mask_pos = n_sar + n_opt + len(aux["cloudy"])  # cloudy leads the aux; mask last
+            mask_pos = _mask_pos(n_sar, n_opt, aux)
             laid = _laid_masks(plan, sources, cloud_masks.lent, cube, r, c, mask_pos, patch_px)
             donors = np.where(plan.any, 0, -1)
             parts["cloudy"] = lay_cloud_masks(parts["cloudy"], laid, donors)
@@ -547,6 +581,7 @@ def _read_batch(
     if reference_context is not None:
         out |= context_reference(
             reference_context, sources, cube, t, r, c, parts.get("cloudy"), gaps,
+            None if plan is None else plan.date,
             n_sar=n_sar, n_opt=n_opt, aux=aux, norm=norm, patch_px=patch_px,
         )  # fmt: skip
     return out

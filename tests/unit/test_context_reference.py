@@ -1,6 +1,7 @@
 """A training patch's scene-fit reference fitted over an inference-sized window around it
 (``data.stream.ReferenceContext``): the model's own fit when the window is the patch, a
-better fit under laid clouds when it is larger, and no held-out pixel in it."""
+better fit under laid clouds when it is larger, and no pixel of a split held out further
+than the patch's own in it."""
 
 from __future__ import annotations
 
@@ -100,6 +101,45 @@ def test_held_out_pixels_never_shape_a_training_reference(cube, tmp_path) -> Non
     _edit_cloudy(path, tmp_path / "train.zarr", train)
     moved = read_patches(tmp_path / "train.zarr", rows, **KW, reference_context=context(128))
     assert np.abs(moved["ref"] - base).max() > 0.1
+
+
+def test_a_val_patch_sees_train_pixels_and_never_test_ones(cube, tmp_path) -> None:
+    """The splits nest (``ReferenceContext.foreign``): a val patch's fit takes the train
+    pixels around it, as inference takes every clear pixel, but no test pixel."""
+    path, _ = cube
+    index = build_patch_index(
+        xr.open_zarr(path)["cube"], SAR, OPT, SPEC, input_set="SC", cloudy_bands=CLOUDY
+    )
+    rows = index[index["split"] == "val"]
+    base = read_patches(path, rows, **KW, reference_context=context(128))["ref"]
+    _edit_cloudy(path, tmp_path / "test.zarr", split_pixels(SIZE, SIZE, SPEC, "test"))
+    same = read_patches(tmp_path / "test.zarr", rows, **KW, reference_context=context(128))
+    np.testing.assert_array_equal(same["ref"], base)
+    _edit_cloudy(path, tmp_path / "train.zarr", split_pixels(SIZE, SIZE, SPEC, "train"))
+    moved = read_patches(tmp_path / "train.zarr", rows, **KW, reference_context=context(128))
+    assert len(rows) > 0 and np.abs(moved["ref"] - base).max() > 0.1
+
+
+def test_a_donor_dates_clouds_hide_the_whole_window(cube, tmp_path) -> None:
+    """A patch that gets another date's cloud mask gets it over its whole context, as a real
+    cloud hides the land around the patch too: the same-date S2 under both cloudy dates'
+    masks (1 and 3) never shapes the reference of a clear date's patch laid with either;
+    the same edit where neither masks does."""
+    path, rows = cube
+    masks = CloudMasks(seed=0, rate=1.0)
+    rows = rows[rows["time"] % 2 == 0]
+    donor = masks.donors(rows["time"], rows["row"], rows["col"], 4)
+    rows = rows[donor % 2 == 1]  # a cloudy donor date
+    mask = xr.open_zarr(path)["cube"].sel(band=CLOUDY[-1]).values > 0.5
+    both = mask[1] & mask[3]
+    kw = {**KW, "cloud_masks": masks, "reference_context": context(128)}
+    base = read_patches(path, rows, **kw)["ref"]
+    _edit_cloudy(path, tmp_path / "hidden.zarr", both)
+    same = read_patches(tmp_path / "hidden.zarr", rows, **kw)["ref"]
+    np.testing.assert_array_equal(same, base)
+    _edit_cloudy(path, tmp_path / "seen.zarr", ~(mask[1] | mask[3]))
+    moved = read_patches(tmp_path / "seen.zarr", rows, **kw)["ref"]
+    assert len(rows) > 5 and both.mean() > 0.05 and np.abs(moved - base).max() > 0.1
 
 
 def test_the_context_defaults_to_the_inference_tile_for_a_scene_fit_only() -> None:
