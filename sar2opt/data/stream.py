@@ -369,7 +369,8 @@ class ReferenceContext:
     the window inference would give it: ``ctx_px`` square centred on the patch, shifted
     inside the grid (the grid's side where it is smaller), on the same standardised inputs
     (``data.inputs.model_inputs``) and the same clouds (a donor date's over the window,
-    ``context_reference``; else the patch's laid mask and the date's own elsewhere). The splits nest (``labels``: split code per ``block_px`` block of each cube,
+    ``context_reference``; else the patch's laid mask and the date's own elsewhere). The
+    splits nest (``labels``: split code per ``block_px`` block of each cube,
     ``data.index.assign_blocks``): a train patch's fit sees train pixels only, so no held-out
     pixel shapes a training reference; a val patch's sees train and val, a test patch's all,
     as inference sees every clear pixel around a block; blocks of no split (the grid's edge)

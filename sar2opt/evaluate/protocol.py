@@ -351,17 +351,18 @@ def predictor_hypotheses(predictor, batch: Mapping[str, np.ndarray]) -> np.ndarr
     """(N, B, C, H, W) reflectance: each hypothesis of an ``infer.predictor.TilePredictor``
     (every checkpoint of its ensemble x its flips) on ``batch``, NaN where not valid; their
     mean is the predictor's ``pred``. Built from the predictor's own pieces
-    (``model_inputs``, ``forward``, ``denormalise``), as its ``_fold`` runs them."""
+    (``model_inputs``, ``with_reference``, ``flip``, ``forward``, ``denormalise``), as its ``_fold``
+    runs them."""
     import torch
 
-    from sar2opt.infer.predictor import FLIPS, denormalise, forward, model_inputs
+    from sar2opt.infer.predictor import FLIPS, denormalise, flip, forward, model_inputs
 
     out = []
     for model, norm in predictor.members:
         x, valid = model_inputs(batch, norm, predictor.input_set)
+        *_, ref = predictor.with_reference(model, norm, x, None)
         for axes in FLIPS[: predictor.flips]:
-            xf = np.ascontiguousarray(np.flip(x, axes)) if axes else x
-            y = forward(model, xf, predictor.device, predictor.lock)
+            y = forward(model, flip(x, axes), predictor.device, predictor.lock, flip(ref, axes))
             y = torch.flip(y, axes) if axes else y
             y = denormalise(y, norm).numpy()
             out.append(np.where(valid[:, None], y, np.nan).astype("float32"))

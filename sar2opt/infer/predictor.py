@@ -253,8 +253,9 @@ def predict(
     return np.where(valid[:, None], y, np.nan).astype(np.float32)
 
 
-def _flip(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    return np.flip(a, axes) if axes else a
+def flip(a: np.ndarray | None, axes: tuple[int, ...]) -> np.ndarray | None:
+    """``a`` flipped along ``axes`` (a view; None stays None): one test-time flip."""
+    return np.flip(a, axes) if axes and a is not None else a
 
 
 class TilePredictor:
@@ -413,16 +414,17 @@ class TilePredictor:
         # space, scaled to reflectance once at the end (std scales by opt_std); an ensemble
         # (norms differ): in reflectance.
         single = len(inputs) == 1
+        inputs = [self.with_reference(*member) for member in inputs]
         ref = acc = acc2 = None
         n = 0
         for model, norm, x, given in inputs:
             for axes in FLIPS[: getattr(self, "flips", 1)]:
                 y = forward(
                     model,
-                    _flip(x, axes),
+                    flip(x, axes),
                     self.device,
                     getattr(self, "lock", None),
-                    None if given is None else _flip(given, axes),
+                    flip(given, axes),
                 )
                 y = torch.flip(y, axes) if axes else y
                 y = y if single else denormalise(y, norm)
@@ -465,14 +467,27 @@ class TilePredictor:
         )
         return out
 
+    def with_reference(
+        self, model: torch.nn.Module, norm: Mapping, x: np.ndarray, given: np.ndarray | None
+    ) -> tuple:
+        """``(model, norm, x, reference)`` of a member: a scene-fit member's reference fitted
+        once on its window, unless given. Each flip and the reference error take that fit,
+        not a refit per flip on the input reflect-padded to the model's stride (where the
+        padding's copies of the edge pixels entered the fit)."""
+        if given is not None or getattr(model, "kind", None) != "scene_fit":
+            return model, norm, x, given
+        with torch.inference_mode():
+            xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            given = model.reference(xt).float().cpu().numpy()
+        return model, norm, x, given
+
     def _reference_error(
         self, inputs: Sequence[tuple], given_err: np.ndarray | None = None
     ) -> np.ndarray | None:
         """(B, H, W) reflectance, band mean, members' mean: how far each scene-fit member's
         reference is off on the clear same-date S2 around each pixel
         (``models.reference.reference_error``: ``given_err``, else over the window, of the
-        given reference, else of the one it fits on the window); None when no member has a
-        scene fit."""
+        member's reference, ``with_reference``); None when no member has a scene fit."""
         from sar2opt.models.reference import reference_error
 
         errs = []
@@ -484,8 +499,7 @@ class TilePredictor:
             else:
                 with torch.inference_mode():
                     xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-                    ref = model.reference(xt) if given is None else torch.from_numpy(given).to(xt)
-                    e = reference_error(xt, ref, model.slices).cpu()
+                    e = reference_error(xt, torch.from_numpy(given).to(xt), model.slices).cpu()
             std = torch.from_numpy(_col(norm["opt_std"], e.shape[1], "opt_std"))
             errs.append((e * std).mean(dim=1).numpy())  # not in place: e may be the caller's
         return None if not errs else np.mean(errs, axis=0)

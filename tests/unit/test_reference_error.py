@@ -157,3 +157,26 @@ def test_the_calibration_scores_a_cloud_removal_model_where_it_synthesised(monke
     np.testing.assert_allclose(
         out["raw_uncertainty"], np.hypot(out["spread"], 0.02 * err[:, 0]), rtol=1e-5
     )
+
+
+def test_a_window_off_the_stride_is_fitted_once_and_without_its_padding(monkeypatch) -> None:
+    """An untrained scene-fit model is its reference: on a 60-px window (the U-Net pads it
+    to 64) its prediction is the fit of the window itself, made once for both flips and the
+    reference error, not a refit per flip on the reflect-padded input."""
+    import sar2opt.models.reference as reference
+
+    spec = ModelSpec(generator="unet", input_set="SC", reference="scene_fit", ngf=8, depth=3)
+    in_ch, dem_ch = input_channels("SC", 2, 1)
+    model = build_generator(spec, in_ch, 1, dem_ch).eval()
+    _, meta = _sc_model()
+    batch = {k: v[..., 2:62, 2:62] for k, v in _scene(0.02).items()}
+    fits = []
+    real = reference.scene_fit
+    monkeypatch.setattr(reference, "scene_fit", lambda *a, **k: fits.append(1) or real(*a, **k))
+    out = TilePredictor.from_model(model, meta, flips=2)(batch)
+    assert len(fits) == 1
+    x, _ = model_inputs(batch, NORM, "SC")
+    with torch.no_grad():
+        own = model.reference(torch.from_numpy(x))[0, 0].numpy()
+    b04 = own * NORM["opt_std"][0] + NORM["opt_mean"][0]
+    np.testing.assert_allclose(out["pred"][0, 0], b04, rtol=1e-5, atol=1e-6)
