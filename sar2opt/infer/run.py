@@ -75,6 +75,12 @@ class CompositeSpec:
     profile: CollectionProfile | None = None  # the S2 collection's (re-keys, signs, scales)
     feather_px: int = FEATHER_PX
 
+    def __post_init__(self) -> None:
+        if self.feather_px < 0 or self.dilate_px < 0:
+            raise ValueError(
+                f"feather_px and dilate_px must be >= 0, got {self.feather_px}, {self.dilate_px}"
+            )
+
 
 class SarSource(Protocol):
     """Where a fill reads its SAR: ``read.CatalogSar`` (the catalog's COGs) or a test's."""
@@ -396,14 +402,14 @@ def clear_s2_over(job: FillJob, t: int, win: Window) -> ClearS2:
     )
     ref = job.ref_seconds(t)
     s2, pick = nearest_clear_pick(obs, clear, (when - ref) / 86400.0, job.s2_max_dt(t))
-    return ClearS2(win, s2, pick, edge_weight(pick >= 0, max(composite.feather_px, 0)), when)
+    return ClearS2(win, s2, pick, edge_weight(pick >= 0, composite.feather_px), when)
 
 
 def clear_s2_margin(spec: CompositeSpec) -> int:
     """How far around a block its clear S2 is read: ``dilate_px`` so a cloud just across the
     block edge still grows into the block (the mask is the one of the whole image, and no
     seam shows), and ``feather_px`` more so the ramp sees the mask edges across it too."""
-    return spec.dilate_px + max(spec.feather_px, 0)
+    return spec.dilate_px + spec.feather_px
 
 
 def strip_clear_s2(job: FillJob, strip: Strip) -> ClearS2 | None:
@@ -423,7 +429,7 @@ def strip_clear_s2(job: FillJob, strip: Strip) -> ClearS2 | None:
     items = job.s2_by_time[strip.t]
     if len(strip.bjs) < 2 or id(items) in _WARPED_ITEMS:
         return None
-    m, feather = clear_s2_margin(job.composite), max(job.composite.feather_px, 0)
+    m, feather = clear_s2_margin(job.composite), job.composite.feather_px
     top, left, h, _ = job.lattice.halo(strip.bi, strip.bjs[0], m)
     last = job.lattice.halo(strip.bi, strip.bjs[-1], m)
     win = (top, left, h, last[1] + last[3] - left)

@@ -123,3 +123,10 @@ def test_a_strip_with_a_warped_read_goes_block_by_block(job, monkeypatch) -> Non
     # the first strip read whole once, then block by block; those items are not tried
     # strip-wide again (the second strip: its 3 blocks only)
     assert shapes == [(32 + 2 * m, 128), *blocks]
+
+
+def test_a_composite_takes_no_negative_feather_or_dilation() -> None:
+    with pytest.raises(ValueError, match="feather_px"):
+        run.CompositeSpec(max_dt_days=2, feather_px=-1)
+    with pytest.raises(ValueError, match="dilate_px"):
+        run.CompositeSpec(max_dt_days=2, dilate_px=-2)
