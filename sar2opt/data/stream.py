@@ -428,9 +428,8 @@ def context_reference(
     date of its own cube whose cloud mask it got (``CloudPlan.date``, -1 none).
 
     A donor date's mask is laid over the whole window, not only the patch: a real cloud
-    hides the land around the patch too, and a fit that kept it erred less under the laid
-    clouds than inference's fit under real ones (the calibrated uncertainty understated
-    the whole-chip errors of the real sets by 1.2-1.6 x). A lent window or a synthetic
+    hides the land around the patch too, and a fit that kept it saw land that inference's
+    fit under a real cloud does not. A lent window or a synthetic
     shape covers the patch only, and so does a donor that hides more than
     ``LEND_MAX_COVER`` of the window (a date without S2 is no cloud shape: laid over the
     window it left the fit nothing, and the validation MAE went from 0.012 to 0.07)."""
@@ -460,8 +459,8 @@ def context_reference(
                 m = _read_windows(arr, [src.band_idx[pos]], donor_dates[sel][has],
                                   wins[has, 0], wins[has, 1], (h, w))  # fmt: skip
                 donor = np.nan_to_num(m, nan=1.0) > 0.5
-                shape = donor.mean(axis=(1, 2, 3)) <= LEND_MAX_COVER  # not a date without S2
-                has, donor = has[shape], donor[shape]
+                cloud = donor.mean(axis=(1, 2, 3)) <= LEND_MAX_COVER  # not a date without S2
+                has, donor = has[cloud], donor[cloud]
                 own = np.nan_to_num(parts["cloudy"][has, -MASK_CH:], nan=1.0) > 0.5
                 parts["cloudy"][has, -MASK_CH:] = (own | donor).astype(np.float32)
                 laid[has] = True
