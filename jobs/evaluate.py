@@ -429,7 +429,8 @@ def main(args: argparse.Namespace) -> int:
         target_frac=args.target,
     )
     reliability = {
-        k: [asdict(r) for r in reliability_table(*pair)] for k, pair in result.stated.items()
+        k: [asdict(r) for r in reliability_table(u, e, groups=g)]
+        for k, (u, e, g) in result.stated.items()
     }
     (args.out / "scores.json").write_text(
         json.dumps(

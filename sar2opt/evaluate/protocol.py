@@ -28,6 +28,7 @@ import numpy as np
 
 from sar2opt.evaluate.baselines import constant_colour, fit_sar_ridge
 from sar2opt.evaluate.metrics import mae, masked_ssim_map, psnr, rmse, sam_deg
+from sar2opt.evaluate.reliability import pixel_groups
 from sar2opt.ops import dilate
 
 #: Metrics every method gets, in table order; all are "lower is better" except PSNR and SSIM.
@@ -487,8 +488,9 @@ class ProtocolResult:
 
     ``held`` per seed: the (H, W) held-out blocks, or in cloud-removal mode the (T, H, W)
     laid clouds scored; ``laid`` per seed: {target date: donor date} (empty for blocks);
-    ``stated`` per method that states an uncertainty: (uncertainty, |error|) of every scored
-    pixel of every seed (|error| the mean over scored bands), for ``reliability_table``;
+    ``stated`` per method that states an uncertainty: (uncertainty, |error|, group) of every
+    scored pixel of every seed (|error| the mean over scored bands; group: its block, date
+    and seed, ``reliability.pixel_groups``), for ``reliability_table``;
     ``per_region`` per method and seed: ``region_scores`` of the regions given (label
     classes, slope classes); ``downstream`` per seed: the downstream check's result.
     A method with candidates also has ``best_of_n``, ``mae_per_image`` and
@@ -502,7 +504,7 @@ class ProtocolResult:
     bands: tuple[str, ...] = ()
     mode: str = "blocks"  # or "cloud removal"
     laid: list[dict[int, int]] = field(default_factory=list)
-    stated: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    stated: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     per_region: dict[str, list[dict[str, dict[str, float]]]] = field(default_factory=dict)
     downstream: list[dict] = field(default_factory=list)
 
@@ -572,7 +574,7 @@ def run_protocol(
     helds: list[np.ndarray] = []
     laids: list[dict[int, int]] = []
     first: dict[str, np.ndarray] = {}
-    stated: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    stated: dict[str, list[tuple[np.ndarray, ...]]] = {}
     per_region: dict[str, list[dict[str, dict[str, float]]]] = {k: [] for k in methods}
     checks: list[dict] = []
     scored = select_bands(scene, bands) if downstream is not None else scene
@@ -618,7 +620,9 @@ def run_protocol(
             if out.uncertainty is not None:
                 err = np.abs(pred - truth).mean(axis=1)
                 ok = score_mask & np.isfinite(err) & np.isfinite(out.uncertainty)
-                stated.setdefault(name, []).append((out.uncertainty[ok], err[ok]))
+                stated.setdefault(name, []).append(
+                    (out.uncertainty[ok], err[ok], pixel_groups(ok, len(helds) - 1))
+                )
             if s == seeds[0]:
                 first[name] = pred
         if downstream is not None:
@@ -633,7 +637,7 @@ def run_protocol(
         "blocks" if clouds is None else "cloud removal",
         laids,
         {
-            k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v]))
+            k: tuple(np.concatenate(parts) for parts in zip(*v, strict=True))
             for k, v in stated.items()
         },
         {k: v for k, v in per_region.items() if v},

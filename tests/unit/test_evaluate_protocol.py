@@ -262,8 +262,9 @@ def test_scored_bands_and_stated_uncertainty_from_a_predictor():
     assert calls == [["prior", "sar"]] * 3  # one call per date, reused for the second seed
     assert res.bands == ("B04",) and res.first_preds["model"].shape == (3, 1, 32, 32)
     assert res.summary()["model"]["mae"][0] == pytest.approx(0.03, rel=1e-4)  # B04 only
-    stated, err = res.stated["model"]
-    assert stated.size == sum(r["pixels"] for r in res.per_seed["model"])
+    stated, err, groups = res.stated["model"]
+    assert stated.size == groups.size == sum(r["pixels"] for r in res.per_seed["model"])
+    assert groups.min() >= 0 and np.unique(groups).size > 2  # blocks x dates x seeds
     assert np.allclose(stated, 0.01) and np.allclose(err, 0.03, rtol=1e-4)
     sub = select_bands(sc, ["B04"])
     assert sub.truth.shape[1] == 1 and sub.cloudy.shape[1] == 2 and sub.prior.shape[1] == 1

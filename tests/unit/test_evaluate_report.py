@@ -55,9 +55,38 @@ def test_reliability_table_on_a_known_input():
         reliability_table(u, e[:3])
 
 
+def test_a_bins_interval_is_narrow_over_many_like_blocks_and_wide_over_two_unlike_ones():
+    """The bootstrap resamples groups (blocks), not pixels: 40 blocks erring alike give a
+    tight interval around the ratio; two blocks, one at twice the stated error and one at
+    half, give an interval spanning most of [0.5, 2] whatever their pixel count."""
+    from sar2opt.evaluate.reliability import pixel_groups
+
+    rng = np.random.default_rng(0)
+    u = rng.uniform(0.01, 0.02, 4000)
+    many = np.repeat(np.arange(40), 100)
+    (row,) = reliability_table(u, 1.5 * u * rng.uniform(0.9, 1.1, u.size), 1, groups=many)
+    assert row.ratio == pytest.approx(1.5, abs=0.01)
+    assert 1.45 < row.ratio_lo < row.ratio < row.ratio_hi < 1.55
+    two = np.repeat([0, 1], 2000)
+    (row,) = reliability_table(u, np.where(two == 0, 2.0, 0.5) * u, 1, groups=two)
+    assert row.ratio_lo < 0.6 and row.ratio_hi > 1.9
+    assert reliability_table(u, u, 2)[0].ratio_lo is None  # no groups, no interval
+    # one group per 32-px block of one date and one run, in mask order
+    mask = np.zeros((2, 64, 64), bool)
+    mask[0, 0, 0] = mask[0, 0, 40] = mask[1, 0, 0] = mask[0, 5, 3] = True
+    g = pixel_groups(mask)
+    # order (t, y, x): (0,0,0) (0,0,40) (0,5,3) (1,0,0); the first and third share a block
+    assert g[0] == g[2] and len({g[0], g[1], g[3]}) == 3
+    assert set(pixel_groups(mask, run=1)).isdisjoint(g)
+
+
 def test_reliability_html_counts_calibrated_bins():
     from sar2opt.evaluate.reliability import ReliabilityRow
 
     rows = [ReliabilityRow(0, 0.01, 0.011, 5), ReliabilityRow(1, 0.02, 0.04, 5)]
     html = reliability_html({"net": rows})
     assert "1 of 2 bins" in html and "<td>2.00</td>" in html and "<td>1.10</td>" in html
+    assert "interval" not in html  # rows without a bootstrap
+    rows = [ReliabilityRow(0, 0.01, 0.011, 5, 0.9, 1.3), ReliabilityRow(1, 0.02, 0.04, 5, 1.4, 2.6)]
+    html = reliability_html({"net": rows})
+    assert "In 1 of 2 the 90 % interval" in html and "<td>1.40–2.60</td>" in html
