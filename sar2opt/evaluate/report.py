@@ -28,6 +28,7 @@ from sar2opt.evaluate.quicklook import (
 )
 from sar2opt.evaluate.reliability import (
     CALIBRATED_TOL,
+    GROUP_BLOCK_PX,
     ReliabilityRow,
     reliability_figure,
     reliability_table,
@@ -240,8 +241,9 @@ def reliability_html(tables: dict[str, list[ReliabilityRow]]) -> str:
         if boot:
             reach = sum(r.ratio_lo <= 1 + tol and r.ratio_hi >= 1 - tol for r in rows)
             note += (
-                f" In {reach} of {len(rows)} the 90 % interval (a bootstrap of 32-px blocks of "
-                "one date: neighbouring pixels err together) reaches that band; a bin whose "
+                f" In {reach} of {len(rows)} the 90 % interval (a bootstrap of "
+                f"{GROUP_BLOCK_PX}-px blocks of one date: neighbouring pixels err together) "
+                "reaches that band; a bin whose "
                 "interval is wide rests on too few blocks to tell."
             )
         parts.append(
