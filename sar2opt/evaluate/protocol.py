@@ -356,12 +356,14 @@ def predictor_hypotheses(predictor, batch: Mapping[str, np.ndarray]) -> np.ndarr
     runs them."""
     import torch
 
+    from sar2opt.data.inputs import REF_KEY
     from sar2opt.infer.predictor import FLIPS, denormalise, flip, forward, model_inputs
 
     out = []
-    for model, norm in predictor.members:
+    for m, (model, norm) in enumerate(predictor.members):
         x, valid = model_inputs(batch, norm, predictor.input_set)
-        *_, ref = predictor.with_reference(model, norm, x, None)
+        given = batch[REF_KEY][:, m] if REF_KEY in batch else None
+        *_, ref = predictor.with_reference(model, norm, x, given)
         for axes in FLIPS[: predictor.flips]:
             y = forward(model, flip(x, axes), predictor.device, predictor.lock, flip(ref, axes))
             y = torch.flip(y, axes) if axes else y
@@ -374,14 +376,20 @@ def predictor_method(
     predictor: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
     keys: Sequence[str],
     candidates: bool = False,
+    fits=None,
 ) -> Method:
     """A checkpoint through the inference predictor (``infer.predictor.TilePredictor``): per
     date, the scene's ``keys`` inputs (physical units; the cloudy S2 with any laid clouds)
     become exactly the tensors inference feeds (``model_inputs``); ``pred`` and the
     hypotheses' spread as its uncertainty (``uncertainty``, else ``spread``; None when all NaN,
     e.g. one hypothesis); with ``candidates`` and 2+ hypotheses, each of them
-    (``predictor_hypotheses``, for best-of-N). The prediction is reused while the scene is
-    the same object (block mode: once for all seeds)."""
+    (``predictor_hypotheses``, for best-of-N). ``fits``: the scene's whole grid as an
+    ``infer.run.FitLattice`` (``grid_fit_lattice``), for a scene-fit model's reference
+    blended between block fits as inference blends it (``predictor.reference_fields``);
+    without it the model fits one reference over the whole scene. The prediction is reused
+    while the scene is the same object (block mode: once for all seeds)."""
+    from sar2opt.data.inputs import REF_KEY
+
     last: list = []
     many = candidates and getattr(predictor, "hypotheses", 1) > 1
 
@@ -395,6 +403,12 @@ def predictor_method(
         preds, uncs, hyps = [], [], []
         for t in range(scene.truth.shape[0]):
             batch = {k: have[k][t : t + 1] for k in keys}
+            if fits is not None:
+                field = predictor.reference_fields(
+                    batch, fits.windows, fits.centres_y, fits.centres_x
+                )
+                if field is not None:  # the area is the grid: (1, M, Co, H, W)
+                    batch[REF_KEY] = field[None]
             out = predictor(batch)
             preds.append(np.asarray(out["pred"], "float32"))
             unc = out.get("uncertainty", out.get("spread"))

@@ -350,6 +350,17 @@ def fit_lattice(lat: BlockLattice, bi: int, bjs: Sequence[int]) -> FitLattice:
     blends the fits of the 2 x 2 block centres around it."""
     rows = [b for b in (bi - 1, bi, bi + 1) if 0 <= b < lat.n_rows]
     cols = range(max(min(bjs) - 1, 0), min(max(bjs) + 1, lat.n_cols - 1) + 1)
+    return lattice_fits(lat, rows, cols)
+
+
+def grid_fit_lattice(lat: BlockLattice) -> FitLattice:
+    """Every block of the grid: the blended scene fit of a whole (small) grid at once, as a
+    run of strips gives it (``evaluate.py`` scores a chip through it)."""
+    return lattice_fits(lat, range(lat.n_rows), range(lat.n_cols))
+
+
+def lattice_fits(lat: BlockLattice, rows: Sequence[int], cols: Sequence[int]) -> FitLattice:
+    """The blocks ``rows`` x ``cols`` (consecutive) as a ``FitLattice``."""
     wins = [[lat.window(i, j) for j in cols] for i in rows]
     r0 = min(w[0] for row in wins for w in row)
     c0 = min(w[1] for row in wins for w in row)
