@@ -174,6 +174,7 @@ def _checkpoint(args: argparse.Namespace, scene, meta: dict) -> tuple[dict, obje
     from sar2opt.evaluate.holdout import held_out_pixels
     from sar2opt.evaluate.protocol import predictor_method
     from sar2opt.infer.predictor import TilePredictor, checkpoint_input_set
+    from sar2opt.infer.run import scene_fits
 
     input_set = checkpoint_input_set(meta)
     flips = _flips(meta, args.flips)
@@ -213,7 +214,7 @@ def _checkpoint(args: argparse.Namespace, scene, meta: dict) -> tuple[dict, obje
         f"predictor with {flips} test-time flip(s), the mean of its hypotheses as its "
         "prediction and their spread as its uncertainty, as inference writes them."
     )
-    fits = _grid_fits(meta, h, w) if meta["model"].get("reference") == "scene_fit" else None
+    fits = scene_fits(meta, h, w)
     if fits is not None:
         note += (
             f" Its scene-fit reference is blended between the fits of the "
@@ -222,22 +223,6 @@ def _checkpoint(args: argparse.Namespace, scene, meta: dict) -> tuple[dict, obje
         )
     method = predictor_method(predictor, input_keys(input_set), candidates=True, fits=fits)
     return {name: method}, allowed, [note]
-
-
-def _grid_fits(meta: dict, h: int, w: int):
-    """The inference lattice of the checkpoint's ``infer`` settings over an h x w scene, as
-    one ``FitLattice`` (``infer.run.grid_fit_lattice``); None where it has none."""
-    from sar2opt.config import config_from_dict
-    from sar2opt.grid import GridSpec
-    from sar2opt.infer.plan import BlockLattice
-    from sar2opt.infer.run import grid_fit_lattice
-
-    try:
-        spec = config_from_dict(meta.get("config") or {}, saved=True).infer
-    except Sar2OptError:
-        return None
-    grid = GridSpec(32633, 10.0, (0.0, 0.0, 10.0 * w, 10.0 * h))  # only its shape counts
-    return grid_fit_lattice(BlockLattice(grid, spec.tile_px, spec.overlap_px))
 
 
 def build_cube(args: argparse.Namespace, meta: dict | None, log) -> Path:

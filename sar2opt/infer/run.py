@@ -27,6 +27,8 @@ from typing import Protocol
 import numpy as np
 
 from sar2opt.data.inputs import REF_KEY
+from sar2opt.errors import Sar2OptError
+from sar2opt.grid import GridSpec
 from sar2opt.infer.composite import (
     SOURCE_NODATA,
     SOURCE_S2,
@@ -357,6 +359,23 @@ def grid_fit_lattice(lat: BlockLattice) -> FitLattice:
     """Every block of the grid: the blended scene fit of a whole (small) grid at once, as a
     run of strips gives it (``evaluate.py`` scores a chip through it)."""
     return lattice_fits(lat, range(lat.n_rows), range(lat.n_cols))
+
+
+def scene_fits(meta: Mapping, h: int, w: int) -> FitLattice | None:
+    """For a scene-fit checkpoint (its metadata ``meta``), the lattice of its ``infer``
+    settings over a whole h x w scene (``grid_fit_lattice``): what ``evaluate.py`` and the
+    training job's reference gate blend its reference over, as this module's fill does.
+    None for other models, or when its saved config cannot be read."""
+    from sar2opt.config import config_from_dict
+
+    if (meta.get("model") or {}).get("reference") != "scene_fit":
+        return None
+    try:
+        spec = config_from_dict(meta.get("config") or {}, saved=True).infer
+    except Sar2OptError:
+        return None
+    grid = GridSpec(32633, 10.0, (0.0, 0.0, 10.0 * w, 10.0 * h))  # only its shape counts
+    return grid_fit_lattice(BlockLattice(grid, spec.tile_px, spec.overlap_px))
 
 
 def lattice_fits(lat: BlockLattice, rows: Sequence[int], cols: Sequence[int]) -> FitLattice:

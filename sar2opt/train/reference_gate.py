@@ -94,15 +94,18 @@ def scene_gate(
 ) -> dict[str, object] | None:
     """MAE (reflectance) of ``net`` and ``reference`` (the same generator with its net
     zeroed) over the val blocks of every cube, each scene predicted whole through the
-    inference predictor with ``flips``; a cloud-removal model under real cloud masks laid on
-    clear dates (``evaluate.protocol.lay_clouds``, scored under them), others on the clear
-    pixels. None when a cube is larger than ``GATE_SCENE_MAX_PX`` per date."""
+    inference predictor with ``flips`` (a scene-fit reference blended over the scene's
+    inference windows, ``run.scene_fits``, as inference writes it); a cloud-removal model
+    under real cloud masks laid on clear dates (``evaluate.protocol.lay_clouds``, scored
+    under them), others on the clear pixels. None when a cube is larger than
+    ``GATE_SCENE_MAX_PX`` per date."""
     import xarray as xr
 
     from sar2opt.data.inputs import input_keys, uses_cloudy
     from sar2opt.evaluate.holdout import meta_for_cube
     from sar2opt.evaluate.protocol import CloudLaySpec, lay_clouds, load_scene, predictor_method
     from sar2opt.infer.predictor import TilePredictor, checkpoint_input_set
+    from sar2opt.infer.run import scene_fits
     from sar2opt.train.trainer import cube_name
 
     for path in cube_paths:
@@ -130,7 +133,8 @@ def scene_gate(
         cube = {}
         for name, gen in (("net", net), ("reference", reference)):
             predictor = TilePredictor.from_model(gen, m, flips=flips)
-            pred = predictor_method(predictor, keys)(seen, ~val, seed).pred
+            fits = scene_fits(m, h, w)  # the reference blended as inference writes it
+            pred = predictor_method(predictor, keys, fits=fits)(seen, ~val, seed).pred
             err = np.abs(pred - scene.truth).mean(axis=1)
             ok = score & np.isfinite(err)
             cube[name] = float(err[ok].mean()) if ok.any() else float("nan")
