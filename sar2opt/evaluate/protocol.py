@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from sar2opt.evaluate.baselines import constant_colour, fit_sar_ridge
 from sar2opt.evaluate.metrics import mae, masked_ssim_map, psnr, rmse, sam_deg
 from sar2opt.evaluate.reliability import pixel_groups
 from sar2opt.ops import dilate
+
+if TYPE_CHECKING:  # typing only: infer.run pulls in the inference stack
+    from sar2opt.infer.run import FitLattice
 
 #: Metrics every method gets, in table order; all are "lower is better" except PSNR and SSIM.
 METRICS = ("mae", "rmse", "psnr_db", "ssim", "sam_deg")
@@ -376,7 +380,7 @@ def predictor_method(
     predictor: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
     keys: Sequence[str],
     candidates: bool = False,
-    fits=None,
+    fits: FitLattice | None = None,
 ) -> Method:
     """A checkpoint through the inference predictor (``infer.predictor.TilePredictor``): per
     date, the scene's ``keys`` inputs (physical units; the cloudy S2 with any laid clouds)
