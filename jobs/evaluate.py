@@ -337,7 +337,6 @@ def main(args: argparse.Namespace) -> int:
         ridge_method,
         run_protocol,
     )
-    from sar2opt.evaluate.reliability import reliability_table
     from sar2opt.evaluate.report import coverage, write_report
     from sar2opt.evaluate.residual import ResidualSpec, residual_method
 
@@ -436,10 +435,7 @@ def main(args: argparse.Namespace) -> int:
         metrics_csv=metrics_csv,
         target_frac=args.target,
     )
-    reliability = {
-        k: [asdict(r) for r in reliability_table(u, e, groups=g)]
-        for k, (u, e, g) in result.stated.items()
-    }
+    reliability = {k: [asdict(r) for r in rows] for k, rows in result.reliability.items()}
     (args.out / "scores.json").write_text(
         json.dumps(
             {

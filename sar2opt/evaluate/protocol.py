@@ -23,13 +23,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sar2opt.evaluate.baselines import constant_colour, fit_sar_ridge
 from sar2opt.evaluate.metrics import mae, masked_ssim_map, psnr, rmse, sam_deg
-from sar2opt.evaluate.reliability import pixel_groups
+from sar2opt.evaluate.reliability import ReliabilityRow, pixel_groups, reliability_table
 from sar2opt.ops import dilate
 
 if TYPE_CHECKING:  # typing only: infer.run pulls in the inference stack
@@ -525,6 +526,12 @@ class ProtocolResult:
     stated: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
     per_region: dict[str, list[dict[str, dict[str, float]]]] = field(default_factory=dict)
     downstream: list[dict] = field(default_factory=list)
+
+    @cached_property
+    def reliability(self) -> dict[str, list[ReliabilityRow]]:
+        """Per method in ``stated``, its ``reliability_table`` with block-bootstrap intervals:
+        made once, for the report and scores.json alike (the bootstrap is not free)."""
+        return {k: reliability_table(u, e, groups=g) for k, (u, e, g) in self.stated.items()}
 
     def summary(self) -> dict[str, dict[str, tuple[float, float]]]:
         """Per method, mean ± std over seeds of METRICS, ``pixels`` and, for a method with

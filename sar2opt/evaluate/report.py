@@ -31,7 +31,6 @@ from sar2opt.evaluate.reliability import (
     GROUP_BLOCK_PX,
     ReliabilityRow,
     reliability_figure,
-    reliability_table,
 )
 
 HIGHER_IS_BETTER = {"psnr_db", "ssim"}
@@ -557,8 +556,7 @@ def write_report(
             "metric maps",
         ),
     ]
-    tables = {k: reliability_table(u, e, groups=g) for k, (u, e, g) in result.stated.items()}
-    tables = {k: v for k, v in tables.items() if v}
+    tables = {k: v for k, v in result.reliability.items() if v}
     if tables:
         parts += [
             "<h2>Reliability of the stated uncertainty</h2>",

@@ -131,9 +131,9 @@ def scene_gate(
                 continue  # no clear date to lay a cloud on
             score = score & laid
         cube = {}
+        fits = scene_fits(m, h, w)  # the reference blended as inference writes it
         for name, gen in (("net", net), ("reference", reference)):
             predictor = TilePredictor.from_model(gen, m, flips=flips)
-            fits = scene_fits(m, h, w)  # the reference blended as inference writes it
             pred = predictor_method(predictor, keys, fits=fits)(seen, ~val, seed).pred
             err = np.abs(pred - scene.truth).mean(axis=1)
             ok = score & np.isfinite(err)
