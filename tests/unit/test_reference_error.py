@@ -14,7 +14,13 @@ from sar2opt.data.inputs import input_channels, model_inputs
 from sar2opt.infer.calibration import STATED_INPUT, apply_calibration
 from sar2opt.infer.predictor import TilePredictor
 from sar2opt.models import build_generator
-from sar2opt.models.reference import NO_CHECK_ERROR, input_slices, reference_error
+from sar2opt.models.reference import (
+    NO_CHECK_ERROR,
+    box_error,
+    extrapolation,
+    input_slices,
+    reference_error,
+)
 from tests.helpers.infer_fakes import NORM
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -31,7 +37,7 @@ def _x(n: int = 2, h: int = 64, w: int = 64, clear_frac: float = 0.7, seed: int 
 
 def test_a_pixel_gets_the_mean_error_of_the_clear_pixels_in_its_box() -> None:
     x, ref, sl = _x()
-    got = reference_error(x, ref, sl, box_px=9, min_px=10)
+    got = box_error(x, ref, sl, box_px=9, min_px=10)
     d = (x[:, 2:3] - ref).abs()
     clear = x[:, 3] < 0.5
     for n, i, j in ((0, 30, 40), (1, 2, 61), (0, 0, 0)):  # inside, near an edge, a corner
@@ -44,7 +50,7 @@ def test_too_few_clear_pixels_take_the_window_mean_and_none_the_band_mean_error(
     x, ref, sl = _x(n=2)
     x[0, 3, :, :32] = 1.0  # west half of sample 0 cloudy: its boxes there see no clear pixel
     x[1, 3] = 1.0  # sample 1: nothing clear
-    got = reference_error(x, ref, sl, box_px=9, min_px=10)
+    got = box_error(x, ref, sl, box_px=9, min_px=10)
     clear = x[0, 3] < 0.5
     whole = (x[0, 2] - ref[0, 0]).abs()[clear].mean()
     torch.testing.assert_close(got[0, 0, 10, 5], whole)
@@ -180,3 +186,48 @@ def test_a_window_off_the_stride_is_fitted_once_and_without_its_padding(monkeypa
         own = model.reference(torch.from_numpy(x))[0, 0].numpy()
     b04 = own * NORM["opt_std"][0] + NORM["opt_mean"][0]
     np.testing.assert_allclose(out["pred"][0, 0], b04, rtol=1e-5, atol=1e-6)
+
+
+def _far(shift: float, seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """Standardised SC input: SAR like noise everywhere but a 16 px patch whose VV lies
+    ``shift`` (in the clear pixels' standard deviations) beyond theirs, hidden with a ring
+    of 4 px (no clear pixel's local mean sees the shift)."""
+    x, _, sl = _x(n=1, clear_frac=1.0, seed=seed)
+    x[0, 3, 20:44, 20:44] = 1.0
+    x[0, 0, 24:40, 24:40] += shift
+    return x, sl
+
+
+def test_a_pixel_unlike_the_clear_ones_states_the_fit_s_error_times_its_distance() -> None:
+    """The extrapolation factor is 1 for pixels like those the fit was made on and grows in
+    proportion to the distance beyond them (twice the shift: about twice the factor)."""
+    x, sl = _far(0.0)
+    like = extrapolation(x, sl)
+    assert like.min() == 1.0
+    assert (like == 1.0).float().mean() > 0.5  # most pixels are no farther than typical
+    assert like[0, 0, 20:44, 20:44].median() < 1.3
+    near, far = (extrapolation(_far(s)[0], sl)[0, 0, 28:36, 28:36] for s in (6.0, 12.0))
+    assert near.median() > 3.0
+    assert 1.8 < float(far.median() / near.median()) < 2.2
+    # and the stated error of the reference is its checked error times that factor
+    x, sl = _far(6.0)
+    ref = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(
+        reference_error(x, ref, sl), box_error(x, ref, sl) * extrapolation(x, sl)
+    )
+
+
+def test_the_prior_counts_as_a_feature_and_too_few_clear_pixels_leave_the_error_alone() -> None:
+    """SCO: a hidden patch whose prior is unlike the clear pixels' priors is extrapolated
+    (its SAR alike); a sample with fewer than min_px clear pixels keeps factor 1."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 64, 64, generator=g)  # SAR (2), band + mask, prior (1)
+    sl = input_slices("SCO", 5, 1)
+    x[:, 3] = 0.0
+    x[0, 3, 24:40, 24:40] = 1.0
+    x[0, 4, 24:40, 24:40] += 8.0  # the patch's prior: far off
+    x[1, 3] = 1.0
+    x[1, 3, :5, :5] = 0.0  # 25 clear pixels
+    got = extrapolation(x, sl, min_px=64)
+    assert got[0, 0, 28:36, 28:36].median() > 3.0  # 8 sd in one of 5 independent features
+    assert torch.equal(got[1], torch.ones_like(got[1]))
