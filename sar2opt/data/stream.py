@@ -240,17 +240,23 @@ class CloudMasks:
             raise PatchError(f"prior gap rate must be in [0, 1], got {self.prior_gap_rate}")
 
     def prior_gaps(
-        self, t: np.ndarray, r: np.ndarray, c: np.ndarray, rep: np.ndarray | None = None
+        self,
+        cube: np.ndarray,
+        t: np.ndarray,
+        r: np.ndarray,
+        c: np.ndarray,
+        rep: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Per patch, whether its prior is withheld (a draw apart from the cloud donors')."""
+        """Per patch, whether its prior is withheld (a draw apart from the cloud donors',
+        and apart between cubes: patches of two cubes at one (time, row, col) draw anew)."""
         rep = np.zeros(len(t), dtype=np.int64) if rep is None else rep
         return np.array(
             [
                 np.random.default_rng(
-                    [self.seed, 1, int(tt), int(rr), int(cc)] + ([3, int(q)] if q else [])
+                    [1, *self._key(int(k), int(tt), int(rr), int(cc), int(q))]
                 ).random()
                 < self.prior_gap_rate
-                for tt, rr, cc, q in zip(t, r, c, rep, strict=True)
+                for k, tt, rr, cc, q in zip(cube, t, r, c, rep, strict=True)
             ],
             dtype=bool,
         )
@@ -576,7 +582,7 @@ def _read_batch(
     out = _normalised(parts, norm)
     gaps = None
     if cloud_masks is not None and cloud_masks.prior_gap_rate > 0 and "prior" in out:
-        gaps = cloud_masks.prior_gaps(t, r, c, rep)
+        gaps = cloud_masks.prior_gaps(cube, t, r, c, rep)
         out["prior"][gaps] = 0.0  # standardised band mean: inference's missing prior
     if reference_context is not None:
         out |= context_reference(

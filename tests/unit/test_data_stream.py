@@ -277,22 +277,24 @@ def test_train_feed_shuffles_each_epoch_and_serves_each_patch_once(
 def test_prior_gaps_withhold_the_prior_of_a_seeded_share_of_patches(store) -> None:
     """Inference gives a pixel without a prior the band mean (0 standardised); training
     withholds the prior of ``prior_gap_rate`` of the patches the same way, by a seeded draw
-    per (time, row, col). Everything else is the plain read."""
+    per (cube, time, row, col). Everything else is the plain read."""
     path, cube, idx = store
     rows = idx.head(64)
     kw = {"sar_bands": SAR, "opt_bands": OPT, "aux": AUX, "norm": NORM, "patch_px": P}
     plain = read_patches(path, rows, **kw)
     gaps = stream.CloudMasks(seed=3, rate=0.0, prior_gap_rate=0.4)
     got = read_patches(path, rows, cloud_masks=gaps, **kw)
-    drawn = gaps.prior_gaps(*(rows[k].to_numpy() for k in ("time", "row", "col")))
+    where = [rows[k].to_numpy() for k in ("time", "row", "col")]
+    drawn = gaps.prior_gaps(np.zeros(len(rows), dtype=np.int64), *where)
     assert 0 < drawn.sum() < len(rows)  # some withheld, some kept
     assert (got["prior"][drawn] == 0).all()
     np.testing.assert_array_equal(got["prior"][~drawn], plain["prior"][~drawn])
     for k in ("sar", "opt", "mask", "dem"):
         np.testing.assert_array_equal(got[k], plain[k])
     again = stream.CloudMasks(seed=3, rate=0.0, prior_gap_rate=0.4)
-    np.testing.assert_array_equal(
-        again.prior_gaps(*(rows[k].to_numpy() for k in ("time", "row", "col"))), drawn
-    )
+    np.testing.assert_array_equal(again.prior_gaps(np.zeros(len(rows), np.int64), *where), drawn)
+    # another cube's patches at the same places draw apart (about 0.48 of them differ)
+    other = gaps.prior_gaps(np.ones(len(rows), dtype=np.int64), *where)
+    assert 0.2 < (other != drawn).mean() < 0.8
     with pytest.raises(PatchError, match="prior gap rate"):
         stream.CloudMasks(prior_gap_rate=1.5)
