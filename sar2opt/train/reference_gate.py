@@ -24,6 +24,7 @@ sample of val patches.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +72,89 @@ def net_vs_reference(
     }
 
 
-def _val_pixels(meta: dict, cube_path: str, h: int, w: int) -> np.ndarray:
-    """The checkpoint's val blocks of a training cube (its record, or its config's split)."""
+def _split_pixels(meta: dict, cube_path: str, h: int, w: int, split: str) -> np.ndarray:
+    """The checkpoint's ``split`` blocks of a training cube (its record, or its config's
+    split); none when the cube has no block of that split."""
     from sar2opt.config import PatchSpec, config_from_dict
     from sar2opt.data.index import split_pixels
     from sar2opt.evaluate.holdout import held_out_pixels
 
-    held = held_out_pixels(meta, cube_path, h, w, "val")
+    held = held_out_pixels(meta, cube_path, h, w, split)
     if held is not None:
-        return held.pixels if held.split == "val" else np.zeros((h, w), bool)
+        return held.pixels if held.split == split else np.zeros((h, w), bool)
     pspec = config_from_dict(meta.get("config") or {}, saved=True).patches
-    return split_pixels(h, w, pspec or PatchSpec(), "val")
+    return split_pixels(h, w, pspec or PatchSpec(), split)
+
+
+@dataclass(frozen=True)
+class HeldScene:
+    """One training cube's ``split`` blocks as inference meets them: the whole scene (its
+    truth), what the model is fed (``seen``: a cloud-removal model's input under real cloud
+    masks laid on clear dates, ``evaluate.protocol.lay_clouds``), the pixels scored
+    (``score``: the split's clear pixels, for cloud removal only under the laid clouds),
+    the checkpoint's metadata for the cube and the scene's inference lattice (``fits``, for
+    a scene-fit reference blended as inference writes it)."""
+
+    name: str
+    meta: dict
+    scene: object  # evaluate.protocol.Scene
+    seen: object
+    score: np.ndarray  # (T, H, W) bool
+    held: np.ndarray  # (H, W) bool: the split's blocks
+    fits: object  # infer.run.FitLattice
+
+
+def held_scenes(
+    meta: dict, cube_paths: Sequence[str | Path], split: str, seed: int = 0
+) -> list[HeldScene] | None:
+    """Each cube's ``split`` blocks as a :class:`HeldScene` (cubes without such a block, or
+    for cloud removal without a date to lay a cloud on, are left out); None when a cube is
+    larger than ``GATE_SCENE_MAX_PX`` per date (too large to hold whole)."""
+    import xarray as xr
+
+    from sar2opt.data.inputs import uses_cloudy
+    from sar2opt.evaluate.holdout import meta_for_cube
+    from sar2opt.evaluate.protocol import CloudLaySpec, lay_clouds, load_scene
+    from sar2opt.infer.predictor import checkpoint_input_set
+    from sar2opt.infer.run import scene_fits
+    from sar2opt.train.trainer import cube_name
+
+    for path in cube_paths:
+        sizes = xr.open_zarr(path)["cube"].sizes
+        if sizes["y"] * sizes["x"] > GATE_SCENE_MAX_PX:
+            return None
+    cloudy = uses_cloudy(checkpoint_input_set(meta))
+    out = []
+    for path in cube_paths:
+        m = meta_for_cube(meta, path)
+        scene = load_scene(str(path), list(m["out_bands"]), m.get("aux_bands"))
+        h, w = scene.clear.shape[1:]
+        held = _split_pixels(m, str(path), h, w, split)
+        if not held.any():
+            continue
+        seen, score = scene, scene.clear & held[None]
+        if cloudy:
+            try:
+                seen, laid, _ = lay_clouds(scene, seed, CloudLaySpec(), held, held)
+            except ValueError:
+                continue  # no clear date to lay a cloud on
+            score = score & laid
+        fits = scene_fits(m, h, w)  # the reference blended as inference writes it
+        out.append(HeldScene(cube_name(path), m, scene, seen, score, held, fits))
+    return out
+
+
+def scene_predictions(gen: torch.nn.Module, hs: HeldScene, flips: int, seed: int = 0):
+    """``gen`` on a held scene through the inference predictor with ``flips``
+    (``evaluate.protocol.predictor_method``): its ``Prediction`` (pred, and the uncertainty
+    ``hs.meta`` states: the raw one without a calibration)."""
+    from sar2opt.data.inputs import input_keys
+    from sar2opt.evaluate.protocol import predictor_method
+    from sar2opt.infer.predictor import TilePredictor, checkpoint_input_set
+
+    keys = input_keys(checkpoint_input_set(hs.meta))
+    predictor = TilePredictor.from_model(gen, hs.meta, flips=flips)
+    return predictor_method(predictor, keys, fits=hs.fits)(hs.seen, ~hs.held, seed)
 
 
 def scene_gate(
@@ -93,55 +166,24 @@ def scene_gate(
     seed: int = 0,
 ) -> dict[str, object] | None:
     """MAE (reflectance) of ``net`` and ``reference`` (the same generator with its net
-    zeroed) over the val blocks of every cube, each scene predicted whole through the
-    inference predictor with ``flips`` (a scene-fit reference blended over the scene's
-    inference windows, ``run.scene_fits``, as inference writes it); a cloud-removal model
-    under real cloud masks laid on clear dates (``evaluate.protocol.lay_clouds``, scored
-    under them), others on the clear pixels. None when a cube is larger than
-    ``GATE_SCENE_MAX_PX`` per date."""
-    import xarray as xr
-
-    from sar2opt.data.inputs import input_keys, uses_cloudy
-    from sar2opt.evaluate.holdout import meta_for_cube
-    from sar2opt.evaluate.protocol import CloudLaySpec, lay_clouds, load_scene, predictor_method
-    from sar2opt.infer.predictor import TilePredictor, checkpoint_input_set
-    from sar2opt.infer.run import scene_fits
-    from sar2opt.train.trainer import cube_name
-
-    for path in cube_paths:
-        sizes = xr.open_zarr(path)["cube"].sizes
-        if sizes["y"] * sizes["x"] > GATE_SCENE_MAX_PX:
-            return None
-    input_set = checkpoint_input_set(meta)
-    keys = input_keys(input_set)
+    zeroed) over the val blocks of every cube (:func:`held_scenes`), each scene predicted
+    whole through the inference predictor with ``flips`` (:func:`scene_predictions`). None
+    when a cube is larger than ``GATE_SCENE_MAX_PX`` per date."""
+    scenes = held_scenes(meta, cube_paths, "val", seed)
+    if scenes is None:
+        return None
     sums = {"net": 0.0, "reference": 0.0}
     n_px, per_cube = 0, {}
-    for path in cube_paths:
-        m = meta_for_cube(meta, path)
-        scene = load_scene(str(path), list(m["out_bands"]), m.get("aux_bands"))
-        h, w = scene.clear.shape[1:]
-        val = _val_pixels(m, str(path), h, w)
-        if not val.any():
-            continue
-        seen, score = scene, scene.clear & val[None]
-        if uses_cloudy(input_set):
-            try:
-                seen, laid, _ = lay_clouds(scene, seed, CloudLaySpec(), val, val)
-            except ValueError:
-                continue  # no clear date to lay a cloud on
-            score = score & laid
+    for hs in scenes:
         cube = {}
-        fits = scene_fits(m, h, w)  # the reference blended as inference writes it
         for name, gen in (("net", net), ("reference", reference)):
-            predictor = TilePredictor.from_model(gen, m, flips=flips)
-            pred = predictor_method(predictor, keys, fits=fits)(seen, ~val, seed).pred
-            err = np.abs(pred - scene.truth).mean(axis=1)
-            ok = score & np.isfinite(err)
+            err = np.abs(scene_predictions(gen, hs, flips, seed).pred - hs.scene.truth).mean(1)
+            ok = hs.score & np.isfinite(err)
             cube[name] = float(err[ok].mean()) if ok.any() else float("nan")
             sums[name] += float(err[ok].sum())
         px = int(ok.sum())
         n_px += px
-        per_cube[cube_name(path)] = {**cube, "pixels": px}
+        per_cube[hs.name] = {**cube, "pixels": px}
     if not n_px:
         return {"net_mae": float("nan"), "reference_mae": float("nan"), "pixels": 0}
     return {

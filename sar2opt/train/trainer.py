@@ -555,11 +555,12 @@ def train_model(
     )  # fmt: skip
     if gate:
         print(format_gate(gate), flush=True)
-    # the spread of inference's hypotheses (and a scene fit's own error, the fit taken over
-    # the window inference gives the patch) -> expected |error|, fitted on the val split
+    # the spread of inference's hypotheses (and a scene fit's own error) -> expected |error|,
+    # fitted on the val split (each cube's val blocks through the inference predictor where
+    # cubes are small, else the val patches with their context reference)
     reliability = calibrate_checkpoint(
         ckpt_dir, data.cube_path, data.index, gate_kw, seed=tr.seed,
-        check_flips=max(cfg.infer.tta_flips, 2),
+        check_flips=max(cfg.infer.tta_flips, 2), cube_paths=paths,
     )  # fmt: skip
     gen, meta = load_generator(ckpt_dir)  # what inference loads
     scores = score_checkpoint(
@@ -590,8 +591,8 @@ def train_model(
         print(f"--- {name}\n{format_scores(sc)}", flush=True)
     print(
         f"=== uncertainty per decile ({reliability['split']} split, {reliability['flips']} "
-        f"hypotheses, calibrated on the val split; ratio = |error| / stated)\n"
-        + format_decile_table(reliability["deciles"]),
+        f"hypotheses, calibrated on the val split, both as {reliability['on']}; "
+        f"ratio = |error| / stated)\n" + format_decile_table(reliability["deciles"]),
         flush=True,
     )
     return ckpt_dir

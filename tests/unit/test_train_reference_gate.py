@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from sar2opt.config import config_from_dict
+from sar2opt.data.index import SPLITS
 from sar2opt.data.inputs import MASK_CH
 from sar2opt.models import build_generator
 from sar2opt.models.reference import ReferenceGenerator, output_convs
@@ -173,3 +174,49 @@ def test_the_gate_judges_whole_val_blocks_through_the_inference_predictor(
     monkeypatch.setattr(reference_gate, "GATE_SCENE_MAX_PX", 10)
     got = gate_checkpoint(ckpt, _batches(gen2), cube_paths=[tmp_path / "c.zarr"])
     assert got["judged_on"] == "val patches"
+
+
+def test_the_calibration_is_fitted_and_checked_on_whole_blocks_through_the_predictor(
+    tmp_path,
+) -> None:
+    """With cubes small enough to hold, the uncertainty calibration is fitted on the val
+    blocks' hidden pixels as inference predicts them (the scene whole, real cloud masks laid)
+    and checked on the test blocks' the same way: every scored pixel of each split counts,
+    once per hypothesis count, and the stored map is the one those pixels give."""
+    import pandas as pd
+
+    from sar2opt.data.index import split_pixels
+    from sar2opt.infer.calibration import CALIBRATION_KEY, fit_calibration
+    from sar2opt.train.calibrate import (
+        CALIBRATED_FLIPS,
+        calibrate_checkpoint,
+        scene_spread_and_error,
+    )
+    from sar2opt.train.reference_gate import held_scenes
+
+    cube = tmp_path / "c.zarr"
+    _cube(cube)
+    cfg = config_from_dict(CFG)
+    ckpt = save_untrained_checkpoint(tmp_path / "ck", cfg)
+    gen, _ = load_generator(ckpt)
+    torch.manual_seed(1)
+    for conv in output_convs(gen.net):  # a net that moves: the flips disagree
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    save_checkpoint(ckpt, gen, load_meta(ckpt))
+    index = pd.DataFrame({"split": ["train", "val", "test"]})
+    got = calibrate_checkpoint(ckpt, str(cube), index, {}, seed=0, cube_paths=[cube])
+    assert got["on"] == "blocks through the inference predictor" and got["split"] == "test"
+    stripes = (np.arange(96) // 8 % 2 == 0)[None, :]  # date 1's clouds, laid on dates 0, 2
+    n = {s: 2 * int((split_pixels(96, 96, cfg.patches, s) & stripes).sum()) for s in SPLITS}
+    assert n["val"] > 0 and n["test"] > 0
+    assert sum(r["pixels"] for r in got["deciles"]) == n["test"]
+    knots = load_meta(ckpt)[CALIBRATION_KEY]
+    assert [k["flips"] for k in knots] == list(CALIBRATED_FLIPS)
+    assert all(k["pixels"] == n["val"] for k in knots)
+    s, e = scene_spread_and_error(
+        gen, load_meta(ckpt), held_scenes(load_meta(ckpt), [cube], "val"), (2,)
+    )[2]
+    want = fit_calibration(s, e)
+    two = next(k for k in knots if k["flips"] == 2)
+    np.testing.assert_allclose(two["spread"], want["spread"], rtol=1e-5)
+    np.testing.assert_allclose(two["abs_error"], want["abs_error"], rtol=1e-5)
