@@ -5,11 +5,12 @@ their units, and it does not see a scene fit's own error; its ``raw_uncertainty`
 the two. Here the checkpoint runs as inference runs it (``TilePredictor``, the same flips)
 on the validation split, and the raw uncertainty and |error| of the pixels it synthesised
 are fitted into knots (``infer.calibration.fit_calibration``), one set per hypothesis count
-inference may use, stored in the checkpoint's metadata (``uncertainty_calibration``). Where
-the training cubes are small enough to hold (``reference_gate.held_scenes``), the split is
-each cube's val blocks predicted whole, under real cloud masks laid on clear dates, a scene
-fit blended as inference writes it (what inference states is what is fitted); otherwise the
-val patches, with the reference fitted over the window inference would give each one.
+inference may use, stored in the checkpoint's metadata (``uncertainty_calibration``). For a
+scene-fit model whose training cubes are small enough to hold (``reference_gate.
+held_scenes``), the split is each cube's val blocks predicted whole, under real cloud masks
+laid on clear dates, the fit blended as inference writes it (what inference states is what
+is fitted); otherwise the val patches, a scene fit taken over the window inference would
+give each one.
 The held-out test split, taken the same way, then shows per decile of the calibrated
 uncertainty the mean |error| beside it (``test_scores.json``): blocks the fit never saw.
 """
@@ -136,18 +137,22 @@ def calibrate_checkpoint(
     hypotheses on the held-out ``test`` split (the validation split when there is none):
     ``{"split", "flips", "on", "deciles": calibration.decile_table rows}``.
 
-    With ``cube_paths`` small enough to hold whole (``reference_gate.held_scenes``), both
-    on each cube's blocks of the split predicted whole through the inference predictor
-    (:func:`scene_spread_and_error`), as inference and ``jobs/evaluate.py`` meet them: on
-    the val patches, a hidden pixel's reference is fitted over a context window and its
-    laid cloud is a patch's, and the map they gave stated the real test blocks' errors
-    0.6-0.7 x too small where BioMassters' fits err 0.015-0.045. Otherwise on the
-    patches (:func:`spread_and_error`)."""
+    For a scene-fit model with ``cube_paths`` small enough to hold whole
+    (``reference_gate.held_scenes``), both on each cube's blocks of the split predicted
+    whole through the inference predictor (:func:`scene_spread_and_error`), as inference
+    and ``jobs/evaluate.py`` meet them: its stated uncertainty is mostly the fit's error,
+    which depends on the windows fitted and on where the clouds lie; on the val patches a
+    hidden pixel's reference is fitted over a context window and its laid cloud is a
+    patch's, and the map they gave stated the real test blocks' errors 0.6-0.7 x too small
+    where BioMassters' fits err 0.015-0.045. Otherwise on the patches
+    (:func:`spread_and_error`): a spread alone transfers from patches (the synthetic demo's
+    test deciles 0.94-1.06; 0.75-0.98 fitted on its whole val blocks)."""
     from sar2opt.train.checkpoint import load_generator, update_meta
     from sar2opt.train.reference_gate import held_scenes
 
     gen, meta = load_generator(ckpt_dir)
-    val_scenes = held_scenes(meta, cube_paths, "val", seed) if cube_paths else None
+    whole = cube_paths and getattr(gen, "kind", None) == "scene_fit"
+    val_scenes = held_scenes(meta, cube_paths, "val", seed) if whole else None
     if val_scenes is not None:
         fitted = scene_spread_and_error(gen, meta, val_scenes, CALIBRATED_FLIPS, seed)
         on = "blocks through the inference predictor"

@@ -24,6 +24,7 @@ def test_trained_checkpoint_states_its_error_per_decile(syn_trained) -> None:
     assert load_models([syn_trained["ckpt"]]).uncertainty_calibration(2) != UNCALIBRATED
     rel = json.loads((syn_trained["train"] / "test_scores.json").read_text())["uncertainty"]
     assert rel["split"] == "test" and rel["calibrated"] and len(rel["deciles"]) == 10
+    assert rel["on"] == "patches"  # a spread alone (no scene fit) is calibrated on patches
     ratios = [d["ratio"] for d in rel["deciles"]]
     assert all(0.75 <= r <= 1.25 for r in ratios), ratios
     raw = [d["ratio"] for d in rel["deciles_raw_spread"]]

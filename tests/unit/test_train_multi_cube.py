@@ -259,6 +259,9 @@ def test_one_model_trains_on_two_cubes(ray_local, two, tmp_path: Path, capsys) -
     scores = json.loads((tmp_path / "out" / "test_scores.json").read_text())
     assert set(scores["per_cube"]) == {"a", "b"}
     assert scores["n_patches"] == sum(s["n_patches"] for s in scores["per_cube"].values())
+    # a scene fit's uncertainty calibrated and checked on whole blocks, as inference meets them
+    assert scores["uncertainty"]["on"] == "blocks through the inference predictor"
+    assert "both as blocks through the inference predictor" in out
 
 
 def test_balanced_cubes_repeat_the_small_cube_under_clouds_of_their_own(two) -> None:
