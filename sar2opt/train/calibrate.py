@@ -135,7 +135,8 @@ def calibrate_checkpoint(
     """Fit the checkpoint's calibration on the ``val`` split and store it in its metadata;
     return the reliability of the calibrated ``uncertainty`` with ``check_flips``
     hypotheses on the held-out ``test`` split (the validation split when there is none):
-    ``{"split", "flips", "on", "deciles": calibration.decile_table rows}``.
+    ``{"split", "flips", "on", "deciles": calibration.decile_table rows}``, and with several
+    cubes held whole each one's deciles (``per_cube``).
 
     For a scene-fit model with ``cube_paths`` small enough to hold whole
     (``reference_gate.held_scenes``), both on each cube's blocks of the split predicted
@@ -167,16 +168,26 @@ def calibrate_checkpoint(
     meta = update_meta(ckpt_dir, **{CALIBRATION_KEY: fits})
     split = "test" if (index["split"] == "test").any() else "val"
     held = None if val_scenes is None else held_scenes(meta, cube_paths, split, seed + 1)
-    if held:
-        s, e = scene_spread_and_error(gen, meta, held, (check_flips,), seed + 1)[check_flips]
+    knots = next((f for f in fits if f["flips"] == check_flips), None)
+    per_cube = {}
+    if held:  # each cube's deciles too: one map serves every scene, and may suit some less
+        got = {
+            hs.name: scene_spread_and_error(gen, meta, [hs], (check_flips,), seed + 1)[check_flips]
+            for hs in held
+        }
+        s, e = (np.concatenate(v) for v in zip(*got.values(), strict=True))
+        per_cube = {
+            name: decile_table(cs if knots is None else apply_calibration(cs, knots), ce)
+            for name, (cs, ce) in got.items()
+            if cs.size
+        }
     else:
         rows = index[index["split"] == split]
         s, e = spread_and_error(gen, meta, cube_path, rows, read_kw, (check_flips,), seed + 1)[
             check_flips
         ]
-    knots = next((f for f in fits if f["flips"] == check_flips), None)
     stated = s if knots is None else apply_calibration(s, knots)
-    return {
+    out = {
         "split": split,
         "flips": check_flips,
         "on": on,
@@ -184,3 +195,4 @@ def calibrate_checkpoint(
         "deciles": decile_table(stated, e),
         "deciles_raw_spread": decile_table(s, e),
     }
+    return out | ({"per_cube": per_cube} if len(per_cube) > 1 else {})

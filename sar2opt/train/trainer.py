@@ -595,4 +595,8 @@ def train_model(
         f"ratio = |error| / stated)\n" + format_decile_table(reliability["deciles"]),
         flush=True,
     )
+    for name, rows in reliability.get("per_cube", {}).items():
+        ratios = " ".join(f"{r['ratio']:.2f}" for r in rows)
+        px = sum(r["pixels"] for r in rows)
+        print(f"    {name}: ratio per decile {ratios} ({px} px)", flush=True)
     return ckpt_dir

@@ -262,6 +262,11 @@ def test_one_model_trains_on_two_cubes(ray_local, two, tmp_path: Path, capsys) -
     # a scene fit's uncertainty calibrated and checked on whole blocks, as inference meets them
     assert scores["uncertainty"]["on"] == "blocks through the inference predictor"
     assert "both as blocks through the inference predictor" in out
+    per = scores["uncertainty"]["per_cube"]  # and each cube's deciles, the pooled ones' parts
+    assert set(per) == {"a", "b"}
+    pooled = sum(r["pixels"] for r in scores["uncertainty"]["deciles"])
+    assert sum(r["pixels"] for rows in per.values() for r in rows) == pooled
+    assert all(f"    {k}: ratio per decile " in out for k in per)
 
 
 def test_balanced_cubes_repeat_the_small_cube_under_clouds_of_their_own(two) -> None:
