@@ -152,9 +152,9 @@ def calibrate_checkpoint(
     from sar2opt.train.reference_gate import held_scenes
 
     gen, meta = load_generator(ckpt_dir)
-    whole = cube_paths and getattr(gen, "kind", None) == "scene_fit"
+    whole = bool(cube_paths) and getattr(gen, "kind", None) == "scene_fit"
     val_scenes = held_scenes(meta, cube_paths, "val", seed) if whole else None
-    if val_scenes is not None:
+    if val_scenes:  # none held (too large) or no cube with val blocks to lay clouds on
         fitted = scene_spread_and_error(gen, meta, val_scenes, CALIBRATED_FLIPS, seed)
         on = "blocks through the inference predictor"
     else:
@@ -167,7 +167,7 @@ def calibrate_checkpoint(
             fits.append({"flips": k, "input": STATED_INPUT, **fit_calibration(s, e)})
     meta = update_meta(ckpt_dir, **{CALIBRATION_KEY: fits})
     split = "test" if (index["split"] == "test").any() else "val"
-    held = None if val_scenes is None else held_scenes(meta, cube_paths, split, seed + 1)
+    held = held_scenes(meta, cube_paths, split, seed + 1) if val_scenes else None
     knots = next((f for f in fits if f["flips"] == check_flips), None)
     per_cube = {}
     if held:  # each cube's deciles too: one map serves every scene, and may suit some less

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,10 @@ import torch
 from sar2opt.data.inputs import REF_KEY, model_input
 from sar2opt.models.reference import ReferenceGenerator, zero_output
 from sar2opt.train.step import scored_mask
+
+if TYPE_CHECKING:
+    from sar2opt.evaluate.protocol import Prediction, Scene
+    from sar2opt.infer.run import FitLattice
 
 #: Validation patches read at most (a seeded draw), patches per forward batch.
 GATE_MAX_PATCHES = 512
@@ -97,11 +102,11 @@ class HeldScene:
 
     name: str
     meta: dict
-    scene: object  # evaluate.protocol.Scene
-    seen: object
+    scene: Scene
+    seen: Scene
     score: np.ndarray  # (T, H, W) bool
     held: np.ndarray  # (H, W) bool: the split's blocks
-    fits: object  # infer.run.FitLattice
+    fits: FitLattice
 
 
 def held_scenes(
@@ -144,7 +149,7 @@ def held_scenes(
     return out
 
 
-def scene_predictions(gen: torch.nn.Module, hs: HeldScene, flips: int, seed: int = 0):
+def scene_predictions(gen: torch.nn.Module, hs: HeldScene, flips: int, seed: int = 0) -> Prediction:
     """``gen`` on a held scene through the inference predictor with ``flips``
     (``evaluate.protocol.predictor_method``): its ``Prediction`` (pred, and the uncertainty
     ``hs.meta`` states: the raw one without a calibration)."""
