@@ -209,8 +209,9 @@ def gate_checkpoint(
     """Score the checkpoint's net and its reference on the val blocks of ``cube_paths``
     through the inference predictor (``scene_gate``), or, for cubes too large to hold or
     none given, on ``batches`` (validation patches); zero the net when the reference does
-    at least as well. Returns what was measured and kept (``{"net_mae", "reference_mae",
-    "pixels", "kept": "net" | "reference"}``), also stored in the metadata; ``{}`` for a
+    at least as well (:func:`net_to_reference` >= 1: with several cubes, each counts alike).
+    Returns what was measured and kept (``{"net_mae", "reference_mae", "pixels", "ratio",
+    "kept": "net" | "reference"}``), also stored in the metadata; ``{}`` for a
     model without a reference."""
     from sar2opt.train.checkpoint import load_generator, save_checkpoint
 
@@ -224,15 +225,36 @@ def gate_checkpoint(
     if got is None:
         got = net_vs_reference(gen, batches, meta.get("input_set", "S"), meta["norm"]["opt_std"])
         got["judged_on"] = "val patches"
+    got["ratio"] = net_to_reference(got)
     if got["pixels"] == 0:
         got["kept"] = "net"  # nothing to judge on: leave the checkpoint as trained
-    elif got["reference_mae"] <= got["net_mae"]:
+    elif got["ratio"] >= 1.0:
         zero_output(gen.net)
         got["kept"] = "reference"
     else:
         got["kept"] = "net"
     save_checkpoint(ckpt_dir, gen, {**meta, GATE_KEY: got})
     return got
+
+
+def net_to_reference(got: Mapping[str, object]) -> float:
+    """The net's MAE over its reference's, the number the gate keeps the net by (< 1): with
+    several cubes judged, the geometric mean of each cube's ratio, so that every scene
+    counts alike. Pooled over pixels, the cube with most of them decides: on the three real
+    sets a net 35 % worse than its reference on MultiEarth's val blocks (0.0070 vs 0.0052)
+    was kept because BioMassters' pixels gained 1 %, and it scored 1.01 x the ridge on
+    MultiEarth's test blocks where its reference scores 0.64 x."""
+    per = [
+        c["net"] / c["reference"]
+        for c in (got.get("per_cube") or {}).values()
+        if c.get("pixels") and c["reference"] > 0 and np.isfinite(c["net"])
+    ]
+    if len(per) > 1:
+        return float(np.exp(np.mean(np.log(per))))
+    net, ref = float(got["net_mae"]), float(got["reference_mae"])
+    if not got.get("pixels"):
+        return float("nan")
+    return net / ref if ref > 0 else (1.0 if net <= 0 else float("inf"))
 
 
 def zero_output_copy(ckpt_dir: str | Path) -> ReferenceGenerator:
@@ -274,7 +296,9 @@ def format_gate(got: Mapping[str, object]) -> str:
         f"; {name} {c['net']:.4f} vs {c['reference']:.4f}"
         for name, c in (got.get("per_cube") or {}).items()
     )
+    ratio = f"; net / reference {got['ratio']:.3f} (each cube alike)" if per else ""
     return (
         f"=== net vs its reference on the {on} ({int(got['pixels'])} scored px): "
-        f"net MAE {got['net_mae']:.4f}, reference alone {got['reference_mae']:.4f}{per}: {kept}"
+        f"net MAE {got['net_mae']:.4f}, reference alone {got['reference_mae']:.4f}{per}{ratio}: "
+        f"{kept}"
     )

@@ -245,6 +245,9 @@ def test_one_model_trains_on_two_cubes(ray_local, two, tmp_path: Path, capsys) -
     gate = meta["reference_gate"]
     assert gate["judged_on"] == "val blocks through the inference predictor"
     assert set(gate["per_cube"]) == {"a", "b"} and gate["pixels"] > 0
+    each = [c["net"] / c["reference"] for c in gate["per_cube"].values()]  # each cube alike
+    assert gate["ratio"] == pytest.approx(float(np.sqrt(each[0] * each[1])))
+    assert gate["kept"] == ("net" if gate["ratio"] < 1 else "reference")
     assert "net vs its reference on the val blocks through the inference predictor" in out
     recs = meta["cubes"]
     assert [r["name"] for r in recs] == ["a", "b"]

@@ -5,6 +5,7 @@ ones its input hides (``step.scored_mask``)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sar2opt.config import config_from_dict
@@ -220,3 +221,28 @@ def test_the_calibration_is_fitted_and_checked_on_whole_blocks_through_the_predi
     two = next(k for k in knots if k["flips"] == 2)
     np.testing.assert_allclose(two["spread"], want["spread"], rtol=1e-5)
     np.testing.assert_allclose(two["abs_error"], want["abs_error"], rtol=1e-5)
+
+
+def test_with_several_cubes_each_counts_alike_not_each_pixel() -> None:
+    """The gate's number is the geometric mean of each cube's net / reference: a net that
+    gains 1 % on the cube with most pixels and loses 35 % on another is zeroed, though its
+    pooled MAE is the lower; one cube alone (or none) is its pooled ratio."""
+    from sar2opt.train.reference_gate import net_to_reference
+
+    per = {
+        "big": {"net": 0.0249, "reference": 0.0251, "pixels": 100_000},
+        "small": {"net": 0.0070, "reference": 0.0052, "pixels": 1_000},
+    }
+    n = sum(c["pixels"] for c in per.values())
+    pooled = {k: sum(c[k] * c["pixels"] for c in per.values()) / n for k in ("net", "reference")}
+    got = {"net_mae": pooled["net"], "reference_mae": pooled["reference"], "pixels": n}
+    assert got["net_mae"] < got["reference_mae"]  # pooled, the net looks better
+    ratio = net_to_reference(got | {"per_cube": per})
+    assert ratio == pytest.approx(np.sqrt(0.0249 / 0.0251 * 0.0070 / 0.0052))
+    assert ratio > 1.1
+    assert net_to_reference(got) == pytest.approx(pooled["net"] / pooled["reference"])
+    assert net_to_reference(got | {"per_cube": {"big": per["big"]}}) < 1.0
+    assert np.isnan(net_to_reference({"net_mae": np.nan, "reference_mae": np.nan, "pixels": 0}))
+    line = format_gate(got | {"per_cube": per, "ratio": ratio, "kept": "reference"})
+    assert "small 0.0070 vs 0.0052; net / reference 1.156 (each cube alike)" in line
+    assert "zeroed" in line
