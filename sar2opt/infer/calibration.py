@@ -117,10 +117,15 @@ def describe(knots: Mapping | None) -> str:
     """What the store attrs say about the ``uncertainty`` band."""
     if knots is None:
         return UNCALIBRATED
-    what = "the spread" + (" and the scene fit's error" if _maps_raw(knots) else "")
+    what = "the spread" + (
+        " and the scene fit's error (where checked, scaled by how far it extrapolates)"
+        if _maps_raw(knots)
+        else ""
+    )
+    on = f" of {knots['fitted_on']}" if knots.get("fitted_on") else ""
     return (
         f"calibrated: expected |error| (band mean, reflectance) from {what} of "
-        f"{knots['flips']} hypotheses, fitted on {knots['pixels']} validation pixels"
+        f"{knots['flips']} hypotheses, fitted on {knots['pixels']} validation pixels{on}"
     )
 
 

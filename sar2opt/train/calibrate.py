@@ -164,7 +164,9 @@ def calibrate_checkpoint(
     fits = []
     for k, (s, e) in fitted.items():
         if np.isfinite(s).any():
-            fits.append({"flips": k, "input": STATED_INPUT, **fit_calibration(s, e)})
+            fits.append(
+                {"flips": k, "input": STATED_INPUT, "fitted_on": on, **fit_calibration(s, e)}
+            )
     meta = update_meta(ckpt_dir, **{CALIBRATION_KEY: fits})
     split = "test" if (index["split"] == "test").any() else "val"
     held = held_scenes(meta, cube_paths, split, seed + 1) if val_scenes else None

@@ -187,7 +187,7 @@ def test_the_calibration_is_fitted_and_checked_on_whole_blocks_through_the_predi
     import pandas as pd
 
     from sar2opt.data.index import split_pixels
-    from sar2opt.infer.calibration import CALIBRATION_KEY, fit_calibration
+    from sar2opt.infer.calibration import CALIBRATION_KEY, describe, fit_calibration
     from sar2opt.train.calibrate import (
         CALIBRATED_FLIPS,
         calibrate_checkpoint,
@@ -214,6 +214,10 @@ def test_the_calibration_is_fitted_and_checked_on_whole_blocks_through_the_predi
     knots = load_meta(ckpt)[CALIBRATION_KEY]
     assert [k["flips"] for k in knots] == list(CALIBRATED_FLIPS)
     assert all(k["pixels"] == n["val"] for k in knots)
+    assert all(k["fitted_on"] == "blocks through the inference predictor" for k in knots)
+    said = describe(knots[0])  # what the mosaic's attrs say
+    assert f"fitted on {n['val']} validation pixels of blocks through the inference" in said
+    assert "scaled by how far it extrapolates" in said
     s, e = scene_spread_and_error(
         gen, load_meta(ckpt), held_scenes(load_meta(ckpt), [cube], "val"), (2,)
     )[2]
