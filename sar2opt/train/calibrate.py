@@ -152,10 +152,12 @@ def calibrate_checkpoint(
     from sar2opt.train.reference_gate import held_scenes
 
     gen, meta = load_generator(ckpt_dir)
-    whole = bool(cube_paths) and getattr(gen, "kind", None) == "scene_fit"
-    val_scenes = held_scenes(meta, cube_paths, "val", seed) if whole else None
-    if val_scenes:  # none held (too large) or no cube with val blocks to lay clouds on
-        fitted = scene_spread_and_error(gen, meta, val_scenes, CALIBRATED_FLIPS, seed)
+    scenes = None
+    if cube_paths and getattr(gen, "kind", None) == "scene_fit":
+        scenes = held_scenes(meta, cube_paths, "val", seed)
+    whole = bool(scenes)  # not when too large to hold, or no cube has val blocks to score
+    if whole:
+        fitted = scene_spread_and_error(gen, meta, scenes, CALIBRATED_FLIPS, seed)
         on = "blocks through the inference predictor"
     else:
         val = index[index["split"] == "val"]
@@ -167,9 +169,10 @@ def calibrate_checkpoint(
             fits.append(
                 {"flips": k, "input": STATED_INPUT, "fitted_on": on, **fit_calibration(s, e)}
             )
+    del scenes  # the test split's scenes come next: one split's in memory at a time
     meta = update_meta(ckpt_dir, **{CALIBRATION_KEY: fits})
     split = "test" if (index["split"] == "test").any() else "val"
-    held = held_scenes(meta, cube_paths, split, seed + 1) if val_scenes else None
+    held = held_scenes(meta, cube_paths, split, seed + 1) if whole else None
     knots = next((f for f in fits if f["flips"] == check_flips), None)
     per_cube = {}
     if held:  # each cube's deciles too: one map serves every scene, and may suit some less
