@@ -382,6 +382,7 @@ def predictor_method(
     keys: Sequence[str],
     candidates: bool = False,
     fits: FitLattice | None = None,
+    fields: dict[int, np.ndarray | None] | None = None,
 ) -> Method:
     """A checkpoint through the inference predictor (``infer.predictor.TilePredictor``): per
     date, the scene's ``keys`` inputs (physical units; the cloudy S2 with any laid clouds)
@@ -391,8 +392,11 @@ def predictor_method(
     (``predictor_hypotheses``, for best-of-N). ``fits``: the scene's whole grid as an
     ``infer.run.FitLattice`` (``grid_fit_lattice``), for a scene-fit model's reference
     blended between block fits as inference blends it (``predictor.reference_fields``);
-    without it the model fits one reference over the whole scene. The prediction is reused
-    while the scene is the same object (block mode: once for all seeds)."""
+    without it the model fits one reference over the whole scene. ``fields``: a cache of each
+    date's blended reference that callers share between predictors of one checkpoint on one
+    scene (it depends on the inputs and the checkpoint's normalisation, not on the flips or
+    the net's weights). The prediction is reused while the scene is the same object (block
+    mode: once for all seeds)."""
     from sar2opt.data.inputs import REF_KEY
 
     last: list = []
@@ -409,9 +413,14 @@ def predictor_method(
         for t in range(scene.truth.shape[0]):
             batch = {k: have[k][t : t + 1] for k in keys}
             if fits is not None:
-                field = predictor.reference_fields(
-                    batch, fits.windows, fits.centres_y, fits.centres_x
-                )
+                if fields is not None and t in fields:
+                    field = fields[t]
+                else:
+                    field = predictor.reference_fields(
+                        batch, fits.windows, fits.centres_y, fits.centres_x
+                    )
+                    if fields is not None:
+                        fields[t] = field
                 if field is not None:  # the area is the grid: (1, M, Co, H, W)
                     batch[REF_KEY] = field[None]
             out = predictor(batch)

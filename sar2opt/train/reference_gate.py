@@ -24,7 +24,7 @@ sample of val patches.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,7 +98,9 @@ class HeldScene:
     masks laid on clear dates, ``evaluate.protocol.lay_clouds``), the pixels scored
     (``score``: the split's clear pixels, for cloud removal only under the laid clouds),
     the checkpoint's metadata for the cube and the scene's inference lattice (``fits``, for
-    a scene-fit reference blended as inference writes it)."""
+    a scene-fit reference blended as inference writes it). ``fields`` keeps that reference
+    per date once fitted: the gate's net and zeroed copy, and the calibration's flip counts,
+    are one checkpoint on one scene and share it."""
 
     name: str
     meta: dict
@@ -107,6 +109,7 @@ class HeldScene:
     score: np.ndarray  # (T, H, W) bool
     held: np.ndarray  # (H, W) bool: the split's blocks
     fits: FitLattice
+    fields: dict[int, np.ndarray | None] = field(default_factory=dict, compare=False, repr=False)
 
 
 def held_scenes(
@@ -159,7 +162,9 @@ def scene_predictions(gen: torch.nn.Module, hs: HeldScene, flips: int, seed: int
 
     keys = input_keys(checkpoint_input_set(hs.meta))
     predictor = TilePredictor.from_model(gen, hs.meta, flips=flips)
-    return predictor_method(predictor, keys, fits=hs.fits)(hs.seen, ~hs.held, seed)
+    return predictor_method(predictor, keys, fits=hs.fits, fields=hs.fields)(
+        hs.seen, ~hs.held, seed
+    )
 
 
 def scene_gate(
@@ -251,9 +256,9 @@ def net_to_reference(got: Mapping[str, object]) -> float:
     ]
     if len(per) > 1:
         return float(np.exp(np.mean(np.log(per))))
-    net, ref = float(got["net_mae"]), float(got["reference_mae"])
     if not got.get("pixels"):
         return float("nan")
+    net, ref = float(got["net_mae"]), float(got["reference_mae"])
     return net / ref if ref > 0 else (1.0 if net <= 0 else float("inf"))
 
 

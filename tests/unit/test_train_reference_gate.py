@@ -250,3 +250,35 @@ def test_with_several_cubes_each_counts_alike_not_each_pixel() -> None:
     line = format_gate(got | {"per_cube": per, "ratio": ratio, "kept": "reference"})
     assert "small 0.0070 vs 0.0052; net / reference 1.156 (each cube alike)" in line
     assert "zeroed" in line
+
+
+def test_a_held_scene_fits_its_blended_reference_once_for_every_pass(tmp_path, monkeypatch) -> None:
+    """The gate's two models and the calibration's flip counts are one checkpoint on one
+    scene: the blended reference of each date is fitted once, and a pass that reuses it
+    predicts exactly what a pass fitting it anew does."""
+    from sar2opt.infer.predictor import TilePredictor
+    from sar2opt.train.calibrate import scene_spread_and_error
+    from sar2opt.train.reference_gate import held_scenes, scene_predictions
+
+    cube = tmp_path / "c.zarr"
+    _cube(cube)
+    ckpt = save_untrained_checkpoint(tmp_path / "ck", config_from_dict(CFG))
+    gen, meta = load_generator(ckpt)
+    torch.manual_seed(1)
+    for conv in output_convs(gen.net):
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    calls = []
+    fit = TilePredictor.reference_fields
+    monkeypatch.setattr(
+        TilePredictor, "reference_fields", lambda self, *a: calls.append(1) or fit(self, *a)
+    )
+    (hs,) = held_scenes(meta, [cube], "val")
+    got = scene_spread_and_error(gen, meta, [hs], (2, 3, 4))
+    reused = scene_predictions(gen, hs, 2)
+    assert len(calls) == 3 == len(hs.fields)  # one fit per date for four passes
+    (fresh,) = held_scenes(meta, [cube], "val")
+    anew = scene_predictions(gen, fresh, 2)
+    assert len(calls) == 6
+    np.testing.assert_array_equal(reused.pred, anew.pred)
+    np.testing.assert_array_equal(reused.uncertainty, anew.uncertainty)
+    assert all(got[k][0].size > 0 for k in (2, 3, 4))
