@@ -443,15 +443,17 @@ def extrapolation(
         z = f.reshape(nb, nf, h * w)
         fine = torch.isfinite(z).all(dim=1)  # (N, P)
         wf = (clear.reshape(nb, h * w) & fine).to(torch.float64)[:, None]  # (N, 1, P)
-        z = torch.nan_to_num(z)
         n = wf.sum(-1, keepdim=True).clamp_min(1.0)  # (N, 1, 1)
-        mu = (z * wf).sum(-1, keepdim=True) / n
-        sd = (((z - mu) ** 2 * wf).sum(-1, keepdim=True) / n).sqrt()
-        z = (z - mu) / torch.where(sd > 0, sd, torch.ones_like(sd))
-        zf = z * wf
-        eye = torch.eye(nf, dtype=torch.float64, device=z.device)
-        gram = zf @ zf.transpose(1, 2) / n + alpha / n * eye
-        q = (z * torch.linalg.solve(gram, z)).sum(1)  # (N, P): z' G^-1 z
+        z = torch.nan_to_num(z)
+        z = z - (z @ wf.transpose(1, 2)) / n  # centred on the clear pixels' mean
+        cov = (z * wf) @ z.transpose(1, 2) / n  # (N, F, F) over the clear pixels
+        # The standardised features' Gram matrix plus the ridge penalty, (Z/sd)'(Z/sd)/n +
+        # alpha/n I, is diag(1/sd) (cov + alpha/n diag(sd^2)) diag(1/sd): the same distance
+        # without standardising every pixel (a constant feature's sd taken as 1, as there).
+        var = torch.diagonal(cov, dim1=1, dim2=2)
+        var = torch.where(var > 0, var, torch.ones_like(var))
+        metric = cov + torch.diag_embed(alpha / n[..., 0] * var)
+        q = (z * torch.linalg.solve(metric, z)).sum(1)  # (N, P): the squared distance
         typical = (q * wf[:, 0]).sum(-1, keepdim=True) / n[:, 0]
         ratio = (q / typical.clamp_min(1e-12)).clamp_min(1.0).sqrt()
         use = (wf[:, 0].sum(-1, keepdim=True) >= min_px) & fine
