@@ -58,6 +58,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MultiEarth sample folder (--source multiearth); for --source real the folder "
         "holding the real samples (default ../shared/data)",
     )
+    p.add_argument(
+        "--train-seeds",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="--source real: train the recipe once per seed (train.seed; the split stays "
+        "the config's), score every set with each checkpoint and print how the scores move "
+        "between trainings (default: one training, the config's seed)",
+    )
     jobkit.add_out_arg(
         p, "folder for every output (an earlier demo folder there is replaced)", default="out/demo"
     )
@@ -171,8 +180,42 @@ def _real(args: argparse.Namespace, out: Path) -> int:
                 ["jobs/build_cube.py", *_dates(rs, d), "--out", str(d / "cube.zarr"), *common],
             )
         cubes[rs.name] = d / "cube.zarr"
-    train = out / "train"
-    print(f"\n##### one model on {', '.join(cubes)}", flush=True)
+    seeds = args.train_seeds or [None]
+    tables: dict[int | None, dict[str, dict]] = {}
+    for seed in seeds:
+        tables[seed] = _train_and_score(args, out, shared, cubes, seed, first=seed == seeds[0])
+    table = tables[seeds[0]]
+    for seed, t in tables.items():
+        print(_real_table(t) + ("" if seed is None else f"\n(train.seed {seed})"))
+    if len(seeds) > 1:
+        print(_across_trainings(tables))
+    (out / "scores.json").write_text(
+        json.dumps(table if len(seeds) == 1 else {str(k): v for k, v in tables.items()}, indent=1)
+    )
+    print(f"\n=== done in {time.time() - t0:.0f} s; reports: {out}/<set>/eval/report.html")
+    return 0
+
+
+def _train_and_score(
+    args: argparse.Namespace,
+    out: Path,
+    shared: Path,
+    cubes: dict[str, Path],
+    seed: int | None,
+    first: bool,
+) -> dict[str, dict]:
+    """One training of the recipe on every cube (``train.seed=seed`` when given) and each
+    set's evaluation with it; the first also writes the monthly mosaic. Returns the scores per
+    set. One seed keeps the paths of a plain run (train/, <set>/eval/)."""
+    from sar2opt.catalog.server import CatalogServer
+
+    sets_ = [x for s in args.set for x in ("--set", s)]
+    tag = "" if seed is None or len(args.train_seeds) == 1 else f"-seed{seed}"
+    if seed is not None:
+        sets_ += ["--set", f"train.seed={seed}"]
+    train = out / f"train{tag}"
+    also = "" if seed is None else f" (train.seed {seed})"
+    print(f"\n##### one model on {', '.join(cubes)}{also}", flush=True)
     _run(
         "train",
         ["jobs/train.py", *(x for c in cubes.values() for x in ("--cube", str(c)))]
@@ -186,9 +229,9 @@ def _real(args: argparse.Namespace, out: Path) -> int:
         _run(
             "evaluate",
             ["jobs/evaluate.py", "--cube", str(cubes[rs.name]), "--checkpoint", str(ckpt)]
-            + ["--out", str(d / "eval"), *_labels(rs, shared)],
+            + ["--out", str(d / f"eval{tag}"), *_labels(rs, shared)],
         )
-        if rs.name == REAL_MOSAIC:
+        if rs.name == REAL_MOSAIC and first:
             monthly = d / "monthly.zarr"
             with CatalogServer(d / "catalog") as server:
                 _run(
@@ -198,11 +241,44 @@ def _real(args: argparse.Namespace, out: Path) -> int:
                     + ["--stac-url", server.url, *_own(rs), *sets_],
                 )
             _show_periods(monthly)
-        table[rs.name] = json.loads((d / "eval" / "scores.json").read_text())
-    print(_real_table(table))
-    (out / "scores.json").write_text(json.dumps(table, indent=1))
-    print(f"\n=== done in {time.time() - t0:.0f} s; reports: {out}/<set>/eval/report.html")
-    return 0
+        table[rs.name] = json.loads((d / f"eval{tag}" / "scores.json").read_text())
+    return table
+
+
+def _across_trainings(tables: dict[int | None, dict[str, dict]]) -> str:
+    """How the checkpoint's scores move between trainings of the recipe: per set, its MAE /
+    ridge's and SSIM per training with their mean ± std, whether every training meets the
+    goal (MAE <= 0.8 x ridge, SSIM >= ridge's), and the range of its uncertainty deciles
+    (measured |error| / stated; within 0.75-1.25 is calibrated)."""
+    import numpy as np
+
+    ridge_row = "ridge per date (baseline)"
+    lines = [
+        "\n=== across trainings (train.seed "
+        + " ".join(str(s) for s in tables)
+        + "): the checkpoint on each set's test blocks",
+        f"{'set':12s} {'x ridge per training':>24s} {'mean ± std':>13s} "
+        f"{'SSIM - ridge':>22s} {'goal met':>9s}  uncertainty |error| / stated per training",
+    ]
+    names = next(iter(tables.values())).keys()
+    for name in names:
+        ratios, dssim, spans = [], [], []
+        for t in tables.values():
+            summary = t[name]["summary"]
+            ck = next(m for m in summary if m.startswith("checkpoint"))
+            ratios.append(summary[ck]["mae"][0] / summary[ridge_row]["mae"][0])
+            dssim.append(summary[ck]["ssim"][0] - summary[ridge_row]["ssim"][0])
+            bins = t[name].get("reliability", {}).get(ck, [])
+            r = [b["abs_error"] / b["stated"] for b in bins if b["stated"] > 0]
+            spans.append(f"{min(r):.2f}-{max(r):.2f}" if r else "-")
+        met = sum(r <= 0.8 and d >= 0 for r, d in zip(ratios, dssim, strict=True))
+        lines.append(
+            f"{name:12s} {' '.join(f'{r:.2f}' for r in ratios):>24s} "
+            f"{np.mean(ratios):.2f} ± {np.std(ratios):.2f} "
+            f"{' '.join(f'{d:+.3f}' for d in dssim):>22s} {met:>4d} of {len(ratios)}  "
+            + ", ".join(spans)
+        )
+    return "\n".join(lines)
 
 
 def _labels(rs: RealSet, shared: Path) -> list[str]:

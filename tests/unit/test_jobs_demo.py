@@ -51,3 +51,32 @@ def test_real_demo_without_the_samples_stops_with_one_line(demo, tmp_path, capsy
     line = error_line(capsys)
     assert "lacks biomassters_sample, multiearth_sample" in line
     assert not (tmp_path / "out" / "biomassters").exists()
+
+
+def test_across_trainings_each_set_s_ratio_per_training_and_whether_each_meets_the_goal(
+    demo,
+) -> None:
+    def scores(ckpt: float, bins: list[tuple[float, float]]) -> dict:
+        s = _scores(0.03, ckpt, 0.02)
+        s["reliability"] = {
+            "checkpoint unet SCO (epoch 4)": [{"stated": a, "abs_error": b} for a, b in bins]
+        }
+        return s
+
+    calibrated, off = [(0.01, 0.011), (0.02, 0.019)], [(0.01, 0.005), (0.02, 0.04)]
+    tables = {
+        0: {"bms": scores(0.021, calibrated), "ssl": scores(0.033, off)},
+        1: {"bms": scores(0.027, calibrated), "ssl": scores(0.030, off)},
+        2: {"bms": scores(0.018, off), "ssl": scores(0.036, calibrated)},
+    }
+    text = demo._across_trainings(tables)
+    assert "train.seed 0 1 2" in text
+    row = {ln.split()[0]: ln.split() for ln in text.splitlines() if ln.startswith(("bms", "ssl"))}
+    assert [float(v) for v in row["bms"][1:4]] == [0.7, 0.9, 0.6]  # x ridge per training
+    assert float(row["bms"][4]) == pytest.approx(0.73, abs=0.005)  # their mean
+    # SSIM falls as MAE grows here: a training worse than ridge has the lower SSIM
+    assert row["ssl"][7:10] == ["-0.030", "+0.000", "-0.060"]
+    # the goal (<= 0.8 x ridge with SSIM >= ridge's): two of the three bms trainings, no ssl
+    assert row["bms"][10:13] == ["2", "of", "3"] and row["ssl"][10:13] == ["0", "of", "3"]
+    # each training's range of |error| / stated over the deciles
+    assert row["bms"][-3:] == ["0.95-1.10,", "0.95-1.10,", "0.50-2.00"]
