@@ -26,7 +26,13 @@ import torch
 from sar2opt.config import load_config
 from sar2opt.data.inputs import input_channels
 from sar2opt.models import build_generator
-from sar2opt.models.reference import box_error, extrapolation, reference_of
+from sar2opt.models.reference import (
+    box_error,
+    extrapolation,
+    fit_features,
+    fit_inputs,
+    reference_of,
+)
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "real.yaml"
 OUT_BANDS = 3  # B02 B03 B04: the bands the three real sets share
@@ -60,6 +66,7 @@ def main() -> None:
     mask = model.slices["cloudy"].stop - 1  # the cloud-mask channel: 1 = cloud
     x[:, mask] = (torch.rand(1, n, n) < 0.3).float()
     sl = model.slices
+    sar, refl, clear, prior = fit_inputs(x, sl)
     with torch.inference_mode():
         ref = reference_of(spec.reference, x, sl)
         rows = {
@@ -67,8 +74,10 @@ def main() -> None:
             "scene fit (reference_of)": median_ms(
                 lambda: reference_of(spec.reference, x, sl), args.reps
             ),
-            "checked error (box_error)": median_ms(lambda: box_error(x, ref, sl), args.reps),
-            "extrapolation": median_ms(lambda: extrapolation(x, sl), args.reps),
+            "checked error (box_error)": median_ms(lambda: box_error(refl, clear, ref), args.reps),
+            "extrapolation": median_ms(
+                lambda: extrapolation(fit_features(sar, prior, missing=False), clear), args.reps
+            ),
         }
     floor = rows["forward (reference given): the floor"]
     print(

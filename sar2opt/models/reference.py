@@ -187,6 +187,23 @@ def prior_fill(prior: torch.Tensor) -> torch.Tensor:
     return (p * have).sum((-2, -1), keepdim=True) / have.sum((-2, -1), keepdim=True).clamp_min(1)
 
 
+def fit_features(
+    sar: torch.Tensor,
+    prior: torch.Tensor | None,
+    win_px: int = LOCAL_MEAN_PX,
+    missing: bool = True,
+) -> torch.Tensor:
+    """(N, F, H, W) float64: what a scene fit regresses on, from ``sar`` (N, Cs, H, W) and
+    the ``prior`` (N, Co, H, W) or None: :func:`sar_features`, then the prior's bands (a
+    missing prior filled by :func:`prior_features`), then, with ``missing``, its 0/1
+    missing column."""
+    f = sar_features(sar.to(torch.float64), win_px)
+    if prior is None:
+        return f
+    bands, gap = prior_features(prior)
+    return torch.cat([f, bands, gap] if missing else [f, bands], dim=1)
+
+
 def min_clear_px(h: int, w: int) -> int:
     """Clear pixels a scene fit of an h x w window needs: MIN_CLEAR_PX or MIN_CLEAR_FRAC of it."""
     return max(MIN_CLEAR_PX, math.ceil(MIN_CLEAR_FRAC * h * w))
@@ -208,10 +225,7 @@ def scene_fit(
     fewer than ``min_px`` clear pixels (default :func:`min_clear_px`, the rule for a model's
     window) get ``fallback`` (N, C, H, W), or 0 without one."""
     nb, c, h, w = refl.shape
-    feats = sar_features(sar.to(torch.float64), win_px)
-    if extra is not None:
-        feats = torch.cat([feats, *prior_features(extra)], dim=1)
-    feats = feats.reshape(nb, -1, h * w)
+    feats = fit_features(sar, extra, win_px).reshape(nb, -1, h * w)
     clear = clear.reshape(nb, h * w)
     fit = apply_ridge(fit_ridge(feats, refl.reshape(nb, c, h * w), clear, alpha), feats)
     fit = fit.reshape(nb, c, h, w)
@@ -282,11 +296,10 @@ def blended_scene_fit(
     fits, fills, counts = [], [], []
     for k0 in range(0, len(cells), FIT_CHUNK):  # a few windows at a time: memory
         part = cells[k0 : k0 + FIT_CHUNK]
-        x = sar_features(stack(sar64, part), win_px)  # each window's own: scene_fit's fit
-        if p64 is not None:  # each window fills its missing prior with its own mean
-            priors = stack(p64, part)
+        priors = None if p64 is None else stack(p64, part)
+        x = fit_features(stack(sar64, part), priors, win_px)  # each window's own: scene_fit's
+        if priors is not None:  # each window fills its missing prior with its own mean
             fills.append(prior_fill(priors))  # (k, Co, 1, 1)
-            x = torch.cat([x, *prior_features(priors)], dim=1)
         ok = stack(clear, part).reshape(len(part), -1)
         fits.append(fit_ridge(x.flatten(2), stack(refl, part).flatten(2), ok, alpha))
         counts.append(ok.sum(-1))
@@ -382,82 +395,80 @@ def reference_error(
     box_px: int = ERROR_BOX_PX,
     min_px: int = ERROR_MIN_PX,
 ) -> torch.Tensor:
-    """How far the reference ``ref`` (N, Co, H, W) is expected off at each pixel and band
-    (float32, x's standardised optical units): where the fit can be checked
-    (:func:`box_error`), scaled by how far the pixel lies outside what it was fitted on
-    (:func:`extrapolation`).
+    """How far the reference ``ref`` (N, Co, H, W) of standardised input x (its keys at
+    ``slices``) is expected off at each pixel and band (float32, x's standardised optical
+    units): where the fit can be checked (:func:`box_error` over ``box_px`` boxes with
+    ``min_px`` clear pixels), scaled by how far the pixel lies outside what it was fitted on
+    (:func:`extrapolation` of its :func:`fit_features`).
 
     The flips' spread does not see a scene fit's own error, which sets each scene's level
     (on the real test blocks MultiEarth errs 0.007 and SSL4EO 0.028 at any spread): this is
     the part of the stated uncertainty that does (``infer.predictor``)."""
-    return box_error(x, ref, slices, box_px, min_px) * extrapolation(x, slices, min_px=min_px)
+    sar, refl, clear, prior = fit_inputs(x.detach(), slices)
+    with torch.autocast(x.device.type, enabled=False):
+        checked = box_error(refl, clear, ref.detach(), box_px, min_px)
+        far = extrapolation(fit_features(sar, prior, missing=False), clear, min_px=min_px)
+    return checked * far
 
 
 def box_error(
-    x: torch.Tensor,
+    refl: torch.Tensor,
+    clear: torch.Tensor,
     ref: torch.Tensor,
-    slices: dict[str, slice],
     box_px: int = ERROR_BOX_PX,
     min_px: int = ERROR_MIN_PX,
 ) -> torch.Tensor:
-    """Per pixel and band, the mean |same-date S2 - ref| over the clear pixels of the
-    ``box_px`` box around it, or of the whole sample where the box has fewer than
-    ``min_px``; ``NO_CHECK_ERROR`` where the sample has none (float32, x's standardised
-    optical units). The fit is made on these clear pixels, so it is a slight underestimate
-    there; the calibration absorbs it."""
-    _, refl, clear, _ = fit_inputs(x.detach(), slices)
+    """Per pixel and band, the mean |``refl`` - ``ref``| (both (N, C, H, W): the same-date
+    S2 and its reference) over the ``clear`` (N, H, W) pixels of the ``box_px`` box around
+    it, or of the whole sample where the box has fewer than ``min_px``; ``NO_CHECK_ERROR``
+    where the sample has none (float32, in refl's units). The fit is made on these clear
+    pixels, so it is a slight underestimate there; the calibration absorbs it."""
     ok = clear[:, None].to(torch.float64)
-    d = (refl.to(torch.float64) - ref.detach().to(torch.float64)).abs() * ok
-    with torch.autocast(x.device.type, enabled=False):
-        count, total = box_sum(ok, box_px), box_sum(d, box_px)
-        have = ok.sum((-2, -1), keepdim=True)
-        whole = d.sum((-2, -1), keepdim=True) / have.clamp_min(1)
-        whole = torch.where(have > 0, whole, torch.full_like(whole, NO_CHECK_ERROR))
-        local = torch.where(count >= min_px, total / count.clamp_min(1), whole)
+    d = (refl.to(torch.float64) - ref.to(torch.float64)).abs() * ok
+    count, total = box_sum(ok, box_px), box_sum(d, box_px)
+    have = ok.sum((-2, -1), keepdim=True)
+    whole = d.sum((-2, -1), keepdim=True) / have.clamp_min(1)
+    whole = torch.where(have > 0, whole, torch.full_like(whole, NO_CHECK_ERROR))
+    local = torch.where(count >= min_px, total / count.clamp_min(1), whole)
     return local.float()
 
 
 def extrapolation(
-    x: torch.Tensor,
-    slices: dict[str, slice],
+    feats: torch.Tensor,
+    clear: torch.Tensor,
     alpha: float = RIDGE_ALPHA,
-    win_px: int = LOCAL_MEAN_PX,
     min_px: int = ERROR_MIN_PX,
 ) -> torch.Tensor:
-    """(N, 1, H, W) float32 >= 1: how far each pixel's scene-fit features (the SAR's,
-    :func:`sar_features`, and the prior's bands) lie outside those of the sample's clear
-    pixels, which the fit was made on and its error checked on: the Mahalanobis distance in
-    the ridge's own metric (the standardised features' Gram matrix over the clear pixels,
-    plus the ridge penalty), relative to the clear pixels' root-mean-square one, and 1 where
-    it is smaller. A linear fit errs in proportion to how far it extrapolates, and the clear
-    pixels around a hidden one only show its error where the hidden land is like them (under
-    laid real clouds on the real BioMassters chip, |error| / box error rose from 0.9 near the
-    clear pixels' features to 2 beyond them). 1 where a sample has fewer than ``min_px``
-    clear pixels (its error is the window's or unchecked) or a feature is NaN."""
-    sar, _, clear, prior = fit_inputs(x.detach(), slices)
-    with torch.autocast(x.device.type, enabled=False):
-        f = sar_features(sar.to(torch.float64), win_px)
-        if prior is not None:  # its bands; a missing prior is the mean of the others
-            f = torch.cat([f, prior_features(prior)[0]], dim=1)
-        nb, nf, h, w = f.shape
-        z = f.reshape(nb, nf, h * w)
-        fine = torch.isfinite(z).all(dim=1)  # (N, P)
-        wf = (clear.reshape(nb, h * w) & fine).to(torch.float64)[:, None]  # (N, 1, P)
-        n = wf.sum(-1, keepdim=True).clamp_min(1.0)  # (N, 1, 1)
-        z = torch.nan_to_num(z)
-        z = z - (z @ wf.transpose(1, 2)) / n  # centred on the clear pixels' mean
-        cov = (z * wf) @ z.transpose(1, 2) / n  # (N, F, F) over the clear pixels
-        # The standardised features' Gram matrix plus the ridge penalty, (Z/sd)'(Z/sd)/n +
-        # alpha/n I, is diag(1/sd) (cov + alpha/n diag(sd^2)) diag(1/sd): the same distance
-        # without standardising every pixel (a constant feature's sd taken as 1, as there).
-        var = torch.diagonal(cov, dim1=1, dim2=2)
-        var = torch.where(var > 0, var, torch.ones_like(var))
-        metric = cov + torch.diag_embed(alpha / n[..., 0] * var)
-        q = (z * torch.linalg.solve(metric, z)).sum(1)  # (N, P): the squared distance
-        typical = (q * wf[:, 0]).sum(-1, keepdim=True) / n[:, 0]
-        ratio = (q / typical.clamp_min(1e-12)).clamp_min(1.0).sqrt()
-        use = (wf[:, 0].sum(-1, keepdim=True) >= min_px) & fine
-        m = torch.where(use, ratio, torch.ones_like(ratio))
+    """(N, 1, H, W) float32 >= 1: how far each pixel's scene-fit features ``feats`` (N, F,
+    H, W; :func:`fit_features` without the missing-prior column, which the clear pixels
+    rarely vary in) lie outside those of the sample's ``clear`` (N, H, W) pixels, which the
+    fit was made on and its error checked on: the Mahalanobis distance in the ridge's own
+    metric (the standardised features' Gram matrix over the clear pixels, plus the ridge
+    penalty), relative to the clear pixels' root-mean-square one, and 1 where it is smaller.
+    A linear fit errs in proportion to how far it extrapolates, and the clear pixels around
+    a hidden one only show its error where the hidden land is like them (under laid real
+    clouds on the real BioMassters chip, |error| / box error rose from 0.9 near the clear
+    pixels' features to 2 beyond them). 1 where a sample has fewer than ``min_px`` clear
+    pixels (its error is the window's or unchecked) or a feature is NaN."""
+    nb, nf, h, w = feats.shape
+    z = feats.to(torch.float64).reshape(nb, nf, h * w)
+    fine = torch.isfinite(z).all(dim=1)  # (N, P)
+    wf = (clear.reshape(nb, h * w) & fine).to(torch.float64)[:, None]  # (N, 1, P)
+    n = wf.sum(-1, keepdim=True).clamp_min(1.0)  # (N, 1, 1)
+    z = torch.nan_to_num(z)
+    z = z - (z @ wf.transpose(1, 2)) / n  # centred on the clear pixels' mean
+    cov = (z * wf) @ z.transpose(1, 2) / n  # (N, F, F) over the clear pixels
+    # The standardised features' Gram matrix plus the ridge penalty, (Z/sd)'(Z/sd)/n +
+    # alpha/n I, is diag(1/sd) (cov + alpha/n diag(sd^2)) diag(1/sd): the same distance
+    # without standardising every pixel (a constant feature's sd taken as 1, as there).
+    var = torch.diagonal(cov, dim1=1, dim2=2)
+    var = torch.where(var > 0, var, torch.ones_like(var))
+    metric = cov + torch.diag_embed(alpha / n[..., 0] * var)
+    q = (z * torch.linalg.solve(metric, z)).sum(1)  # (N, P): the squared distance
+    typical = (q * wf[:, 0]).sum(-1, keepdim=True) / n[:, 0]
+    ratio = (q / typical.clamp_min(1e-12)).clamp_min(1.0).sqrt()
+    use = (wf[:, 0].sum(-1, keepdim=True) >= min_px) & fine
+    m = torch.where(use, ratio, torch.ones_like(ratio))
     return m.reshape(nb, 1, h, w).float()
 
 

@@ -18,6 +18,8 @@ from sar2opt.models.reference import (
     NO_CHECK_ERROR,
     box_error,
     extrapolation,
+    fit_features,
+    fit_inputs,
     input_slices,
     reference_error,
 )
@@ -35,9 +37,22 @@ def _x(n: int = 2, h: int = 64, w: int = 64, clear_frac: float = 0.7, seed: int 
     return x, ref, input_slices("SC", 4, 1)
 
 
+def _box(x: torch.Tensor, ref: torch.Tensor, sl: dict, **kw) -> torch.Tensor:
+    """box_error of input x's same-date S2 against ref, over its clear pixels."""
+    _, refl, clear, _ = fit_inputs(x, sl)
+    return box_error(refl, clear, ref, **kw)
+
+
+def _factor(x: torch.Tensor, sl: dict, **kw) -> torch.Tensor:
+    """extrapolation of input x's scene-fit features (SAR, prior bands) beyond its clear
+    pixels'."""
+    sar, _, clear, prior = fit_inputs(x, sl)
+    return extrapolation(fit_features(sar, prior, missing=False), clear, **kw)
+
+
 def test_a_pixel_gets_the_mean_error_of_the_clear_pixels_in_its_box() -> None:
     x, ref, sl = _x()
-    got = box_error(x, ref, sl, box_px=9, min_px=10)
+    got = _box(x, ref, sl, box_px=9, min_px=10)
     d = (x[:, 2:3] - ref).abs()
     clear = x[:, 3] < 0.5
     for n, i, j in ((0, 30, 40), (1, 2, 61), (0, 0, 0)):  # inside, near an edge, a corner
@@ -50,7 +65,7 @@ def test_too_few_clear_pixels_take_the_window_mean_and_none_the_band_mean_error(
     x, ref, sl = _x(n=2)
     x[0, 3, :, :32] = 1.0  # west half of sample 0 cloudy: its boxes there see no clear pixel
     x[1, 3] = 1.0  # sample 1: nothing clear
-    got = box_error(x, ref, sl, box_px=9, min_px=10)
+    got = _box(x, ref, sl, box_px=9, min_px=10)
     clear = x[0, 3] < 0.5
     whole = (x[0, 2] - ref[0, 0]).abs()[clear].mean()
     torch.testing.assert_close(got[0, 0, 10, 5], whole)
@@ -202,19 +217,17 @@ def test_a_pixel_unlike_the_clear_ones_states_the_fit_s_error_times_its_distance
     """The extrapolation factor is 1 for pixels like those the fit was made on and grows in
     proportion to the distance beyond them (twice the shift: about twice the factor)."""
     x, sl = _far(0.0)
-    like = extrapolation(x, sl)
+    like = _factor(x, sl)
     assert like.min() == 1.0
     assert (like == 1.0).float().mean() > 0.5  # most pixels are no farther than typical
     assert like[0, 0, 20:44, 20:44].median() < 1.3
-    near, far = (extrapolation(_far(s)[0], sl)[0, 0, 28:36, 28:36] for s in (6.0, 12.0))
+    near, far = (_factor(_far(s)[0], sl)[0, 0, 28:36, 28:36] for s in (6.0, 12.0))
     assert near.median() > 3.0
     assert 1.8 < float(far.median() / near.median()) < 2.2
     # and the stated error of the reference is its checked error times that factor
     x, sl = _far(6.0)
     ref = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(
-        reference_error(x, ref, sl), box_error(x, ref, sl) * extrapolation(x, sl)
-    )
+    torch.testing.assert_close(reference_error(x, ref, sl), _box(x, ref, sl) * _factor(x, sl))
 
 
 def test_the_prior_counts_as_a_feature_and_too_few_clear_pixels_leave_the_error_alone() -> None:
@@ -228,6 +241,6 @@ def test_the_prior_counts_as_a_feature_and_too_few_clear_pixels_leave_the_error_
     x[0, 4, 24:40, 24:40] += 8.0  # the patch's prior: far off
     x[1, 3] = 1.0
     x[1, 3, :5, :5] = 0.0  # 25 clear pixels
-    got = extrapolation(x, sl, min_px=64)
+    got = _factor(x, sl, min_px=64)
     assert got[0, 0, 28:36, 28:36].median() > 3.0  # 8 sd in one of 5 independent features
     assert torch.equal(got[1], torch.ones_like(got[1]))
