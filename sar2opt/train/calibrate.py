@@ -135,7 +135,8 @@ def calibrate_checkpoint(
     """Fit the checkpoint's calibration on the ``val`` split and store it in its metadata;
     return the reliability of the calibrated ``uncertainty`` with ``check_flips``
     hypotheses on the held-out ``test`` split (the validation split when there is none):
-    ``{"split", "flips", "on", "deciles": calibration.decile_table rows}``, and with several
+    ``{"split", "flips", "on"`` (what it was fitted on), ``"checked_on", "deciles":
+    calibration.decile_table rows}``, and with several
     cubes held whole each one's deciles (``per_cube``).
 
     For a scene-fit model with ``cube_paths`` small enough to hold whole
@@ -186,16 +187,19 @@ def calibrate_checkpoint(
             for name, (cs, ce) in got.items()
             if cs.size
         }
-    else:
+        checked_on = on
+    else:  # no cube's split can be held whole (or laid with clouds): its patches
         rows = index[index["split"] == split]
         s, e = spread_and_error(gen, meta, cube_path, rows, read_kw, (check_flips,), seed + 1)[
             check_flips
         ]
+        checked_on = "patches"
     stated = s if knots is None else apply_calibration(s, knots)
     out = {
         "split": split,
         "flips": check_flips,
         "on": on,
+        "checked_on": checked_on,
         "calibrated": knots is not None,
         "deciles": decile_table(stated, e),
         "deciles_raw_spread": decile_table(s, e),

@@ -210,9 +210,11 @@ def gate_checkpoint(
     batches: Iterable[Mapping[str, np.ndarray]],
     cube_paths: Sequence[str | Path] = (),
     flips: int = 1,
+    seed: int = 0,
 ) -> dict:
     """Score the checkpoint's net and its reference on the val blocks of ``cube_paths``
-    through the inference predictor (``scene_gate``), or, for cubes too large to hold or
+    through the inference predictor (``scene_gate``, clouds laid with ``seed``: the
+    calibration's val scenes are the same), or, for cubes too large to hold or
     none given, on ``batches`` (validation patches); zero the net when the reference does
     at least as well (:func:`net_to_reference` >= 1: with several cubes, each counts alike).
     Returns what was measured and kept (``{"net_mae", "reference_mae", "pixels", "ratio",
@@ -226,7 +228,7 @@ def gate_checkpoint(
     got = None
     if cube_paths:
         ref = zero_output_copy(ckpt_dir)
-        got = scene_gate(gen, ref, meta, cube_paths, flips)
+        got = scene_gate(gen, ref, meta, cube_paths, flips, seed)
     if got is None:
         got = net_vs_reference(gen, batches, meta.get("input_set", "S"), meta["norm"]["opt_std"])
         got["judged_on"] = "val patches"

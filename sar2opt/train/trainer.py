@@ -132,6 +132,12 @@ def aux_bands(attrs: dict, opt_bands: list[str], input_set: str) -> dict[str, li
     return out
 
 
+def _as(reliability: dict) -> str:
+    """How the calibration was fitted and checked, for the decile table's heading."""
+    on, checked = reliability["on"], reliability.get("checked_on", reliability["on"])
+    return f"both as {on}" if on == checked else f"fitted as {on}, checked as {checked}"
+
+
 def cube_name(path: str | Path) -> str:
     """A cube's short name in messages: its folder for ``<set>/cube.zarr``, else its stem."""
     p = Path(path)
@@ -551,7 +557,7 @@ def train_model(
     gate = gate_checkpoint(
         ckpt_dir,
         val_batches(data.cube_path, data.index, gate_kw, tr.seed),
-        cube_paths=paths, flips=cfg.infer.tta_flips,
+        cube_paths=paths, flips=cfg.infer.tta_flips, seed=tr.seed,
     )  # fmt: skip
     if gate:
         print(format_gate(gate), flush=True)
@@ -591,7 +597,7 @@ def train_model(
         print(f"--- {name}\n{format_scores(sc)}", flush=True)
     print(
         f"=== uncertainty per decile ({reliability['split']} split, {reliability['flips']} "
-        f"hypotheses, calibrated on the val split, both as {reliability['on']}; "
+        f"hypotheses, calibrated on the val split, {_as(reliability)}; "
         f"ratio = |error| / stated)\n" + format_decile_table(reliability["deciles"]),
         flush=True,
     )

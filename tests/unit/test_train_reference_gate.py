@@ -282,3 +282,40 @@ def test_a_held_scene_fits_its_blended_reference_once_for_every_pass(tmp_path, m
     np.testing.assert_array_equal(reused.pred, anew.pred)
     np.testing.assert_array_equal(reused.uncertainty, anew.uncertainty)
     assert all(got[k][0].size > 0 for k in (2, 3, 4))
+
+
+def test_a_calibration_whose_test_blocks_cannot_be_held_says_it_was_checked_on_patches(
+    tmp_path, monkeypatch
+) -> None:
+    """Fitted on the val blocks held whole, but no cube's test blocks can be (here: none
+    gets a cloud laid): the check falls back to the test patches, and the record says so
+    instead of claiming blocks for both."""
+    import pandas as pd
+
+    from sar2opt.train import reference_gate
+    from sar2opt.train.calibrate import calibrate_checkpoint
+    from sar2opt.train.trainer import _as
+
+    cube = tmp_path / "c.zarr"
+    _cube(cube)
+    ckpt = save_untrained_checkpoint(tmp_path / "ck", config_from_dict(CFG))
+    held = reference_gate.held_scenes
+    monkeypatch.setattr(
+        reference_gate,
+        "held_scenes",
+        lambda meta, paths, split, seed=0: (
+            [] if split == "test" else held(meta, paths, split, seed)
+        ),
+    )
+    seen = []
+    monkeypatch.setattr(
+        "sar2opt.train.calibrate.spread_and_error",
+        lambda *a, **k: seen.append(a[3]) or {2: (np.full(10, 0.01), np.full(10, 0.02))},
+    )
+    index = pd.DataFrame({"split": ["train", "val", "test"]})
+    got = calibrate_checkpoint(ckpt, str(cube), index, {}, seed=0, cube_paths=[cube])
+    assert got["on"] == "blocks through the inference predictor"
+    assert got["checked_on"] == "patches"
+    assert list(seen[0]["split"]) == ["test"]  # the patches it fell back to
+    assert sum(r["pixels"] for r in got["deciles"]) == 10
+    assert _as(got) == "fitted as blocks through the inference predictor, checked as patches"
