@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,9 @@ from sar2opt.infer.calibration import (
     decile_table,
     fit_calibration,
 )
+
+if TYPE_CHECKING:
+    from sar2opt.train.reference_gate import SharedScenes
 
 #: Patches of a split the calibration reads at most (drawn with the run's seed), and pixels
 #: kept per patch (drawn too): bounded time and memory whatever the split's size.
@@ -131,6 +135,7 @@ def calibrate_checkpoint(
     seed: int = 0,
     check_flips: int = 2,
     cube_paths: Sequence[str | Path] = (),
+    val_scenes: SharedScenes | None = None,
 ) -> dict:
     """Fit the checkpoint's calibration on the ``val`` split and store it in its metadata;
     return the reliability of the calibrated ``uncertainty`` with ``check_flips``
@@ -148,14 +153,16 @@ def calibrate_checkpoint(
     patch's, and the map they gave stated the real test blocks' errors 0.6-0.7 x too small
     where BioMassters' fits err 0.015-0.045. Otherwise on the patches
     (:func:`spread_and_error`): a spread alone transfers from patches (the synthetic demo's
-    test deciles 0.94-1.06; 0.75-0.98 fitted on its whole val blocks)."""
+    test deciles 0.94-1.06; 0.75-0.98 fitted on its whole val blocks). ``val_scenes``:
+    the val scenes the gate held (``reference_gate.SharedScenes``), released once fitted."""
     from sar2opt.train.checkpoint import load_generator, update_meta
-    from sar2opt.train.reference_gate import held_scenes
+    from sar2opt.train.reference_gate import SharedScenes, held_scenes
 
     gen, meta = load_generator(ckpt_dir)
     scenes = None
     if cube_paths and getattr(gen, "kind", None) == "scene_fit":
-        scenes = held_scenes(meta, cube_paths, "val", seed)
+        val_scenes = val_scenes or SharedScenes(meta, cube_paths, "val", seed)
+        scenes = val_scenes.get()
     whole = bool(scenes)  # not when too large to hold, or no cube has val blocks to score
     if whole:
         fitted = scene_spread_and_error(gen, meta, scenes, CALIBRATED_FLIPS, seed)
@@ -171,6 +178,8 @@ def calibrate_checkpoint(
                 {"flips": k, "input": STATED_INPUT, "fitted_on": on, **fit_calibration(s, e)}
             )
     del scenes  # the test split's scenes come next: one split's in memory at a time
+    if val_scenes is not None:
+        val_scenes.release()
     meta = update_meta(ckpt_dir, **{CALIBRATION_KEY: fits})
     split = "test" if (index["split"] == "test").any() else "val"
     held = held_scenes(meta, cube_paths, split, seed + 1) if whole else None

@@ -152,6 +152,30 @@ def held_scenes(
     return out
 
 
+class SharedScenes:
+    """A split's :func:`held_scenes`, made on first use and shared by whoever judges the
+    checkpoint on them: the gate and the calibration score the same val blocks under the
+    same laid clouds and share each date's blended reference (``HeldScene.fields``), so the
+    cubes are loaded and the references fitted once, not once each. ``release`` drops
+    them (the calibration does, before its check loads the test split)."""
+
+    def __init__(self, meta: dict, cube_paths: Sequence[str | Path], split: str, seed: int = 0):
+        self.meta, self.cube_paths, self.split, self.seed = meta, tuple(cube_paths), split, seed
+        self._scenes: list[HeldScene] | None = None
+        self._made = False
+
+    def get(self) -> list[HeldScene] | None:
+        """The scenes (None when a cube is too large to hold: :func:`held_scenes`)."""
+        if not self._made:
+            self._scenes = held_scenes(self.meta, self.cube_paths, self.split, self.seed)
+            self._made = True
+        return self._scenes
+
+    def release(self) -> None:
+        """Let the scenes go; a later ``get`` makes them again."""
+        self._scenes, self._made = None, False
+
+
 def scene_predictions(gen: torch.nn.Module, hs: HeldScene, flips: int, seed: int = 0) -> Prediction:
     """``gen`` on a held scene through the inference predictor with ``flips``
     (``evaluate.protocol.predictor_method``): its ``Prediction`` (pred, and the uncertainty
@@ -170,16 +194,15 @@ def scene_predictions(gen: torch.nn.Module, hs: HeldScene, flips: int, seed: int
 def scene_gate(
     net: torch.nn.Module,
     reference: torch.nn.Module,
-    meta: dict,
-    cube_paths: Sequence[str | Path],
+    scenes: Sequence[HeldScene] | None,
     flips: int = 1,
     seed: int = 0,
 ) -> dict[str, object] | None:
     """MAE (reflectance) of ``net`` and ``reference`` (the same generator with its net
-    zeroed) over the val blocks of every cube (:func:`held_scenes`), each scene predicted
-    whole through the inference predictor with ``flips`` (:func:`scene_predictions`). None
-    when a cube is larger than ``GATE_SCENE_MAX_PX`` per date."""
-    scenes = held_scenes(meta, cube_paths, "val", seed)
+    zeroed) over the val blocks of every cube (``scenes``: :func:`held_scenes`), each scene
+    predicted whole through the inference predictor with ``flips``
+    (:func:`scene_predictions`). None without scenes (a cube larger than
+    ``GATE_SCENE_MAX_PX`` per date)."""
     if scenes is None:
         return None
     sums = {"net": 0.0, "reference": 0.0}
@@ -211,12 +234,13 @@ def gate_checkpoint(
     cube_paths: Sequence[str | Path] = (),
     flips: int = 1,
     seed: int = 0,
+    scenes: SharedScenes | None = None,
 ) -> dict:
     """Score the checkpoint's net and its reference on the val blocks of ``cube_paths``
-    through the inference predictor (``scene_gate``, clouds laid with ``seed``: the
-    calibration's val scenes are the same), or, for cubes too large to hold or
-    none given, on ``batches`` (validation patches); zero the net when the reference does
-    at least as well (:func:`net_to_reference` >= 1: with several cubes, each counts alike).
+    through the inference predictor (``scene_gate``, clouds laid with ``seed``; ``scenes``
+    when the caller holds them, to share with the calibration), or, for cubes too large to
+    hold or none given, on ``batches`` (validation patches); zero the net when the reference
+    does at least as well (:func:`net_to_reference` >= 1: with several cubes, each counts alike).
     Returns what was measured and kept (``{"net_mae", "reference_mae", "pixels", "ratio",
     "kept": "net" | "reference"}``), also stored in the metadata; ``{}`` for a
     model without a reference."""
@@ -228,7 +252,8 @@ def gate_checkpoint(
     got = None
     if cube_paths:
         ref = zero_output_copy(ckpt_dir)
-        got = scene_gate(gen, ref, meta, cube_paths, flips, seed)
+        scenes = scenes or SharedScenes(meta, cube_paths, "val", seed)
+        got = scene_gate(gen, ref, scenes.get(), flips, seed)
     if got is None:
         got = net_vs_reference(gen, batches, meta.get("input_set", "S"), meta["norm"]["opt_std"])
         got["judged_on"] = "val patches"

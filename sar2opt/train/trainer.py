@@ -62,7 +62,7 @@ from sar2opt.evaluate.holdout import cube_record, format_scores, score_checkpoin
 from sar2opt.infer.calibration import format_decile_table
 from sar2opt.provenance import git_sha
 from sar2opt.train.calibrate import calibrate_checkpoint
-from sar2opt.train.checkpoint import load_generator
+from sar2opt.train.checkpoint import load_generator, load_meta
 from sar2opt.train.loop import (
     METRIC_COLUMNS,
     WORKER_KEY,
@@ -70,7 +70,12 @@ from sar2opt.train.loop import (
     train_loop_per_worker,
     write_metrics_csv,
 )
-from sar2opt.train.reference_gate import format_gate, gate_checkpoint, val_batches
+from sar2opt.train.reference_gate import (
+    SharedScenes,
+    format_gate,
+    gate_checkpoint,
+    val_batches,
+)
 from sar2opt.train.schedule import auto_cpus_per_worker
 
 __all__ = ["METRIC_COLUMNS", "TrainError", "train_model"]
@@ -554,10 +559,12 @@ def train_model(
     # (judged through the inference predictor on each cube's val blocks where cubes are small)
     paths = (data.cube_path,) if isinstance(data.cube_path, str) else data.cube_path
     gate_kw = {**data.read_kw, "reference_context": data.reference_context}
+    # the val blocks held whole once, for the gate and the calibration (loaded on first use)
+    val_scenes = SharedScenes(load_meta(ckpt_dir), paths, "val", tr.seed)
     gate = gate_checkpoint(
         ckpt_dir,
         val_batches(data.cube_path, data.index, gate_kw, tr.seed),
-        cube_paths=paths, flips=cfg.infer.tta_flips, seed=tr.seed,
+        cube_paths=paths, flips=cfg.infer.tta_flips, seed=tr.seed, scenes=val_scenes,
     )  # fmt: skip
     if gate:
         print(format_gate(gate), flush=True)
@@ -566,7 +573,7 @@ def train_model(
     # cubes are small, else the val patches with their context reference)
     reliability = calibrate_checkpoint(
         ckpt_dir, data.cube_path, data.index, gate_kw, seed=tr.seed,
-        check_flips=max(cfg.infer.tta_flips, 2), cube_paths=paths,
+        check_flips=max(cfg.infer.tta_flips, 2), cube_paths=paths, val_scenes=val_scenes,
     )  # fmt: skip
     gen, meta = load_generator(ckpt_dir)  # what inference loads
     scores = score_checkpoint(

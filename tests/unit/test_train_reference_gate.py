@@ -319,3 +319,53 @@ def test_a_calibration_whose_test_blocks_cannot_be_held_says_it_was_checked_on_p
     assert list(seen[0]["split"]) == ["test"]  # the patches it fell back to
     assert sum(r["pixels"] for r in got["deciles"]) == 10
     assert _as(got) == "fitted as blocks through the inference predictor, checked as patches"
+
+
+def test_the_gate_and_the_calibration_share_one_hold_of_the_val_blocks(
+    tmp_path, monkeypatch
+) -> None:
+    """The trainer holds the val blocks once for the gate and the calibration: the cube is
+    loaded once for them (and once for the test check) and each date's blended reference
+    fitted once, and what both record is what each finds holding the blocks itself."""
+    import shutil
+
+    import pandas as pd
+
+    from sar2opt.evaluate import protocol
+    from sar2opt.infer.calibration import CALIBRATION_KEY
+    from sar2opt.infer.predictor import TilePredictor
+    from sar2opt.train.calibrate import calibrate_checkpoint
+    from sar2opt.train.reference_gate import SharedScenes
+
+    cube = tmp_path / "c.zarr"
+    _cube(cube)
+    ckpt = save_untrained_checkpoint(tmp_path / "ck", config_from_dict(CFG))
+    gen, meta = load_generator(ckpt)
+    torch.manual_seed(1)
+    for conv in output_convs(gen.net):
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    save_checkpoint(ckpt, gen, meta)
+    alone = shutil.copytree(ckpt, tmp_path / "alone")
+    index = pd.DataFrame({"split": ["train", "val", "test"]})
+
+    loads, fits = [], []
+    load, fit = protocol.load_scene, TilePredictor.reference_fields
+    monkeypatch.setattr(protocol, "load_scene", lambda *a, **k: loads.append(1) or load(*a, **k))
+    monkeypatch.setattr(
+        TilePredictor, "reference_fields", lambda self, *a: fits.append(1) or fit(self, *a)
+    )
+    shared = SharedScenes(load_meta(ckpt), [cube], "val", 3)
+    gate = gate_checkpoint(ckpt, [], cube_paths=[cube], flips=1, seed=3, scenes=shared)
+    per_date = len(fits)
+    assert per_date > 0 and len(loads) == 1
+    rel = calibrate_checkpoint(ckpt, str(cube), index, {}, seed=3, cube_paths=[cube],
+                               val_scenes=shared)  # fmt: skip
+    assert len(loads) == 2  # the test split's
+    assert len(fits) == 2 * per_date  # the val dates once for both, then the test dates
+    assert shared._scenes is None  # released before the test split was held
+
+    gate2 = gate_checkpoint(alone, [], cube_paths=[cube], flips=1, seed=3)
+    rel2 = calibrate_checkpoint(alone, str(cube), index, {}, seed=3, cube_paths=[cube])
+    assert len(loads) == 5  # each held the val blocks anew
+    assert gate == gate2 and rel == rel2
+    assert load_meta(ckpt)[CALIBRATION_KEY] == load_meta(alone)[CALIBRATION_KEY]
