@@ -353,30 +353,6 @@ def fixed_method(pred: np.ndarray) -> Method:
     return lambda scene, train, seed: pred
 
 
-def predictor_hypotheses(predictor, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(N, B, C, H, W) reflectance: each hypothesis of an ``infer.predictor.TilePredictor``
-    (every checkpoint of its ensemble x its flips) on ``batch``, NaN where not valid; their
-    mean is the predictor's ``pred``. Built from the predictor's own pieces
-    (``model_inputs``, ``with_reference``, ``flip``, ``forward``, ``denormalise``), as its ``_fold``
-    runs them."""
-    import torch
-
-    from sar2opt.data.inputs import REF_KEY
-    from sar2opt.infer.predictor import FLIPS, denormalise, flip, forward, model_inputs
-
-    out = []
-    for m, (model, norm) in enumerate(predictor.members):
-        x, valid = model_inputs(batch, norm, predictor.input_set)
-        given = batch[REF_KEY][:, m] if REF_KEY in batch else None
-        *_, ref = predictor.with_reference(model, norm, x, given)
-        for axes in FLIPS[: predictor.flips]:
-            y = forward(model, flip(x, axes), predictor.device, predictor.lock, flip(ref, axes))
-            y = torch.flip(y, axes) if axes else y
-            y = denormalise(y, norm).numpy()
-            out.append(np.where(valid[:, None], y, np.nan).astype("float32"))
-    return np.stack(out)
-
-
 def predictor_method(
     predictor: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]],
     keys: Sequence[str],
@@ -388,8 +364,8 @@ def predictor_method(
     date, the scene's ``keys`` inputs (physical units; the cloudy S2 with any laid clouds)
     become exactly the tensors inference feeds (``model_inputs``); ``pred`` and the
     hypotheses' spread as its uncertainty (``uncertainty``, else ``spread``; None when all NaN,
-    e.g. one hypothesis); with ``candidates`` and 2+ hypotheses, each of them
-    (``predictor_hypotheses``, for best-of-N). ``fits``: the scene's whole grid as an
+    e.g. one hypothesis); with ``candidates`` and 2+ hypotheses, each of them (the
+    predictor's ``keep_hypotheses``, for best-of-N). ``fits``: the scene's whole grid as an
     ``infer.run.FitLattice`` (``grid_fit_lattice``), for a scene-fit model's reference
     blended between block fits as inference blends it (``predictor.reference_fields``);
     without it the model fits one reference over the whole scene. ``fields``: a cache of each
@@ -423,12 +399,12 @@ def predictor_method(
                         fields[t] = field
                 if field is not None:  # the area is the grid: (1, M, Co, H, W)
                     batch[REF_KEY] = field[None]
-            out = predictor(batch)
+            out = predictor(batch, keep_hypotheses=True) if many else predictor(batch)
             preds.append(np.asarray(out["pred"], "float32"))
             unc = out.get("uncertainty", out.get("spread"))
             uncs.append(None if unc is None else np.asarray(unc, "float32"))
             if many:
-                hyps.append(predictor_hypotheses(predictor, batch))
+                hyps.append(out["hypotheses"])
         unc = None if any(u is None for u in uncs) else np.concatenate(uncs)
         if unc is not None and not np.isfinite(unc).any():
             unc = None

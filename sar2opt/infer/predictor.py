@@ -11,6 +11,7 @@ did (``model_inputs``).
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -332,15 +333,21 @@ class TilePredictor:
     def hypotheses(self) -> int:
         return len(self.members) * self.flips
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(
+        self, batch: dict[str, np.ndarray], keep_hypotheses: bool = False
+    ) -> dict[str, np.ndarray]:
         """Every hypothesis on the batch: ``pred`` (their mean), ``spread`` (their std,
         band mean; NaN with one hypothesis) and ``uncertainty`` (the expected |error|, band
         mean, from the checkpoint's calibration of the spread; the spread itself without
-        one), all NaN where any SAR band is missing."""
+        one), all NaN where any SAR band is missing. ``keep_hypotheses``: each of them too,
+        ``hypotheses`` (N, B, C, H, W) reflectance (every member x its flips; the MultiEarth
+        best-of-N score reads them), from the same forwards."""
         with torch.inference_mode():  # the statistics update the forward's outputs in place
-            return self._hypotheses(batch)
+            return self._hypotheses(batch, [] if keep_hypotheses else None)
 
-    def _hypotheses(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _hypotheses(
+        self, batch: dict[str, np.ndarray], keep: list | None = None
+    ) -> dict[str, np.ndarray]:
         input_set = getattr(self, "input_set", "S")
         keys = input_keys(input_set)
         out = {k: v for k, v in batch.items() if k not in INPUT_KEYS}
@@ -351,7 +358,7 @@ class TilePredictor:
             x, valid = model_inputs({k: batch[k] for k in keys}, norm, input_set)
             ref = batch[REF_KEY][:, m] if REF_KEY in batch else None
             inputs.append((model, norm, x, ref))
-        return out | self._fold(inputs, valid)
+        return out | self._fold(inputs, valid, keep=keep)
 
     def reference_fields(
         self,
@@ -403,11 +410,16 @@ class TilePredictor:
             return self._fold([(self.model, self.norm, x, given)], np.asarray(valid, bool), ref_err)
 
     def _fold(
-        self, inputs: Sequence[tuple], valid: np.ndarray, ref_err: np.ndarray | None = None
+        self,
+        inputs: Sequence[tuple],
+        valid: np.ndarray,
+        ref_err: np.ndarray | None = None,
+        keep: list | None = None,
     ) -> dict[str, np.ndarray]:
         """``pred``, ``spread``, ``raw_uncertainty``, ``uncertainty`` and ``valid`` from each
         member's ``(model, norm, normalised input, reference or None)``, over the
-        predictor's flips (``ref_err``: one member's reference error, if given)."""
+        predictor's flips (``ref_err``: one member's reference error, if given); with a
+        ``keep`` list, each hypothesis in reflectance too (``hypotheses``)."""
         # Running sums of each hypothesis minus the first one: mean and population std in
         # a few in-place passes, without stacking the hypotheses, and without the
         # cancellation of E[y^2] - E[y]^2 in float32. One checkpoint: in its normalised
@@ -428,6 +440,8 @@ class TilePredictor:
                 )
                 y = torch.flip(y, axes) if axes else y
                 y = y if single else denormalise(y, norm)
+                if keep is not None:  # before the statistics update y in place
+                    keep.append(denormalise(y, norm) if single else y.clone())
                 n += 1
                 if ref is None:
                     ref = y
@@ -454,6 +468,8 @@ class TilePredictor:
         mean = mean.masked_fill_(invalid[:, None], float("nan"))
         spread = spread.masked_fill_(invalid, float("nan"))
         out = {"pred": mean.numpy(), "spread": spread.numpy(), "valid": valid}
+        if keep is not None:
+            out["hypotheses"] = torch.stack(keep).masked_fill_(invalid[:, None], math.nan).numpy()
         r = self._reference_error(inputs, ref_err)
         # the spread, and where the models have a scene fit its own error beside it
         raw = out["spread"] if r is None else np.where(np.isfinite(r), np.hypot(out["spread"], r),

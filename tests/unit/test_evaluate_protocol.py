@@ -395,10 +395,9 @@ def test_run_protocol_scores_regions_candidates_and_a_downstream_hook():
     assert len(res.downstream) == 2
 
 
-def test_predictor_hypotheses_are_the_flips_whose_mean_is_the_prediction():
+def test_kept_hypotheses_are_the_flips_whose_mean_is_the_prediction():
     import torch
 
-    from sar2opt.evaluate.protocol import predictor_hypotheses
     from sar2opt.infer.predictor import TilePredictor
     from tests.unit.test_infer_predictor import META
 
@@ -407,8 +406,9 @@ def test_predictor_hypotheses_are_the_flips_whose_mean_is_the_prediction():
     pred = TilePredictor.from_model(conv, META, flips=3)
     sar = np.random.default_rng(0).uniform(-15, -5, (1, 2, 32, 32)).astype("float32")
     sar[0, :, 0, 0] = np.nan
-    hyps = predictor_hypotheses(pred, {"sar": sar})
-    out = pred({"sar": sar})
+    out = pred({"sar": sar}, keep_hypotheses=True)
+    hyps = out["hypotheses"]
+    assert "hypotheses" not in pred({"sar": sar})
     assert hyps.shape == (3, 1, 2, 32, 32)
     assert np.isnan(hyps[:, 0, :, 0, 0]).all()
     assert np.allclose(hyps.mean(axis=0), out["pred"], atol=1e-5, equal_nan=True)
