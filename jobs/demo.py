@@ -192,7 +192,8 @@ def _real(args: argparse.Namespace, out: Path) -> int:
     (out / "scores.json").write_text(
         json.dumps(table if len(seeds) == 1 else {str(k): v for k, v in tables.items()}, indent=1)
     )
-    print(f"\n=== done in {time.time() - t0:.0f} s; reports: {out}/<set>/eval/report.html")
+    evals = "eval" if len(seeds) == 1 else "eval-seed<N>"
+    print(f"\n=== done in {time.time() - t0:.0f} s; reports: {out}/<set>/{evals}/report.html")
     return 0
 
 
