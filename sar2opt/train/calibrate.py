@@ -141,8 +141,8 @@ def calibrate_checkpoint(
     return the reliability of the calibrated ``uncertainty`` with ``check_flips``
     hypotheses on the held-out ``test`` split (the validation split when there is none):
     ``{"split", "flips", "on"`` (what it was fitted on), ``"checked_on", "deciles":
-    calibration.decile_table rows}``, and with several
-    cubes held whole each one's deciles (``per_cube``).
+    calibration.decile_table rows}``, and with several cubes held whole each one's deciles
+    (``per_cube``).
 
     For a scene-fit model with ``cube_paths`` small enough to hold whole
     (``reference_gate.held_scenes``), both on each cube's blocks of the split predicted
@@ -161,7 +161,8 @@ def calibrate_checkpoint(
     gen, meta = load_generator(ckpt_dir)
     scenes = None
     if cube_paths and getattr(gen, "kind", None) == "scene_fit":
-        val_scenes = val_scenes or SharedScenes(meta, cube_paths, "val", seed)
+        if val_scenes is None:
+            val_scenes = SharedScenes(meta, cube_paths, "val", seed)
         scenes = val_scenes.get()
     whole = bool(scenes)  # not when too large to hold, or no cube has val blocks to score
     if whole:

@@ -252,7 +252,8 @@ def gate_checkpoint(
     got = None
     if cube_paths:
         ref = zero_output_copy(ckpt_dir)
-        scenes = scenes or SharedScenes(meta, cube_paths, "val", seed)
+        if scenes is None:
+            scenes = SharedScenes(meta, cube_paths, "val", seed)
         got = scene_gate(gen, ref, scenes.get(), flips, seed)
     if got is None:
         got = net_vs_reference(gen, batches, meta.get("input_set", "S"), meta["norm"]["opt_std"])
