@@ -339,6 +339,11 @@ def main(args: argparse.Namespace) -> int:
     from sar2opt.config import load_config
     from sar2opt.errors import Sar2OptError
 
+    seeds = args.train_seeds or []
+    if seeds and args.source != "real":
+        raise Sar2OptError(f"--train-seeds is for --source real, not --source {args.source}")
+    if len(set(seeds)) < len(seeds):
+        raise Sar2OptError(f"--train-seeds: each seed once, got {' '.join(map(str, seeds))}")
     if args.source == "real":
         load_config(REPO / REAL_CONFIG, args.set)  # a bad config fails here, before any work
         out = resolve_output(args.out)

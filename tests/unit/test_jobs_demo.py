@@ -80,3 +80,19 @@ def test_across_trainings_each_set_s_ratio_per_training_and_whether_each_meets_t
     assert row["bms"][10:13] == ["2", "of", "3"] and row["ssl"][10:13] == ["0", "of", "3"]
     # each training's range of |error| / stated over the deciles
     assert row["bms"][-3:] == ["0.95-1.10,", "0.95-1.10,", "0.50-2.00"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--train-seeds", "0", "1"], "--train-seeds is for --source real, not --source synthetic"),
+        (["--source", "real", "--train-seeds", "0", "0"], "each seed once, got 0 0"),
+    ],
+)
+def test_train_seeds_other_than_distinct_seeds_of_the_real_demo_stop_with_one_line(
+    demo, tmp_path, capsys, argv, said
+) -> None:
+    args = demo.parse_args([*argv, "--out", str(tmp_path / "out")])
+    assert demo.main(args) == 2
+    assert said in error_line(capsys)
+    assert not (tmp_path / "out").exists()  # before any work
