@@ -255,14 +255,10 @@ def fill_zone(
         return 0, 0
     composite, s2_by_time = None, ()
     if spec.composite_max_dt_days > 0:
-        c = cfg.cube
         composite = CompositeSpec(
             spec.composite_max_dt_days,
             tuple(cfg.catalog.opt_bands),
-            c.cloud_brightness,
-            c.cloud_whiteness,
-            c.shadow_brightness,
-            c.cloud_dilate_px,
+            cfg.cube,  # the cube's cloud rule
             profile_for(cfg.catalog.stac_url, cfg.catalog.s2_collection),
         )
         s2_by_time = tuple(

@@ -26,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sar2opt.config import CubeSpec
 from sar2opt.data.inputs import REF_KEY
 from sar2opt.errors import Sar2OptError
 from sar2opt.grid import GridSpec
@@ -62,25 +63,25 @@ FEATHER_PX = 8
 class CompositeSpec:
     """How real S2 pixels replace the synthesis (``max_dt_days`` <= 0 turns it off).
 
-    ``feather_px``: on the clear side of a cloud-mask edge, within about that many pixels,
-    the real S2 pixel is blended with the synthesis (``periods.edge_weight`` of the clear
-    pixels: the S2 share rises from ~0 at the edge to 1), so a biased synthesis does not
-    leave a hard step around every cloud; 0 cuts hard. Clear pixels farther from the mask
-    are the real S2 pixel, bit for bit."""
+    ``rule``: the cube's cloud and shadow test and its dilation (``cube.build.clear_mask``
+    with the ``CubeSpec`` thresholds), so that what the cube calls clear is what the mosaic
+    keeps as real S2. ``feather_px``: on the clear side of a cloud-mask edge, within about
+    that many pixels, the real S2 pixel is blended with the synthesis (``periods.edge_weight``
+    of the clear pixels: the S2 share rises from ~0 at the edge to 1), so a biased synthesis
+    does not leave a hard step around every cloud; 0 cuts hard. Clear pixels farther from
+    the mask are the real S2 pixel, bit for bit."""
 
     max_dt_days: float = 0.0
     opt_bands: tuple[str, ...] = ()
-    cloud_brightness: float = 0.10
-    cloud_whiteness: float = 0.75
-    shadow_brightness: float = 0.016
-    dilate_px: int = 0
+    rule: CubeSpec = CubeSpec()
     profile: CollectionProfile | None = None  # the S2 collection's (re-keys, signs, scales)
     feather_px: int = FEATHER_PX
 
     def __post_init__(self) -> None:
-        if self.feather_px < 0 or self.dilate_px < 0:
+        if self.feather_px < 0 or self.rule.cloud_dilate_px < 0:
             raise ValueError(
-                f"feather_px and dilate_px must be >= 0, got {self.feather_px}, {self.dilate_px}"
+                f"feather_px and cloud_dilate_px must be >= 0, got {self.feather_px}, "
+                f"{self.rule.cloud_dilate_px}"
             )
 
 
@@ -298,24 +299,15 @@ def read_clear_s2(
     (``cube.window_load``: the values of ``cube.load.load_optical``, without a dask graph
     per block, which cost the default composite 3x the job's CPU). The cloud test reads the
     items' ``CLP`` where they carry it, as the cube does."""
-    from sar2opt.cube.clean import cloud_shadow_mask
+    from sar2opt.cube.build import clear_mask
     from sar2opt.cube.window_load import by_time, read_clp, read_optical
 
     items = by_time(items)
     arr = read_optical(items, grid, list(spec.opt_bands), spec.profile)
-    clp = read_clp(items, grid, spec.profile)
-    flagged = cloud_shadow_mask(
-        arr,
-        list(spec.opt_bands),
-        cloud_brightness=spec.cloud_brightness,
-        cloud_whiteness=spec.cloud_whiteness,
-        shadow_brightness=spec.shadow_brightness,
-        dilate_px=spec.dilate_px,
-        clp=clp,
-    )
+    clear = clear_mask(arr, spec.opt_bands, spec.rule, clp=read_clp(items, grid, spec.profile))
     idx = [list(spec.opt_bands).index(b) for b in out_bands]
     when = np.array([obs_seconds(it["properties"]["datetime"]) for it in items], np.int64)
-    return arr[:, idx], ~flagged, when
+    return arr[:, idx], clear, when
 
 
 def strip_tiles(lat: BlockLattice, strip: Strip, sar: np.ndarray) -> list[np.ndarray]:
@@ -436,10 +428,10 @@ def clear_s2_over(job: FillJob, t: int, win: Window) -> ClearS2:
 
 
 def clear_s2_margin(spec: CompositeSpec) -> int:
-    """How far around a block its clear S2 is read: ``dilate_px`` so a cloud just across the
+    """How far around a block its clear S2 is read: the cloud dilation so a cloud just across the
     block edge still grows into the block (the mask is the one of the whole image, and no
     seam shows), and ``feather_px`` more so the ramp sees the mask edges across it too."""
-    return spec.dilate_px + spec.feather_px
+    return spec.rule.cloud_dilate_px + spec.feather_px
 
 
 def strip_clear_s2(job: FillJob, strip: Strip) -> ClearS2 | None:

@@ -59,7 +59,7 @@ def _s2_reference(ds, aoi_path, url, start, end, ref):
     (found (H, W), reflectance (C, H, W), when (H, W) datetime64)."""
     from sar2opt.aoi import load_aoi
     from sar2opt.config import load_config
-    from sar2opt.cube.clean import cloud_shadow_mask
+    from sar2opt.cube.build import clear_mask
     from sar2opt.cube.load import load_optical
     from sar2opt.grid import GridSpec
     from sar2opt.stac import search_aoi
@@ -70,11 +70,7 @@ def _s2_reference(ds, aoi_path, url, start, end, ref):
     items = search_aoi(cat, cat.s2_collection, load_aoi(aoi_path), "2023-06-20", "2023-09-10")
     s2 = load_optical(items, GridSpec.from_dict(ds.attrs["grid"]), bands)
     obs = np.asarray(s2.values, np.float32)
-    clear = ~cloud_shadow_mask(
-        obs, bands, cloud_brightness=cfg.cube.cloud_brightness,
-        cloud_whiteness=cfg.cube.cloud_whiteness, shadow_brightness=cfg.cube.shadow_brightness,
-        dilate_px=cfg.cube.cloud_dilate_px,
-    )  # fmt: skip
+    clear = clear_mask(obs, bands, cfg.cube)  # the cube's cloud rule
     times = pd.to_datetime(s2.time.values)
     found = np.zeros(obs.shape[2:], bool)
     out = np.full(obs.shape[1:], np.nan, np.float32)

@@ -180,11 +180,7 @@ def test_the_composite_reads_clp_as_the_cube_does(items, cubes) -> None:
 
     _, s2 = items
     whole, _ = cubes
-    spec = CompositeSpec(
-        max_dt_days=1, opt_bands=CAT.opt_bands, dilate_px=SPEC.cloud_dilate_px,
-        cloud_brightness=SPEC.cloud_brightness, cloud_whiteness=SPEC.cloud_whiteness,
-        shadow_brightness=SPEC.shadow_brightness,
-    )  # fmt: skip
+    spec = CompositeSpec(max_dt_days=1, opt_bands=CAT.opt_bands, rule=SPEC)
     obs, clear, _ = read_clear_s2(s2, GRID, ("B04",), spec)
     assert obs.shape == (3, 1, *GRID.shape)
     assert clear[0].all() and not clear[1][:, :8].any() and not clear[2].any()

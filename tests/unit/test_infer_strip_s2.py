@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sar2opt.catalog.synthetic import generate_scene, scene_grid
-from sar2opt.config import CatalogSpec
+from sar2opt.config import CatalogSpec, CubeSpec
 from sar2opt.infer import read, run
 from sar2opt.infer.composite import SOURCE_NODATA, SOURCE_S2, evidence_rank, nearest_clear_pick
 from sar2opt.infer.periods import BestEvidence, edge_weight, obs_seconds
@@ -22,7 +22,9 @@ from sar2opt.infer.plan import BlockLattice
 
 SIZE_KM = 1.28
 CAT = CatalogSpec(stac_url="http://127.0.0.1:1/stac")
-SPEC = run.CompositeSpec(max_dt_days=2, opt_bands=tuple(CAT.opt_bands), dilate_px=3)
+SPEC = run.CompositeSpec(
+    max_dt_days=2, opt_bands=tuple(CAT.opt_bands), rule=CubeSpec(cloud_dilate_px=3)
+)
 LAT = BlockLattice(scene_grid(SIZE_KM), 64, 32)  # 32-px blocks: 4 x 4
 REF = obs_seconds("2023-07-08T09:15:00Z")
 # a whole block row, one with a gap (an AOI hole), a single block
@@ -50,7 +52,7 @@ def per_block(job: run.FillJob, strip: run.Strip, bj: int) -> tuple[BestEvidence
     r0, c0, r1, c1 = LAT.core(strip.bi, bj)
     best = BestEvidence(len(job.out_bands), (r1 - r0, c1 - c0))
     f = SPEC.feather_px
-    pr0, pc0, ph, pw = LAT.halo(strip.bi, bj, SPEC.dilate_px + f)
+    pr0, pc0, ph, pw = LAT.halo(strip.bi, bj, SPEC.rule.cloud_dilate_px + f)
     obs, clear, when = run.read_clear_s2(
         job.s2_by_time[0], LAT.grid.subgrid(pr0, pc0, ph, pw), job.out_bands, SPEC
     )
@@ -104,7 +106,7 @@ def test_a_strip_reads_its_clear_s2_once_for_the_same_bits(job, monkeypatch) -> 
         assert (shared is None) == (len(s.bjs) == 1)  # one block reads its own window
         for bj in s.bjs:
             assert_same(offered(job, s, bj, shared), want[s, bj])
-    m = SPEC.dilate_px + SPEC.feather_px
+    m = SPEC.rule.cloud_dilate_px + SPEC.feather_px
     # one read per strip: the union of its blocks' windows (the gap's block included)
     assert shapes == [(32 + 2 * m, 128), (32 + 2 * m, 128), (32 + m, 32 + 2 * m)]
 
@@ -118,7 +120,7 @@ def test_a_strip_with_a_warped_read_goes_block_by_block(job, monkeypatch) -> Non
         assert shared is None
         for bj in s.bjs:
             assert_same(offered(job, s, bj, shared), want[s, bj])
-    m = SPEC.dilate_px + SPEC.feather_px
+    m = SPEC.rule.cloud_dilate_px + SPEC.feather_px
     blocks = [LAT.halo(s.bi, bj, m)[2:] for s in STRIPS[:2] for bj in s.bjs]
     # the first strip read whole once, then block by block; those items are not tried
     # strip-wide again (the second strip: its 3 blocks only)
@@ -129,4 +131,4 @@ def test_a_composite_takes_no_negative_feather_or_dilation() -> None:
     with pytest.raises(ValueError, match="feather_px"):
         run.CompositeSpec(max_dt_days=2, feather_px=-1)
     with pytest.raises(ValueError, match="dilate_px"):
-        run.CompositeSpec(max_dt_days=2, dilate_px=-2)
+        run.CompositeSpec(max_dt_days=2, rule=CubeSpec(cloud_dilate_px=-2))
