@@ -143,6 +143,21 @@ def _cube(path, seed: int = 0) -> None:
     ds.to_zarr(path)
 
 
+def _moving_checkpoint(tmp_path, std: float):
+    """A cube (``_cube``) and an untrained CFG checkpoint whose net's output convolutions
+    are drawn with ``std`` (seed 1), saved: a net that moves off its reference and whose
+    flips disagree. Returns (cube path, checkpoint, generator, metadata)."""
+    cube = tmp_path / "c.zarr"
+    _cube(cube)
+    ckpt = save_untrained_checkpoint(tmp_path / "ck", config_from_dict(CFG))
+    gen, meta = load_generator(ckpt)
+    torch.manual_seed(1)
+    for conv in output_convs(gen.net):
+        torch.nn.init.normal_(conv.weight, std=std)
+    save_checkpoint(ckpt, gen, meta)
+    return cube, ckpt, gen, meta
+
+
 def test_the_gate_judges_whole_val_blocks_through_the_inference_predictor(
     tmp_path, monkeypatch
 ) -> None:
@@ -152,14 +167,8 @@ def test_the_gate_judges_whole_val_blocks_through_the_inference_predictor(
     from sar2opt.data.index import split_pixels
     from sar2opt.train import reference_gate
 
-    _cube(tmp_path / "c.zarr")
     cfg = config_from_dict(CFG)
-    ckpt = save_untrained_checkpoint(tmp_path / "ck", cfg)
-    gen, _ = load_generator(ckpt)
-    torch.manual_seed(1)
-    for conv in output_convs(gen.net):
-        torch.nn.init.normal_(conv.weight, std=0.5)
-    save_checkpoint(ckpt, gen, load_meta(ckpt))
+    _, ckpt, _, _ = _moving_checkpoint(tmp_path, std=0.5)
     got = gate_checkpoint(ckpt, [], cube_paths=[tmp_path / "c.zarr"], flips=1)
     assert got["judged_on"] == "val blocks through the inference predictor"
     assert got["kept"] == "reference" and got["reference_mae"] < got["net_mae"]
@@ -195,15 +204,8 @@ def test_the_calibration_is_fitted_and_checked_on_whole_blocks_through_the_predi
     )
     from sar2opt.train.reference_gate import held_scenes
 
-    cube = tmp_path / "c.zarr"
-    _cube(cube)
     cfg = config_from_dict(CFG)
-    ckpt = save_untrained_checkpoint(tmp_path / "ck", cfg)
-    gen, _ = load_generator(ckpt)
-    torch.manual_seed(1)
-    for conv in output_convs(gen.net):  # a net that moves: the flips disagree
-        torch.nn.init.normal_(conv.weight, std=0.05)
-    save_checkpoint(ckpt, gen, load_meta(ckpt))
+    cube, ckpt, gen, _ = _moving_checkpoint(tmp_path, std=0.05)  # the flips disagree
     index = pd.DataFrame({"split": ["train", "val", "test"]})
     got = calibrate_checkpoint(ckpt, str(cube), index, {}, seed=0, cube_paths=[cube])
     assert got["on"] == "blocks through the inference predictor" and got["split"] == "test"
@@ -260,13 +262,7 @@ def test_a_held_scene_fits_its_blended_reference_once_for_every_pass(tmp_path, m
     from sar2opt.train.calibrate import scene_spread_and_error
     from sar2opt.train.reference_gate import held_scenes, scene_predictions
 
-    cube = tmp_path / "c.zarr"
-    _cube(cube)
-    ckpt = save_untrained_checkpoint(tmp_path / "ck", config_from_dict(CFG))
-    gen, meta = load_generator(ckpt)
-    torch.manual_seed(1)
-    for conv in output_convs(gen.net):
-        torch.nn.init.normal_(conv.weight, std=0.05)
+    cube, _, gen, meta = _moving_checkpoint(tmp_path, std=0.05)
     calls = []
     fit = TilePredictor.reference_fields
     monkeypatch.setattr(
@@ -337,14 +333,7 @@ def test_the_gate_and_the_calibration_share_one_hold_of_the_val_blocks(
     from sar2opt.train.calibrate import calibrate_checkpoint
     from sar2opt.train.reference_gate import SharedScenes
 
-    cube = tmp_path / "c.zarr"
-    _cube(cube)
-    ckpt = save_untrained_checkpoint(tmp_path / "ck", config_from_dict(CFG))
-    gen, meta = load_generator(ckpt)
-    torch.manual_seed(1)
-    for conv in output_convs(gen.net):
-        torch.nn.init.normal_(conv.weight, std=0.05)
-    save_checkpoint(ckpt, gen, meta)
+    cube, ckpt, _, _ = _moving_checkpoint(tmp_path, std=0.05)
     alone = shutil.copytree(ckpt, tmp_path / "alone")
     index = pd.DataFrame({"split": ["train", "val", "test"]})
 
