@@ -139,7 +139,7 @@ def aux_bands(attrs: dict, opt_bands: list[str], input_set: str) -> dict[str, li
 
 def _as(reliability: dict) -> str:
     """How the calibration was fitted and checked, for the decile table's heading."""
-    on, checked = reliability["on"], reliability.get("checked_on", reliability["on"])
+    on, checked = reliability["on"], reliability["checked_on"]
     return f"both as {on}" if on == checked else f"fitted as {on}, checked as {checked}"
 
 
