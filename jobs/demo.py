@@ -183,7 +183,8 @@ def _real(args: argparse.Namespace, out: Path) -> int:
     seeds = args.train_seeds or [None]
     tables: dict[int | None, dict[str, dict]] = {}
     for seed in seeds:
-        tables[seed] = _train_and_score(args, out, shared, cubes, seed, first=seed == seeds[0])
+        tag = f"-seed{seed}" if len(seeds) > 1 else ""  # one seed: a plain run's paths
+        tables[seed] = _train_and_score(out, shared, cubes, sets_, seed, tag, seed == seeds[0])
     table = tables[seeds[0]]
     for seed, t in tables.items():
         print(_real_table(t) + ("" if seed is None else f"\n(train.seed {seed})"))
@@ -198,22 +199,22 @@ def _real(args: argparse.Namespace, out: Path) -> int:
 
 
 def _train_and_score(
-    args: argparse.Namespace,
     out: Path,
     shared: Path,
     cubes: dict[str, Path],
+    sets_: list[str],
     seed: int | None,
+    tag: str,
     first: bool,
 ) -> dict[str, dict]:
-    """One training of the recipe on every cube (``train.seed=seed`` when given) and each
-    set's evaluation with it; the first also writes the monthly mosaic. Returns the scores per
-    set. One seed keeps the paths of a plain run (train/, <set>/eval/)."""
+    """One training of the recipe on every cube (``sets_``: the user's ``--set`` arguments;
+    ``train.seed=seed`` when given) into ``train<tag>/``, and each set's evaluation with it
+    into ``<set>/eval<tag>/``; the ``first`` also writes the monthly mosaic. Returns the
+    scores per set."""
     from sar2opt.catalog.server import CatalogServer
 
-    sets_ = [x for s in args.set for x in ("--set", s)]
-    tag = "" if seed is None or len(args.train_seeds) == 1 else f"-seed{seed}"
     if seed is not None:
-        sets_ += ["--set", f"train.seed={seed}"]
+        sets_ = [*sets_, "--set", f"train.seed={seed}"]
     train = out / f"train{tag}"
     also = "" if seed is None else f" (train.seed {seed})"
     print(f"\n##### one model on {', '.join(cubes)}{also}", flush=True)
