@@ -1,14 +1,16 @@
 """CPU cost of a scene-fit model's reference and its stated error per inference window.
 
 A scene-fit model (``model.reference: scene_fit``) fits its reference on every window it
-predicts and, for the ``uncertainty`` band, measures the fit's error where it can be checked
-(``models.reference.box_error``) and how far each pixel extrapolates
-(``models.reference.extrapolation``). This prints each one's milliseconds per window beside
-the floor they ride on: the same model's forward on that window with the reference given
-(the net alone, what any model costs). The model is the real recipe's
-(``jobs/configs/real.yaml``: U-Net, SCO inputs, 3 bands out), untrained (speed does not
-depend on training); inputs are random standardised values with 30 % of the same-date S2
-masked as cloud. Median of --reps runs after one warm-up, batch 1, on --threads threads.
+predicts (``models.reference.scene_fit``), spreads the fit's residual on the clear pixels into
+the gaps (``fill_residual``) and, for the ``uncertainty`` band, measures the fit's error where
+it can be checked (``box_error``), how far each pixel extrapolates (``extrapolation``) and
+what share of the error the fill leaves (``fill_factor``). This prints each one's
+milliseconds per window beside the floor they ride on: the same model's forward on that
+window with the reference given (the net alone, what any model costs). The model is the
+real recipe's (``jobs/configs/real.yaml``: U-Net, SCO inputs, 3 bands out), untrained
+(speed does not depend on training); inputs are random standardised values with 30 % of
+the same-date S2 masked as cloud. Median of --reps runs after one warm-up, batch 1, on
+--threads threads.
 
     .venv/bin/python benchmarks/bench_reference.py [--window-px 256] [--threads 1] [--reps 5]
 """
@@ -29,9 +31,12 @@ from sar2opt.models import build_generator
 from sar2opt.models.reference import (
     box_error,
     extrapolation,
+    fill_factor,
+    fill_residual,
     fit_features,
     fit_inputs,
-    reference_of,
+    scene_fit,
+    scene_reference,
 )
 
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "real.yaml"
@@ -68,15 +73,21 @@ def main() -> None:
     sl = model.slices
     sar, refl, clear, prior = fit_inputs(x, sl)
     with torch.inference_mode():
-        ref = reference_of(spec.reference, x, sl)
+        fit, ref = scene_reference(x, sl)
         rows = {
             "forward (reference given): the floor": median_ms(lambda: model(x, ref=ref), args.reps),
-            "scene fit (reference_of)": median_ms(
-                lambda: reference_of(spec.reference, x, sl), args.reps
+            "scene fit": median_ms(
+                lambda: scene_fit(sar, refl, clear, prior, extra=prior), args.reps
             ),
-            "checked error (box_error)": median_ms(lambda: box_error(refl, clear, ref), args.reps),
+            "residual fill (fill_residual)": median_ms(
+                lambda: fill_residual(fit, refl, clear), args.reps
+            ),
+            "checked error (box_error)": median_ms(lambda: box_error(refl, clear, fit), args.reps),
             "extrapolation": median_ms(
                 lambda: extrapolation(fit_features(sar, prior, missing=False), clear), args.reps
+            ),
+            "fill's share (fill_factor)": median_ms(
+                lambda: fill_factor(refl, clear, fit), args.reps
             ),
         }
     floor = rows["forward (reference given): the floor"]

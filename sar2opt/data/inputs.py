@@ -57,6 +57,9 @@ MASK_CH = 1  # the cloud mask channel after the cloudy S2's bands
 #: (``models.reference``): training's context fit (``data.stream.ReferenceContext``),
 #: inference's blend of neighbouring blocks' fits (``infer.run.fit_lattice``).
 REF_KEY = "ref"
+#: Batch key of the scene fit under that reference, before its residual is spread into the
+#: gaps (``models.reference.scene_reference``): what its error is checked on (inference).
+REF_FIT_KEY = "ref_fit"
 #: Batch key of that reference's own error on the clear pixels around each pixel
 #: (``models.reference.reference_error``), taken over the same context: the training job's
 #: uncertainty calibration reads it (``train.calibrate``).

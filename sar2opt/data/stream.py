@@ -442,7 +442,7 @@ def context_reference(
     import torch
 
     from sar2opt.data.inputs import model_inputs
-    from sar2opt.models.reference import input_slices, reference_error, reference_of
+    from sar2opt.models.reference import input_slices, reference_error, scene_reference
 
     p = patch_px
     out = {key: np.empty((len(t), n_opt, p, p), dtype=np.float32)
@@ -483,10 +483,10 @@ def context_reference(
         x, _ = model_inputs({key: parts[key] for key in keys}, norm, ctx.input_set)
         slices = input_slices(ctx.input_set, x.shape[1], n_opt)
         xt = torch.from_numpy(x)
-        ref = reference_of("scene_fit", xt, slices)
+        fit, ref = scene_reference(xt, slices)
         got = {REF_KEY: ref.numpy()}
         if ctx.with_error:
-            got[REF_ERR_KEY] = reference_error(xt, ref, slices).numpy()
+            got[REF_ERR_KEY] = reference_error(xt, fit, slices).numpy()
         for j, i in enumerate(sel):
             dr, dc = (int(v) for v in offs[j])
             for key, v in got.items():

@@ -358,7 +358,7 @@ def predictor_method(
     keys: Sequence[str],
     candidates: bool = False,
     fits: FitLattice | None = None,
-    fields: dict[int, np.ndarray | None] | None = None,
+    fields: dict[int, dict[str, np.ndarray] | None] | None = None,
 ) -> Method:
     """A checkpoint through the inference predictor (``infer.predictor.TilePredictor``): per
     date, the scene's ``keys`` inputs (physical units; the cloudy S2 with any laid clouds)
@@ -373,8 +373,6 @@ def predictor_method(
     scene (it depends on the inputs and the checkpoint's normalisation, not on the flips or
     the net's weights). The prediction is reused while the scene is the same object (block
     mode: once for all seeds)."""
-    from sar2opt.data.inputs import REF_KEY
-
     last: list = []
     many = candidates and getattr(predictor, "hypotheses", 1) > 1
 
@@ -397,8 +395,8 @@ def predictor_method(
                     )
                     if fields is not None:
                         fields[t] = field
-                if field is not None:  # the area is the grid: (1, M, Co, H, W)
-                    batch[REF_KEY] = field[None]
+                if field is not None:  # the area is the grid: (1, M, Co, H, W) each
+                    batch |= {k: v[None] for k, v in field.items()}
             out = predictor(batch, keep_hypotheses=True) if many else predictor(batch)
             preds.append(np.asarray(out["pred"], "float32"))
             unc = out.get("uncertainty", out.get("spread"))

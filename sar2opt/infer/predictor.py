@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from sar2opt.config import CubeSpec
-from sar2opt.data.inputs import INPUT_SETS, REF_KEY, input_keys, model_inputs, norm_keys
+from sar2opt.data.inputs import (
+    INPUT_SETS,
+    REF_FIT_KEY,
+    REF_KEY,
+    input_keys,
+    model_inputs,
+    norm_keys,
+)
 from sar2opt.errors import ConfigError
 from sar2opt.infer.calibration import CALIBRATION_KEY, calibrated, describe, knots_for
 from sar2opt.infer.tiles import MULTIPLE, round_up
@@ -353,11 +360,12 @@ class TilePredictor:
         out = {k: v for k, v in batch.items() if k not in INPUT_KEYS}
         members = getattr(self, "members", [(self.model, self.norm)])
         out.pop(REF_KEY, None)
+        out.pop(REF_FIT_KEY, None)
         inputs = []
         for m, (model, norm) in enumerate(members):
             x, valid = model_inputs({k: batch[k] for k in keys}, norm, input_set)
-            ref = batch[REF_KEY][:, m] if REF_KEY in batch else None
-            inputs.append((model, norm, x, ref))
+            ref, fit = (batch[k][:, m] if k in batch else None for k in (REF_KEY, REF_FIT_KEY))
+            inputs.append((model, norm, x, ref, fit))
         return out | self._fold(inputs, valid, keep=keep)
 
     def reference_fields(
@@ -366,25 +374,27 @@ class TilePredictor:
         windows: Sequence[Sequence[tuple[int, int, int, int]]],
         centres_y: Sequence[float],
         centres_x: Sequence[float],
-    ) -> np.ndarray | None:
+    ) -> dict[str, np.ndarray] | None:
         """Per member, the scene-fit reference over an area holding a lattice of block
         ``windows`` (``inputs``: the input set's keys, (1, c, H, W) in physical units),
-        blended between the blocks' fits (``ReferenceGenerator.reference_field``):
-        (M, Co, H, W) float32, standardised by each member's norm. Cut each window's part as
-        batch key ``ref`` (B, M, Co, h, w). None when no member has a scene-fit reference
-        (nothing to blend: each window's own reference is computed from it)."""
+        blended between the blocks' fits (``ReferenceGenerator.reference_field``): batch
+        keys ``ref`` and ``ref_fit`` (the fit it spreads its residual over, whose error the
+        uncertainty checks), each (M, Co, H, W) float32, standardised by each member's norm.
+        Cut each window's part of both (B, M, Co, h, w). None when no member has a scene-fit
+        reference (nothing to blend: each window's own reference is computed from it)."""
         members = getattr(self, "members", [(self.model, self.norm)])
         if not any(getattr(m, "kind", None) == "scene_fit" for m, _ in members):
             return None
-        fields = []
+        fields: dict[str, list[np.ndarray]] = {REF_FIT_KEY: [], REF_KEY: []}
         for model, norm in members:
             x, _ = model_inputs({k: inputs[k] for k in input_keys(self.input_set)}, norm,
                                 self.input_set)  # fmt: skip
             xt = torch.from_numpy(x).to(self.device)
             with torch.inference_mode():
-                f = model.reference_field(xt, windows, centres_y, centres_x)
-            fields.append(f[0].float().cpu().numpy())
-        return np.stack(fields)
+                parts = model.reference_field(xt, windows, centres_y, centres_x)
+            for key, f in zip(fields, parts, strict=True):
+                fields[key].append(f[0].float().cpu().numpy())
+        return {key: np.stack(v) for key, v in fields.items()}
 
     def predict_normalised(
         self,
@@ -407,7 +417,8 @@ class TilePredictor:
             valid = np.ones((x.shape[0], *x.shape[2:]), bool)
         with torch.inference_mode():
             given = None if ref is None else np.asarray(ref, np.float32)
-            return self._fold([(self.model, self.norm, x, given)], np.asarray(valid, bool), ref_err)
+            member = (self.model, self.norm, x, given, None)
+            return self._fold([member], np.asarray(valid, bool), ref_err)
 
     def _fold(
         self,
@@ -417,7 +428,7 @@ class TilePredictor:
         keep: list | None = None,
     ) -> dict[str, np.ndarray]:
         """``pred``, ``spread``, ``raw_uncertainty``, ``uncertainty`` and ``valid`` from each
-        member's ``(model, norm, normalised input, reference or None)``, over the
+        member's ``(model, norm, normalised input, reference, its fit)`` (None: not given), over the
         predictor's flips (``ref_err``: one member's reference error, if given); with a
         ``keep`` list, each hypothesis in reflectance too (``hypotheses``)."""
         # Running sums of each hypothesis minus the first one: mean and population std in
@@ -426,10 +437,10 @@ class TilePredictor:
         # space, scaled to reflectance once at the end (std scales by opt_std); an ensemble
         # (norms differ): in reflectance.
         single = len(inputs) == 1
-        inputs = [self.with_reference(*member) for member in inputs]
+        inputs = [self.with_reference(*member, need_fit=ref_err is None) for member in inputs]
         ref = acc = acc2 = None
         n = 0
-        for model, norm, x, given in inputs:
+        for model, norm, x, given, _ in inputs:
             for axes in FLIPS[: getattr(self, "flips", 1)]:
                 y = forward(
                     model,
@@ -484,18 +495,31 @@ class TilePredictor:
         return out
 
     def with_reference(
-        self, model: torch.nn.Module, norm: Mapping, x: np.ndarray, given: np.ndarray | None
+        self,
+        model: torch.nn.Module,
+        norm: Mapping,
+        x: np.ndarray,
+        given: np.ndarray | None,
+        fit: np.ndarray | None = None,
+        need_fit: bool = True,
     ) -> tuple:
-        """``(model, norm, x, reference)`` of a member: a scene-fit member's reference fitted
-        once on its window, unless given. Each flip and the reference error take that fit,
-        not a refit per flip on the input reflect-padded to the model's stride (where the
-        padding's copies of the edge pixels entered the fit)."""
-        if given is not None or getattr(model, "kind", None) != "scene_fit":
-            return model, norm, x, given
+        """``(model, norm, x, reference, fit)`` of a member: a scene-fit member's reference
+        and the fit under it (``models.reference.scene_reference``) made once on its window,
+        unless given. Each flip takes that reference, the reference error that fit, not a
+        refit per flip on the input reflect-padded to the model's stride (where the
+        padding's copies of the edge pixels entered the fit). ``need_fit`` False: the
+        caller has the reference's error already."""
+        done = given is not None and (fit is not None or not need_fit)
+        if getattr(model, "kind", None) != "scene_fit" or done:
+            return model, norm, x, given, fit
+        from sar2opt.models.reference import scene_reference
+
         with torch.inference_mode():
             xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-            given = model.reference(xt).float().cpu().numpy()
-        return model, norm, x, given
+            own = [a.float().cpu().numpy() for a in scene_reference(xt, model.slices)]
+        # a reference given without its fit (training's context reference, whose error the
+        # caller gives too): the window's own fit checks it
+        return model, norm, x, own[1] if given is None else given, own[0]
 
     def _reference_error(
         self, inputs: Sequence[tuple], given_err: np.ndarray | None = None
@@ -503,11 +527,11 @@ class TilePredictor:
         """(B, H, W) reflectance, band mean, members' mean: how far each scene-fit member's
         reference is off on the clear same-date S2 around each pixel
         (``models.reference.reference_error``: ``given_err``, else over the window, of the
-        member's reference, ``with_reference``); None when no member has a scene fit."""
+        member's fit, ``with_reference``); None when no member has a scene fit."""
         from sar2opt.models.reference import reference_error
 
         errs = []
-        for model, norm, x, given in inputs:
+        for model, norm, x, _, fit in inputs:
             if getattr(model, "kind", None) != "scene_fit":
                 continue
             if given_err is not None:
@@ -515,7 +539,7 @@ class TilePredictor:
             else:
                 with torch.inference_mode():
                     xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-                    e = reference_error(xt, torch.from_numpy(given).to(xt), model.slices).cpu()
+                    e = reference_error(xt, torch.from_numpy(fit).to(xt), model.slices).cpu()
             std = torch.from_numpy(_col(norm["opt_std"], e.shape[1], "opt_std"))
             errs.append((e * std).mean(dim=1).numpy())  # not in place: e may be the caller's
         return None if not errs else np.mean(errs, axis=0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import threading
 import time
@@ -27,7 +28,6 @@ from typing import Protocol
 import numpy as np
 
 from sar2opt.config import CubeSpec
-from sar2opt.data.inputs import REF_KEY
 from sar2opt.errors import Sar2OptError
 from sar2opt.grid import GridSpec
 from sar2opt.infer.composite import (
@@ -135,7 +135,8 @@ class FillJob:
     aux: AuxSource | None = None
     #: A scene-fit model's reference is fitted per block window and blended between
     #: neighbouring blocks (``fit_lattice``): each strip reads its inputs one block wider on
-    #: every side, and the predictor gets each window's reference (``predictor.REF_KEY``).
+    #: every side, and the predictor gets each window's reference and its fit (batch keys
+    #: ``ref`` and ``ref_fit``: ``TilePredictor.reference_fields``).
     blend_reference: bool = False
 
     @property
@@ -338,12 +339,16 @@ class FitLattice:
         return arr[..., r : r + window[2], c : c + window[3]]
 
 
-def fit_lattice(lat: BlockLattice, bi: int, bjs: Sequence[int]) -> FitLattice:
-    """The strip's blocks and every block next to them (the rows above and below, a column
-    beyond each end, inside the grid): what a pixel's blended scene fit reaches, since it
-    blends the fits of the 2 x 2 block centres around it."""
-    rows = [b for b in (bi - 1, bi, bi + 1) if 0 <= b < lat.n_rows]
-    cols = range(max(min(bjs) - 1, 0), min(max(bjs) + 1, lat.n_cols - 1) + 1)
+def fit_lattice(lat: BlockLattice, bi: int, bjs: Sequence[int], reach_px: int = 0) -> FitLattice:
+    """The strip's blocks and the blocks around them, inside the grid: what a pixel's
+    blended scene fit reaches (it blends the fits of the 2 x 2 block centres around it), at
+    every pixel within ``reach_px`` of the strip's cores (the reference spreads the fit's
+    residual from the clear pixels that far: ``models.reference.FILL_REACH_PX``). One block
+    a side while the reach is at most half a block, else as many as it takes, so that every
+    strip gives a pixel the reference a fit over the whole grid gives it."""
+    k = max(1, math.ceil(0.5 + reach_px / lat.block_px))
+    rows = [b for b in range(bi - k, bi + k + 1) if 0 <= b < lat.n_rows]
+    cols = range(max(min(bjs) - k, 0), min(max(bjs) + k, lat.n_cols - 1) + 1)
     return lattice_fits(lat, rows, cols)
 
 
@@ -522,7 +527,11 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
     ref = job.ref_seconds(t)
     passes = job.acquisitions_of(t)
     feather_px = (lat.tile_px - lat.block_px) // 2  # the context each window has
-    fits = fit_lattice(lat, strip.bi, strip.bjs) if job.blend_reference else None
+    fits = None
+    if job.blend_reference:
+        from sar2opt.models.reference import FILL_REACH_PX
+
+        fits = fit_lattice(lat, strip.bi, strip.bjs, FILL_REACH_PX)
     for a in passes:
         if len(keep) == len(strip.bjs) and all((k >= 1).all() for k in keep.values()):
             break  # every pixel real clear S2 away from the mask edges
@@ -532,9 +541,7 @@ def process_strip(strip: Strip, job: FillJob, predict: Predict) -> list[BlockKey
                 {k: v[None] for k, v in inputs.items()}, fits.windows, fits.centres_y,
                 fits.centres_x,
             )  # fmt: skip
-            inputs = {k: fits.crop(v, window) for k, v in inputs.items()}
-            if field is not None:
-                inputs[REF_KEY] = fits.crop(field, window)
+            inputs = {k: fits.crop(v, window) for k, v in (inputs | (field or {})).items()}
         tiles = {k: strip_tiles(lat, strip, v) for k, v in inputs.items()}
         weights = None
         if len(passes) > 1:  # swaths of several passes meet: feather their borders

@@ -68,6 +68,14 @@ ERROR_MIN_PX = 64
 #: band mean on a normal band, E|z| = sqrt(2 / pi); the calibration maps it to what such
 #: pixels err.
 NO_CHECK_ERROR = math.sqrt(2 / math.pi)
+#: The boxes (px, odd, smallest first) over which a scene fit's residual on the clear pixels
+#: is spread into the gaps (:func:`fill_residual`), and the weight of each next box: 5 px
+#: (50 m, a field's edge) speaks wherever it holds a clear pixel; 65 px reaches 32 px into
+#: a gap, the context an inference window keeps around its block (``infer.overlap_px`` 64).
+FILL_BOXES_PX = (5, 17, 65)
+FILL_DECAY = 1e-3
+#: How far (px) the fill reads clear pixels around a pixel: half its widest box.
+FILL_REACH_PX = FILL_BOXES_PX[-1] // 2
 #: Reference kinds (config.REFERENCE_NAMES lists the same names, without importing torch).
 REFERENCES = ("none", "prior", "scene_fit")
 
@@ -235,6 +243,38 @@ def scene_fit(
     return torch.where(enough, fit, other)
 
 
+def fill_residual(
+    fit: torch.Tensor,
+    refl: torch.Tensor,
+    clear: torch.Tensor,
+    boxes_px: Sequence[int] = FILL_BOXES_PX,
+    decay: float = FILL_DECAY,
+) -> torch.Tensor:
+    """``fit`` (N, C, H, W) plus its residual on the ``clear`` (N, H, W) pixels of ``refl``
+    (the same-date S2), spread to every pixel: regression kriging, float64.
+
+    A ridge of SAR and prior explains a scene's broad colour; what it misses (a field's own
+    green, a clearing's soil) is spatially coherent, and the clear pixels next to a gap show
+    it. Each pixel gets the mean residual of the clear pixels in boxes of ``boxes_px`` (odd,
+    smallest first), the k-th weighted ``decay**k``: the nearest box that holds clear pixels
+    speaks, a wider one only where the smaller are empty; beyond the widest box's reach the
+    fit stands alone. On the real test chips under laid clouds (one fit over each chip):
+    MAE 0.72 x the fit alone on SSL4EO, 0.84 x on MultiEarth, 0.92 x on BioMassters."""
+    ok = clear[:, None].to(torch.float64)
+    r = torch.where(ok > 0, refl.to(torch.float64) - fit.to(torch.float64), 0.0)
+    r = torch.nan_to_num(r) * ok
+    num = torch.zeros_like(r)
+    den = torch.zeros_like(ok)
+    for k, b in enumerate(boxes_px):
+        a = decay**k / (b * b)
+        num = num + a * box_sum(r, b)
+        den = den + a * box_sum(ok, b)
+    # den is a sum of box means, each 0 or at least a/b^2: below the widest box's one
+    # clear pixel it is rounding error, where the fit stands alone
+    tiny = 0.5 * decay ** (len(boxes_px) - 1) / boxes_px[-1] ** 2
+    return fit.to(torch.float64) + torch.where(den > tiny, num / den.clamp_min(tiny), 0.0)
+
+
 def tent_weights(centres: Sequence[float], n_px: int) -> torch.Tensor:
     """(K, n_px) float64 weights of K ascending ``centres`` (pixel-edge coordinates) for the
     pixels 0..n_px-1 (centres at i + 0.5): linear between the two centres around a pixel, all
@@ -348,14 +388,24 @@ def input_slices(input_set: str, in_ch: int, out_ch: int) -> dict[str, slice]:
 def reference_of(kind: str, x: torch.Tensor, slices: dict[str, slice]) -> torch.Tensor:
     """The ``kind`` reference (``prior`` | ``scene_fit``) of standardised input x (N, C, H,
     W) whose keys lie at ``slices`` (:func:`input_slices`), in x's dtype, without gradient:
-    the one definition the model and the training stream's context reference share."""
-    x = x.detach()
+    the one definition the model and the training stream's context reference share. A
+    ``scene_fit`` is the fit with its residual spread into the gaps
+    (:func:`scene_reference`)."""
     if kind == "prior":
-        return x[:, slices["prior"]]
-    sar, refl, clear, prior = fit_inputs(x, slices)
+        return x.detach()[:, slices["prior"]]
+    return scene_reference(x, slices)[1]
+
+
+def scene_reference(x: torch.Tensor, slices: dict[str, slice]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit, reference) of standardised input x, both (N, Co, H, W) in x's dtype: the
+    window's :func:`scene_fit` (what :func:`reference_error` checks on the clear pixels) and
+    the reference a ``scene_fit`` model adds its net to, the fit with its residual on the
+    clear pixels spread into the gaps (:func:`fill_residual`)."""
+    sar, refl, clear, prior = fit_inputs(x.detach(), slices)
     with torch.autocast(x.device.type, enabled=False):  # the solve wants float64
-        ref = scene_fit(sar, refl, clear, prior, extra=prior)
-    return ref.to(x.dtype)
+        fit = scene_fit(sar, refl, clear, prior, extra=prior)
+        ref = fill_residual(fit, refl, clear)
+    return fit.to(x.dtype), ref.to(x.dtype)
 
 
 def fit_inputs(
@@ -375,40 +425,101 @@ def blended_reference_of(
     windows: Sequence[Sequence[tuple[int, int, int, int]]],
     centres_y: Sequence[float],
     centres_x: Sequence[float],
-) -> torch.Tensor:
-    """:func:`reference_of` for the blocks of a lattice at once: x (1, C, H, W) standardised
-    over an area holding their ``windows``; a ``scene_fit`` is blended between the blocks'
-    fits (:func:`blended_scene_fit`), a ``prior`` is the prior (it has no seams). (1, Co, H,
-    W) in x's dtype: crop a window's reference from it and pass it as ``ref``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`scene_reference` for the blocks of a lattice at once: x (1, C, H, W)
+    standardised over an area holding their ``windows``; a ``scene_fit`` is blended between
+    the blocks' fits (:func:`blended_scene_fit`) and its residual spread over the area
+    (:func:`fill_residual`: a pixel reads the clear pixels within half its widest box, all
+    inside any area that holds its block's window, so the strips agree); a ``prior`` is the
+    prior (it has no seams), fit and reference alike. (fit, reference), (1, Co, H, W) each
+    in x's dtype: crop a window's parts from them and pass them as ``ref_fit`` and ``ref``."""
     if kind != "scene_fit":
-        return reference_of(kind, x, slices)
+        ref = reference_of(kind, x, slices)
+        return ref, ref
     sar, refl, clear, prior = (None if v is None else v[0] for v in fit_inputs(x.detach(), slices))
     with torch.autocast(x.device.type, enabled=False):  # the solve wants float64
-        ref = blended_scene_fit(sar, refl, clear, windows, centres_y, centres_x, prior, prior)
-    return ref[None].to(x.dtype)
+        fit = blended_scene_fit(sar, refl, clear, windows, centres_y, centres_x, prior, prior)
+        ref = fill_residual(fit[None], refl[None], clear[None])
+    return fit[None].to(x.dtype), ref.to(x.dtype)
 
 
 def reference_error(
     x: torch.Tensor,
-    ref: torch.Tensor,
+    fit: torch.Tensor,
     slices: dict[str, slice],
     box_px: int = ERROR_BOX_PX,
     min_px: int = ERROR_MIN_PX,
 ) -> torch.Tensor:
-    """How far the reference ``ref`` (N, Co, H, W) of standardised input x (its keys at
+    """How far the scene ``fit`` (N, Co, H, W) of standardised input x (its keys at
     ``slices``) is expected off at each pixel and band (float32, x's standardised optical
     units): where the fit can be checked (:func:`box_error` over ``box_px`` boxes with
     ``min_px`` clear pixels), scaled by how far the pixel lies outside what it was fitted on
-    (:func:`extrapolation` of its :func:`fit_features`).
+    (:func:`extrapolation` of its :func:`fit_features`), times what of it the reference's
+    fill leaves (:func:`fill_factor`). Checked on the fit, not on the reference that spreads
+    its residual (:func:`scene_reference`): that one holds the clear pixels' own residual
+    there, and would state the error of a pixel among them for one deep in a gap.
 
     The flips' spread does not see a scene fit's own error, which sets each scene's level
     (on the real test blocks MultiEarth errs 0.007 and SSL4EO 0.028 at any spread): this is
     the part of the stated uncertainty that does (``infer.predictor``)."""
     sar, refl, clear, prior = fit_inputs(x.detach(), slices)
     with torch.autocast(x.device.type, enabled=False):
-        checked = box_error(refl, clear, ref.detach(), box_px, min_px)
+        checked = box_error(refl, clear, fit.detach(), box_px, min_px)
         far = extrapolation(fit_features(sar, prior, missing=False), clear, min_px=min_px)
-    return checked * far
+        kept = fill_factor(refl, clear, fit.detach())
+    return checked * far * kept
+
+
+def fill_factor(
+    refl: torch.Tensor,
+    clear: torch.Tensor,
+    fit: torch.Tensor,
+    boxes_px: Sequence[int] = FILL_BOXES_PX,
+) -> torch.Tensor:
+    """(N, 1, H, W) float32: the share of the fit's error that :func:`fill_residual` leaves
+    at each pixel, by how near its nearest clear pixels lie. A pixel whose smallest box
+    holding a clear pixel is the k-th is filled from clear pixels on one side of it, between
+    the half-widths of boxes k-1 and k (1 to 2 px for the first box, 3 to 8 for the 17-px
+    one, 9 to 32 for the 65-px one). How well such pixels predict is checked on the sample's
+    clear pixels: each gets the mean residual of the clear pixels in box k moved that far
+    up, down, left and right of it, and mean |r - that| / mean |r| is box k's share (r: the
+    fit's residual; bands pooled). One-sided, as at a gap's edge: the box around a clear
+    pixel, it read 0.3-0.5 for the first box where the filled gaps of the real chips err
+    0.45-0.8 x the fit; one-sided 0.6-0.7. About 1 for white noise; 1 beyond every box,
+    where the fit stands alone, and where no clear pixel can be checked."""
+    ok = clear[:, None].to(torch.float64)
+    r = torch.nan_to_num(refl.to(torch.float64) - fit.to(torch.float64)) * ok
+    out = torch.ones_like(ok)
+    found = torch.zeros_like(ok, dtype=torch.bool)
+    inner = 1
+    for b in boxes_px:
+        n, tot = box_sum(ok, b), box_sum(r, b)
+        step = (b + inner) // 2  # the moved box spans (inner + 1) / 2 .. step + b // 2
+        miss = base = torch.zeros(r.shape[0], dtype=torch.float64, device=r.device)
+        for dy, dx in ((step, 0), (-step, 0), (0, step), (0, -step)):
+            n_at, tot_at = moved(n, dy, dx), moved(tot, dy, dx)
+            use = ((ok > 0) & (n_at > 0.5)).to(torch.float64).expand_as(r)
+            miss = miss + ((r - tot_at / n_at.clamp_min(1.0)).abs() * use).sum((1, 2, 3))
+            base = base + (r.abs() * use).sum((1, 2, 3))
+        f = torch.where(base > 0, miss / base.clamp_min(1e-300), torch.ones_like(base))
+        here = (n > 0.5) & ~found  # the pixels this box is the first to reach
+        out = torch.where(here, f.view(-1, 1, 1, 1), out)
+        found |= here
+        inner = b
+    return out.float()
+
+
+def moved(v: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """v (..., H, W) read ``dy`` rows down and ``dx`` columns right: out[..., i, j] =
+    v[..., i + dy, j + dx], 0 beyond the edge."""
+    h, w = v.shape[-2:]
+    out = torch.zeros_like(v)
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    src = (slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0)))
+    dst = (slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0)))
+    out[..., dst[0], dst[1]] = v[..., src[0], src[1]]
+    return out
 
 
 def box_error(
@@ -526,10 +637,11 @@ class ReferenceGenerator(nn.Module):
         windows: Sequence[Sequence[tuple[int, int, int, int]]],
         centres_y: Sequence[float],
         centres_x: Sequence[float],
-    ) -> torch.Tensor:
-        """The reference over an area holding a lattice of block ``windows`` (x: (1, C, H,
-        W)), blended between the blocks' fits (:func:`blended_reference_of`): what inference
-        passes as each window's ``ref`` so that the mosaic does not step at block edges."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fit, reference) over an area holding a lattice of block ``windows`` (x: (1, C,
+        H, W)), blended between the blocks' fits (:func:`blended_reference_of`): what
+        inference passes as each window's ``ref_fit`` and ``ref`` so that the mosaic does not
+        step at block edges."""
         return blended_reference_of(self.kind, x, self.slices, windows, centres_y, centres_x)
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:

@@ -109,7 +109,9 @@ class HeldScene:
     score: np.ndarray  # (T, H, W) bool
     held: np.ndarray  # (H, W) bool: the split's blocks
     fits: FitLattice
-    fields: dict[int, np.ndarray | None] = field(default_factory=dict, compare=False, repr=False)
+    fields: dict[int, dict[str, np.ndarray] | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 def held_scenes(

@@ -19,8 +19,10 @@ from sar2opt.evaluate.baselines import fit_sar_ridge
 from sar2opt.infer.predictor import TilePredictor
 from sar2opt.models import GENERATORS, build_generator
 from sar2opt.models.reference import (
+    FILL_BOXES_PX,
     REFERENCES,
     ReferenceGenerator,
+    fill_residual,
     min_clear_px,
     sar_features,
     scene_fit,
@@ -159,8 +161,13 @@ def test_too_few_clear_pixels_fall_back_to_the_prior_or_the_band_mean() -> None:
         y_sco = _model("SCO", "scene_fit").eval()(_input(sar, refl, clear, prior))
         y_sc = _model("SC", "scene_fit").eval()(_input(sar, refl, clear))
     torch.testing.assert_close(y_sco[0], refl[0], atol=0.02, rtol=0)
-    assert torch.equal(y_sco[1:], prior[1:])
-    assert torch.equal(y_sc[1:], torch.zeros_like(y_sc[1:]))
+    assert torch.equal(y_sco[1], prior[1])  # no clear pixel: no residual to spread
+    assert torch.equal(y_sc[1], torch.zeros_like(y_sc[1]))
+    # too few to fit: the fallback, with its residual on those few spread into the gaps
+    for y, fallback in ((y_sco, prior), (y_sc, torch.zeros_like(prior))):
+        want = fill_residual(fallback[2:].double(), refl[2:], clear[2:])[0].float()
+        torch.testing.assert_close(y[2], want)
+        assert not torch.equal(y[2], fallback[2])
     # SCO's fit also has the prior as a feature: on a date linear in the SAR it adds ~nothing
     torch.testing.assert_close(y_sc[0], y_sco[0], atol=1e-3, rtol=0)
     clear[2].view(-1)[need - 1] = True  # exactly the minimum: fitted
@@ -317,3 +324,37 @@ def test_the_predictor_gives_the_model_of_the_training_patch(input_set, referenc
     four = TilePredictor.from_model(fresh, meta, flips=4)({k: batch[k] for k in keys})["pred"]
     np.testing.assert_allclose(four, one, rtol=1e-5, atol=1e-6)
     assert not np.allclose(one, got, rtol=1e-5, atol=1e-6)  # the trained net did add to it
+
+
+def test_the_fill_spreads_the_fits_residual_from_the_nearest_clear_pixels() -> None:
+    """Regression kriging by hand: a clear field whose colour the fit misses by +0.3 beside
+    one it misses by -0.2, a gap over their border. A gap pixel takes the mean residual of
+    the clear pixels in its 5-px box; a pixel with none there the 17-px box's (the 65-px
+    box weighs 1e-3 of it, counted too); one beyond every box's reach keeps the fit."""
+    h, w = 40, 200
+    fit = torch.zeros(1, 1, h, w, dtype=torch.float64)
+    refl = torch.full((1, 1, h, w), 0.3, dtype=torch.float64)
+    refl[..., 100:] = -0.2
+    clear = torch.ones(1, h, w, dtype=torch.bool)
+    clear[:, :, 90:110] = False  # the gap: columns 90-109
+    out = fill_residual(fit, refl, clear)[0, 0]
+    assert FILL_BOXES_PX == (5, 17, 65)
+    # column 88 is clear, and so are its 5- and 17-px boxes (+0.3); the 65-px box, weighed
+    # 1e-6 of them, reaches the other field
+    assert out[20, 88].item() == pytest.approx(0.3, abs=1e-6)
+    # column 91: the 5-px box (columns 89-93, rows 18-22) holds column 89; the 17-px box
+    # (83-99) columns 83-89; the 65-px box (59-123, every row) 59-89 and 110-123
+    n5, n17, n65 = 5, 7 * 17, 45 * 40
+    r65 = (31 * 0.3 - 14 * 0.2) / 45
+    a5, a17, a65 = n5 / 5**2, 1e-3 * n17 / 17**2, 1e-6 * n65 / 65**2
+    want = (a5 * 0.3 + a17 * 0.3 + a65 * r65) / (a5 + a17 + a65)
+    assert out[20, 91].item() == pytest.approx(want, rel=1e-9)
+    # column 99: no clear pixel in its 5- or 17-px box; the 65-px box (67-131): 23 columns
+    # of one field, 22 of the other
+    assert out[20, 99].item() == pytest.approx((23 * 0.3 - 22 * 0.2) / 45, rel=1e-9)
+    # far from every clear pixel: the fit alone
+    far = torch.zeros(1, 1, h, 300, dtype=torch.float64)
+    c = torch.zeros(1, h, 300, dtype=torch.bool)
+    c[..., :5] = True
+    got = fill_residual(far, torch.ones_like(far), c)[0, 0, 20]
+    assert got[36].item() == pytest.approx(1.0) and got[37].item() == 0.0  # reach 32 px

@@ -18,10 +18,12 @@ from sar2opt.models.reference import (
     NO_CHECK_ERROR,
     box_error,
     extrapolation,
+    fill_factor,
     fit_features,
     fit_inputs,
     input_slices,
     reference_error,
+    scene_reference,
 )
 from tests.helpers.infer_fakes import NORM
 
@@ -107,11 +109,12 @@ def test_the_raw_uncertainty_grows_with_what_the_scene_fit_cannot_explain() -> N
     raw_ratio = np.nanmean(noisy["raw_uncertainty"]) / np.nanmean(quiet["raw_uncertainty"])
     assert raw_ratio > 5 * spread_ratio
     assert 0.6 * 0.02 < np.nanmedian(noisy["raw_uncertainty"]) < 1.0 * 0.02
-    # raw = hypot(spread, the reference's error in reflectance)
+    # raw = hypot(spread, the error of the fit under the reference, in reflectance)
     x, _ = model_inputs(_scene(0.02), NORM, "SC")
     xt = torch.from_numpy(x)
     with torch.no_grad():
-        r = reference_error(xt, model.reference(xt), model.slices)[:, 0].numpy() * 0.02
+        fit = scene_reference(xt, model.slices)[0]
+        r = reference_error(xt, fit, model.slices)[:, 0].numpy() * 0.02
     np.testing.assert_allclose(noisy["raw_uncertainty"], np.hypot(noisy["spread"], r), rtol=1e-5)
 
 
@@ -224,10 +227,41 @@ def test_a_pixel_unlike_the_clear_ones_states_the_fit_s_error_times_its_distance
     near, far = (_factor(_far(s)[0], sl)[0, 0, 28:36, 28:36] for s in (6.0, 12.0))
     assert near.median() > 3.0
     assert 1.8 < float(far.median() / near.median()) < 2.2
-    # and the stated error of the reference is its checked error times that factor
+    # and the stated error of the fit is its checked error times that factor, times the
+    # share its residual's fill leaves
     x, sl = _far(6.0)
-    ref = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(reference_error(x, ref, sl), _box(x, ref, sl) * _factor(x, sl))
+    fit = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    _, refl, clear, _ = fit_inputs(x, sl)
+    kept = fill_factor(refl, clear, fit)
+    want = _box(x, fit, sl) * _factor(x, sl) * kept
+    torch.testing.assert_close(reference_error(x, fit, sl), want)
+
+
+def test_the_fill_s_share_is_checked_on_clear_pixels_at_the_gap_s_distance() -> None:
+    """Fields 24 px wide that the fit misses by +-0.1, white noise of 0.01 over them: next to
+    a gap a pixel's residual is its field's, and the fill leaves the noise; 3-8 px away a
+    good part of the one-sided boxes reach into the next field; deep in a 70-px gap (past the
+    17-px box) little is known. 1 where the fit stands alone; white noise alone: about 1."""
+    g = torch.Generator().manual_seed(0)
+    h, w = 64, 256
+    cols = torch.arange(w)
+    field = torch.where((cols // 24) % 2 == 0, 0.1, -0.1).expand(h, w)
+    refl = (field + 0.01 * torch.randn(h, w, generator=g))[None, None].double()
+    fit = torch.zeros_like(refl)
+    clear = torch.ones(1, h, w, dtype=torch.bool)
+    clear[:, :, 100:170] = False  # a gap: the 17-px box reaches 8 px in, the 65-px 32 px
+    f = fill_factor(refl, clear, fit)[0, 0, 32]
+    near, mid, deep = f[100].item(), f[105].item(), f[140].item()
+    # measured 0.23 (a box moved 1-5 px crosses into the next field near its edges), 0.62
+    # and 1.10
+    assert near < 0.3
+    assert near + 0.2 < mid < deep <= 1.5
+    assert f[0].item() == near  # every clear pixel: the first box's share
+    alone = fill_factor(refl, torch.zeros_like(clear), fit)
+    assert torch.equal(alone, torch.ones_like(alone))  # nothing to check: 1
+    noise = (0.01 * torch.randn(h, w, generator=g))[None, None].double()
+    white = fill_factor(noise, clear, fit)[0, 0, 32, 100].item()
+    assert 0.95 < white < 1.25  # measured 1.02: the mean of its neighbours adds their noise
 
 
 def test_the_prior_counts_as_a_feature_and_too_few_clear_pixels_leave_the_error_alone() -> None:
