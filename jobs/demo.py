@@ -138,6 +138,7 @@ REAL_MOSAIC = "biomassters"
 REAL_ROWS = (
     "checkpoint",
     "scene fit per date: SAR + prior (baseline)",
+    "scene fit + clear pixels around (baseline)",
     "ridge per date (baseline)",
     "copy the prior clear pixel (baseline)",
     "mean colour per date (baseline)",

@@ -46,7 +46,8 @@ REFERENCE = "ridge per date (baseline)"
 MEAN = "mean colour per date (baseline)"
 COPY_PRIOR = "copy the prior clear pixel (baseline)"
 PRIOR_FIT = "scene fit per date: SAR + prior (baseline)"
-BASELINES = (REFERENCE, MEAN, "ridge pooled (baseline)", COPY_PRIOR, PRIOR_FIT)
+FILLED_FIT = "scene fit + clear pixels around (baseline)"
+BASELINES = (REFERENCE, MEAN, "ridge pooled (baseline)", COPY_PRIOR, PRIOR_FIT, FILLED_FIT)
 TERRAIN_BANDS = ("layover", "foreshortening", "shadow", "non_distorted")
 
 
@@ -67,7 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--block-px", type=int, default=32, help="side of a held-out block")
     ap.add_argument("--val-frac", type=float, default=0.5, help="fraction of candidate blocks")
-    ap.add_argument("--buffer-px", type=int, default=8, help="ring kept out of training")
+    ap.add_argument(
+        "--buffer-px", type=int, default=8, help="ring kept out of training around held-out blocks"
+    )
+    ap.add_argument(
+        "--cloud-buffer-px",
+        type=int,
+        default=0,
+        help="ring around laid clouds kept out of the baselines' fits (default 0: they see "
+        "every pixel the model sees)",
+    )
     ap.add_argument("--residual-steps", type=int, default=300, help="0: skip the residual net")
     ap.add_argument("--residual-ngf", type=int, default=16)
     ap.add_argument("--target", type=float, default=0.15, help="MAE gain over ridge to pass")
@@ -379,7 +389,7 @@ def main(args: argparse.Namespace) -> int:
         )
     clouds = None
     if args.cloud_removal or (input_set is not None and uses_cloudy(input_set)):
-        clouds = CloudLaySpec(buffer_px=args.buffer_px)
+        clouds = CloudLaySpec(buffer_px=args.cloud_buffer_px)
     methods = {
         MEAN: mean_colour_method(per_date=True),
         REFERENCE: ridge_method(per_date=True),
@@ -388,6 +398,7 @@ def main(args: argparse.Namespace) -> int:
     if scene.prior is not None:
         methods[COPY_PRIOR] = copy_prior_method()
         methods[PRIOR_FIT] = prior_fit_method()
+        methods[FILLED_FIT] = prior_fit_method(fill=True)
     notes: list[str] = []
     allowed = None
     metrics_csv = None

@@ -189,6 +189,13 @@ def test_cloud_removal_scores_under_the_laid_mask_only():
     assert tr.shape == (3, 32, 32)
     assert not tr[0, :14].any() and tr[0, 14:].all()  # laid clouds + their 2 px ring out
     assert tr[1].all()  # nothing laid on date 1
+    # by default the fits see every pixel the model's cloudy input shows: no ring
+    plain = run_protocol(
+        sc, {"rec": record}, BlockSplitSpec(8, 0.25, 2), seeds=[0], clouds=CloudLaySpec()
+    )
+    tr = seen_train[0]
+    assert not tr[0, :12].any() and tr[0, 12:].all()
+    assert np.array_equal(tr, ~plain.held[0])
 
 
 def test_cloud_removal_baselines_fit_outside_the_laid_mask():
