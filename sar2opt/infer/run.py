@@ -134,9 +134,10 @@ class FillJob:
     #: The inputs besides SAR of SD/SO/SOD models (prior, DEM), read per acquisition.
     aux: AuxSource | None = None
     #: A scene-fit model's reference is fitted per block window and blended between
-    #: neighbouring blocks (``fit_lattice``): each strip reads its inputs one block wider on
-    #: every side, and the predictor gets each window's reference and its fit (batch keys
-    #: ``ref`` and ``ref_fit``: ``TilePredictor.reference_fields``).
+    #: neighbouring blocks, its residual spread into the gaps (``fit_lattice``): each strip
+    #: reads its inputs a block wider on every side (more where the spread reaches farther
+    #: than half a block), and the predictor gets each window's reference and its fit (batch
+    #: keys ``ref`` and ``ref_fit``: ``TilePredictor.reference_fields``).
     blend_reference: bool = False
 
     @property

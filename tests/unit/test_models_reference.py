@@ -21,7 +21,9 @@ from sar2opt.models import GENERATORS, build_generator
 from sar2opt.models.reference import (
     FILL_BOXES_PX,
     REFERENCES,
+    SAT_FROM_PX,
     ReferenceGenerator,
+    box_sum,
     fill_residual,
     min_clear_px,
     sar_features,
@@ -358,3 +360,21 @@ def test_the_fill_spreads_the_fits_residual_from_the_nearest_clear_pixels() -> N
     c[..., :5] = True
     got = fill_residual(far, torch.ones_like(far), c)[0, 0, 20]
     assert got[36].item() == pytest.approx(1.0) and got[37].item() == 0.0  # reach 32 px
+
+
+def test_box_sums_equal_direct_sums_on_either_side_of_the_summed_area_switch() -> None:
+    """Two 1-D passes below SAT_FROM_PX, a summed-area table from it: both are the sum over
+    the box cut at the edges (a box wider than the image too); 0/1 counts stay integers."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2, 3, 23, 41, dtype=torch.float64, generator=g)
+    for win in (5, SAT_FROM_PX - 2, SAT_FROM_PX, 65):
+        r = win // 2
+        want = torch.zeros_like(v)
+        for i in range(23):
+            for j in range(41):
+                want[..., i, j] = v[..., max(i - r, 0) : i + r + 1, max(j - r, 0) : j + r + 1].sum(
+                    (-2, -1)
+                )
+        torch.testing.assert_close(box_sum(v, win), want, rtol=0, atol=1e-12)
+        ones = (v > 0).double()
+        assert torch.equal(box_sum(ones, win), box_sum(ones, win).round())
