@@ -422,3 +422,32 @@ def test_kept_hypotheses_are_the_flips_whose_mean_is_the_prediction():
     assert not np.allclose(hyps[0], hyps[1], equal_nan=True)  # the flips disagree
     sd = hyps.std(axis=0).mean(axis=1)
     assert np.allclose(sd, out["spread"], atol=1e-5, equal_nan=True)
+
+
+def test_the_filled_scene_fit_baseline_spreads_the_fit_s_residual_from_the_training_pixels():
+    """'Scene fit + clear pixels around': the per-date SAR + prior fit, then its residual on
+    the pixels it was fitted on spread into the rest (``fill_residual``); on a date whose
+    top rows are brighter than any SAR or prior says, it errs less under them."""
+    import torch
+
+    from sar2opt.models.reference import fill_residual
+
+    sc = _cloud_scene()
+    truth = sc.truth.copy()
+    truth[:, :, 8:20] += 0.05  # a bright band across rows 8-19: no feature knows it
+    sc = replace(sc, truth=truth)
+    train = np.ones((32, 32), bool)
+    train[10:18] = False  # the fits do not see rows 10-17
+    plain = prior_fit_method()(sc, train, 0)
+    filled = prior_fit_method(fill=True)(sc, train, 0)
+    tm = sc.clear & train[None] & np.isfinite(sc.truth).all(1)
+    for t in (0, 2):  # the clear dates
+        want = fill_residual(
+            torch.from_numpy(plain[t].astype("float64"))[None],
+            torch.from_numpy(np.nan_to_num(truth[t]).astype("float64"))[None],
+            torch.from_numpy(tm[t])[None],
+        )[0].numpy()
+        np.testing.assert_allclose(filled[t], want, rtol=0, atol=1e-6)
+        err = {k: np.abs(p[t][:, 10:18] - truth[t][:, 10:18]).mean() for k, p in
+               (("plain", plain), ("filled", filled))}  # fmt: skip
+        assert err["filled"] < 0.6 * err["plain"], err  # measured 0.015 vs 0.041
