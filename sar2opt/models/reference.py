@@ -271,7 +271,7 @@ def fill_residual(
     smallest first), the k-th weighted ``decay**k``: the nearest box that holds clear pixels
     speaks, a wider one only where the smaller are empty; beyond the widest box's reach the
     fit stands alone. On the real test chips under laid clouds (one fit over each chip):
-    MAE 0.72 x the fit alone on SSL4EO, 0.84 x on MultiEarth, 0.92 x on BioMassters."""
+    MAE 0.76 x the fit alone on SSL4EO, 0.84 x on MultiEarth, 0.92 x on BioMassters."""
     ok = clear[:, None].to(torch.float64)
     r = torch.where(ok > 0, refl.to(torch.float64) - fit.to(torch.float64), 0.0)
     r = torch.nan_to_num(r) * ok
