@@ -101,9 +101,11 @@ def local_mean(x: torch.Tensor, win_px: int = LOCAL_MEAN_PX) -> torch.Tensor:
 
 def box_sum(v: torch.Tensor, win_px: int) -> torch.Tensor:
     """Sums over the ``win_px`` square (odd) around each pixel of v (..., H, W), zeros beyond
-    the edge. Up to ``SAT_FROM_PX``: two 1-D passes; wider: a summed-area table in float64
-    (four reads per pixel whatever the box: a 65-px box cost 6x a 5-px one in passes, 1x
-    here), whose rounding (~1e-13 of the values) depends on where the array starts."""
+    the edge (the torch twin of ``sar2opt.ops.box_sum``, which gives numpy arrays their
+    'valid' windows; this one runs on the model's device). Up to ``SAT_FROM_PX``: two 1-D
+    passes; wider: a summed-area table in float64 (four reads per pixel whatever the box: a
+    65-px box cost 6x a 5-px one in passes, 1x here), whose rounding (~1e-13 of the values)
+    depends on where the array starts."""
     shape, r = v.shape, win_px // 2
     flat = v.reshape(-1, 1, *shape[-2:])
     if win_px >= SAT_FROM_PX:
@@ -272,9 +274,7 @@ def fill_residual(
     speaks, a wider one only where the smaller are empty; beyond the widest box's reach the
     fit stands alone. On the real test chips under laid clouds (one fit over each chip):
     MAE 0.76 x the fit alone on SSL4EO, 0.84 x on MultiEarth, 0.92 x on BioMassters."""
-    ok = clear[:, None].to(torch.float64)
-    r = torch.where(ok > 0, refl.to(torch.float64) - fit.to(torch.float64), 0.0)
-    r = torch.nan_to_num(r) * ok
+    ok, r = clear_residual(refl, clear, fit)
     num = torch.zeros_like(r)
     den = torch.zeros_like(ok)
     for k, b in enumerate(boxes_px):
@@ -285,6 +285,16 @@ def fill_residual(
     # clear pixel it is rounding error, where the fit stands alone
     tiny = 0.5 * decay ** (len(boxes_px) - 1) / boxes_px[-1] ** 2
     return fit.to(torch.float64) + torch.where(den > tiny, num / den.clamp_min(tiny), 0.0)
+
+
+def clear_residual(
+    refl: torch.Tensor, clear: torch.Tensor, fit: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ok, r) float64: the ``clear`` (N, H, W) pixels as (N, 1, H, W) 0/1, and ``refl`` -
+    ``fit`` (N, C, H, W) on them, 0 elsewhere (and where either is NaN): what the fill
+    spreads (:func:`fill_residual`) and checks (:func:`fill_factor`)."""
+    ok = clear[:, None].to(torch.float64)
+    return ok, torch.nan_to_num(refl.to(torch.float64) - fit.to(torch.float64)) * ok
 
 
 def tent_weights(centres: Sequence[float], n_px: int) -> torch.Tensor:
@@ -499,8 +509,7 @@ def fill_factor(
     pixel, it read 0.3-0.5 for the first box where the filled gaps of the real chips err
     0.45-0.8 x the fit; one-sided 0.6-0.7. About 1 for white noise; 1 beyond every box,
     where the fit stands alone, and where no clear pixel can be checked."""
-    ok = clear[:, None].to(torch.float64)
-    r = torch.nan_to_num(refl.to(torch.float64) - fit.to(torch.float64)) * ok
+    ok, r = clear_residual(refl, clear, fit)
     out = torch.ones_like(ok)
     found = torch.zeros_like(ok, dtype=torch.bool)
     inner = 1
