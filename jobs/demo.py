@@ -134,15 +134,6 @@ REAL_SETS = (
 REAL_CONFIG = "jobs/configs/real.yaml"
 #: the set whose monthly mosaic the real demo writes (12 months, real clouds and snow)
 REAL_MOSAIC = "biomassters"
-#: the scores printed per set (scores.json summary rows, in this order when present)
-REAL_ROWS = (
-    "checkpoint",
-    "scene fit per date: SAR + prior (baseline)",
-    "scene fit + clear pixels around (baseline)",
-    "ridge per date (baseline)",
-    "copy the prior clear pixel (baseline)",
-    "mean colour per date (baseline)",
-)
 
 
 def _ingest(rs: RealSet, src: Path, out: Path) -> list[dict]:
@@ -255,7 +246,8 @@ def _across_trainings(tables: dict[int | None, dict[str, dict]]) -> str:
     (measured |error| / stated; within 0.75-1.25 is calibrated)."""
     import numpy as np
 
-    ridge_row = "ridge per date (baseline)"
+    from sar2opt.evaluate.protocol import RIDGE_PER_DATE as ridge_row
+
     lines = [
         "\n=== across trainings (train.seed "
         + " ".join(str(s) for s in tables)
@@ -308,6 +300,17 @@ def _dates(rs: RealSet, d: Path) -> list[str]:
 def _real_table(table: dict[str, dict]) -> str:
     """MAE and SSIM (mean ± std over seeds) per set and method, each against the per-date
     ridge's."""
+    from sar2opt.evaluate.protocol import (
+        COPY_PRIOR,
+        FILLED_FIT,
+        MEAN_COLOUR,
+        PRIOR_FIT,
+        RIDGE_PER_DATE,
+    )
+
+    # scores.json summary rows, in this order when present: the checkpoint (its row's name
+    # starts so), then evaluate's baselines, strongest first
+    rows = ("checkpoint", PRIOR_FIT, FILLED_FIT, RIDGE_PER_DATE, COPY_PRIOR, MEAN_COLOUR)
     lines = [
         "\n=== real sets: MAE and SSIM under real cloud masks laid on clear dates (reflectance, "
         "mean ± std over seeds; x ridge = MAE / ridge per date's; coverage: scored pixels vs "
@@ -317,9 +320,9 @@ def _real_table(table: dict[str, dict]) -> str:
     ]
     for name, sc in table.items():
         summary = sc["summary"]
-        ridge = summary["ridge per date (baseline)"]["mae"][0]
-        ridge_ssim = summary["ridge per date (baseline)"]["ssim"][0]
-        for want in REAL_ROWS:
+        ridge = summary[RIDGE_PER_DATE]["mae"][0]
+        ridge_ssim = summary[RIDGE_PER_DATE]["ssim"][0]
+        for want in rows:
             for method, row in summary.items():
                 if method == want or (want == "checkpoint" and method.startswith("checkpoint")):
                     m, s = row["mae"]

@@ -42,12 +42,6 @@ from sar2opt import jobkit
 from sar2opt.errors import Sar2OptError
 from sar2opt.paths import claim_folder
 
-REFERENCE = "ridge per date (baseline)"
-MEAN = "mean colour per date (baseline)"
-COPY_PRIOR = "copy the prior clear pixel (baseline)"
-PRIOR_FIT = "scene fit per date: SAR + prior (baseline)"
-FILLED_FIT = "scene fit + clear pixels around (baseline)"
-BASELINES = (REFERENCE, MEAN, "ridge pooled (baseline)", COPY_PRIOR, PRIOR_FIT, FILLED_FIT)
 TERRAIN_BANDS = ("layover", "foreshortening", "shadow", "non_distorted")
 
 
@@ -338,6 +332,13 @@ def main(args: argparse.Namespace) -> int:
     from sar2opt.data.inputs import uses_cloudy
     from sar2opt.evaluate.downstream import downstream_summary
     from sar2opt.evaluate.protocol import (
+        BASELINES,
+        COPY_PRIOR,
+        FILLED_FIT,
+        MEAN_COLOUR,
+        PRIOR_FIT,
+        RIDGE_PER_DATE,
+        RIDGE_POOLED,
         BlockSplitSpec,
         CloudLaySpec,
         copy_prior_method,
@@ -391,9 +392,9 @@ def main(args: argparse.Namespace) -> int:
     if args.cloud_removal or (input_set is not None and uses_cloudy(input_set)):
         clouds = CloudLaySpec(buffer_px=args.cloud_buffer_px)
     methods = {
-        MEAN: mean_colour_method(per_date=True),
-        REFERENCE: ridge_method(per_date=True),
-        "ridge pooled (baseline)": ridge_method(per_date=False),
+        MEAN_COLOUR: mean_colour_method(per_date=True),
+        RIDGE_PER_DATE: ridge_method(per_date=True),
+        RIDGE_POOLED: ridge_method(per_date=False),
     }
     if scene.prior is not None:
         methods[COPY_PRIOR] = copy_prior_method()
@@ -426,7 +427,7 @@ def main(args: argparse.Namespace) -> int:
         raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None
 
     summary = result.summary()
-    cov = coverage(summary, REFERENCE)
+    cov = coverage(summary, RIDGE_PER_DATE)
     if COPY_PRIOR in summary:
         notes.append(
             f"{COPY_PRIOR}: a prior clear S2 exists at {100 * cov[COPY_PRIOR]:.0f} % of the "
@@ -439,7 +440,7 @@ def main(args: argparse.Namespace) -> int:
         title=f"sar2opt evaluation: {args.cube.name}",
         result=result,
         scene=scene,
-        reference=REFERENCE,
+        reference=RIDGE_PER_DATE,
         baselines=BASELINES,
         block_px=args.block_px,
         notes=notes,
@@ -479,6 +480,7 @@ def format_tables(result, cov: dict, v: dict, target: float) -> list[str]:
     """The printed tables: every method's MAE and SSIM (mean ± std over seeds), MAE gain and
     'SSIM ≥ ridge', coverage; then per region, the downstream check and best-of-N."""
     from sar2opt.evaluate.downstream import downstream_summary
+    from sar2opt.evaluate.protocol import RIDGE_PER_DATE as REFERENCE
     from sar2opt.evaluate.report import region_groups, ssim_at_least
 
     summary = result.summary()

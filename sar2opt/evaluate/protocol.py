@@ -231,6 +231,17 @@ class Prediction:
     hypotheses: np.ndarray | None = None
 
 
+#: The baselines' names: the rows of evaluate's table and the keys of its ``scores.json``,
+#: which ``jobs/demo.py`` reads back (one definition, so the two cannot drift apart).
+RIDGE_PER_DATE = "ridge per date (baseline)"
+RIDGE_POOLED = "ridge pooled (baseline)"
+MEAN_COLOUR = "mean colour per date (baseline)"
+COPY_PRIOR = "copy the prior clear pixel (baseline)"
+PRIOR_FIT = "scene fit per date: SAR + prior (baseline)"
+FILLED_FIT = "scene fit + clear pixels around (baseline)"
+BASELINES = (RIDGE_PER_DATE, MEAN_COLOUR, RIDGE_POOLED, COPY_PRIOR, PRIOR_FIT, FILLED_FIT)
+
+
 # A method maps (scene, train mask (H, W) or (T, H, W), seed) -> (T, C, H, W) or a Prediction.
 Method = Callable[[Scene, np.ndarray, int], "np.ndarray | Prediction"]
 

@@ -30,7 +30,7 @@ def _scores(ridge: float, ckpt: float, fit: float) -> dict:
 def test_the_real_table_puts_each_method_against_the_per_date_ridge(demo) -> None:
     text = demo._real_table({"bms": _scores(0.03, 0.024, 0.021), "ssl": _scores(0.02, 0.03, 0.01)})
     rows = [ln.split() for ln in text.splitlines() if ln.startswith(("bms", "ssl"))]
-    # per set: checkpoint, scene fit, ridge (the order of REAL_ROWS; pooled ridge left out)
+    # per set: checkpoint, scene fit, ridge (the order of _real_table's rows; pooled ridge left out)
     assert [r[1] for r in rows] == ["checkpoint", "scene", "ridge"] * 2
     ratio = {(r[0], r[1]): float(r[-7]) for r in rows}
     assert ratio[("bms", "checkpoint")] == pytest.approx(0.8)
