@@ -344,7 +344,7 @@ def main(args: argparse.Namespace) -> int:
         copy_prior_method,
         load_scene,
         mean_colour_method,
-        prior_fit_method,
+        prior_fit_methods,
         ridge_method,
         run_protocol,
     )
@@ -398,8 +398,7 @@ def main(args: argparse.Namespace) -> int:
     }
     if scene.prior is not None:
         methods[COPY_PRIOR] = copy_prior_method()
-        methods[PRIOR_FIT] = prior_fit_method()
-        methods[FILLED_FIT] = prior_fit_method(fill=True)
+        methods[PRIOR_FIT], methods[FILLED_FIT] = prior_fit_methods()
     notes: list[str] = []
     allowed = None
     metrics_csv = None

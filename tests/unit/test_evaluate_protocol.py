@@ -20,7 +20,7 @@ from sar2opt.evaluate.protocol import (
     mean_colour_method,
     mean_std,
     predictor_method,
-    prior_fit_method,
+    prior_fit_methods,
     ridge_method,
     run_protocol,
     scores,
@@ -240,7 +240,7 @@ def test_scene_fit_baseline_fits_a_date_with_few_training_pixels():
     sc = _cloud_scene()
     train = np.zeros((32, 32), bool)
     train[20:28, 12:20] = True  # 64 px, all with a prior
-    fit = prior_fit_method()(sc, train, 0)
+    fit = prior_fit_methods()[0](sc, train, 0)
     ridge = ridge_method()(sc, train, 0)
     held = ~train
     # the prior is the truth + 0.01: the fit learns the offset; copying it errs by 0.01
@@ -438,8 +438,15 @@ def test_the_filled_scene_fit_baseline_spreads_the_fit_s_residual_from_the_train
     sc = replace(sc, truth=truth)
     train = np.ones((32, 32), bool)
     train[10:18] = False  # the fits do not see rows 10-17
-    plain = prior_fit_method()(sc, train, 0)
-    filled = prior_fit_method(fill=True)(sc, train, 0)
+    plain_of, filled_of = prior_fit_methods()
+    plain = plain_of(sc, train, 0)
+    filled = filled_of(sc, train, 0)
+    # the pair shares one fit per scene and training mask: another mask (the next seed's)
+    # is fitted anew, as a fresh pair fits it
+    other = np.ones((32, 32), bool)
+    other[4:12] = False
+    np.testing.assert_array_equal(filled_of(sc, other, 0), prior_fit_methods()[1](sc, other, 0))
+    assert not np.allclose(filled_of(sc, other, 0)[0], filled[0])
     tm = sc.clear & train[None] & np.isfinite(sc.truth).all(1)
     for t in (0, 2):  # the clear dates
         want = fill_residual(
