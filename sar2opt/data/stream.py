@@ -68,6 +68,11 @@ if TYPE_CHECKING:
 AUX_KEYS = ("cloudy", "prior", "dem")  # extra inputs, in the cube-band order the reader uses
 WINDOW_FACTOR = 4.0  # read one bounding window per date when <= this x the patches' area
 BATCHES_PER_BLOCK = 4  # read batches per Ray block of index rows: parallelism vs. overhead
+#: Context windows whose reference a read task fits at once (``context_reference``): the
+#: fit, its fill and its error hold several float64 copies of each window; all 128 windows
+#: of a read at once peaked at 3.4 GB for 256-px windows (``infer.tile_px``'s default), 16
+#: at a time at 1.2 GB, and ran faster.
+REF_CHUNK = 16
 STATS_BATCH = 64  # patches read per step by norm_stats
 CACHE_BLOCK_ROWS = 16  # patches per block of a cached split: the unit of per-epoch reordering
 
@@ -482,11 +487,13 @@ def context_reference(
         keys = ("sar", *(key for key in AUX_KEYS if key in parts))
         x, _ = model_inputs({key: parts[key] for key in keys}, norm, ctx.input_set)
         slices = input_slices(ctx.input_set, x.shape[1], n_opt)
-        xt = torch.from_numpy(x)
-        fit, ref = scene_reference(xt, slices)
-        got = {REF_KEY: ref.numpy()}
-        if ctx.with_error:
-            got[REF_ERR_KEY] = reference_error(xt, fit, slices).numpy()
+        got = {key: np.empty((len(sel), n_opt, h, w), np.float32) for key in out}
+        for a in range(0, len(sel), REF_CHUNK):  # a few windows at a time: memory
+            xt = torch.from_numpy(x[a : a + REF_CHUNK])
+            fit, ref = scene_reference(xt, slices)
+            got[REF_KEY][a : a + len(xt)] = ref.numpy()
+            if ctx.with_error:
+                got[REF_ERR_KEY][a : a + len(xt)] = reference_error(xt, fit, slices).numpy()
         for j, i in enumerate(sel):
             dr, dc = (int(v) for v in offs[j])
             for key, v in got.items():

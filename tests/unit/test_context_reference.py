@@ -77,6 +77,26 @@ def test_a_larger_context_fits_the_hidden_pixels_better(cube) -> None:
     assert mae[128] < 0.95 * mae[P], mae
 
 
+def test_windows_fitted_a_few_at_a_time_give_what_one_at_a_time_does(cube, monkeypatch) -> None:
+    """A read fits its windows' references in chunks of ``REF_CHUNK`` (memory); each window's
+    fit, fill and error are its own, so the chunk size changes nothing."""
+    from dataclasses import replace
+
+    from sar2opt.data import stream
+
+    path, rows = cube
+    ctx = replace(context(128), with_error=True)
+    got = {}
+    for chunk in (1, 5, len(rows)):
+        monkeypatch.setattr(stream, "REF_CHUNK", chunk)
+        got[chunk] = read_patches(path, rows, **KW, cloud_masks=CloudMasks(seed=0, rate=1.0),
+                                  reference_context=ctx)  # fmt: skip
+    for chunk in (5, len(rows)):
+        for key in ("ref", "ref_err"):
+            np.testing.assert_allclose(got[chunk][key], got[1][key], rtol=1e-5, atol=1e-6)
+    assert len(rows) > 5 and np.isfinite(got[1]["ref_err"]).all()
+
+
 def _edit_cloudy(src: Path, dst: Path, where: np.ndarray) -> None:
     """A copy of the cube whose same-date S2 reflectance is changed at the pixels ``where``."""
     shutil.copytree(src, dst)
