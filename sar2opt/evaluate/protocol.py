@@ -347,9 +347,15 @@ def prior_fit_methods(alpha: float = 1.0) -> tuple[Method, Method]:
             has = np.isfinite(prior).all(0)
             mean = prior[:, has].mean(1) if has.any() else np.zeros(prior.shape[0])
             prior = np.where(has[None], prior, mean[:, None, None])
+            # a SAR gap (a swath's edge) stands in the date's mean, as inference gives the
+            # model its standardised 0, and is left out of the fit and unscored (NaN): one
+            # NaN feature in the ridge's sums made the whole date NaN
+            sar = scene.sar_db[i].astype("float64")
+            seen = np.isfinite(sar).all(0)
+            sar = np.where(seen[None], sar, sar[:, seen].mean(1)[:, None, None])
             truth = np.nan_to_num(scene.truth[i]).astype("float64")
-            ok = tm[i] & np.isfinite(scene.truth[i]).all(0)
-            t = [torch.from_numpy(np.ascontiguousarray(a))[None] for a in (scene.sar_db[i], truth)]
+            ok = tm[i] & np.isfinite(scene.truth[i]).all(0) & seen
+            t = [torch.from_numpy(a)[None] for a in (sar, truth)]
             pt, okt = torch.from_numpy(prior)[None], torch.from_numpy(ok)[None]
             # A whole date takes the per-date ridge's pixel rule (``_per_date``), not the
             # 10 % of a model's window that ``scene_fit`` asks by default: under laid clouds
@@ -358,10 +364,11 @@ def prior_fit_methods(alpha: float = 1.0) -> tuple[Method, Method]:
             out = scene_fit(t[0].double(), t[1], okt, pt, alpha, extra=pt, **kw)[0].numpy()
             # where a pixel has no prior, the SAR-only fit of the date (the per-date ridge)
             sar_only = scene_fit(t[0].double(), t[1], okt, None, alpha, **kw)[0].numpy()
-            return np.where(has[None], out, sar_only)
+            return np.where(seen[None], np.where(has[None], out, sar_only), np.nan)
 
         out = _per_date(scene, tm, fit, RIDGE_MIN_PX, "float64")
-        last[:] = [scene, train, out, tm & np.isfinite(scene.truth).all(1)]
+        ok = tm & np.isfinite(scene.truth).all(1) & np.isfinite(scene.sar_db).all(1)
+        last[:] = [scene, train, out, ok]
         return out, last[3]
 
     def plain(scene: Scene, train: np.ndarray, seed: int) -> np.ndarray:
@@ -370,7 +377,7 @@ def prior_fit_methods(alpha: float = 1.0) -> tuple[Method, Method]:
     def filled(scene: Scene, train: np.ndarray, seed: int) -> np.ndarray:
         fit, ok = fits(scene, train)
         out = np.full(fit.shape, np.nan, "float32")
-        for i in np.flatnonzero(np.isfinite(fit).all(axis=(1, 2, 3))):
+        for i in np.flatnonzero(np.isfinite(fit).any(axis=(1, 2, 3))):  # the fitted dates
             truth = np.nan_to_num(scene.truth[i]).astype("float64")
             f = fill_residual(*(torch.from_numpy(a)[None] for a in (fit[i], truth, ok[i])))
             out[i] = f[0].numpy()

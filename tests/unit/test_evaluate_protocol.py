@@ -447,6 +447,15 @@ def test_the_filled_scene_fit_baseline_spreads_the_fit_s_residual_from_the_train
     other[4:12] = False
     np.testing.assert_array_equal(filled_of(sc, other, 0), prior_fit_methods()[1](sc, other, 0))
     assert not np.allclose(filled_of(sc, other, 0)[0], filled[0])
+    # a SAR gap (a swath's edge) is unscored, and the rest of its date fitted as before
+    sar = sc.sar_db.copy()
+    sar[0, :, 0, :3] = np.nan
+    gap = replace(sc, sar_db=sar)
+    p_gap, f_gap = (m(gap, train, 0) for m in prior_fit_methods())
+    for got in (p_gap, f_gap):
+        assert np.isnan(got[0][:, 0, :3]).all() and np.isfinite(got[0][:, 1:]).all()
+    far = (slice(None), slice(8, None))  # beyond the gap's local means (5 px)
+    np.testing.assert_allclose(p_gap[0][far], plain[0][far], atol=2e-3)
     tm = sc.clear & train[None] & np.isfinite(sc.truth).all(1)
     for t in (0, 2):  # the clear dates
         want = fill_residual(
