@@ -169,7 +169,9 @@ def model_inputs(
     data); where the prior is (no clear S2 within the prior window) it stays valid, the
     model gets the mean colour, and ``run.process_strip`` records that it had no prior
     (``source``); the cloudy S2 is never missing: a pixel without a clear same-date one is
-    masked.
+    masked, and so is one without SAR or DEM: a scene fit (``models.reference``) learns from
+    the clear pixels, and at a swath's edge the clear S2 beside the mean SAR taught it that
+    the mean SAR has every colour, in the half of the window that has SAR.
     """
     parts, valid = {}, None
     for k in input_keys(input_set):
@@ -184,5 +186,11 @@ def model_inputs(
         if not finite.all():
             x = np.where(finite, x, np.float32(0.0))
         parts[k] = x
+    if "cloudy" in parts and valid is not None and not valid.all():
+        gap = ~valid[:, None]
+        refl, mask = parts["cloudy"][:, :-MASK_CH], parts["cloudy"][:, -MASK_CH:]
+        parts["cloudy"] = np.concatenate(
+            [np.where(gap, np.float32(0.0), refl), np.where(gap, np.float32(1.0), mask)], axis=1
+        )
     x = parts["sar"] if input_set == "S" else model_input(parts, input_set).numpy()
     return x.astype(np.float32, copy=False), valid

@@ -359,6 +359,39 @@ def test_model_inputs_missing_values_rules() -> None:
     assert x_s.shape == (b, 2, h, w) and valid_s.sum() == h * w - 1
 
 
+def test_a_swath_edge_is_no_evidence_for_the_scene_fit() -> None:
+    """Where the SAR is missing (a swath's edge) the same-date S2 is masked too: a scene fit
+    learns from the clear pixels, and clear S2 beside the mean SAR would teach it that the
+    mean SAR has that colour. Here the west half has no SAR and brighter land: the east
+    half's reference errs at the noise's level (0.0008), 4.6 x that with the west kept as
+    evidence (what model_inputs gave before)."""
+    import torch
+
+    from sar2opt.models.reference import input_slices, scene_reference
+    from tests.helpers.infer_fakes import NORM as N1
+
+    rng = np.random.default_rng(0)
+    sar = np.stack([rng.uniform(-15, -9, (1, 64, 64)), rng.uniform(-22, -16, (1, 64, 64))], 1)
+    b04 = 0.05 + 0.004 * (sar[:, :1] + 12) + rng.normal(0, 0.001, (1, 1, 64, 64))
+    west = np.zeros((64, 64), bool)
+    west[:, :32] = True
+    sar[:, :, west] = np.nan
+    b04[:, :, west] = 0.15  # clear land the radar did not see
+    cloudy = np.concatenate([b04, np.zeros_like(b04)], axis=1).astype(np.float32)
+    x, valid = model_inputs({"sar": sar.astype(np.float32), "cloudy": cloudy}, N1, "SC")
+    assert not valid[0][west].any() and valid[0][~west].all()
+    assert (x[0, 3][west] == 1).all() and (x[0, 2][west] == 0).all()  # masked, mean colour
+    assert (x[0, 3][~west] == 0).all()
+    sl = input_slices("SC", 4, 1)
+    kept = x.copy()  # the west half as evidence: its S2 unmasked beside the mean SAR
+    kept[0, 2][west], kept[0, 3][west] = (0.15 - 0.05) / 0.02, 0.0
+    err = {}
+    for name, xi in (("masked", x), ("kept", kept)):
+        ref = scene_reference(torch.from_numpy(xi), sl)[1].numpy()
+        err[name] = np.abs(ref[0, 0] * 0.02 + 0.05 - b04[0, 0])[~west].mean()
+    assert err["masked"] < 0.0015 and err["kept"] > 3 * err["masked"], err
+
+
 def test_source_says_which_evidence_made_each_pixel() -> None:
     """A strip through ``process_strip``: prior -> 3, no prior -> 2, no SAR -> 0 (no clear
     S2 to keep: the composite is off)."""
