@@ -72,6 +72,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="ring around laid clouds kept out of the baselines' fits (default 0: they see "
         "every pixel the model sees)",
     )
+    ap.add_argument(
+        "--cloud-masks-from",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="CUBE",
+        help="cubes whose real cloud masks are laid when this cube has no cloudy date to lend "
+        "(a clear season), instead of its held-out blocks",
+    )
     ap.add_argument("--residual-steps", type=int, default=300, help="0: skip the residual net")
     ap.add_argument("--residual-ngf", type=int, default=16)
     ap.add_argument("--target", type=float, default=0.15, help="MAE gain over ridge to pass")
@@ -325,6 +334,9 @@ def main(args: argparse.Namespace) -> int:
         raise EvaluateError(f"cube not found: {args.cube}")
     if args.checkpoint is not None and not args.checkpoint.exists():
         raise EvaluateError(f"checkpoint not found: {args.checkpoint}")
+    for lender in args.cloud_masks_from:
+        if not lender.exists():
+            raise EvaluateError(f"--cloud-masks-from: cube not found: {lender}")
     if not args.seeds:
         raise EvaluateError("need at least one seed")
     import xarray as xr
@@ -342,6 +354,7 @@ def main(args: argparse.Namespace) -> int:
         BlockSplitSpec,
         CloudLaySpec,
         copy_prior_method,
+        lent_masks,
         load_scene,
         mean_colour_method,
         prior_fit_methods,
@@ -389,8 +402,14 @@ def main(args: argparse.Namespace) -> int:
             f"--bands {' '.join(unknown)}: not predicted; choose among {' '.join(scene.bands)}"
         )
     clouds = None
+    lent = None
     if args.cloud_removal or (input_set is not None and uses_cloudy(input_set)):
         clouds = CloudLaySpec(buffer_px=args.cloud_buffer_px)
+        if args.cloud_masks_from:
+            try:
+                lent = lent_masks([str(p) for p in args.cloud_masks_from], scene.clear.shape[1:])
+            except (ValueError, KeyError, OSError) as e:
+                raise EvaluateError(f"--cloud-masks-from: {e}") from None
     methods = {
         MEAN_COLOUR: mean_colour_method(per_date=True),
         RIDGE_PER_DATE: ridge_method(per_date=True),
@@ -420,7 +439,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         result = run_protocol(
             scene, methods, spec, args.seeds, allowed, log=log, bands=bands, clouds=clouds,
-            regions=regions, downstream=downstream,
+            regions=regions, downstream=downstream, lent=lent,
         )  # fmt: skip
     except ValueError as e:
         raise EvaluateError(f"cannot evaluate {args.cube}: {e}") from None

@@ -477,9 +477,44 @@ class CloudLaySpec:
     min_clear: float = 0.5
 
 
-#: ``lay_clouds``'s donors: none (the date is not scored), and the held-out blocks laid
-#: instead of a cloud.
-NO_DONOR, BLOCKS_DONOR = -1, -2
+#: ``lay_clouds``'s donors: none (the date is not scored), the held-out blocks laid instead
+#: of a cloud, and the lent masks: ``LENT_DONOR - k`` is the k-th mask lent by other cubes.
+NO_DONOR, BLOCKS_DONOR, LENT_DONOR = -1, -2, -3
+
+
+def donor_name(donor: int, times: Sequence[str] = ()) -> str:
+    """What ``lay_clouds`` laid on a date, for logs and reports: a date of the cube, the
+    held-out blocks, or a mask lent by another cube."""
+    if donor <= LENT_DONOR:
+        return f"lent mask {LENT_DONOR - donor}"
+    if donor < 0:
+        return "the held-out blocks"
+    return times[donor][:10] if donor < len(times) else f"date {donor}"
+
+
+def lent_masks(cube_paths: Sequence[str], shape: tuple[int, int]) -> np.ndarray:
+    """(K, H, W) bool: every date's cloud mask of the cubes at ``cube_paths`` (their
+    ``cloud_mask`` band; NaN, no S2, counts as cloud), cut to ``shape`` from the top-left
+    corner, mirrored where a cube is smaller: real cloud shapes for a cube with no cloudy
+    date of its own (``lay_clouds``). A date without S2 is all cloud, and ``lay_clouds``'s
+    cover rule leaves it out."""
+    import xarray as xr
+
+    from sar2opt.data.patches import CLOUD_MASK_BAND
+
+    h, w = shape
+    out = []
+    for path in cube_paths:
+        cube = xr.open_zarr(path)["cube"]
+        if CLOUD_MASK_BAND not in [str(b) for b in cube.band.values]:
+            raise ValueError(f"{path}: no {CLOUD_MASK_BAND} band (build it with cube.cloudy)")
+        m = ~(cube.sel(band=CLOUD_MASK_BAND).values <= 0.5)  # (T, h', w')
+        while m.shape[1] < h or m.shape[2] < w:  # mirrored until it covers the grid
+            dy = min(m.shape[1], max(0, h - m.shape[1]))
+            dx = min(m.shape[2], max(0, w - m.shape[2]))
+            m = np.pad(m, ((0, 0), (0, dy), (0, dx)), mode="symmetric")
+        out.append(m[:, :h, :w])
+    return np.concatenate(out)
 
 
 def lay_clouds(
@@ -488,6 +523,7 @@ def lay_clouds(
     spec: CloudLaySpec = CloudLaySpec(),
     allowed: np.ndarray | None = None,
     blocks: np.ndarray | None = None,
+    lent: np.ndarray | None = None,
 ) -> tuple[Scene, np.ndarray, dict[int, int]]:
     """(scene with the laid clouds in its cloudy input, laid mask (T, H, W), {target: donor}).
 
@@ -495,9 +531,11 @@ def lay_clouds(
     from ``seed`` and ``t`` alone (deterministic). The donor masks are the cube's
     ``cloud_mask`` (``~clear`` when the cube has no same-date S2 bands); the cloudy input's
     own mask is united with them by ``data.stream.lay_cloud_masks``, as in training.
-    A cube with no cloudy date to donate (a clear season) gets ``blocks`` (H, W), e.g. a
-    seed's held-out blocks, laid on every clear date instead (donor ``BLOCKS_DONOR``); the
-    error without them says what is missing.
+    A cube with no cloudy date to donate (a clear season) gets a real cloud shape of other
+    cubes instead when ``lent`` (K, H, W; ``lent_masks``) holds one that covers the share of
+    the area a donor must (drawn the same way; donor ``LENT_DONOR - k``), else ``blocks``
+    (H, W), e.g. a seed's held-out blocks, on every clear date (donor ``BLOCKS_DONOR``); the
+    error without either says what is missing.
     """
     from sar2opt.data.stream import lay_cloud_masks
 
@@ -514,7 +552,15 @@ def lay_clouds(
         cands = np.flatnonzero(donor_ok & (np.arange(n_t) != t))
         if clear[t] >= spec.min_clear and cands.size:
             donors[t] = cands[np.random.default_rng([int(seed), t]).integers(cands.size)]
-    if not (donors >= 0).any() and blocks is not None:
+    lent_ok = np.zeros(0, dtype=np.int64)
+    if lent is not None and len(lent):
+        lc = (lent & area).sum(axis=(1, 2)) / n_area
+        lent_ok = np.flatnonzero((lc >= spec.min_cover) & (lc <= spec.max_cover))
+    if not (donors >= 0).any() and lent_ok.size:
+        for t in np.flatnonzero(clear >= spec.min_clear):
+            k = lent_ok[np.random.default_rng([int(seed), int(t)]).integers(lent_ok.size)]
+            donors[t] = LENT_DONOR - k
+    elif not (donors >= 0).any() and blocks is not None:
         donors[clear >= spec.min_clear] = BLOCKS_DONOR
     sel = donors != NO_DONOR
     if not sel.any():
@@ -525,7 +571,8 @@ def lay_clouds(
         )
     laid = np.zeros((n_t, h, w), bool)
     for t in np.flatnonzero(sel):
-        laid[t] = clouds[donors[t]] if donors[t] >= 0 else np.asarray(blocks, bool)
+        d = donors[t]
+        laid[t] = clouds[d] if d >= 0 else lent[LENT_DONOR - d] if d <= LENT_DONOR else blocks
     cloudy = scene.cloudy
     if cloudy is not None:
         cloudy = lay_cloud_masks(
@@ -612,6 +659,7 @@ def run_protocol(
     clouds: CloudLaySpec | None = None,
     regions: Mapping[str, np.ndarray] | None = None,
     downstream: Callable[..., dict] | None = None,
+    lent: np.ndarray | None = None,
 ) -> ProtocolResult:
     """Score every method on the same pixels for each seed, on ``bands`` (default: all).
 
@@ -644,14 +692,13 @@ def run_protocol(
             score_mask = scene.clear.astype(bool) & held[None]
         else:
             blocks = block_split(h, w, spec, int(s), allowed)[1]  # for a cloud-free cube
-            seen, laid, pairs = lay_clouds(scene, int(s), clouds, allowed, blocks)
+            seen, laid, pairs = lay_clouds(scene, int(s), clouds, allowed, blocks, lent)
             train = ~dilate(laid, clouds.buffer_px)
             held = laid if allowed is None else laid & np.asarray(allowed, bool)[None]
             score_mask = scene.clear.astype(bool) & held
             laids.append(pairs)
             lays = ", ".join(
-                f"of {scene.times[d][:10] if d >= 0 else 'the held-out blocks'} on "
-                f"{scene.times[t][:10]}"
+                f"of {donor_name(d, scene.times)} on {scene.times[t][:10]}"
                 for t, d in pairs.items()
             )
             log(f"seed {s}: clouds laid: {lays}; {int(score_mask.sum())} px scored")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sar2opt.evaluate.protocol import METRICS, ProtocolResult, Scene, select_bands
+from sar2opt.evaluate.protocol import METRICS, ProtocolResult, Scene, donor_name, select_bands
 from sar2opt.evaluate.quicklook import (
     RGB_BANDS,
     percentile_limits,
@@ -418,16 +418,14 @@ def protocol_note(result: ProtocolResult, block_px: int, times: Sequence[str] = 
     """What was held out, what was fitted where, and the bands scored (``times``: the
     scene's dates, to name the laid clouds' dates)."""
 
-    def day(i: int) -> str:
-        if i < 0:  # protocol.BLOCKS_DONOR: no date of the cube had clouds to lay
-            return "the held-out blocks"
-        return times[i][:10] if i < len(times) else f"date {i}"
-
     seeds = ", ".join(map(str, result.seeds))
     bands = ", ".join(result.bands) if result.bands else "all"
     if result.mode == "cloud removal":
         lays = "; ".join(
-            f"seed {s}: " + ", ".join(f"{day(d)} on {day(t)}" for t, d in pairs.items())
+            f"seed {s}: "
+            + ", ".join(
+                f"{donor_name(d, times)} on {donor_name(t, times)}" for t, d in pairs.items()
+            )
             for s, pairs in zip(result.seeds, result.laid, strict=True)
         )
         head = (

@@ -336,6 +336,47 @@ def test_a_cloud_free_cube_gets_the_held_out_blocks_laid_as_clouds():
     assert (seen.cloudy[:, :-1] == clear.cloudy[:, :-1]).all()  # reflectance kept
 
 
+def test_a_cloud_free_cube_gets_real_cloud_shapes_lent_by_other_cubes(tmp_path):
+    """Other cubes' cloud masks (``lent_masks``: cut to the grid, mirrored where a cube is
+    smaller) are laid instead of the blocks when given: one per clear date, drawn from the
+    seed and the date, only masks whose cover the donor rule allows."""
+    import xarray as xr
+
+    from sar2opt.evaluate.protocol import LENT_DONOR, donor_name, lent_masks
+
+    sc = _cloud_scene()
+    clear = replace(
+        sc,
+        clear=np.ones_like(sc.clear),
+        cloudy=np.concatenate([sc.cloudy[:, :-1], np.zeros_like(sc.cloudy[:, -1:])], axis=1),
+    )
+    # a 20 x 24 lender with three dates: a 10 x 12 cloud, no S2 at all, a clear date
+    m = np.zeros((3, 1, 20, 24), "float32")
+    m[0, 0, :10, :12] = 1.0
+    m[1] = np.nan
+    path = tmp_path / "lender.zarr"
+    xr.Dataset({"cube": (("time", "band", "y", "x"), m)}, coords={"band": ["cloud_mask"]}).to_zarr(
+        path
+    )
+    lent = lent_masks([str(path)], (32, 32))
+    assert lent.shape == (3, 32, 32) and lent[1].all() and not lent[2].any()
+    want = np.zeros((32, 32), bool)
+    want[:10, :12] = True
+    want[30:, :12] = True  # rows 20-31 mirror rows 19-8: the cloud's rows 9, 8 again
+    assert (lent[0] == want).all()
+    blocks = np.zeros((32, 32), bool)
+    blocks[8:16, 8:24] = True
+    seen, laid, pairs = lay_clouds(clear, 0, CloudLaySpec(), blocks=blocks, lent=lent)
+    # only the first mask has a donor's cover (2-80 %): no S2 and all clear are no cloud
+    assert pairs == {t: LENT_DONOR for t in range(clear.clear.shape[0])}
+    assert (laid == lent[0][None]).all() and (seen.cloudy[:, -1] == lent[0][None]).all()
+    assert donor_name(LENT_DONOR - 2) == "lent mask 2"
+    no_mask = tmp_path / "no_mask.zarr"
+    xr.Dataset({"cube": (("time", "band", "y", "x"), m)}, coords={"band": ["B04"]}).to_zarr(no_mask)
+    with pytest.raises(ValueError, match="no cloud_mask band"):
+        lent_masks([str(no_mask)], (32, 32))
+
+
 def test_region_scores_per_region_mae_and_ssim():
     from sar2opt.evaluate.protocol import region_scores
 
