@@ -287,6 +287,10 @@ def test_evaluate_bad_input_one_error_line(inputs, tmp_path):
     r = _run(["--cube", inputs / "cube.zarr", "--out", tmp_path / "o", "--block-px", "128"])
     errs = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert r.returncode == 2 and len(errs) == 1 and "smaller than one 128 px block" in errs[0]
+    r = _run(["--cube", inputs / "cube.zarr", "--out", tmp_path / "o", "--cloud-removal",
+              "--cloud-masks-from", tmp_path / "lender.zarr"])  # fmt: skip
+    errs = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert r.returncode == 2 and len(errs) == 1 and "--cloud-masks-from: cube not found" in errs[0]
     assert not (tmp_path / "o" / "report.html").exists()
 
 
