@@ -173,24 +173,21 @@ def model_inputs(
     the clear pixels, and at a swath's edge the clear S2 beside the mean SAR taught it that
     the mean SAR has every colour, in the half of the window that has SAR.
     """
-    parts, valid = {}, None
-    for k in input_keys(input_set):
-        x = np.asarray(batch[k], dtype=np.float32)
+    raw = {k: np.asarray(batch[k], dtype=np.float32) for k in input_keys(input_set)}
+    valid = None
+    for k, x in raw.items():
         if x.ndim != 4:
             raise ValueError(f"{k} must be (B, C, H, W), got shape {x.shape}")
+        if k in ("sar", "dem"):  # the prior may be missing (module doc of data.inputs)
+            ok = np.isfinite(x).all(axis=1)
+            valid = ok if valid is None else valid & ok
+    if "cloudy" in raw and valid is not None and not valid.all():
+        raw["cloudy"] = raw["cloudy"].copy()  # the caller's array stays as it was
+        raw["cloudy"][:, -1][~valid] = 1.0  # masked: ``normalise_cloudy`` says what that is
+    parts = {}
+    for k, x in raw.items():
         x = normalise_input(k, x, norm)
         finite = np.isfinite(x)
-        if k in ("sar", "dem"):  # the prior may be missing (module doc of data.inputs)
-            ok = finite.all(axis=1)
-            valid = ok if valid is None else valid & ok
-        if not finite.all():
-            x = np.where(finite, x, np.float32(0.0))
-        parts[k] = x
-    if "cloudy" in parts and valid is not None and not valid.all():
-        gap = ~valid[:, None]
-        refl, mask = parts["cloudy"][:, :-MASK_CH], parts["cloudy"][:, -MASK_CH:]
-        parts["cloudy"] = np.concatenate(
-            [np.where(gap, np.float32(0.0), refl), np.where(gap, np.float32(1.0), mask)], axis=1
-        )
+        parts[k] = x if finite.all() else np.where(finite, x, np.float32(0.0))
     x = parts["sar"] if input_set == "S" else model_input(parts, input_set).numpy()
     return x.astype(np.float32, copy=False), valid
