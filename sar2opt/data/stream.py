@@ -68,10 +68,10 @@ if TYPE_CHECKING:
 AUX_KEYS = ("cloudy", "prior", "dem")  # extra inputs, in the cube-band order the reader uses
 WINDOW_FACTOR = 4.0  # read one bounding window per date when <= this x the patches' area
 BATCHES_PER_BLOCK = 4  # read batches per Ray block of index rows: parallelism vs. overhead
-#: Context windows whose reference a read task fits at once (``context_reference``): the
+#: Context windows whose reference a read task fits at once (``window_references``): the
 #: fit, its fill and its error hold several float64 copies of each window; all 128 windows
-#: of a read at once peaked at 3.4 GB for 256-px windows (``infer.tile_px``'s default), 16
-#: at a time at 1.2 GB, and ran faster.
+#: of a read at once peaked at 3.5 GB for 256-px windows (``infer.tile_px``'s default), 16
+#: at a time at 1.3 GB, and ran faster (``benchmarks/bench_context_reference.py``).
 REF_CHUNK = 16
 STATS_BATCH = 64  # patches read per step by norm_stats
 CACHE_BLOCK_ROWS = 16  # patches per block of a cached split: the unit of per-epoch reordering
@@ -444,10 +444,8 @@ def context_reference(
     shape covers the patch only, and so does a donor that hides more than
     ``LEND_MAX_COVER`` of the window (a date without S2 is no cloud shape: laid over the
     window it left the fit nothing, and the validation MAE went from 0.012 to 0.07)."""
-    import torch
-
     from sar2opt.data.inputs import model_inputs
-    from sar2opt.models.reference import input_slices, reference_error, scene_reference
+    from sar2opt.models.reference import input_slices
 
     p = patch_px
     out = {key: np.empty((len(t), n_opt, p, p), dtype=np.float32)
@@ -487,18 +485,36 @@ def context_reference(
         keys = ("sar", *(key for key in AUX_KEYS if key in parts))
         x, _ = model_inputs({key: parts[key] for key in keys}, norm, ctx.input_set)
         slices = input_slices(ctx.input_set, x.shape[1], n_opt)
-        got = {key: np.empty((len(sel), n_opt, h, w), np.float32) for key in out}
-        for a in range(0, len(sel), REF_CHUNK):  # a few windows at a time: memory
-            xt = torch.from_numpy(x[a : a + REF_CHUNK])
-            fit, ref = scene_reference(xt, slices)
-            got[REF_KEY][a : a + len(xt)] = ref.numpy()
-            if ctx.with_error:
-                got[REF_ERR_KEY][a : a + len(xt)] = reference_error(xt, fit, slices).numpy()
+        got = window_references(x, slices, n_opt, ctx.with_error)
         for j, i in enumerate(sel):
             dr, dc = (int(v) for v in offs[j])
             for key, v in got.items():
                 out[key][i] = v[j, :, dr : dr + p, dc : dc + p]
     return out
+
+
+def window_references(
+    x: np.ndarray, slices: Mapping[str, slice], n_opt: int, with_error: bool = False
+) -> dict[str, np.ndarray]:
+    """``{"ref": (N, Co, H, W) float32}`` of N standardised context windows x (the scene fit
+    with its residual spread, ``models.reference.scene_reference``), and with ``with_error``
+    its error (``"ref_err"``), ``REF_CHUNK`` windows at a time: each window's fit is its own,
+    and the fits of a whole read at once held several float64 copies of every window
+    (``benchmarks/bench_context_reference.py``)."""
+    import torch
+
+    from sar2opt.models.reference import reference_error, scene_reference
+
+    n, _, h, w = x.shape
+    keys = (REF_KEY, *((REF_ERR_KEY,) if with_error else ()))
+    got = {key: np.empty((n, n_opt, h, w), np.float32) for key in keys}
+    for a in range(0, n, REF_CHUNK):
+        xt = torch.from_numpy(x[a : a + REF_CHUNK])
+        fit, ref = scene_reference(xt, slices)
+        got[REF_KEY][a : a + len(xt)] = ref.numpy()
+        if with_error:
+            got[REF_ERR_KEY][a : a + len(xt)] = reference_error(xt, fit, slices).numpy()
+    return got
 
 
 def _stat(norm: Mapping, key: str) -> np.ndarray:
