@@ -173,21 +173,21 @@ def model_inputs(
     the clear pixels, and at a swath's edge the clear S2 beside the mean SAR taught it that
     the mean SAR has every colour, in the half of the window that has SAR.
     """
-    raw = {k: np.asarray(batch[k], dtype=np.float32) for k in input_keys(input_set)}
-    valid = None
-    for k, x in raw.items():
+    parts, valid = {}, None
+    # the cloudy S2 last: a pixel without SAR or DEM is masked in it (``model_input`` puts the
+    # keys back in the input set's order)
+    for k in sorted(input_keys(input_set), key=lambda k: k == "cloudy"):
+        x = np.asarray(batch[k], dtype=np.float32)
         if x.ndim != 4:
             raise ValueError(f"{k} must be (B, C, H, W), got shape {x.shape}")
-        if k in ("sar", "dem"):  # the prior may be missing (module doc of data.inputs)
-            ok = np.isfinite(x).all(axis=1)
-            valid = ok if valid is None else valid & ok
-    if "cloudy" in raw and valid is not None and not valid.all():
-        raw["cloudy"] = raw["cloudy"].copy()  # the caller's array stays as it was
-        raw["cloudy"][:, -1][~valid] = 1.0  # masked: ``normalise_cloudy`` says what that is
-    parts = {}
-    for k, x in raw.items():
+        if k == "cloudy" and valid is not None and not valid.all():
+            x = x.copy()  # the caller's array stays as it was
+            x[:, -1][~valid] = 1.0  # masked: ``normalise_cloudy`` says what that is
         x = normalise_input(k, x, norm)
         finite = np.isfinite(x)
+        if k in ("sar", "dem"):  # the prior may be missing (module doc of data.inputs)
+            ok = finite.all(axis=1)
+            valid = ok if valid is None else valid & ok
         parts[k] = x if finite.all() else np.where(finite, x, np.float32(0.0))
     x = parts["sar"] if input_set == "S" else model_input(parts, input_set).numpy()
     return x.astype(np.float32, copy=False), valid
